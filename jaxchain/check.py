@@ -1,0 +1,368 @@
+"""Gradient checking for any function: is its vector-Jacobian product right?
+
+:func:`check_vjp` compares the VJP of ``f`` with
+
+* the VJP of a ``reference`` (usually its autodiff twin), under several random cotangents;
+* central finite differences, in float64;
+* the reference's second order: the gradient of ``<grad <u, f>, v>`` for random ``u, v``;
+
+and runs ``f`` eagerly, under ``jit`` and under ``vmap``. The :class:`Report` names each input
+leaf with its largest absolute and relative error and the index of the worst element.
+Inputs that are not floating point (integer labels, boolean masks) are passed through and
+not differentiated; Python scalars are held static.
+
+>>> import jaxchain
+>>> x = jnp.linspace(-2.0, 2.0, 5)
+>>> check_vjp(jaxchain.rules.tanh, jaxchain.reference.tanh, x).ok
+True
+"""
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["TOLERANCES", "FD_RTOL", "LeafError", "Report", "assert_vjp", "check_vjp", "tolerance"]
+
+# Largest relative error accepted against autodiff, by the least precise dtype involved.
+# The relative error of a leaf is max|a - b| / max|b| (norm-wise, so that entries that are
+# zero in one formula and 1e-17 in the other do not count as large).
+TOLERANCES: dict[jnp.dtype, float] = {
+    jnp.dtype(jnp.float64): 1e-10,
+    jnp.dtype(jnp.float32): 1e-5,
+    jnp.dtype(jnp.float16): 1e-2,
+    jnp.dtype(jnp.bfloat16): 5e-2,
+}
+# Against central differences in float64 (truncation ~eps**2, rounding ~1e-16 / eps).
+FD_RTOL = 1e-6
+
+
+def tolerance(*dtypes: Any) -> float:
+    """The tolerance of the least precise of ``dtypes`` (from :data:`TOLERANCES`)."""
+    floats = [jnp.dtype(d) for d in dtypes if jnp.issubdtype(d, jnp.floating)]
+    return max((TOLERANCES[d] for d in floats), default=TOLERANCES[jnp.dtype(jnp.float64)])
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafError:
+    """The error of one leaf in one check."""
+
+    check: str
+    leaf: str
+    max_abs: float
+    max_rel: float
+    index: tuple[int, ...]
+    tol: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.max_rel <= self.tol)  # False for NaN
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What :func:`check_vjp` found: one :class:`LeafError` per check and leaf."""
+
+    name: str
+    errors: tuple[LeafError, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.errors)
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((e.max_rel for e in self.errors), default=0.0)
+
+    def max_rel(self, check: str) -> float:
+        """The largest relative error of one check (NaN when it did not run)."""
+        rels = [e.max_rel for e in self.errors if e.check == check]
+        return max(rels) if rels else math.nan
+
+    def __str__(self) -> str:
+        head = f"check_vjp({self.name}): {'ok' if self.ok else 'FAILED'}"
+        cols = f"  {'check':<20} {'leaf':<16} {'max abs':>10} {'max rel':>10} {'tol':>8}  index"
+        rows = [
+            f"  {e.check:<20} {e.leaf:<16} {e.max_abs:>10.2e} {e.max_rel:>10.2e} {e.tol:>8.0e}"
+            f"  {e.index}{'' if e.ok else '  <-- FAIL'}"
+            for e in self.errors
+        ]
+        return "\n".join([head, cols, *rows, *(f"  note: {n}" for n in self.notes)])
+
+
+# --- a function of its floating-point leaves -------------------------------------------------
+
+
+def _is_diff(leaf) -> bool:
+    return isinstance(leaf, jax.Array | np.ndarray) and jnp.issubdtype(leaf.dtype, jnp.floating)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """``f`` seen as a function of its floating-point leaves; hashable, so that the jitted
+    helpers below compile once per function and shape, however often a check is run."""
+
+    f: Callable
+    treedef: Any
+    kinds: tuple[str, ...]  # per leaf: "diff", "other" (an array) or "static"
+    static: tuple
+
+    def call(self, diff: Sequence, other: Sequence):
+        pools = {"diff": iter(diff), "other": iter(other), "static": iter(self.static)}
+        return self.f(*self.treedef.unflatten([next(pools[k]) for k in self.kinds]))
+
+
+def _split(f: Callable, args: tuple) -> tuple[_Spec, tuple, tuple, list[str]]:
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(args)
+    kinds, diff, other, static, names = [], [], [], [], []
+    params = _parameter_names(f, len(args))
+    for path, leaf in paths_leaves:
+        if _is_diff(leaf):
+            kinds.append("diff")
+            diff.append(jnp.asarray(leaf))
+            names.append(params[path[0].idx] + jax.tree_util.keystr(path[1:]))
+        elif isinstance(leaf, jax.Array | np.ndarray):
+            kinds.append("other")
+            other.append(jnp.asarray(leaf))
+        else:
+            kinds.append("static")
+            static.append(leaf)
+    spec = _Spec(f, treedef, tuple(kinds), tuple(static))
+    return spec, tuple(diff), tuple(other), names
+
+
+def _parameter_names(f: Callable, n: int) -> list[str]:
+    try:
+        names = [
+            p.name
+            for p in inspect.signature(f).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        names = []
+    return [names[i] if i < len(names) else f"args[{i}]" for i in range(n)]
+
+
+def _inner(a, b) -> jax.Array:
+    """Sum of elementwise products over all leaves of two matching pytrees."""
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def _vjp_impl(spec: _Spec, diff, other, ct):
+    out, pull = jax.vjp(lambda *d: spec.call(d, other), *diff)
+    return out, pull(ct)
+
+
+def _phi1(spec: _Spec, other, u, diff):
+    return _inner(u, spec.call(diff, other))  # <u, f(x)>
+
+
+def _phi2(spec: _Spec, other, u, v, diff):
+    return _inner(v, jax.grad(partial(_phi1, spec, other, u))(diff))  # <grad <u, f>, v>
+
+
+_vjp = jax.jit(_vjp_impl, static_argnums=0)
+_vjp_vmapped = jax.jit(lambda spec, *a: jax.vmap(partial(_vjp_impl, spec))(*a), static_argnums=0)
+_hvp = jax.jit(lambda spec, other, u, v, diff: jax.grad(partial(_phi2, spec, other, u, v))(diff),
+               static_argnums=0)  # fmt: skip
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _central_differences(spec: _Spec, order: int, leaf: int, diff, other, u, v, coords, eps):
+    """``d phi / d diff[leaf]`` at the flat ``coords``, by central differences, where phi is
+    ``<u, f>`` (order 1) or ``<grad <u, f>, v>`` (order 2); steps ``eps * max(1, |x|)``."""
+    x = diff[leaf]
+    h = eps * jnp.maximum(1, jnp.abs(x.ravel()[coords]))  # (m,)
+    steps = jax.nn.one_hot(coords, x.size, dtype=x.dtype) * h[:, None]  # (m, x.size)
+
+    def phi_at(step):
+        moved = (*diff[:leaf], x + step.reshape(x.shape), *diff[leaf + 1 :])
+        return _phi1(spec, other, u, moved) if order == 1 else _phi2(spec, other, u, v, moved)
+
+    return (jax.vmap(phi_at)(steps) - jax.vmap(phi_at)(-steps)) / (2 * h)
+
+
+# --- comparing -------------------------------------------------------------------------------
+
+
+def _leaf_error(check: str, name: str, got, want, tol: float, shape=None, coords=None):
+    """Error of ``got`` against ``want``; with ``coords``, they are the values at those flat
+    coordinates of a leaf of ``shape``."""
+    a, b = np.asarray(got, np.float64).ravel(), np.asarray(want, np.float64).ravel()
+    diff = np.abs(a - b)
+    nan = np.isnan(diff).any()
+    worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
+    max_abs = math.nan if nan else float(np.max(diff, initial=0.0))
+    scale = max(float(np.max(np.abs(b), initial=0.0)), tol * 1e-3)
+    shape = np.shape(want) if shape is None else shape
+    flat = worst if coords is None else int(coords[worst])
+    index = tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+    return LeafError(check, name, max_abs, max_abs / scale, index, tol)
+
+
+def _compare(check: str, names, got, want, tol: float) -> list[LeafError]:
+    pairs = zip(names, jax.tree.leaves(got), jax.tree.leaves(want), strict=True)
+    return [_leaf_error(check, n, a, b, tol) for n, a, b in pairs]
+
+
+def _sample_coords(key, size: int, points: int) -> np.ndarray:
+    if size <= points:
+        return np.arange(size)
+    return np.sort(np.asarray(jax.random.choice(key, size, (points,), replace=False)))
+
+
+def _normal_like(key, tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten(
+        [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+    )
+
+
+def _out_names(out) -> list[str]:
+    return ["out" + jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(out)[0]]
+def _normal_like(key, tree, dtype=None):
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    return treedef.unflatten(
+        [jax.random.normal(k, x.shape, dtype or x.dtype) for k, x in zip(keys, leaves, strict=False)]
+    )
+
+
+def _out_names(out) -> list[str]:
+    return ["out" + jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(out)[0]]
+
+
+def _stack(*trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+# --- the check -------------------------------------------------------------------------------
+
+
+def check_vjp(
+    f: Callable,
+    reference: Callable | None,
+    *args: Any,
+    cotangents: int = 3,
+    seed: int = 0,
+    rtol: float | None = None,
+    finite_differences: bool = True,
+    second_order: bool = True,
+    vmap: bool = True,
+    fd_eps: float = 1e-6,
+    fd_points: int = 16,
+    name: str | None = None,
+) -> Report:
+    """Check the VJP of ``f`` at ``args`` against ``reference`` and finite differences.
+
+    Args:
+      f: the function under test, ``f(*args)`` returning an array or a pytree of arrays.
+      reference: a function with the same signature and outputs whose VJP is trusted
+        (typically the autodiff twin), or ``None`` to check against finite differences alone
+        (then second order is checked by finite differences of the first-order gradient).
+      *args: the arguments. Floating-point array leaves are differentiated; other array
+        leaves (integer labels, boolean masks) are passed through; other leaves are static.
+      cotangents: how many random output cotangents to pull back.
+      seed: seeds the cotangents, directions and sampled coordinates.
+      rtol: tolerance against the reference; default from :data:`TOLERANCES` by dtype.
+      finite_differences: compare with central differences, in float64.
+      second_order: compare the gradient of ``<grad <u, f>, v>`` (a Hessian-vector product).
+      vmap: check ``f`` under ``jax.vmap`` over a batch of two.
+      fd_eps: relative finite-difference step.
+      fd_points: coordinates per leaf checked by finite differences (all if fewer).
+      name: what to call ``f`` in the report.
+
+    Returns:
+      A :class:`Report`; ``report.ok`` is False if any check exceeds its tolerance.
+    """
+    spec, diff, other, names = _split(f, args)
+    if not diff:
+        raise ValueError("check_vjp: no floating-point array among args, nothing to differentiate")
+    ref_spec = None if reference is None else dataclasses.replace(spec, f=reference)
+    out_shape = jax.eval_shape(lambda *d: spec.call(d, other), *diff)
+    dtypes = [x.dtype for x in diff] + [o.dtype for o in jax.tree.leaves(out_shape)]
+    tol = rtol if rtol is not None else tolerance(*dtypes)
+    key_ct, key_u, key_v, key_fd = jax.random.split(jax.random.key(seed), 4)
+    cts = [_normal_like(k, out_shape) for k in jax.random.split(key_ct, max(cotangents, 1))]
+
+    results = [_vjp(spec, diff, other, ct) for ct in cts]  # under jit
+    errors = _compare("eager vs jit", names, _vjp_impl(spec, diff, other, cts[0])[1],
+                      results[0][1], tol)  # fmt: skip
+    trusted = results
+    if ref_spec is not None:
+        trusted = [_vjp(ref_spec, diff, other, ct) for ct in cts]
+        _same_structure(out_shape, trusted[0][0])
+        errors += _compare("forward", _out_names(out_shape), results[0][0], trusted[0][0], tol)
+        for (_, grads), (_, want) in zip(results, trusted, strict=True):
+            errors += _compare("vjp", names, grads, want, tol)
+    if vmap:
+        batched = _vjp_vmapped(spec, _stack(diff, diff), _stack(other, other),
+                               _stack(cts[0], cts[-1]))  # fmt: skip
+        errors += _compare("vmap", names, batched[1], _stack(trusted[0][1], trusted[-1][1]), tol)
+    if second_order and ref_spec is not None:
+        u, v = _normal_like(key_u, out_shape), _normal_like(key_v, diff)
+        want = _hvp(ref_spec, other, u, v, diff)
+        errors += _compare("second order", names, _hvp(spec, other, u, v, diff), want, tol)
+    if finite_differences:
+        orders = (1,) if ref_spec is not None or not second_order else (1, 2)
+        for order in orders:
+            errors += _finite_differences(spec, order, diff, other, names, key_fd, fd_eps, fd_points)
+    return Report(name or _name_of(f), _worst_per_leaf(errors))
+
+
+def _worst_per_leaf(errors: list[LeafError]) -> tuple[LeafError, ...]:
+    """One row per (check, leaf): the worst over cotangents."""
+    worst: dict[tuple[str, str], LeafError] = {}
+    for e in errors:
+        kept = worst.get((e.check, e.leaf))
+        if kept is None or not e.max_rel <= kept.max_rel:  # NaN wins
+            worst[(e.check, e.leaf)] = e
+    return tuple(worst.values())
+
+
+def _finite_differences(spec, order, diff, other, names, key, eps, points) -> list[LeafError]:
+    """Analytic gradients of ``<u, f>`` (order 1) or ``<grad <u, f>, v>`` (order 2) against
+    central differences, all in float64, at up to ``points`` coordinates per leaf."""
+    check = "finite differences" if order == 1 else "second order (fd)"
+    with jax.enable_x64(True):
+        diff = tuple(x.astype(jnp.float64) for x in diff)
+        key_u, key_v, key_c = jax.random.split(key, 3)
+        u = _normal_like(key_u, jax.eval_shape(lambda *d: spec.call(d, other), *diff))
+        v = _normal_like(key_v, diff)
+        grads = _vjp(spec, diff, other, u)[1] if order == 1 else _hvp(spec, other, u, v, diff)
+        errors = []
+        for i, (x, g) in enumerate(zip(diff, grads, strict=True)):
+            coords = _sample_coords(jax.random.fold_in(key_c, i), x.size, points)
+            fd = _central_differences(spec, order, i, diff, other, u, v, coords, eps)
+            analytic = np.asarray(g).ravel()[coords]
+            errors.append(_leaf_error(check, names[i], analytic, fd, FD_RTOL, x.shape, coords))
+    return errors
+
+
+def _same_structure(out_shape, ref_out) -> None:
+    got = [(tuple(o.shape), o.dtype) for o in jax.tree.leaves(out_shape)]
+    want = [(tuple(o.shape), o.dtype) for o in jax.tree.leaves(ref_out)]
+    if jax.tree.structure(out_shape) != jax.tree.structure(ref_out) or got != want:
+        raise ValueError(f"check_vjp: f returns {got} but reference returns {want}")
+
+
+def _name_of(f: Callable) -> str:
+    while isinstance(f, partial):
+        f = f.func
+    return getattr(f, "__name__", repr(f))
+
+
+def assert_vjp(f: Callable, reference: Callable | None, *args: Any, **options: Any) -> Report:
+    """:func:`check_vjp`, raising ``AssertionError`` with the report if any check fails."""
+    report = check_vjp(f, reference, *args, **options)
+    if not report.ok:
+        raise AssertionError(str(report))
+    return report

@@ -1,0 +1,144 @@
+"""Every hand-written rule with its autodiff twin and a recipe for arguments.
+
+The registry is what ``jaxchain check`` runs and what the generic property test iterates: a
+rule added here is checked the moment it exists.
+"""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxchain import reference, rules
+
+Args = tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A rule, its reference, and how to make arguments for it.
+
+    Attributes:
+      name: the name shown in reports.
+      rule: the hand-written function, called with positional arrays.
+      reference: its autodiff twin, same signature.
+      make_args: ``(key, dtype, scale, dims) -> args``; floating arrays in ``dtype`` with
+        values of roughly ``scale``.
+      dims: for each named dimension, the sizes to draw from; the first is the default.
+    """
+
+    name: str
+    rule: Callable
+    reference: Callable
+    make_args: Callable[[jax.Array, Any, float, Mapping[str, Any]], Args]
+    dims: Mapping[str, tuple]
+
+    def args(self, key: jax.Array, dtype: Any = jnp.float64, scale: float = 1.0, **dims) -> Args:
+        """Arguments for the rule; dims not given take their first (default) size."""
+        chosen = {name: dims.get(name, sizes[0]) for name, sizes in self.dims.items()}
+        return self.make_args(key, jnp.dtype(dtype), scale, chosen)
+
+
+def _normal(key, shape, dtype, scale=1.0):
+    return scale * jax.random.normal(key, shape, dtype)
+
+
+def _unary(key, dtype, scale, d):
+    return (_normal(key, d["shape"], dtype, scale),)
+
+
+def _dense(key, dtype, scale, d):
+    kx, kw, kb = jax.random.split(key, 3)
+    i, o = d["I"], d["O"]
+    return (
+        _normal(kx, (*d["lead"], i), dtype, scale),
+        _normal(kw, (i, o), dtype, i**-0.5),
+        _normal(kb, (o,), dtype),
+    )
+
+
+def _cross_entropy(key, dtype, scale, d):
+    kx, ky = jax.random.split(key)
+    labels = jax.random.randint(ky, d["lead"], 0, d["V"])
+    return _normal(kx, (*d["lead"], d["V"]), dtype, scale), labels
+
+
+def _binary_cross_entropy(key, dtype, scale, d):
+    kx, kz = jax.random.split(key)
+    targets = jax.random.uniform(kz, d["shape"], dtype)
+    return _normal(kx, d["shape"], dtype, scale), targets
+
+
+def _pair(key, dtype, scale, d):
+    ka, kb = jax.random.split(key)
+    return _normal(ka, d["shape"], dtype, scale), _normal(kb, d["shape"], dtype, scale)
+
+
+def _layer_norm(key, dtype, scale, d):
+    kx, ks, kb = jax.random.split(key, 3)
+    dim = d["D"]
+    return (
+        _normal(kx, (*d["lead"], dim), dtype, scale),
+        1 + _normal(ks, (dim,), dtype, 0.2),
+        _normal(kb, (dim,), dtype, 0.2),
+    )
+
+
+def _qkv(key, dtype, scale, d):
+    kq, kk, kv = jax.random.split(key, 3)
+    b, t, s, n, h = d["B"], d["T"], d["S"], d["N"], d["H"]
+    q = _normal(kq, (b, t, n, h), dtype, scale)
+    return q, _normal(kk, (b, s, n, h), dtype, scale), _normal(kv, (b, s, n, h), dtype)
+
+
+def _qkv_mask(key, dtype, scale, d):
+    """A random boolean mask (B, 1, T, S) in which the first query row of the first batch
+    element attends to nothing."""
+    key, km = jax.random.split(key)
+    mask = jax.random.bernoulli(km, 0.7, (d["B"], 1, d["T"], d["S"]))
+    return (*_qkv(key, dtype, scale, d), mask.at[0, 0, 0, :].set(False))
+
+
+_ELEMENTWISE = {"shape": ((7,), (3, 4))}
+_ROWS = {"lead": ((4,), (2, 3))}
+_ATTENTION = {"B": (2,), "T": (5, 3), "S": (5, 4), "N": (2,), "H": (4, 8)}
+
+
+def _case(name, make_args, dims, rule=None, ref=None) -> Case:
+    return Case(name, rule or getattr(rules, name), ref or getattr(reference, name), make_args, dims)
+
+
+def _variant(name: str, op: str, make_args, dims, **kwargs) -> Case:
+    """A case for ``op`` with keyword arguments bound."""
+    return _case(
+        name, make_args, dims, partial(getattr(rules, op), **kwargs),
+        partial(getattr(reference, op), **kwargs),
+    )  # fmt: skip
+
+
+RULES: dict[str, Case] = {
+    c.name: c
+    for c in [
+        _case("dense", _dense, {**_ROWS, "I": (3, 8), "O": (5,)}),
+        _case("relu", _unary, _ELEMENTWISE),
+        _case("sigmoid", _unary, _ELEMENTWISE),
+        _case("tanh", _unary, _ELEMENTWISE),
+        _case("gelu", _unary, _ELEMENTWISE),
+        _variant("gelu(approximate)", "gelu", _unary, _ELEMENTWISE, approximate=True),
+        _case("softmax", _unary, _ELEMENTWISE),
+        _variant("softmax(axis=0)", "softmax", _unary, {"shape": ((3, 4),)}, axis=0),
+        _case("log_softmax", _unary, _ELEMENTWISE),
+        _case("softmax_cross_entropy", _cross_entropy, {**_ROWS, "V": (5, 10)}),
+        _case("sigmoid_binary_cross_entropy", _binary_cross_entropy, _ELEMENTWISE),
+        _case("mse", _pair, _ELEMENTWISE),
+        _case("layer_norm", _layer_norm, {**_ROWS, "D": (6, 16)}),
+        _case("dot_product_attention", _qkv, _ATTENTION),
+        _variant("dot_product_attention(causal)", "dot_product_attention", _qkv, _ATTENTION,
+                 is_causal=True),  # fmt: skip
+        _case("dot_product_attention(mask)", _qkv_mask, _ATTENTION,
+              rules.dot_product_attention, reference.dot_product_attention),  # fmt: skip
+    ]
+}

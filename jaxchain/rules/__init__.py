@@ -1,0 +1,30 @@
+"""Hand-written backward passes: every op is a ``jax.custom_vjp`` whose backward is the
+derivation, written out. :mod:`jaxchain.reference` has the same names, differentiated by
+``jax.grad``."""
+
+from jaxchain.rules.attention import dot_product_attention
+from jaxchain.rules.elementwise import gelu, relu, sigmoid, tanh
+from jaxchain.rules.linear import dense
+from jaxchain.rules.losses import (
+    log_softmax,
+    mse,
+    sigmoid_binary_cross_entropy,
+    softmax,
+    softmax_cross_entropy,
+)
+from jaxchain.rules.norm import layer_norm
+
+__all__ = [
+    "dense",
+    "dot_product_attention",
+    "gelu",
+    "layer_norm",
+    "log_softmax",
+    "mse",
+    "relu",
+    "sigmoid",
+    "sigmoid_binary_cross_entropy",
+    "softmax",
+    "softmax_cross_entropy",
+    "tanh",
+]

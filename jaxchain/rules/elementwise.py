@@ -1,0 +1,149 @@
+"""Elementwise activations: relu, sigmoid, tanh, gelu.
+
+Each backward pass is the cotangent ``g`` times the local derivative. Where the derivative is
+a function of the output (relu, sigmoid, tanh), the forward saves only its output ``y``;
+gelu's derivative needs the input, so it saves ``x``.
+"""
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erf
+
+from jaxchain import _validate
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+def _checked(op: str, x) -> jax.Array:
+    x = _validate.as_array(op, "x", x)
+    _validate.floating(op, x=x)
+    return x
+
+
+def relu(x: jax.Array) -> jax.Array:
+    r"""Rectified linear unit, :math:`\max(x, 0)`.
+
+    .. math:: \frac{\partial y}{\partial x} = [x > 0]
+
+    Saves the output ``y`` (``y > 0`` exactly where ``x > 0``). The derivative at 0 is 0.
+
+    >>> relu(jnp.array([-1.0, 2.0]))
+    Array([0., 2.], dtype=float32)
+    """
+    return _relu(_checked("relu", x))
+
+
+@jax.custom_vjp
+def _relu(x):
+    return jnp.maximum(x, 0)
+
+
+def _relu_fwd(x):
+    y = jnp.maximum(x, 0)
+    return y, y
+
+
+def _relu_bwd(y, g):
+    return (jnp.where(y > 0, g, 0),)  # d relu(x) = [x > 0]
+
+
+_relu.defvjp(_relu_fwd, _relu_bwd)
+
+
+def sigmoid(x: jax.Array) -> jax.Array:
+    r"""Logistic sigmoid, :math:`\sigma(x) = 1 / (1 + e^{-x})`.
+
+    .. math:: \frac{\partial \sigma}{\partial x} = \sigma(x)\,(1 - \sigma(x))
+
+    Saves the output ``y``.
+    """
+    return _sigmoid(_checked("sigmoid", x))
+
+
+@jax.custom_vjp
+def _sigmoid(x):
+    return jax.nn.sigmoid(x)
+
+
+def _sigmoid_fwd(x):
+    y = jax.nn.sigmoid(x)
+    return y, y
+
+
+def _sigmoid_bwd(y, g):
+    return (g * y * (1 - y),)  # d sigma(x) = sigma (1 - sigma)
+
+
+_sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
+
+
+def tanh(x: jax.Array) -> jax.Array:
+    r"""Hyperbolic tangent.
+
+    .. math:: \frac{\partial \tanh x}{\partial x} = 1 - \tanh^2 x
+
+    Saves the output ``y``.
+    """
+    return _tanh(_checked("tanh", x))
+
+
+@jax.custom_vjp
+def _tanh(x):
+    return jnp.tanh(x)
+
+
+def _tanh_fwd(x):
+    y = jnp.tanh(x)
+    return y, y
+
+
+def _tanh_bwd(y, g):
+    return (g * (1 - y * y),)  # d tanh(u) = 1 - tanh(u)**2
+
+
+_tanh.defvjp(_tanh_fwd, _tanh_bwd)
+
+
+def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
+    r"""Gaussian error linear unit.
+
+    Exact: :math:`y = x\,\Phi(x)`, with :math:`\Phi` the standard normal CDF and
+    :math:`\varphi` its density,
+
+    .. math:: \frac{\partial y}{\partial x} = \Phi(x) + x\,\varphi(x).
+
+    ``approximate=True``: :math:`y = \tfrac12 x (1 + \tanh u)`,
+    :math:`u = \sqrt{2/\pi}\,(x + 0.044715\,x^3)`,
+
+    .. math:: \frac{\partial y}{\partial x} = \tfrac12 (1 + \tanh u)
+              + \tfrac12 x\,(1 - \tanh^2 u)\,\sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2).
+
+    Saves the input ``x``.
+    """
+    return _gelu(_checked("gelu", x), bool(approximate))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _gelu(x, approximate):
+    return jax.nn.gelu(x, approximate=approximate)
+
+
+def _gelu_fwd(x, approximate):
+    return jax.nn.gelu(x, approximate=approximate), x
+
+
+def _gelu_bwd(approximate, x, g):
+    if approximate:
+        t = jnp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
+        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)  # du/dx
+        return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du),)
+    cdf = 0.5 * (1 + erf(x / math.sqrt(2)))  # Phi(x)
+    pdf = jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)  # phi(x)
+    return (g * (cdf + x * pdf),)  # d [x Phi(x)] = Phi(x) + x phi(x)
+
+
+_gelu.defvjp(_gelu_fwd, _gelu_bwd)

@@ -1,0 +1,73 @@
+"""Layer normalisation over the last axis."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from jaxchain import _validate
+
+
+def check_layer_norm(op: str, x, scale, bias) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x ``(..., D)``, scale and bias ``(D,)``, one floating dtype."""
+    arrays = {"x": x, "scale": scale, "bias": bias}
+    x, scale, bias = (_validate.as_array(op, n, a) for n, a in arrays.items())
+    _validate.floating(op, x=x, scale=scale, bias=bias)
+    _validate.min_rank(op, "x", x, 1)
+    d = x.shape[-1]
+    _validate.shape(op, "scale", scale, (d,), f"D = x.shape[-1] = {d}")
+    _validate.shape(op, "bias", bias, (d,), f"D = x.shape[-1] = {d}")
+    return x, scale, bias
+
+
+def _statistics(x, eps):
+    mu = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
+    return mu, jax.lax.rsqrt(var + eps)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
+    r"""Layer norm over the last axis, :math:`y = \hat x \gamma + \beta`,
+    :math:`\hat x = (x - \mu)\, r`, :math:`r = (\sigma^2 + \epsilon)^{-1/2}`.
+
+    With :math:`\hat g = g \gamma` and means :math:`\langle\cdot\rangle` over the last axis,
+
+    .. math:: \frac{\partial L}{\partial x}
+              = r \big(\hat g - \langle \hat g \rangle - \hat x \langle \hat g \hat x \rangle\big),
+              \quad \frac{\partial L}{\partial \gamma} = \textstyle\sum_{\text{rows}} g \hat x,
+              \quad \frac{\partial L}{\partial \beta} = \textstyle\sum_{\text{rows}} g.
+
+    Saves ``x``, ``scale`` (inputs) and the per-row mean and ``r``; :math:`\hat x` is
+    recomputed.
+
+    Args:
+      x: ``(..., D)``.
+      scale: ``(D,)`` (gamma).
+      bias: ``(D,)`` (beta).
+      eps: added to the variance.
+    """
+    x, scale, bias = check_layer_norm("layer_norm", x, scale, bias)
+    return _layer_norm(x, scale, bias, float(eps))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x, scale, bias, eps):
+    return _layer_norm_fwd(x, scale, bias, eps)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, eps):
+    mu, r = _statistics(x, eps)
+    return (x - mu) * r * scale + bias, (x, scale, mu, r)
+
+
+def _layer_norm_bwd(eps, res, g):
+    x, scale, mu, r = res
+    rows = tuple(range(x.ndim - 1))
+    x_hat = (x - mu) * r  # recomputed
+    g_hat = g * scale  # dL/dx_hat
+    mean = partial(jnp.mean, axis=-1, keepdims=True)
+    dx = r * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))
+    return dx, jnp.sum(g * x_hat, axis=rows), jnp.sum(g, axis=rows)
+
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)

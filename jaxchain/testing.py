@@ -1,0 +1,95 @@
+"""Hypothesis strategies and helpers, so that users test their own rules the way jaxchain
+tests its own.
+
+Example, in a test file::
+
+    import jaxchain.testing as jt
+
+    def test_my_tanh():
+        jt.check_property(my_tanh, jaxchain.reference.tanh, jt.arrays(jt.shapes()))
+
+Two hypothesis profiles are registered: ``jaxchain`` (few examples, for every run; each new
+shape compiles) and ``jaxchain-thorough`` (many examples). Select one with
+``hypothesis.settings.load_profile``.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+
+from jaxchain.check import assert_vjp
+from jaxchain.registry import Case
+
+__all__ = ["arrays", "case_args", "check_property", "keys", "scales", "shapes"]
+
+hypothesis.settings.register_profile(
+    "jaxchain", max_examples=4, deadline=None, derandomize=True, print_blob=True
+)
+hypothesis.settings.register_profile("jaxchain-thorough", max_examples=60, deadline=None)
+
+DEFAULT_SHAPES: tuple[tuple[int, ...], ...] = ((5,), (2, 3), (2, 3, 4))
+
+
+def keys() -> st.SearchStrategy[jax.Array]:
+    """PRNG keys, from 32-bit seeds."""
+    return st.integers(0, 2**32 - 1).map(jax.random.key)
+
+
+def shapes(choices: Sequence[tuple[int, ...]] = DEFAULT_SHAPES) -> st.SearchStrategy:
+    """Shapes drawn from a small fixed set (every new shape costs a compilation)."""
+    return st.sampled_from(tuple(choices))
+
+
+def scales() -> st.SearchStrategy[float]:
+    """The spread of values: small, unit and large."""
+    return st.sampled_from((0.1, 1.0, 5.0))
+
+
+def arrays(
+    shape: st.SearchStrategy | tuple[int, ...] = shapes(), dtype: Any = jnp.float64
+) -> st.SearchStrategy[jax.Array]:
+    """Normal arrays of a drawn shape and spread (values never land on a kink by chance)."""
+    shape = shape if isinstance(shape, st.SearchStrategy) else st.just(shape)
+    return st.builds(
+        lambda key, s, scale: scale * jax.random.normal(key, s, dtype), keys(), shape, scales()
+    )
+
+
+def case_args(case: Case, dtype: Any = jnp.float64) -> st.SearchStrategy[tuple]:
+    """Arguments for a registry :class:`~jaxchain.registry.Case`: its dims drawn from their
+    choices, its values from a drawn key and spread."""
+    dims = st.fixed_dictionaries({name: st.sampled_from(c) for name, c in case.dims.items()})
+    return st.builds(
+        lambda key, scale, d: case.args(key, dtype, scale, **d), keys(), scales(), dims
+    )
+
+
+def check_property(
+    rule: Callable,
+    reference: Callable | None,
+    args: st.SearchStrategy,
+    *,
+    settings: hypothesis.settings | None = None,
+    **options: Any,
+) -> None:
+    """Property-test a rule: for every ``args`` hypothesis draws (an array or a tuple of
+    arguments), :func:`jaxchain.check.assert_vjp` must pass.
+
+    Args:
+      rule: the function under test.
+      reference: its trusted twin, or None for finite differences alone.
+      args: a strategy of argument tuples (a single array is taken as one argument).
+      settings: hypothesis settings; by default the loaded profile.
+      **options: passed to :func:`jaxchain.check.check_vjp`.
+    """
+
+    @hypothesis.given(args)
+    def run(drawn):
+        drawn = drawn if isinstance(drawn, tuple) else (drawn,)
+        assert_vjp(rule, reference, *drawn, **options)
+
+    (settings(run) if settings is not None else run)()
