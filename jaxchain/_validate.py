@@ -84,3 +84,9 @@ def labels_in_range(op: str, labels, num_classes: int) -> None:
             f"labels must lie in [0, {num_classes}), got values in "
             f"[{values.min()}, {values.max()}]",
         )
+
+
+def along_last_axis(v: jax.Array, ndim: int) -> jax.Array:
+    """A ``(D,)`` vector shaped ``(1, ..., 1, D)`` to broadcast against a rank-``ndim`` array
+    (explicitly, so that code runs under ``jax_numpy_rank_promotion='raise'``)."""
+    return jnp.reshape(v, (1,) * (ndim - 1) + (-1,))

@@ -25,10 +25,9 @@ def _check(args: argparse.Namespace) -> int:
         key = jax.random.key(args.seed)
         report = check_vjp(case.rule, case.reference, *case.args(key, args.dtype), name=case.name)
         autodiff = max(report.max_rel("vjp"), report.max_rel("forward"))
-        print(
-            f"{case.name:<{width}}  {autodiff:>11.1e}  {report.max_rel('finite differences'):>11.1e}"
-            f"  {report.max_rel('second order'):>9.1e}  {'ok' if report.ok else 'FAIL'}"
-        )
+        fd, second = report.max_rel("finite differences"), report.max_rel("second order")
+        verdict = "ok" if report.ok else "FAIL"
+        print(f"{case.name:<{width}}  {autodiff:>11.1e}  {fd:>11.1e}  {second:>9.1e}  {verdict}")
         if not report.ok:
             failed.append(report)
     for report in failed:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
+from jaxchain._validate import along_last_axis
 from jaxchain.rules.attention import check_attention
 from jaxchain.rules.elementwise import _checked
 from jaxchain.rules.linear import check_dense
@@ -37,7 +38,7 @@ __all__ = [
 def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     """``x @ w + b``; x ``(..., I)``, w ``(I, O)``, b ``(O,)``."""
     x, w, b = check_dense("dense", x, w, b)
-    return x @ w + b
+    return x @ w + along_last_axis(b, x.ndim)
 
 
 def relu(x: jax.Array) -> jax.Array:
@@ -96,6 +97,7 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-
     x, scale, bias = check_layer_norm("layer_norm", x, scale, bias)
     mu = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean((x - mu) ** 2, axis=-1, keepdims=True)
+    scale, bias = along_last_axis(scale, x.ndim), along_last_axis(bias, x.ndim)
     return (x - mu) / jnp.sqrt(var + eps) * scale + bias
 
 

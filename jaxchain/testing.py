@@ -50,9 +50,12 @@ def scales() -> st.SearchStrategy[float]:
 
 
 def arrays(
-    shape: st.SearchStrategy | tuple[int, ...] = shapes(), dtype: Any = jnp.float64
+    shape: st.SearchStrategy | tuple[int, ...] | None = None, dtype: Any = jnp.float64
 ) -> st.SearchStrategy[jax.Array]:
-    """Normal arrays of a drawn shape and spread (values never land on a kink by chance)."""
+    """Normal arrays of a drawn shape (by default from :func:`shapes`) and spread; values
+    never land on a kink by chance."""
+    if shape is None:
+        shape = shapes()
     shape = shape if isinstance(shape, st.SearchStrategy) else st.just(shape)
     return st.builds(
         lambda key, s, scale: scale * jax.random.normal(key, s, dtype), keys(), shape, scales()

@@ -31,8 +31,8 @@ def relu(x: jax.Array) -> jax.Array:
 
     Saves the output ``y`` (``y > 0`` exactly where ``x > 0``). The derivative at 0 is 0.
 
-    >>> relu(jnp.array([-1.0, 2.0]))
-    Array([0., 2.], dtype=float32)
+    >>> relu(jnp.array([-1.0, 2.0])).tolist()
+    [0.0, 2.0]
     """
     return _relu(_checked("relu", x))
 

@@ -44,11 +44,11 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def _dense(x, w, b):
-    return x @ w + b
+    return x @ w + _validate.along_last_axis(b, x.ndim)
 
 
 def _dense_fwd(x, w, b):
-    return x @ w + b, (x, w)
+    return _dense(x, w, b), (x, w)
 
 
 def _dense_bwd(res, g):

@@ -116,10 +116,11 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
     :math:`\ell = \operatorname{logsumexp}(z) - z_y`, and the famous
 
-    .. math:: \frac{\partial \ell}{\partial z} = \operatorname{softmax}(z) - \operatorname{onehot}(y)
-              = \hat y - y.
+    .. math:: \frac{\partial \ell}{\partial z}
+              = \operatorname{softmax}(z) - \operatorname{onehot}(y) = \hat y - y.
 
-    Saves the logits (an input) and the per-row log-sum-exp; the softmax is recomputed.
+    Saves the logits (an input) and two numbers per row (the maximum and the log of the
+    shifted sum, whose sum is the log-sum-exp); the softmax is recomputed.
 
     Args:
       logits: ``(..., V)``.
@@ -137,14 +138,16 @@ def _softmax_cross_entropy(logits, labels):
 
 
 def _softmax_cross_entropy_fwd(logits, labels):
-    lse = logsumexp(logits, -1)  # (..., 1)
+    m = jnp.max(logits, axis=-1, keepdims=True)  # (..., 1)
+    log_total = jnp.log(jnp.sum(jnp.exp(logits - m), axis=-1, keepdims=True))  # lse - m
     picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)
-    return (lse - picked)[..., 0], (logits, labels, lse)
+    loss = (m - picked) + log_total  # lse - z_y, without rounding lse near large logits
+    return loss[..., 0], (logits, labels, m, log_total)
 
 
 def _softmax_cross_entropy_bwd(res, g):
-    logits, labels, lse = res
-    y_hat = jnp.exp(logits - lse)  # softmax, recomputed
+    logits, labels, m, log_total = res
+    y_hat = jnp.exp((logits - m) - log_total)  # softmax, recomputed
     y = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     return g[..., None] * (y_hat - y), None  # d loss / d logits = y_hat - y
 
@@ -155,7 +158,8 @@ _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy
 def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     r"""Elementwise binary cross-entropy of ``sigmoid(logits)`` against targets in ``[0, 1]``.
 
-    :math:`\ell = -z \log \sigma(x) - (1 - z) \log(1 - \sigma(x)) = \operatorname{softplus}(x) - z x`,
+    :math:`\ell = -z \log \sigma(x) - (1 - z) \log(1 - \sigma(x))
+    = \operatorname{softplus}(x) - z x`,
     computed as :math:`\max(x, 0) - z x + \log(1 + e^{-|x|})`, so
 
     .. math:: \frac{\partial \ell}{\partial x} = \sigma(x) - z, \qquad
@@ -163,8 +167,8 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Ar
 
     Saves the inputs.
     """
-    logits, labels = check_pair("sigmoid_binary_cross_entropy", ("logits", "labels"), logits, labels)
-    return _sigmoid_bce(logits, labels)
+    names = ("logits", "labels")
+    return _sigmoid_bce(*check_pair("sigmoid_binary_cross_entropy", names, logits, labels))
 
 
 @jax.custom_vjp

@@ -57,14 +57,15 @@ def _layer_norm(x, scale, bias, eps):
 
 def _layer_norm_fwd(x, scale, bias, eps):
     mu, r = _statistics(x, eps)
-    return (x - mu) * r * scale + bias, (x, scale, mu, r)
+    scale_, bias_ = (_validate.along_last_axis(a, x.ndim) for a in (scale, bias))
+    return (x - mu) * r * scale_ + bias_, (x, scale, mu, r)
 
 
 def _layer_norm_bwd(eps, res, g):
     x, scale, mu, r = res
     rows = tuple(range(x.ndim - 1))
     x_hat = (x - mu) * r  # recomputed
-    g_hat = g * scale  # dL/dx_hat
+    g_hat = g * _validate.along_last_axis(scale, x.ndim)  # dL/dx_hat
     mean = partial(jnp.mean, axis=-1, keepdims=True)
     dx = r * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))
     return dx, jnp.sum(g * x_hat, axis=rows), jnp.sum(g, axis=rows)

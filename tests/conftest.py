@@ -1,0 +1,16 @@
+"""Strict JAX settings for the whole suite: float64 available, no implicit rank promotion,
+strict dtype promotion. Hypothesis runs few examples unless HYPOTHESIS_PROFILE=thorough."""
+
+import os
+
+import hypothesis
+import jax
+
+import jaxchain.testing  # noqa: F401  (registers the hypothesis profiles)
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+_PROFILES = {"default": "jaxchain", "thorough": "jaxchain-thorough"}
+hypothesis.settings.load_profile(_PROFILES[os.environ.get("HYPOTHESIS_PROFILE", "default")])

@@ -1,0 +1,149 @@
+"""The checker can fail: wrong backward passes are reported, with the leaf and the index."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxchain import reference, rules
+from jaxchain.check import TOLERANCES, assert_vjp, check_vjp, tolerance
+from jaxchain.registry import RULES
+
+
+def _with_bwd(forward, bwd):
+    """A custom_vjp with ``forward`` and a (planted) backward ``bwd(args, g)``."""
+    f = jax.custom_vjp(forward)
+    f.defvjp(lambda *a: (forward(*a), a), bwd)
+    return f
+
+
+def _tanh_off_by(factor):
+    return _with_bwd(jnp.tanh, lambda a, g: (g * (1 - jnp.tanh(a[0]) ** 2) * factor,))
+
+
+def _dense_transposed(a, g):
+    x, w, _ = a
+    return g @ w.T, (x.T @ g).T, g.sum(0)  # dW transposed: right shape only when I == O
+
+
+def _softmax_without_correction(a, g):
+    y = jax.nn.softmax(a[0])
+    return (y * g,)  # the -<g, y> term dropped
+
+
+def _tanh_first_order_only(a, g):
+    y = jax.lax.stop_gradient(jnp.tanh(a[0]))  # right value, but invisible to second order
+    return (g * (1 - y**2),)
+
+
+PLANTED = {
+    "factor 1.0001 off": (_tanh_off_by(1.0001), reference.tanh, "tanh"),
+    "transposed dW": (
+        _with_bwd(lambda x, w, b: x @ w + b[None], _dense_transposed),
+        reference.dense,
+        "dense",
+    ),
+    "dropped softmax term": (
+        _with_bwd(lambda x: jax.nn.softmax(x), _softmax_without_correction),
+        reference.softmax,
+        "softmax",
+    ),
+}
+
+
+def _args(name, dtype=jnp.float64):
+    dims = {"I": 5, "O": 5} if name == "dense" else {}
+    return RULES[name].args(jax.random.key(0), dtype, **dims)
+
+
+@pytest.mark.parametrize("planted", sorted(PLANTED))
+@pytest.mark.parametrize("against", ["reference", "finite differences"])
+def test_planted_bugs_fail(planted, against):
+    f, ref, name = PLANTED[planted]
+    report = check_vjp(f, ref if against == "reference" else None, *_args(name))
+    assert not report.ok
+    check = "vjp" if against == "reference" else "finite differences"
+    assert any(not e.ok for e in report.errors if e.check == check)
+    with pytest.raises(AssertionError, match="FAIL"):
+        assert_vjp(f, ref if against == "reference" else None, *_args(name))
+
+
+def test_float32_tolerance_still_catches_a_small_factor():
+    f = _tanh_off_by(1.001)
+    assert not check_vjp(f, reference.tanh, *_args("tanh", jnp.float32)).ok
+
+
+def test_second_order_catches_a_backward_that_is_not_differentiable():
+    f = _with_bwd(jnp.tanh, _tanh_first_order_only)
+    x = _args("tanh")
+    for ref in (reference.tanh, None):
+        report = check_vjp(f, ref, *x)
+        assert not report.ok
+        failing = {e.check for e in report.errors if not e.ok}
+        assert failing == {"second order" if ref else "second order (fd)"}
+
+
+def test_report_names_the_leaf_and_the_index_of_the_worst_element():
+    def bwd(a, g):
+        x, w, _ = a
+        dw = (x.T @ g).at[1, 2].add(1e-3)  # one wrong element
+        return g @ w.T, dw, g.sum(0)
+
+    f = _with_bwd(lambda x, w, b: x @ w + b[None], bwd)
+    report = check_vjp(f, reference.dense, *_args("dense"))
+    bad = [e for e in report.errors if not e.ok]
+    assert {e.leaf for e in bad} == {"w"}
+    assert all(e.index == (1, 2) for e in bad if e.check in ("vjp", "finite differences"))
+    text = str(report)
+    assert "FAILED" in text and "<-- FAIL" in text and "(1, 2)" in text
+
+
+def test_correct_rule_passes_and_report_reads_well():
+    report = check_vjp(rules.softmax_cross_entropy, reference.softmax_cross_entropy,
+                       *_args("softmax_cross_entropy"))  # fmt: skip
+    assert report.ok and report.max_rel("vjp") < TOLERANCES[jnp.dtype(jnp.float64)]
+    assert {e.leaf for e in report.errors} == {"logits", "out"}  # integer labels not differentiated
+    checks = {e.check for e in report.errors}
+    assert checks == {
+        "eager vs jit",
+        "forward",
+        "vjp",
+        "vmap",
+        "second order",
+        "finite differences",
+    }
+    assert str(report).startswith("check_vjp(softmax_cross_entropy): ok")
+
+
+def test_pytree_arguments_and_outputs():
+    def f(params, x):
+        h = rules.tanh(rules.dense(x, params["w"], params["b"]))
+        return {"h": h, "total": jnp.sum(h)}
+
+    def ref(params, x):
+        h = reference.tanh(reference.dense(x, params["w"], params["b"]))
+        return {"h": h, "total": jnp.sum(h)}
+
+    x, w, b = _args("dense")
+    report = assert_vjp(f, ref, {"w": w, "b": b}, x)
+    assert {e.leaf for e in report.errors} >= {"params['w']", "params['b']", "x"}
+    assert {"out['h']", "out['total']"} <= {e.leaf for e in report.errors}
+
+
+def test_mismatched_reference_and_no_floats_are_usage_errors():
+    x = _args("tanh")[0]
+    with pytest.raises(ValueError, match="reference returns"):
+        check_vjp(rules.tanh, lambda x: jnp.sum(x), x)
+    with pytest.raises(ValueError, match="nothing to differentiate"):
+        check_vjp(lambda n: n * 1.0, None, jnp.arange(3))
+
+
+def test_tolerance_is_that_of_the_least_precise_dtype():
+    assert tolerance(jnp.float64, jnp.float32) == TOLERANCES[jnp.dtype(jnp.float32)]
+    assert tolerance(jnp.int32) == TOLERANCES[jnp.dtype(jnp.float64)]
+
+
+def test_nan_gradient_fails():
+    f = _with_bwd(jnp.tanh, lambda a, g: (g * jnp.nan,))
+    report = check_vjp(f, reference.tanh, *_args("tanh"))
+    assert not report.ok and np.isnan(report.max_rel("vjp"))

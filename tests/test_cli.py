@@ -1,0 +1,28 @@
+"""The `jaxchain check` command."""
+
+import jax
+import jax.numpy as jnp
+
+from jaxchain import cli, reference, registry
+
+
+def test_check_prints_a_table_and_exits_zero(capsys):
+    assert cli.main(["check", "--only", "tanh", "dense"]) == 0
+    out = capsys.readouterr().out
+    assert "vs autodiff" in out and "vs fin.diff" in out and "2nd order" in out
+    assert out.count(" ok\n") == 2 and "2 passed, 0 failed" in out
+
+
+def test_check_exits_one_when_a_rule_is_wrong(capsys, monkeypatch):
+    wrong = jax.custom_vjp(jnp.tanh)
+    wrong.defvjp(lambda x: (jnp.tanh(x), x), lambda x, g: (g,))  # forgot the derivative
+    bad = registry.Case("tanh", wrong, reference.tanh, registry._unary, {"shape": ((3,),)})
+    monkeypatch.setitem(registry.RULES, "tanh", bad)
+    assert cli.main(["check", "--only", "tanh"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "0 passed, 1 failed" in out
+
+
+def test_check_rejects_unknown_ops(capsys):
+    assert cli.main(["check", "--only", "nope"]) == 2
+    assert "unknown rule" in capsys.readouterr().err

@@ -1,0 +1,242 @@
+"""Every registered rule against its autodiff twin; stability, invariants and bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+
+import jaxchain.testing as jt
+from jaxchain import reference, rules
+from jaxchain.check import tolerance
+from jaxchain.registry import RULES
+
+OPS = (rules, reference)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_rule_matches_reference(name, dtype):
+    """The generic property: VJP, second order, jit and vmap equal the twin's; finite
+    differences (always float64) run once, with the float64 draw."""
+    case = RULES[name]
+    fd = dtype == jnp.float64
+    jt.check_property(
+        case.rule, case.reference, jt.case_args(case, dtype), finite_differences=fd, name=name
+    )
+
+
+def test_registry_covers_every_rule():
+    assert {c.rule.func if hasattr(c.rule, "func") else c.rule for c in RULES.values()} >= {
+        getattr(rules, n) for n in rules.__all__
+    }
+
+
+# --- stability --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_cross_entropy_exact_for_huge_logits(dtype):
+    logits = jnp.array([[1e4, -1e4, 0.0], [1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]], dtype)
+    labels = jnp.array([0, 1, 2])
+    loss, grad = jax.value_and_grad(lambda z: rules.softmax_cross_entropy(z, labels).sum())(logits)
+    # log(1 + e^-1e4 + e^-2e4) = 0;  1e4 - (-1e4) = 2e4;  three equal logits: log 3
+    np.testing.assert_allclose(
+        rules.softmax_cross_entropy(logits, labels), [0.0, 2e4, np.log(3)], rtol=1e-6
+    )
+    assert np.isfinite(loss)
+    y_hat = np.array([[1, 0, 0], [1, 0, 0], [1 / 3, 1 / 3, 1 / 3]])
+    np.testing.assert_allclose(grad, y_hat - np.eye(3), atol=1e-6)  # y_hat - y
+
+
+@pytest.mark.parametrize("ops", OPS, ids=["rules", "reference"])
+def test_fully_masked_row_gives_zeros_and_finite_gradient(ops):
+    q, k, v, mask = RULES["dot_product_attention(mask)"].args(jax.random.key(1))
+    assert not mask[0, 0, 0].any()  # the first query of the first batch sees nothing
+    out = ops.dot_product_attention(q, k, v, mask)
+    assert np.all(out[0, 0] == 0)
+
+    def loss(q, k, v):
+        return jnp.sum(ops.dot_product_attention(q, k, v, mask) ** 2)
+
+    grads = jax.grad(loss, (0, 1, 2))(q, k, v)
+    assert all(np.isfinite(g).all() for g in grads)
+    assert np.all(grads[0][0, 0] == 0)
+
+
+def test_attention_with_no_key_visible_at_all():
+    q, k, v = jnp.ones((1, 2, 1, 4)), jnp.ones((1, 3, 1, 4)), jnp.ones((1, 3, 1, 4))
+    mask = jnp.zeros((1, 1, 2, 3), bool)
+    loss = lambda q, k, v: jnp.sum(rules.dot_product_attention(q, k, v, mask))  # noqa: E731
+    out, grads = jax.value_and_grad(loss, (0, 1, 2))(q, k, v)
+    assert out == 0 and all(np.all(g == 0) for g in grads)
+
+
+# --- invariants and independent implementations -----------------------------------------------
+
+
+@pytest.mark.parametrize("ops", OPS, ids=["rules", "reference"])
+@given(x=jt.arrays())
+def test_softmax_rows_sum_to_one(ops, x):
+    np.testing.assert_allclose(ops.softmax(x).sum(-1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(jnp.exp(ops.log_softmax(x)).sum(-1), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_attention_matches_jax_nn(is_causal):
+    q, k, v = RULES["dot_product_attention"].args(jax.random.key(2), jnp.float32, TS=(5, 5))
+    want = jax.nn.dot_product_attention(q, k, v, is_causal=is_causal)
+    got = rules.dot_product_attention(q, k, v, is_causal=is_causal)
+    np.testing.assert_allclose(got, want, rtol=tolerance(jnp.float32), atol=1e-6)
+
+
+def test_causal_attention_does_not_see_the_future():
+    q, k, v = RULES["dot_product_attention"].args(jax.random.key(3), TS=(5, 5))
+    t = 2
+    later = k.at[:, t + 1 :].add(1.0), v.at[:, t + 1 :].add(1.0)
+    for ops in OPS:
+        before = ops.dot_product_attention(q, k, v, is_causal=True)
+        after = ops.dot_product_attention(q, *later, is_causal=True)
+        np.testing.assert_array_equal(before[:, : t + 1], after[:, : t + 1])
+        assert not np.allclose(before[:, t + 1 :], after[:, t + 1 :])
+
+
+def test_masked_keys_get_zero_gradient():
+    q, k, v, mask = RULES["dot_product_attention(mask)"].args(jax.random.key(4))
+    keys_mask = mask[:, :, :1, :]  # (B, 1, 1, S): a padding mask on keys
+    dk, dv = jax.grad(
+        lambda k, v: jnp.sum(rules.dot_product_attention(q, k, v, keys_mask) ** 2), (0, 1)
+    )(k, v)
+    hidden = ~keys_mask[:, 0, 0, :]  # (B, S)
+    assert hidden.any()
+    assert np.all(dk[hidden] == 0) and np.all(dv[hidden] == 0)
+
+
+def test_gelu_matches_jax_nn():
+    x = jnp.linspace(-5, 5, 41)
+    for approximate in (False, True):
+        np.testing.assert_allclose(
+            rules.gelu(x, approximate), jax.nn.gelu(x, approximate=approximate), rtol=1e-12
+        )
+
+
+def test_layer_norm_normalises():
+    x = 3 + 2 * jax.random.normal(jax.random.key(5), (4, 32))
+    y = rules.layer_norm(x, jnp.ones(32), jnp.zeros(32), eps=0.0)
+    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(-1), 1, rtol=1e-12)
+
+
+def test_dense_worked_example():
+    x, w, b = jnp.array([[1.0, 2.0]]), jnp.array([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]]), jnp.ones(3)
+    np.testing.assert_array_equal(rules.dense(x, w, b), [[6.0, 3.0, 0.0]])
+    dx, dw, db = jax.grad(lambda *a: rules.dense(*a).sum(), (0, 1, 2))(x, w, b)
+    np.testing.assert_array_equal(dx, [[0.0, 3.0]])  # g W^T, rows of W summed
+    np.testing.assert_array_equal(dw, [[1.0] * 3, [2.0] * 3])  # x^T g
+    np.testing.assert_array_equal(db, [1.0] * 3)
+
+
+def test_mse_gradient_sign():
+    """The squared-error derivative is +2 (p - t) / n with respect to the prediction."""
+    p, t = jnp.array([3.0, 1.0]), jnp.array([1.0, 1.0])
+    dp, dt = jax.grad(rules.mse, (0, 1))(p, t)
+    np.testing.assert_array_equal(dp, [2.0, 0.0])
+    np.testing.assert_array_equal(dt, [-2.0, 0.0])
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+F = jnp.float64
+BAD_INPUT = [
+    (
+        "dense",
+        lambda o: o.dense(jnp.ones((4, 3)), jnp.ones((5, 2)), jnp.ones(2)),
+        r"w .*\(3, 2\).*\(5, 2\)",
+    ),
+    (
+        "dense",
+        lambda o: o.dense(jnp.ones((4, 3)), jnp.ones((3, 2)), jnp.ones(3)),
+        r"b .*\(2,\).*\(3,\)",
+    ),
+    (
+        "dense",
+        lambda o: o.dense(jnp.ones(3, jnp.float32), jnp.ones((3, 2)), jnp.ones(2)),
+        "one dtype",
+    ),
+    ("relu", lambda o: o.relu(jnp.ones(3, jnp.int32)), "floating point"),
+    ("softmax", lambda o: o.softmax(jnp.ones((2, 3)), axis=2), "axis 2"),
+    (
+        "softmax_cross_entropy",
+        lambda o: o.softmax_cross_entropy(jnp.ones((4, 5)), jnp.zeros(3, int)),
+        r"labels .*\(4,\).*\(3,\)",
+    ),
+    (
+        "softmax_cross_entropy",
+        lambda o: o.softmax_cross_entropy(jnp.ones((4, 5)), jnp.zeros(4)),
+        "integer",
+    ),
+    (
+        "softmax_cross_entropy",
+        lambda o: o.softmax_cross_entropy(jnp.ones((2, 5)), jnp.array([0, 5])),
+        r"\[0, 5\)",
+    ),
+    (
+        "sigmoid_binary_cross_entropy",
+        lambda o: o.sigmoid_binary_cross_entropy(jnp.ones(3), jnp.ones(4)),
+        r"labels .*\(3,\).*\(4,\)",
+    ),
+    ("mse", lambda o: o.mse(jnp.ones((2, 3)), jnp.ones(3)), r"target .*\(2, 3\).*\(3,\)"),
+    (
+        "layer_norm",
+        lambda o: o.layer_norm(jnp.ones((2, 4)), jnp.ones(3), jnp.ones(4)),
+        r"scale .*\(4,\).*\(3,\)",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 4)), jnp.ones((2, 3, 4)), jnp.ones((2, 3, 4))
+        ),
+        r"q must have rank 4",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 1, 4)), jnp.ones((2, 5, 1, 8)), jnp.ones((2, 5, 1, 8))
+        ),
+        r"k .*\(2, 5, 1, 4\).*\(2, 5, 1, 8\)",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 1, 4)), jnp.ones((2, 5, 1, 4)), jnp.ones((2, 4, 1, 4))
+        ),
+        r"v .*\(2, 5, 1, 4\).*\(2, 4, 1, 4\)",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 1, 4)),
+            jnp.ones((2, 5, 1, 4)),
+            jnp.ones((2, 5, 1, 4)),
+            jnp.ones((2, 3, 3), bool),
+        ),
+        r"mask of shape \(2, 3, 3\)",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 1, 4)),
+            jnp.ones((2, 5, 1, 4)),
+            jnp.ones((2, 5, 1, 4)),
+            jnp.ones((2, 1, 3, 5)),
+        ),
+        "boolean",
+    ),
+]
+
+
+@pytest.mark.parametrize("ops", OPS, ids=["rules", "reference"])
+@pytest.mark.parametrize(("op", "call", "message"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+def test_bad_input_raises_a_clear_error(ops, op, call, message):
+    with pytest.raises(ValueError, match=rf"^{op}: .*{message}"):
+        call(ops)

@@ -1,0 +1,44 @@
+"""Users can property-test their own rules with jaxchain.testing."""
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxchain.testing as jt
+from jaxchain import reference
+from jaxchain.registry import RULES
+
+
+@jax.custom_vjp
+def my_tanh(x):
+    return jnp.tanh(x)
+
+
+my_tanh.defvjp(lambda x: (jnp.tanh(x), jnp.tanh(x)), lambda y, g: (g * (1 - y * y),))
+
+
+@jax.custom_vjp
+def my_wrong_tanh(x):
+    return jnp.tanh(x)
+
+
+my_wrong_tanh.defvjp(lambda x: (jnp.tanh(x), jnp.tanh(x)), lambda y, g: (g * (1 - y),))
+
+
+def test_check_property_passes_a_right_rule():
+    jt.check_property(my_tanh, reference.tanh, jt.arrays(jt.shapes()))
+
+
+def test_check_property_fails_a_wrong_rule():
+    with pytest.raises(AssertionError, match="FAIL"):
+        jt.check_property(my_wrong_tanh, reference.tanh, jt.arrays((3,)))
+
+
+@hypothesis.given(st.data())
+def test_case_args_draw_from_the_declared_dims(data):
+    case = RULES["layer_norm"]
+    x, scale, bias = data.draw(jt.case_args(case, jnp.float32))
+    assert x.shape[:-1] in case.dims["lead"] and x.dtype == jnp.float32
+    assert scale.shape == bias.shape == x.shape[-1:]
