@@ -18,15 +18,19 @@ from jaxchain.rules.elementwise import _checked
 from jaxchain.rules.linear import check_dense
 from jaxchain.rules.losses import check_axis, check_labels, check_pair
 from jaxchain.rules.norm import check_layer_norm
+from jaxchain.rules.recurrent import check_recurrent, keep
 
 __all__ = [
     "dense",
     "dot_product_attention",
     "gelu",
+    "gru",
     "layer_norm",
     "log_softmax",
+    "lstm",
     "mse",
     "relu",
+    "rnn",
     "sigmoid",
     "sigmoid_binary_cross_entropy",
     "softmax",
@@ -118,3 +122,59 @@ def dot_product_attention(
     if allowed is not None:
         p = jnp.where(allowed, p, 0)  # a fully masked row attends to nothing
     return jnp.einsum("bnts,bsnh->btnh", p, v)
+
+
+# --- recurrent: a plain lax.scan over the cell -------------------------------------------------
+
+
+def _scan_cell(cell, carry, xs, mask):
+    """Run ``cell(carry, x_t) -> carry`` over ``xs (B, T, I)``; on padding (``mask`` False)
+    the carry is kept and the output is zero. The output of a step is the carry's first
+    element (``h``)."""
+
+    def step(carry, inputs):
+        x, m = inputs
+        new = jax.tree.map(lambda n, o: keep(m, n, o), cell(carry, x), carry)
+        h = jax.tree.leaves(new)[0]
+        return new, h if m is None else jnp.where(m[:, None], h, 0)
+
+    last, ys = jax.lax.scan(step, carry, (jnp.swapaxes(xs, 0, 1), mask))
+    return jnp.swapaxes(ys, 0, 1), last
+
+
+def rnn(xs, h0, w_x, w_h, b, lengths=None):
+    """Elman RNN ``h_t = tanh(x_t W_x + h_{t-1} W_h + b)``; returns ``(hs, h_last)``."""
+    xs, (h0,), mask = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
+    hs, (h,) = _scan_cell(lambda c, x: (jnp.tanh(x @ w_x + c[0] @ w_h + b[None]),), (h0,), xs, mask)
+    return hs, h
+
+
+def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
+    """LSTM, gates i, f, g, o; returns ``(hs, (h_last, c_last))``."""
+    carry = {"h0": h0, "c0": c0}
+    xs, carry, mask = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
+
+    def cell(carry, x):
+        h, c = carry
+        a_i, a_f, a_g, a_o = jnp.split(x @ w_x + h @ w_h + b[None], 4, axis=-1)
+        c = sigmoid(a_f) * c + sigmoid(a_i) * jnp.tanh(a_g)
+        return sigmoid(a_o) * jnp.tanh(c), c
+
+    return _scan_cell(cell, carry, xs, mask)
+
+
+def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
+    """GRU, gates r, z, n; returns ``(hs, h_last)``."""
+    biases = {"b_x": b_x, "b_h": b_h}
+    xs, (h0,), mask = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
+
+    def cell(carry, x):
+        (h,) = carry
+        a_r, a_z, a_n = jnp.split(x @ w_x + b_x[None], 3, axis=-1)
+        u_r, u_z, u_n = jnp.split(h @ w_h + b_h[None], 3, axis=-1)
+        r, z = sigmoid(a_r + u_r), sigmoid(a_z + u_z)
+        n = jnp.tanh(a_n + r * u_n)
+        return ((1 - z) * n + z * h,)
+
+    hs, (h,) = _scan_cell(cell, (h0,), xs, mask)
+    return hs, h

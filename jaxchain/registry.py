@@ -102,9 +102,29 @@ def _qkv_mask(key, dtype, scale, d):
     return (*_qkv(key, dtype, scale, d), mask.at[0, 0, 0, :].set(False))
 
 
+def _recurrent(gates: int, states: int, biases: int, padded: bool):
+    """Arguments ``(xs, *initial states, w_x, w_h, *biases[, lengths])``; with ``padded``,
+    lengths include a full, a partial and an empty sequence."""
+
+    def make(key, dtype, scale, d):
+        b, t, i, h = d["B"], d["T"], d["I"], d["H"]
+        k = iter(jax.random.split(key, 3 + states + biases))
+        xs = _normal(next(k), (b, t, i), dtype, scale)
+        carry = [_normal(next(k), (b, h), dtype, 0.5) for _ in range(states)]
+        w_x = _normal(next(k), (i, gates * h), dtype, i**-0.5)
+        w_h = _normal(next(k), (h, gates * h), dtype, h**-0.5)
+        bs = [_normal(next(k), (gates * h,), dtype, 0.5) for _ in range(biases)]
+        lengths = [jnp.array([t, t // 2, 0] + [t] * (b - 3))] if padded else []
+        return (xs, *carry, w_x, w_h, *bs, *lengths)
+
+    return make
+
+
 _ELEMENTWISE = {"shape": ((7,), (3, 4))}
 _ROWS = {"lead": ((4,), (2, 3))}
 _ATTENTION = {"TS": ((5, 5), (3, 4)), "B": (2,), "N": (2,), "H": (4,)}
+_SEQUENCE = {"B": (3,), "T": (6, 3), "I": (3,), "H": (4,)}
+_RECURRENT = {"rnn": (1, 1, 1), "lstm": (4, 2, 1), "gru": (3, 1, 2)}  # gates, states, biases
 
 
 def _case(name, make_args, dims, rule=None, ref=None) -> Case:
@@ -143,5 +163,10 @@ RULES: dict[str, Case] = {
             is_causal=True,
         ),
         _variant("dot_product_attention(mask)", "dot_product_attention", _qkv_mask, _ATTENTION),
+        *[_case(op, _recurrent(*n, padded=False), _SEQUENCE) for op, n in _RECURRENT.items()],
+        *[
+            _variant(f"{op}(lengths)", op, _recurrent(*n, padded=True), _SEQUENCE)
+            for op, n in _RECURRENT.items()
+        ],
     ]
 }

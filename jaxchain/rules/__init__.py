@@ -13,15 +13,19 @@ from jaxchain.rules.losses import (
     softmax_cross_entropy,
 )
 from jaxchain.rules.norm import layer_norm
+from jaxchain.rules.recurrent import gru, lstm, rnn
 
 __all__ = [
     "dense",
     "dot_product_attention",
     "gelu",
+    "gru",
     "layer_norm",
     "log_softmax",
+    "lstm",
     "mse",
     "relu",
+    "rnn",
     "sigmoid",
     "sigmoid_binary_cross_entropy",
     "softmax",

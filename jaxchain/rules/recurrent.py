@@ -1,0 +1,308 @@
+"""Whole-sequence recurrent rules: Elman RNN, LSTM and GRU, back-propagated through time.
+
+Shape letters: B batch, T time, I input size, H hidden size, G = k H the stacked gate
+pre-activations (k = 1, 4, 3).
+
+Each forward pass projects the inputs of all time steps in one matrix product
+``(B T, I) x (I, G)`` and scans only the recurrent part. Each backward pass is a reverse
+``lax.scan`` that carries ``dh`` (and ``dc``) from the last step to the first and emits the
+pre-activation gradients ``da_t`` of every step; the weight gradients are then each one
+matrix product over all ``B T`` rows: ``dW_x = X^T dA`` and ``dW_h = H_{prev}^T dA``.
+
+Padded batches: with ``lengths``, steps ``t >= lengths[b]`` leave the carry unchanged, output
+zeros, and pass the carry's gradient straight through, so they neither receive nor pass
+gradient, and the last carry returned is the one at each sequence's length.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxchain import _validate
+
+# --- shared: checks, projections, masking ----------------------------------------------------
+
+
+def check_recurrent(op: str, xs, carry: dict, w_x, w_h, biases: dict, lengths, gates: int):
+    """Validate a recurrent op's arguments; return ``(xs, carry, mask)``.
+
+    ``carry`` maps names to initial states ``(B, H)`` or None (zeros); ``mask`` is None or a
+    boolean ``(T, B)``, True where ``t < lengths[b]``.
+    """
+    xs = _validate.as_array(op, "xs", xs)
+    _validate.rank(op, "xs", xs, 3, "(B, T, I)")
+    b, t, i = xs.shape
+    _validate.rank(op, "w_h", w_h, 2, f"(H, {gates}H)")
+    h = np.shape(w_h)[0]
+    _validate.shape(op, "w_x", w_x, (i, gates * h), f"(I, {gates}H) with I = {i}, H = {h}")
+    _validate.shape(op, "w_h", w_h, (h, gates * h), f"(H, {gates}H) with H = {h}")
+    for name, bias in biases.items():
+        _validate.shape(op, name, bias, (gates * h,), f"({gates}H,) with H = {h}")
+    carry = {k: jnp.zeros((b, h), xs.dtype) if v is None else v for k, v in carry.items()}
+    for name, state in carry.items():
+        _validate.shape(op, name, state, (b, h), f"(B, H) = ({b}, {h})")
+    _validate.floating(op, xs=xs, w_x=w_x, w_h=w_h, **biases, **carry)
+    return xs, tuple(carry.values()), _time_mask(op, lengths, b, t)
+
+
+def _time_mask(op: str, lengths, b: int, t: int):
+    if lengths is None:
+        return None
+    lengths = _validate.as_array(op, "lengths", lengths)
+    _validate.integer(op, "lengths", lengths)
+    _validate.shape(op, "lengths", lengths, (b,), "(B,)")
+    if not isinstance(lengths, jax.core.Tracer):
+        values = np.asarray(lengths)
+        if values.size and (values.min() < 0 or values.max() > t):
+            raise ValueError(
+                f"{op}: lengths must lie in [0, T] = [0, {t}], "
+                f"got values in [{values.min()}, {values.max()}]"
+            )
+    return jnp.arange(t)[:, None] < lengths[None, :]  # (T, B)
+
+
+def project(xs, w_x, b):
+    """Input pre-activations of every step at once: ``(B, T, I) -> (T, B, G)``."""
+    return jnp.einsum("bti,ig->tbg", xs, w_x) + b[None, None, :]
+
+
+def _project_bwd(xs, w_x, da):
+    """Gradients of :func:`project` from all ``da (T, B, G)``: one product over B T rows."""
+    dxs = jnp.einsum("tbg,ig->bti", da, w_x)  # dX = dA W_x^T
+    dw_x = jnp.einsum("bti,tbg->ig", xs, da)  # dW_x = X^T dA
+    return dxs, dw_x, jnp.sum(da, axis=(0, 1))
+
+
+def keep(m, new, old):
+    """``new`` where the step is real (``m`` True), else ``old``; ``m (B,)`` or None."""
+    return new if m is None else jnp.where(m[:, None], new, old)
+
+
+def outputs(hs, mask):
+    """Time-major carries ``(T, B, H)`` to batch-major outputs, zero past each length."""
+    ys = hs if mask is None else jnp.where(mask[..., None], hs, 0)
+    return jnp.swapaxes(ys, 0, 1)  # (B, T, H)
+
+
+def _output_cotangent(d_out, mask):
+    """The cotangent of :func:`outputs`, time-major ``(T, B, H)``: zero on padding."""
+    d = jnp.swapaxes(d_out, 0, 1)
+    return d if mask is None else jnp.where(mask[..., None], d, 0)
+
+
+def _previous(h0, hs):
+    """``h_{t-1}`` for every step: ``(T, B, H)``."""
+    return jnp.concatenate([h0[None], hs[:-1]], axis=0)
+
+
+# --- Elman RNN -------------------------------------------------------------------------------
+
+
+def rnn(xs, h0, w_x, w_h, b, lengths=None):
+    r"""Elman RNN over a whole sequence, :math:`h_t = \tanh(x_t W_x + h_{t-1} W_h + b)`.
+
+    Back-propagation through time, with :math:`\delta h_t` the gradient reaching
+    :math:`h_t` (from the output :math:`y_t = h_t` and from step :math:`t+1`):
+
+    .. math:: da_t = \delta h_t \odot (1 - h_t^2), \qquad
+              \delta h_{t-1} = dy_{t-1} + da_t W_h^\top,
+
+    then :math:`dW_x = \sum_t x_t^\top da_t`, :math:`dW_h = \sum_t h_{t-1}^\top da_t`,
+    :math:`db = \sum_t da_t`. Saves the hidden states ``(T, B, H)``.
+
+    Args:
+      xs: ``(B, T, I)``; h0: ``(B, H)`` or None (zeros); w_x: ``(I, H)``; w_h: ``(H, H)``;
+      b: ``(H,)``; lengths: optional ``(B,)`` integers in ``[0, T]``.
+
+    Returns:
+      ``(hs, h_last)``: ``(B, T, H)`` (zero past each length) and ``(B, H)``.
+    """
+    xs, (h0,), mask = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
+    return _rnn(xs, h0, w_x, w_h, b, mask)
+
+
+@jax.custom_vjp
+def _rnn(xs, h0, w_x, w_h, b, mask):
+    return _rnn_fwd(xs, h0, w_x, w_h, b, mask)[0]
+
+
+def _rnn_fwd(xs, h0, w_x, w_h, b, mask):
+    def step(h, inputs):
+        a_x, m = inputs
+        h = keep(m, jnp.tanh(a_x + h @ w_h), h)
+        return h, h
+
+    h_last, hs = lax.scan(step, h0, (project(xs, w_x, b), mask))  # hs (T, B, H)
+    return (outputs(hs, mask), h_last), (xs, h0, w_x, w_h, mask, hs)
+
+
+def _rnn_bwd(res, cts):
+    xs, h0, w_x, w_h, mask, hs = res
+    d_out, dh_last = cts
+
+    def step(dh, inputs):
+        dy, h, m = inputs
+        dh = dh + dy  # delta h_t: from the output and from step t + 1
+        da = keep(m, dh * (1 - h * h), 0)  # d tanh(a) = 1 - tanh(a)**2
+        return keep(m, da @ w_h.T, dh), da  # delta h_{t-1} (straight through on padding)
+
+    dh0, da = lax.scan(step, dh_last, (_output_cotangent(d_out, mask), hs, mask), reverse=True)
+    dxs, dw_x, db = _project_bwd(xs, w_x, da)
+    dw_h = jnp.einsum("tbh,tbg->hg", _previous(h0, hs), da)  # dW_h = H_prev^T dA
+    return dxs, dh0, dw_x, dw_h, db, None
+
+
+_rnn.defvjp(_rnn_fwd, _rnn_bwd)
+
+
+# --- LSTM ------------------------------------------------------------------------------------
+
+
+def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
+    r"""LSTM over a whole sequence; gates in the order i, f, g, o (PyTorch's):
+
+    .. math:: [a^i, a^f, a^g, a^o] = x_t W_x + h_{t-1} W_h + b, \quad
+              i, f, o = \sigma(a^{i,f,o}), \quad g = \tanh(a^g),
+    .. math:: c_t = f \odot c_{t-1} + i \odot g, \qquad h_t = o \odot \tanh(c_t).
+
+    Back-propagation through time, with :math:`\delta h_t, \delta c_t` reaching step t:
+
+    .. math:: \delta c = \delta c_t + \delta h_t \odot o \odot (1 - \tanh^2 c_t), \\
+              da^i = \delta c\, g\, i(1-i), \quad da^f = \delta c\, c_{t-1} f(1-f), \quad
+              da^g = \delta c\, i (1-g^2), \quad da^o = \delta h_t \tanh(c_t)\, o(1-o), \\
+              \delta h_{t-1} = dy_{t-1} + da_t W_h^\top, \qquad \delta c_{t-1} = \delta c \odot f.
+
+    Saves the four activated gates and the cell states; :math:`\tanh(c_t)` is recomputed.
+
+    Args:
+      xs: ``(B, T, I)``; h0, c0: ``(B, H)`` or None; w_x: ``(I, 4H)``; w_h: ``(H, 4H)``;
+      b: ``(4H,)``; lengths: optional ``(B,)`` integers in ``[0, T]``.
+
+    Returns:
+      ``(hs, (h_last, c_last))``.
+    """
+    carry = {"h0": h0, "c0": c0}
+    xs, (h0, c0), mask = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
+    return _lstm(xs, h0, c0, w_x, w_h, b, mask)
+
+
+@jax.custom_vjp
+def _lstm(xs, h0, c0, w_x, w_h, b, mask):
+    return _lstm_fwd(xs, h0, c0, w_x, w_h, b, mask)[0]
+
+
+def _lstm_fwd(xs, h0, c0, w_x, w_h, b, mask):
+    def step(carry, inputs):
+        (h, c), (a_x, m) = carry, inputs
+        a_i, a_f, a_g, a_o = jnp.split(a_x + h @ w_h, 4, axis=-1)
+        i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
+        c_new = keep(m, f * c + i * g, c)
+        h_new = keep(m, o * jnp.tanh(c_new), h)
+        return (h_new, c_new), (h_new, c_new, (i, f, g, o))
+
+    last, (hs, cs, gates) = lax.scan(step, (h0, c0), (project(xs, w_x, b), mask))
+    return (outputs(hs, mask), last), (xs, h0, c0, w_x, w_h, mask, hs, cs, gates)
+
+
+def _lstm_bwd(res, cts):
+    xs, h0, c0, w_x, w_h, mask, hs, cs, gates = res
+    d_out, (dh_last, dc_last) = cts
+
+    def step(carry, inputs):
+        (dh, dc), (dy, c, c_prev, (i, f, g, o), m) = carry, inputs
+        dh = dh + dy
+        tc = jnp.tanh(c)
+        dc_t = dc + dh * o * (1 - tc * tc)  # through h = o tanh(c)
+        da = jnp.concatenate(
+            [dc_t * g * i * (1 - i), dc_t * c_prev * f * (1 - f),  # sigma' = s (1 - s)
+             dc_t * i * (1 - g * g), dh * tc * o * (1 - o)],  # tanh' = 1 - g**2
+            axis=-1,
+        )  # fmt: skip
+        da = keep(m, da, 0)
+        return (keep(m, da @ w_h.T, dh), keep(m, dc_t * f, dc)), da
+
+    inputs = (_output_cotangent(d_out, mask), cs, _previous(c0, cs), gates, mask)
+    (dh0, dc0), da = lax.scan(step, (dh_last, dc_last), inputs, reverse=True)
+    dxs, dw_x, db = _project_bwd(xs, w_x, da)
+    dw_h = jnp.einsum("tbh,tbg->hg", _previous(h0, hs), da)  # dW_h = H_prev^T dA
+    return dxs, dh0, dc0, dw_x, dw_h, db, None
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+# --- GRU -------------------------------------------------------------------------------------
+
+
+def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
+    r"""GRU over a whole sequence; gates in the order r, z, n (PyTorch's and flax's):
+
+    .. math:: [a^r, a^z, a^n] = x_t W_x + b_x, \quad [u^r, u^z, u^n] = h_{t-1} W_h + b_h, \\
+              r = \sigma(a^r + u^r), \quad z = \sigma(a^z + u^z), \quad
+              n = \tanh(a^n + r \odot u^n), \quad h_t = (1 - z) \odot n + z \odot h_{t-1}.
+
+    Back-propagation through time, with :math:`\delta h_t` reaching step t and
+    :math:`dn^{pre} = \delta h_t (1 - z)(1 - n^2)`:
+
+    .. math:: da^n = dn^{pre}, \quad du^n = dn^{pre} \odot r, \quad
+              da^r = du^r = dn^{pre} u^n\, r(1-r), \quad
+              da^z = du^z = \delta h_t (h_{t-1} - n)\, z(1-z), \\
+              \delta h_{t-1} = dy_{t-1} + \delta h_t \odot z + du_t W_h^\top.
+
+    Saves r, z, n and :math:`u^n`.
+
+    Args:
+      xs: ``(B, T, I)``; h0: ``(B, H)`` or None; w_x: ``(I, 3H)``; w_h: ``(H, 3H)``;
+      b_x, b_h: ``(3H,)``; lengths: optional ``(B,)`` integers in ``[0, T]``.
+
+    Returns:
+      ``(hs, h_last)``.
+    """
+    biases = {"b_x": b_x, "b_h": b_h}
+    xs, (h0,), mask = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
+    return _gru(xs, h0, w_x, w_h, b_x, b_h, mask)
+
+
+@jax.custom_vjp
+def _gru(xs, h0, w_x, w_h, b_x, b_h, mask):
+    return _gru_fwd(xs, h0, w_x, w_h, b_x, b_h, mask)[0]
+
+
+def _gru_fwd(xs, h0, w_x, w_h, b_x, b_h, mask):
+    def step(h, inputs):
+        a_x, m = inputs
+        a_r, a_z, a_n = jnp.split(a_x, 3, axis=-1)
+        u_r, u_z, u_n = jnp.split(h @ w_h + b_h[None, :], 3, axis=-1)
+        r, z = jax.nn.sigmoid(a_r + u_r), jax.nn.sigmoid(a_z + u_z)
+        n = jnp.tanh(a_n + r * u_n)
+        h_new = keep(m, n + z * (h - n), h)
+        return h_new, (h_new, (r, z, n, u_n))
+
+    h_last, (hs, saved) = lax.scan(step, h0, (project(xs, w_x, b_x), mask))
+    return (outputs(hs, mask), h_last), (xs, h0, w_x, w_h, mask, hs, saved)
+
+
+def _gru_bwd(res, cts):
+    xs, h0, w_x, w_h, mask, hs, saved = res
+    d_out, dh_last = cts
+
+    def step(dh, inputs):
+        dy, h_prev, (r, z, n, u_n), m = inputs
+        dh = dh + dy
+        dn = dh * (1 - z) * (1 - n * n)  # through h = (1 - z) n + z h_prev, n = tanh(.)
+        dr = dn * u_n * r * (1 - r)
+        dz = dh * (h_prev - n) * z * (1 - z)
+        da = keep(m, jnp.concatenate([dr, dz, dn], axis=-1), 0)  # input pre-activations
+        du = keep(m, jnp.concatenate([dr, dz, dn * r], axis=-1), 0)  # recurrent ones
+        return keep(m, dh * z + du @ w_h.T, dh), (da, du)
+
+    h_prev = _previous(h0, hs)
+    inputs = (_output_cotangent(d_out, mask), h_prev, saved, mask)
+    dh0, (da, du) = lax.scan(step, dh_last, inputs, reverse=True)
+    dxs, dw_x, db_x = _project_bwd(xs, w_x, da)
+    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, du)  # dW_h = H_prev^T dU
+    return dxs, dh0, dw_x, dw_h, db_x, jnp.sum(du, axis=(0, 1)), None
+
+
+_gru.defvjp(_gru_fwd, _gru_bwd)
