@@ -73,7 +73,7 @@ def broadcastable(op: str, name: str, x, target: Sequence[int], layout: str) -> 
         _fail(op, f"{name} of shape {xs} does not broadcast to {layout} = {target}")
 
 
-def labels_in_range(op: str, labels, num_classes: int) -> None:
+def labels_in_range(op: str, labels, num_classes: int, name: str = "labels") -> None:
     """Concrete labels lie in ``[0, num_classes)``; traced labels cannot be checked here."""
     if isinstance(labels, jax.core.Tracer):
         return
@@ -81,7 +81,7 @@ def labels_in_range(op: str, labels, num_classes: int) -> None:
     if values.size and (values.min() < 0 or values.max() >= num_classes):
         _fail(
             op,
-            f"labels must lie in [0, {num_classes}), got values in "
+            f"{name} must lie in [0, {num_classes}), got values in "
             f"[{values.min()}, {values.max()}]",
         )
 

@@ -27,12 +27,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
 
 __all__ = ["FD_RTOL", "TOLERANCES", "LeafError", "Report", "assert_vjp", "check_vjp", "tolerance"]
 
 # Largest relative error accepted against autodiff, by the least precise dtype involved.
 # The relative error of a leaf is max|a - b| / max|b| (norm-wise, so that entries that are
-# zero in one formula and 1e-17 in the other do not count as large).
+# zero in one formula and 1e-17 in the other do not count as large; see _SCALE_FLOOR).
 TOLERANCES: dict[jnp.dtype, float] = {
     jnp.dtype(jnp.float64): 1e-10,
     jnp.dtype(jnp.float32): 1e-4,
@@ -178,43 +180,55 @@ _hvp = jax.jit(
 
 @partial(jax.jit, static_argnums=(0, 1))
 def _central_differences(spec: _Spec, order: int, diff, other, u, v, coords, eps):
-    """``d phi / d diff[i]`` at the flat ``coords[i]`` of every leaf, by central differences,
-    where phi is ``<u, f>`` (order 1) or ``<grad <u, f>, v>`` (order 2); the step at
-    coordinate ``j`` is ``eps * max(1, |x_j|)``."""
+    """``d phi / d x_j`` at the flat coordinates ``coords`` of all leaves raveled together,
+    by central differences, where phi is ``<u, f>`` (order 1) or ``<grad <u, f>, v>``
+    (order 2); the step at ``x_j`` is ``eps * max(1, |x_j|)``. The probes run in batches
+    (``lax.map``), so one compilation serves every leaf and memory stays small."""
+    flat, unravel = ravel_pytree(diff)
+    phi = partial(_phi1, spec, other, u) if order == 1 else partial(_phi2, spec, other, u, v)
 
-    def phi(moved):
-        return _phi1(spec, other, u, moved) if order == 1 else _phi2(spec, other, u, v, moved)
+    def central(probe):
+        j, h = probe
+        return (phi(unravel(flat.at[j].add(h))) - phi(unravel(flat.at[j].add(-h)))) / (2 * h)
 
-    def along_leaf(i, x, c):
-        h = eps * jnp.maximum(1, jnp.abs(x.ravel()[c]))  # (m,)
-        steps = jax.nn.one_hot(c, x.size, dtype=x.dtype) * h[:, None]  # (m, x.size)
-        at = lambda step: phi((*diff[:i], x + step.reshape(x.shape), *diff[i + 1 :]))  # noqa: E731
-        return (jax.vmap(at)(steps) - jax.vmap(at)(-steps)) / (2 * h)
-
-    return tuple(along_leaf(i, x, c) for i, (x, c) in enumerate(zip(diff, coords, strict=True)))
+    steps = eps * jnp.maximum(1, jnp.abs(flat[coords]))
+    return lax.map(central, (coords, steps), batch_size=min(len(coords), 32))
 
 
 # --- comparing -------------------------------------------------------------------------------
 
 
-def _leaf_error(check: str, name: str, got, want, tol: float, shape=None, coords=None):
-    """Error of ``got`` against ``want``; with ``coords``, they are the values at those flat
-    coordinates of a leaf of ``shape``."""
+# A leaf's error is relative to its own largest value, but never to less than this fraction of
+# the largest value over all leaves: a gradient that is zero by symmetry (the key bias of
+# attention, say) is then compared at the scale of the whole gradient, not at the scale of
+# its own rounding noise.
+_SCALE_FLOOR = 1e-2
+
+
+def _leaf_error(check, name, got, want, tol, floor, shape=None, coords=None) -> LeafError:
+    """Error of ``got`` against ``want``, relative to ``max(max|want|, floor)``; with
+    ``coords``, they are the values at those flat coordinates of a leaf of ``shape``."""
     a, b = np.asarray(got, np.float64).ravel(), np.asarray(want, np.float64).ravel()
     diff = np.abs(a - b)
     nan = np.isnan(diff).any()
     worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
     max_abs = math.nan if nan else float(np.max(diff, initial=0.0))
-    scale = max(float(np.max(np.abs(b), initial=0.0)), tol * 1e-3)
+    scale = max(float(np.max(np.abs(b), initial=0.0)), floor, tol * 1e-3)
     shape = np.shape(want) if shape is None else shape
     flat = worst if coords is None else int(coords[worst])
     index = tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
     return LeafError(check, name, max_abs, max_abs / scale, index, tol)
 
 
+def _floor(leaves) -> float:
+    return _SCALE_FLOOR * max((float(np.max(np.abs(x), initial=0.0)) for x in leaves), default=0.0)
+
+
 def _compare(check: str, names, got, want, tol: float) -> list[LeafError]:
-    pairs = zip(names, jax.tree.leaves(got), jax.tree.leaves(want), strict=True)
-    return [_leaf_error(check, n, a, b, tol) for n, a, b in pairs]
+    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
+    floor = _floor(want)
+    pairs = zip(names, got, want, strict=True)
+    return [_leaf_error(check, n, a, b, tol, floor) for n, a, b in pairs]
 
 
 def _sample_coords(key, size: int, points: int) -> np.ndarray:
@@ -337,11 +351,15 @@ def _finite_differences(spec, order, diff, other, names, key, eps, points) -> li
         v = _normal_like(key_v, diff)
         grads = _vjp(spec, diff, other, u)[1] if order == 1 else _hvp(spec, other, u, v, diff)
         keys = jax.random.split(key_c, len(diff))
-        coords = tuple(_sample_coords(k, x.size, points) for k, x in zip(keys, diff, strict=True))
-        fds = _central_differences(spec, order, diff, other, u, v, coords, eps)
+        coords = [_sample_coords(k, x.size, points) for k, x in zip(keys, diff, strict=True)]
+        offsets = np.cumsum([0] + [x.size for x in diff])
+        flat = np.concatenate([c + o for c, o in zip(coords, offsets, strict=False)])
+        fd = np.asarray(_central_differences(spec, order, diff, other, u, v, flat, eps))
+        fds = np.split(fd, np.cumsum([len(c) for c in coords])[:-1])
+        floor = _floor(fds)
         return [
-            _leaf_error(check, name, np.asarray(g).ravel()[c], fd, FD_RTOL, x.shape, c)
-            for name, x, g, c, fd in zip(names, diff, grads, coords, fds, strict=True)
+            _leaf_error(check, name, np.asarray(g).ravel()[c], d, FD_RTOL, floor, x.shape, c)
+            for name, x, g, c, d in zip(names, diff, grads, coords, fds, strict=True)
         ]
 
 

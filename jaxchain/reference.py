@@ -15,7 +15,7 @@ from jax.scipy.special import erf
 from jaxchain._validate import along_last_axis
 from jaxchain.rules.attention import check_attention
 from jaxchain.rules.elementwise import _checked
-from jaxchain.rules.linear import check_dense
+from jaxchain.rules.linear import check_dense, check_embedding
 from jaxchain.rules.losses import check_axis, check_labels, check_pair
 from jaxchain.rules.norm import check_layer_norm
 from jaxchain.rules.recurrent import check_recurrent, keep
@@ -23,6 +23,7 @@ from jaxchain.rules.recurrent import check_recurrent, keep
 __all__ = [
     "dense",
     "dot_product_attention",
+    "embedding",
     "gelu",
     "gru",
     "layer_norm",
@@ -43,6 +44,12 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     """``x @ w + b``; x ``(..., I)``, w ``(I, O)``, b ``(O,)``."""
     x, w, b = check_dense("dense", x, w, b)
     return x @ w + along_last_axis(b, x.ndim)
+
+
+def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
+    """``table[ids]``; ids integers in ``[0, V)``, table ``(V, D)``."""
+    ids, table = check_embedding("embedding", ids, table)
+    return table[ids]
 
 
 def relu(x: jax.Array) -> jax.Array:

@@ -1,7 +1,8 @@
 """Every hand-written rule with its autodiff twin and a recipe for arguments.
 
-The registry is what ``jaxchain check`` runs and what the generic property test iterates: a
-rule added here is checked the moment it exists.
+The registry is what ``jaxchain check`` runs and what the generic property tests iterate: a
+rule added here is checked the moment it exists. :data:`RULES` holds the ops; :data:`MODELS`
+holds each model's ``apply`` with ``ops=rules`` against the same with ``ops=reference``.
 """
 
 import dataclasses
@@ -12,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxchain import reference, rules
+from jaxchain import nn, reference, rules
 
 Args = tuple[Any, ...]
 
@@ -58,6 +59,12 @@ def _dense(key, dtype, scale, d):
         _normal(kw, (i, o), dtype, i**-0.5),
         _normal(kb, (o,), dtype),
     )
+
+
+def _embedding(key, dtype, scale, d):
+    ki, kt = jax.random.split(key)
+    ids = jax.random.randint(ki, d["lead"], 0, d["V"]).at[..., 0].set(1)  # a repeated id
+    return ids.at[..., 1].set(1), _normal(kt, (d["V"], 4), dtype, scale)
 
 
 def _cross_entropy(key, dtype, scale, d):
@@ -142,6 +149,7 @@ RULES: dict[str, Case] = {
     c.name: c
     for c in [
         _case("dense", _dense, {**_ROWS, "I": (3,), "O": (5,)}),
+        _case("embedding", _embedding, {"lead": ((2, 3), (5,)), "V": (6,)}),
         _case("relu", _unary, _ELEMENTWISE),
         _case("sigmoid", _unary, _ELEMENTWISE),
         _case("tanh", _unary, _ELEMENTWISE),
@@ -168,5 +176,96 @@ RULES: dict[str, Case] = {
             _variant(f"{op}(lengths)", op, _recurrent(*n, padded=True), _SEQUENCE)
             for op, n in _RECURRENT.items()
         ],
+    ]
+}
+
+
+# --- models: apply(..., ops=rules) against apply(..., ops=reference) --------------------------
+
+
+def _model(name: str, call, make_args, dims) -> Case:
+    """A case whose rule is ``call(rules, *args)`` and reference ``call(reference, *args)``."""
+    return Case(name, partial(call, rules), partial(call, reference), make_args, dims)
+
+
+def _mlp_args(activation):
+    def make(key, dtype, scale, d):
+        kp, kx = jax.random.split(key)
+        params = nn.mlp.init(kp, d["sizes"], activation=activation, dtype=dtype)
+        return params, _normal(kx, (4, d["sizes"][0]), dtype, scale)
+
+    return make
+
+
+def _sequence_args(module, padded):
+    def make(key, dtype, scale, d):
+        kp, kx = jax.random.split(key)
+        b, t = d["B"], d["T"]
+        xs = _normal(kx, (b, t, d["I"]), dtype, scale)
+        lengths = jnp.array([t, t // 2, 0] + [t] * (b - 3)) if padded else None
+        return module.init(kp, d["I"], d["H"], dtype=dtype), xs, lengths
+
+    return make
+
+
+def _attention_args(key, dtype, scale, d):
+    kp, kx = jax.random.split(key)
+    params = nn.attention.init(kp, d["D"], d["N"], dtype=dtype)
+    x = _normal(kx, (2, d["T"], d["D"]), dtype, scale)
+    return params, x, jnp.arange(d["T"])[None, :] < jnp.array([[d["T"]], [2]])
+
+
+def _transformer_args(pre_norm):
+    def make(key, dtype, scale, d):
+        kp, kt = jax.random.split(key)
+        params = nn.transformer.init(kp, 11, 8, d["D"], 2, 2, 16, pre_norm=pre_norm, dtype=dtype)
+        tokens = jax.random.randint(kt, (2, d["T"]), 0, 11)
+        return params, tokens, jnp.arange(d["T"])[None, :] < jnp.array([[d["T"]], [3]])
+
+    return make
+
+
+def _mlp(activation):
+    return lambda ops, p, x: nn.mlp.apply(p, x, activation=activation, ops=ops)
+
+
+def _sequence(module):
+    return lambda ops, p, xs, lengths: module.apply(p, xs, lengths=lengths, ops=ops)
+
+
+def _attention(is_causal):
+    return lambda ops, p, x, m: nn.attention.apply(p, x, m, is_causal=is_causal, ops=ops)
+
+
+def _transformer(pre_norm, is_causal):
+    return lambda ops, p, tokens, m: nn.transformer.apply(
+        p, tokens, m, is_causal=is_causal, pre_norm=pre_norm, ops=ops
+    )
+
+
+_SEQ = {"B": (3,), "T": (5,), "I": (3,), "H": (4,)}
+_MHA = {"T": (5,), "D": (8,), "N": (2,)}
+_ENCODER = {"T": (6,), "D": (8,)}
+_MODULES = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
+
+MODELS: dict[str, Case] = {
+    c.name: c
+    for c in [
+        _model("mlp(relu)", _mlp("relu"), _mlp_args("relu"), {"sizes": ((3, 8, 8, 4),)}),
+        _model("mlp(tanh)", _mlp("tanh"), _mlp_args("tanh"), {"sizes": ((3, 8, 4),)}),
+        *[_model(n, _sequence(m), _sequence_args(m, False), _SEQ) for n, m in _MODULES.items()],
+        *[
+            _model(f"{n}(lengths)", _sequence(m), _sequence_args(m, True), _SEQ)
+            for n, m in _MODULES.items()
+        ],
+        _model("attention", _attention(False), _attention_args, _MHA),
+        _model("attention(causal)", _attention(True), _attention_args, _MHA),
+        _model("transformer", _transformer(False, False), _transformer_args(False), _ENCODER),
+        _model(
+            "transformer(pre-norm, causal)",
+            _transformer(True, True),
+            _transformer_args(True),
+            _ENCODER,
+        ),
     ]
 }

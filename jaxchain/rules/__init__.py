@@ -4,7 +4,7 @@ derivation, written out. :mod:`jaxchain.reference` has the same names, different
 
 from jaxchain.rules.attention import dot_product_attention
 from jaxchain.rules.elementwise import gelu, relu, sigmoid, tanh
-from jaxchain.rules.linear import dense
+from jaxchain.rules.linear import dense, embedding
 from jaxchain.rules.losses import (
     log_softmax,
     mse,
@@ -18,6 +18,7 @@ from jaxchain.rules.recurrent import gru, lstm, rnn
 __all__ = [
     "dense",
     "dot_product_attention",
+    "embedding",
     "gelu",
     "gru",
     "layer_norm",

@@ -61,3 +61,48 @@ def _dense_bwd(res, g):
 
 
 _dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+def check_embedding(op: str, ids, table) -> tuple[jax.Array, jax.Array]:
+    """ids: integers in ``[0, V)``; table: floating ``(V, D)``."""
+    ids, table = _validate.as_array(op, "ids", ids), _validate.as_array(op, "table", table)
+    _validate.integer(op, "ids", ids)
+    _validate.rank(op, "table", table, 2, "(V, D)")
+    _validate.floating(op, table=table)
+    _validate.labels_in_range(op, ids, table.shape[0], name="ids")
+    return ids, table
+
+
+def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
+    r"""Row lookup, :math:`y_{\ldots} = E[\text{ids}_{\ldots}]` — a product with a one-hot matrix.
+
+    .. math:: \frac{\partial L}{\partial E_v} = \sum_{\text{positions with id } v} g
+
+    (a scatter-add of the cotangent rows). Saves the ids (and refers to the table, an input,
+    for its shape).
+
+    Args:
+      ids: integer array of any shape, values in ``[0, V)``.
+      table: ``(V, D)``.
+
+    Returns:
+      ``ids.shape + (D,)``.
+    """
+    return _embedding(*check_embedding("embedding", ids, table))
+
+
+@jax.custom_vjp
+def _embedding(ids, table):
+    return jnp.take(table, ids, axis=0)
+
+
+def _embedding_fwd(ids, table):
+    return _embedding(ids, table), (ids, table)
+
+
+def _embedding_bwd(res, g):
+    ids, table = res  # the table (an input, alive anyway) only for its shape
+    return None, jnp.zeros_like(table).at[ids].add(g)  # scatter-add the rows of g
+
+
+_embedding.defvjp(_embedding_fwd, _embedding_bwd)

@@ -1,0 +1,9 @@
+"""Models as pure functions: ``init(key, ...)`` and ``apply(params, ..., ops=jaxchain.rules)``.
+
+Every ``apply`` gives the same results with ``ops=jaxchain.reference`` (autodiff), within
+float tolerance.
+"""
+
+from jaxchain.nn import attention, gru, lstm, mlp, rnn, transformer
+
+__all__ = ["attention", "gru", "lstm", "mlp", "rnn", "transformer"]

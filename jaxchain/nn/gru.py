@@ -1,0 +1,55 @@
+"""GRU, batch-first, on the whole-sequence rule :func:`jaxchain.rules.gru`.
+
+Params ``{"w_x": (I, 3H), "w_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``, gate blocks in the
+order r, z, n. The recurrent bias ``b_h`` is kept apart from ``b_x`` because its n block sits
+inside the reset gate: ``n = tanh(x W_xn + b_xn + r * (h W_hn + b_hn))``.
+"""
+
+from collections.abc import Mapping
+from types import ModuleType
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchain import rules
+from jaxchain.nn import _init
+from jaxchain.nn._torch import recurrent_from_torch
+
+Params = dict[str, jax.Array]
+
+
+def init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32) -> Params:
+    """Glorot input weights, orthogonal recurrent weights (one block per gate), zero biases."""
+    kx, kh = jax.random.split(key)
+    h = hidden_size
+    return {
+        "w_x": _init.glorot(kx, (input_size, 3 * h), dtype),
+        "w_h": _init.orthogonal_gates(kh, h, 3, dtype),
+        "b_x": jnp.zeros((3 * h,), dtype),
+        "b_h": jnp.zeros((3 * h,), dtype),
+    }
+
+
+def apply(
+    params: Params,
+    xs: jax.Array,
+    h0: jax.Array | None = None,
+    *,
+    lengths: jax.Array | None = None,
+    ops: ModuleType = rules,
+) -> tuple[jax.Array, jax.Array]:
+    """Run over ``xs (B, T, I)`` from ``h0 (B, H)`` (zeros if None).
+
+    Returns:
+      ``(hs, h_last)``: ``(B, T, H)`` and the state at each sequence's length.
+    """
+    p = params
+    return ops.gru(xs, h0, p["w_x"], p["w_h"], p["b_x"], p["b_h"], lengths)
+
+
+def from_torch(state_dict: Mapping[str, np.ndarray]) -> Params:
+    """Params from a one-layer ``torch.nn.GRU(batch_first=True)`` state dict of NumPy arrays:
+    ``w_x = weight_ih_l0^T``, ``w_h = weight_hh_l0^T``, ``b_x = bias_ih_l0``,
+    ``b_h = bias_hh_l0``; the gate order r, z, n is PyTorch's."""
+    return recurrent_from_torch(state_dict, separate_biases=True)

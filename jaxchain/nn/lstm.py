@@ -1,0 +1,66 @@
+"""LSTM, batch-first, on the whole-sequence rule :func:`jaxchain.rules.lstm`.
+
+Params ``{"w_x": (I, 4H), "w_h": (H, 4H), "b": (4H,)}``, gate blocks in the order i, f, g, o
+(PyTorch's, transposed).
+"""
+
+from collections.abc import Mapping
+from types import ModuleType
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchain import rules
+from jaxchain.nn import _init
+from jaxchain.nn._torch import recurrent_from_torch
+
+Params = dict[str, jax.Array]
+Carry = tuple[jax.Array, jax.Array]
+
+
+def init(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    dtype=jnp.float32,
+) -> Params:
+    """Glorot input weights, orthogonal recurrent weights (one block per gate), zero biases
+    except the forget gate's, ``forget_bias`` (1 by default, so that the cell starts out
+    remembering)."""
+    kx, kh = jax.random.split(key)
+    h = hidden_size
+    b = jnp.zeros((4 * h,), dtype).at[h : 2 * h].set(forget_bias)
+    return {
+        "w_x": _init.glorot(kx, (input_size, 4 * h), dtype),
+        "w_h": _init.orthogonal_gates(kh, h, 4, dtype),
+        "b": b,
+    }
+
+
+def apply(
+    params: Params,
+    xs: jax.Array,
+    carry: Carry | None = None,
+    *,
+    lengths: jax.Array | None = None,
+    ops: ModuleType = rules,
+) -> tuple[jax.Array, Carry]:
+    """Run over ``xs (B, T, I)`` from ``carry = (h0, c0)``, each ``(B, H)`` (zeros if None).
+
+    With ``lengths (B,)``, steps past each sequence's length keep the carry and output zeros.
+
+    Returns:
+      ``(hs, (h_last, c_last))``: ``(B, T, H)`` and the carry at each sequence's length.
+    """
+    h0, c0 = (None, None) if carry is None else carry
+    return ops.lstm(xs, h0, c0, params["w_x"], params["w_h"], params["b"], lengths)
+
+
+def from_torch(state_dict: Mapping[str, np.ndarray]) -> Params:
+    """Params from a one-layer ``torch.nn.LSTM(batch_first=True)`` state dict of NumPy arrays:
+    ``w_x = weight_ih_l0^T``, ``w_h = weight_hh_l0^T``, ``b = bias_ih_l0 + bias_hh_l0``; the gate
+    order i, f, g, o is PyTorch's."""
+    return recurrent_from_torch(state_dict, separate_biases=False)

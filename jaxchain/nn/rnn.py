@@ -1,0 +1,51 @@
+"""Elman RNN, ``h_t = tanh(x_t W_x + h_{t-1} W_h + b)``, batch-first, on the whole-sequence
+rule :func:`jaxchain.rules.rnn`."""
+
+from collections.abc import Mapping
+from types import ModuleType
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchain import rules
+from jaxchain.nn import _init
+from jaxchain.nn._torch import recurrent_from_torch
+
+Params = dict[str, jax.Array]
+
+
+def init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32) -> Params:
+    """``{"w_x": (I, H), "w_h": (H, H), "b": (H,)}``: Glorot input weights, orthogonal
+    recurrent weights, zero bias."""
+    kx, kh = jax.random.split(key)
+    return {
+        "w_x": _init.glorot(kx, (input_size, hidden_size), dtype),
+        "w_h": _init.orthogonal_gates(kh, hidden_size, 1, dtype),
+        "b": jnp.zeros((hidden_size,), dtype),
+    }
+
+
+def apply(
+    params: Params,
+    xs: jax.Array,
+    h0: jax.Array | None = None,
+    *,
+    lengths: jax.Array | None = None,
+    ops: ModuleType = rules,
+) -> tuple[jax.Array, jax.Array]:
+    """Run over ``xs (B, T, I)`` from ``h0 (B, H)`` (zeros if None).
+
+    With ``lengths (B,)``, steps past each sequence's length keep the state and output zeros.
+
+    Returns:
+      ``(hs, h_last)``: ``(B, T, H)`` and ``(B, H)``, the state at each sequence's length.
+    """
+    return ops.rnn(xs, h0, params["w_x"], params["w_h"], params["b"], lengths)
+
+
+def from_torch(state_dict: Mapping[str, np.ndarray]) -> Params:
+    """Params from a ``torch.nn.RNN(nonlinearity="tanh", batch_first=True)`` state dict of
+    NumPy arrays: ``w_x = weight_ih_l0^T``, ``w_h = weight_hh_l0^T``, and
+    ``b = bias_ih_l0 + bias_hh_l0`` (PyTorch's two biases are always summed)."""
+    return recurrent_from_torch(state_dict, separate_biases=False)
