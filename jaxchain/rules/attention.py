@@ -33,7 +33,7 @@ def check_attention(q, k, v, mask, is_causal: bool) -> tuple:
         _validate.boolean(_OP, "mask", allowed)
         _validate.broadcastable(_OP, "mask", allowed, (b, n, t, s), "(B, N, T, S)")
     if is_causal:
-        causal = jnp.tril(jnp.ones((t, s), dtype=bool))  # query i sees keys j <= i
+        causal = jnp.tril(jnp.ones((1, 1, t, s), dtype=bool))  # query i sees keys j <= i
         allowed = causal if allowed is None else allowed & causal
     return q, k, v, allowed
 
