@@ -59,7 +59,7 @@ def _time_mask(op: str, lengths, b: int, t: int):
                 f"{op}: lengths must lie in [0, T] = [0, {t}], "
                 f"got values in [{values.min()}, {values.max()}]"
             )
-    return jnp.arange(t)[:, None] < lengths[None, :]  # (T, B)
+    return jnp.arange(t, dtype=lengths.dtype)[:, None] < lengths[None, :]  # (T, B)
 
 
 def project(xs, w_x, b):
