@@ -30,10 +30,11 @@ def run(t: int, b: int, i: int, h: int) -> dict:
     params = nn.lstm.init(jax.random.key(0), i, h)
     xs = jax.random.normal(jax.random.key(1), (b, t, i), jnp.float32)
     result = {"T": t, "B": b, "I": i, "H": h}
-    for name, ops in (("manual", rules), ("autodiff", reference)):
-        f = jax.jit(step(ops))
-        result[f"{name}_seconds"] = median_seconds(f, params, xs)
-        result[f"{name}_temp_bytes"] = temp_bytes(step(ops), params, xs)
+    steps = {"manual": step(rules), "autodiff": step(reference)}
+    seconds = median_seconds({k: jax.jit(f) for k, f in steps.items()}, params, xs)
+    for name, f in steps.items():
+        result[f"{name}_seconds"] = seconds[name]
+        result[f"{name}_temp_bytes"] = temp_bytes(f, params, xs)
     result["speedup"] = result["autodiff_seconds"] / result["manual_seconds"]
     result["temp_ratio"] = result["manual_temp_bytes"] / result["autodiff_temp_bytes"]
     return result
