@@ -11,13 +11,14 @@ def _check(args: argparse.Namespace) -> int:
 
     jax.config.update("jax_enable_x64", True)
     from jaxchain.check import check_vjp
-    from jaxchain.registry import RULES
+    from jaxchain.registry import MODELS, RULES
 
-    unknown = sorted(set(args.only) - set(RULES))
+    known = {**RULES, **MODELS} if args.models else RULES
+    unknown = sorted(set(args.only) - set(known))
     if unknown:
-        print(f"unknown rule(s): {', '.join(unknown)}; known: {', '.join(RULES)}", file=sys.stderr)
+        print(f"unknown rule(s): {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
         return 2
-    cases = [c for name, c in RULES.items() if not args.only or name in args.only]
+    cases = [c for name, c in known.items() if not args.only or name in args.only]
     width = max(len(c.name) for c in cases)
     print(f"{'op':<{width}}  {'vs autodiff':>11}  {'vs fin.diff':>11}  {'2nd order':>9}  result")
     failed = []
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--only", nargs="*", default=[], metavar="OP", help="check just these ops")
+    check.add_argument(
+        "--models", action="store_true", help="also check every model's apply(ops=rules)"
+    )
     check.set_defaults(run=_check)
     return parser
 

@@ -26,3 +26,8 @@ def test_check_exits_one_when_a_rule_is_wrong(capsys, monkeypatch):
 def test_check_rejects_unknown_ops(capsys):
     assert cli.main(["check", "--only", "nope"]) == 2
     assert "unknown rule" in capsys.readouterr().err
+
+
+def test_check_models(capsys):
+    assert cli.main(["check", "--models", "--only", "mlp(tanh)"]) == 0
+    assert "mlp(tanh)" in capsys.readouterr().out
