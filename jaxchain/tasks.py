@@ -1,0 +1,180 @@
+"""What ``jaxchain train`` trains: a model paired with a data set, as pure functions.
+
+A :class:`Task` gives ``init(key) -> params``, ``loss(params, batch, ops) -> scalar``,
+``batch(step) -> batch`` (a pure function of the step, so a resumed run sees the same data in
+the same order), and ``evaluate(params, split) -> metrics``.
+
+* digits with ``mlp`` (64 pixels), ``rnn``/``lstm``/``gru`` (8 rows of 8 pixels, a dense head
+  on the last state) or ``transformer`` (64 pixel tokens of 17 levels, mean-pooled);
+* shakespeare, next-character prediction, with ``rnn``/``lstm``/``gru`` (embedding, recurrence,
+  dense head) or ``transformer`` (causal, pre-norm).
+"""
+
+import dataclasses
+from collections.abc import Callable
+from types import ModuleType
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchain import data, nn, rules
+
+RECURRENT = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
+MODELS = ("mlp", *RECURRENT, "transformer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    init: Callable[[jax.Array], dict]
+    logits: Callable[[dict, jax.Array, ModuleType], jax.Array]
+    batch: Callable[[int], tuple[np.ndarray, np.ndarray]]
+    evaluate: Callable[[dict, str], dict[str, float]]
+    kind: str  # "classification" or "language"
+    corpus: data.Corpus | None = None
+
+    def loss(self, params: dict, batch, ops: ModuleType) -> jax.Array:
+        """Mean cross-entropy (nats) of the model's logits against the batch's labels."""
+        x, y = batch
+        return jnp.mean(ops.softmax_cross_entropy(self.logits(params, x, ops), y))
+
+
+def _head(key, d_in: int, d_out: int) -> dict:
+    return nn.mlp.init(key, [d_in, d_out])["layers"][0]
+
+
+def _dense(ops, p, x):
+    return ops.dense(x, p["w"], p["b"])
+
+
+# --- digits ----------------------------------------------------------------------------------
+
+
+def _digits_model(model: str, hidden: int, layers: int):
+    """``(init, logits)`` for a digits classifier."""
+    if model == "mlp":
+        sizes = [64, *[hidden] * layers, 10]
+        return (lambda k: nn.mlp.init(k, sizes)), (lambda p, x, ops: nn.mlp.apply(p, x, ops=ops))
+    if model in RECURRENT:
+        module = RECURRENT[model]
+
+        def init(key):
+            k1, k2 = jax.random.split(key)
+            return {"cell": module.init(k1, 8, hidden), "head": _head(k2, hidden, 10)}
+
+        def logits(p, x, ops):
+            _, last = module.apply(p["cell"], x, ops=ops)
+            return _dense(ops, p["head"], jax.tree.leaves(last)[0])  # h_last
+
+        return init, logits
+    heads = max(1, hidden // 32)
+
+    def init_t(key):
+        k1, k2 = jax.random.split(key)
+        enc = nn.transformer.init(k1, 17, 64, hidden, heads, layers, pre_norm=True)
+        return {"encoder": enc, "head": _head(k2, hidden, 10)}
+
+    def logits_t(p, x, ops):
+        tokens = jnp.round(x * 16).astype(jnp.int32)  # 17 grey levels
+        h = nn.transformer.apply(p["encoder"], tokens, pre_norm=True, ops=ops)
+        return _dense(ops, p["head"], jnp.mean(h, axis=1))
+
+    return init_t, logits_t
+
+
+def digits_task(model: str, *, batch_size: int, seed: int, hidden: int, layers: int) -> Task:
+    ds = data.digits(sequence=model in RECURRENT)
+    init, logits = _digits_model(model, hidden, layers)
+    per_epoch = max(1, len(ds.train) // batch_size)
+
+    def batch(step: int):
+        epoch, position = divmod(step, per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(len(ds.train))
+        take = order[position * batch_size : (position + 1) * batch_size]
+        return ds.train.x[take], ds.train.y[take]
+
+    predict = jax.jit(lambda p, x: jnp.argmax(logits(p, x, rules), axis=-1))
+
+    def evaluate(params, split: str) -> dict[str, float]:
+        s = getattr(ds, split)
+        return {"accuracy": float(np.mean(np.asarray(predict(params, s.x)) == s.y))}
+
+    return Task(init, logits, batch, evaluate, "classification")
+
+
+# --- shakespeare -----------------------------------------------------------------------------
+
+
+def _language_model(model: str, vocab: int, hidden: int, layers: int, seq_len: int):
+    if model in RECURRENT:
+        module, embed = RECURRENT[model], min(64, hidden)
+
+        def init(key):
+            k1, k2, k3 = jax.random.split(key, 3)
+            table = 0.1 * jax.random.normal(k1, (vocab, embed))
+            return {"embed": table, "cell": module.init(k2, embed, hidden),
+                    "head": _head(k3, hidden, vocab)}  # fmt: skip
+
+        def logits(p, tokens, ops):
+            hs, _ = module.apply(p["cell"], ops.embedding(tokens, p["embed"]), ops=ops)
+            return _dense(ops, p["head"], hs)  # (B, T, V)
+
+        return init, logits
+    if model != "transformer":
+        raise ValueError(
+            f"train: --model {model} cannot model language; use a recurrent model or transformer"
+        )
+    heads = max(1, hidden // 64)
+
+    def init_t(key):
+        k1, k2 = jax.random.split(key)
+        enc = nn.transformer.init(k1, vocab, seq_len, hidden, heads, layers, pre_norm=True)
+        return {"encoder": enc, "head": _head(k2, hidden, vocab)}
+
+    def logits_t(p, tokens, ops):
+        h = nn.transformer.apply(p["encoder"], tokens, is_causal=True, pre_norm=True, ops=ops)
+        return _dense(ops, p["head"], h)
+
+    return init_t, logits_t
+
+
+def shakespeare_task(
+    model: str, *, batch_size: int, seed: int, hidden: int, layers: int, seq_len: int
+) -> Task:
+    corpus = data.shakespeare()
+    init, logits = _language_model(model, len(corpus.vocab), hidden, layers, seq_len)
+    windows = np.arange(seq_len + 1)
+
+    def batch(step: int):
+        starts = np.random.default_rng([seed, step]).integers(
+            0, len(corpus.train) - seq_len - 1, batch_size
+        )
+        chunk = corpus.train[starts[:, None] + windows]  # (B, T + 1)
+        return chunk[:, :-1], chunk[:, 1:]
+
+    # a fixed validation set: evenly spaced windows of the held-out text
+    starts = np.linspace(0, len(corpus.val) - seq_len - 1, 256).astype(np.int64)
+    val = corpus.val[starts[:, None] + windows]
+    val_loss = jax.jit(
+        lambda p, x, y: jnp.mean(rules.softmax_cross_entropy(logits(p, x, rules), y))
+    )
+
+    def evaluate(params, split: str) -> dict[str, float]:
+        losses = [val_loss(params, val[i : i + 64, :-1], val[i : i + 64, 1:])
+                  for i in range(0, len(val), 64)]  # fmt: skip
+        return {"loss": float(np.mean(losses))}
+
+    return Task(init, logits, batch, evaluate, "language", corpus)
+
+
+def make_task(model: str, dataset: str, **options) -> Task:
+    """The task for ``--model`` and ``--data``; options: batch_size, seed, hidden, layers,
+    seq_len (language only)."""
+    if model not in MODELS:
+        raise ValueError(f"train: --model must be one of {MODELS}, got {model!r}")
+    if dataset == "digits":
+        options.pop("seq_len", None)
+        return digits_task(model, **options)
+    if dataset == "shakespeare":
+        return shakespeare_task(model, **options)
+    raise ValueError(f"train: --data must be digits or shakespeare, got {dataset!r}")
