@@ -25,6 +25,7 @@ thorough: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/jaxchain check
+	$(BIN)/jaxchain train --model mlp --data digits --out runs/mlp
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -89,7 +89,7 @@ def make_step(loss: Callable, tx: optax.GradientTransformation) -> Callable:
     def step(params, opt_state, batch):
         value, grads = jax.value_and_grad(loss)(params, batch)
         updates, opt_state = tx.update(grads, opt_state, params)
-        metrics = {"loss": value, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": value, "grad_norm": optax.tree.norm(grads)}
         return optax.apply_updates(params, updates), opt_state, metrics
 
     return jax.jit(step)
@@ -137,7 +137,8 @@ def _shardings(devices: int, batch_size: int):
         raise ValueError(f"train: --devices {devices} but only {jax.device_count()} available")
     if batch_size % devices:
         raise ValueError(f"train: --batch-size {batch_size} is not divisible by {devices}")
-    mesh = jax.make_mesh((devices,), ("data",))
+    # Auto axes: XLA's SPMD partitioner decides how the gradient reductions are sharded
+    mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
 
