@@ -173,3 +173,12 @@ def test_data_sets_are_fixed_and_disjoint():
     assert c.decode(c.encode("To be, or not to be")) == "To be, or not to be"
     assert len(c.val) > 0.09 * (len(c.train) + len(c.val))
     assert "**" not in c.decode(c.train[:5000])
+
+
+def test_early_stopping_on_the_validation_metric(tmp_path):
+    """With a zero learning rate the validation accuracy never improves: patience 2 stops the
+    run at the third evaluation."""
+    config = train.Config(**{**SMALL, "optimizer": "sgd", "lr": 0.0, "eval_every": 1,
+                             "patience": 2, "steps": 50})  # fmt: skip
+    metrics, _ = train.train(config, tmp_path, log=lambda _: None)
+    assert metrics["steps"] == 3 and len(metrics["val"]) == 3
