@@ -73,7 +73,6 @@ class Report:
 
     name: str
     errors: tuple[LeafError, ...]
-    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -96,7 +95,7 @@ class Report:
             f"  {e.index}{'' if e.ok else '  <-- FAIL'}"
             for e in self.errors
         ]
-        return "\n".join([head, cols, *rows, *(f"  note: {n}" for n in self.notes)])
+        return "\n".join([head, cols, *rows])
 
 
 # --- a function of its floating-point leaves -------------------------------------------------

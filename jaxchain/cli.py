@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 
@@ -59,8 +60,6 @@ def _train(args: argparse.Namespace) -> int:
         started = {}
 
         def progress(step, metrics):
-            import time
-
             started.setdefault("t", (time.perf_counter(), step))
             t0, s0 = started["t"]
             rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
