@@ -61,14 +61,19 @@ def _train(args: argparse.Namespace) -> int:
 
         def progress(step, metrics):
             started.setdefault("t", (time.perf_counter(), step))
+            if step % 25:
+                return  # reading the loss waits for the step: do it now and then
             t0, s0 = started["t"]
             rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
             bar.update(job, completed=step, loss=float(metrics["loss"]), rate=rate)
 
-        metrics, params = train.train(config, out, resume=args.resume, stop_at=args.stop_at,
-                                      log=bar.console.print, progress=progress)  # fmt: skip
+        task = config.task()
+        options = dict(resume=args.resume, stop_at=args.stop_at, task=task)
+        metrics, params = train.train(
+            config, out, log=bar.console.print, progress=progress, **options
+        )
     if config.data == "shakespeare":
-        metrics["sample"] = train.sample(config.task(), params, "ROMEO:\n", 300, config.seq_len)
+        metrics["sample"] = train.sample(task, params, "ROMEO:\n", 300, config.seq_len)
         print(metrics["sample"])
     train.write_outputs(out, metrics, config)
     headline = {

@@ -180,6 +180,7 @@ def train(
     stop_at: int | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[int, dict], None] | None = None,
+    task: Task | None = None,
 ) -> tuple[dict, Any]:
     """Train as ``config`` says; write checkpoints under ``out/checkpoints``; return the
     metrics (which the command writes to ``out/metrics.json``) and the final params.
@@ -187,9 +188,11 @@ def train(
     Args:
       resume: continue from the latest checkpoint in ``out`` (same config required).
       stop_at: stop after this step as if interrupted (after checkpointing it).
-      progress: called after every step with ``(step, metrics)``.
+      progress: called after every step with ``(step, metrics)`` (metrics still on device:
+        reading them waits for the step).
+      task: ``config.task()``, if the caller already has it.
     """
-    task = config.task()
+    task = task or config.task()
     ops = BACKWARDS[config.backward]
     tx = make_optimizer(config.optimizer, config.lr, steps=config.steps,
                         schedule_kind=config.schedule, warmup=config.warmup, clip=config.clip,
@@ -212,7 +215,14 @@ def train(
     params, opt_state = state["params"], state["opt_state"]
     clock, seconds0 = time.perf_counter(), history["seconds"]
 
+    pending = []  # (step, loss) still on device: reading each would stall the dispatch queue
+
+    def flush():
+        history["train_loss"].extend([s, float(loss)] for s, loss in pending)
+        pending.clear()
+
     def save(step):
+        flush()
         history["seconds"] = seconds0 + time.perf_counter() - clock
         meta = {"step": step, "history": history, "config": dataclasses.asdict(config)}
         checkpoints.save(step, {"params": params, "opt_state": opt_state}, meta)
@@ -223,12 +233,13 @@ def train(
         if shardings:
             batch = jax.device_put(batch, shardings[1])
         params, opt_state, metrics = step_fn(params, opt_state, batch)
-        history["train_loss"].append([step, float(metrics["loss"])])
+        pending.append((step, metrics["loss"]))
         if progress:
             progress(step, metrics)
         elapsed = seconds0 + time.perf_counter() - clock
         out_of_time = config.time_limit is not None and elapsed > config.time_limit
         if step % config.eval_every == 0 or step == config.steps or out_of_time:
+            flush()
             if _evaluate(task, params, step, elapsed, history, config.patience, log):
                 log(f"early stop at step {step}: no improvement in {config.patience} evaluations")
                 break
