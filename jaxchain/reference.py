@@ -14,7 +14,7 @@ from jax.scipy.special import erf
 
 from jaxchain._validate import along_last_axis
 from jaxchain.rules.attention import check_attention
-from jaxchain.rules.elementwise import _checked
+from jaxchain.rules.elementwise import check_unary
 from jaxchain.rules.linear import check_dense, check_embedding
 from jaxchain.rules.losses import check_axis, check_labels, check_pair
 from jaxchain.rules.norm import check_layer_norm
@@ -53,19 +53,19 @@ def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
 
 
 def relu(x: jax.Array) -> jax.Array:
-    return jnp.maximum(_checked("relu", x), 0)
+    return jnp.maximum(check_unary("relu", x), 0)
 
 
 def sigmoid(x: jax.Array) -> jax.Array:
-    return 0.5 * (1 + jnp.tanh(0.5 * _checked("sigmoid", x)))  # = 1 / (1 + e^-x), stably
+    return 0.5 * (1 + jnp.tanh(0.5 * check_unary("sigmoid", x)))  # = 1 / (1 + e^-x), stably
 
 
 def tanh(x: jax.Array) -> jax.Array:
-    return jnp.tanh(_checked("tanh", x))
+    return jnp.tanh(check_unary("tanh", x))
 
 
 def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
-    x = _checked("gelu", x)
+    x = check_unary("gelu", x)
     if approximate:
         return 0.5 * x * (1 + jnp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     return 0.5 * x * (1 + erf(x / math.sqrt(2)))

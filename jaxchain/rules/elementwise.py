@@ -18,7 +18,8 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
-def _checked(op: str, x) -> jax.Array:
+def check_unary(op: str, x) -> jax.Array:
+    """``x`` as a floating-point array (shared with the reference twins)."""
     x = _validate.as_array(op, "x", x)
     _validate.floating(op, x=x)
     return x
@@ -34,7 +35,7 @@ def relu(x: jax.Array) -> jax.Array:
     >>> relu(jnp.array([-1.0, 2.0])).tolist()
     [0.0, 2.0]
     """
-    return _relu(_checked("relu", x))
+    return _relu(check_unary("relu", x))
 
 
 @jax.custom_vjp
@@ -61,7 +62,7 @@ def sigmoid(x: jax.Array) -> jax.Array:
 
     Saves the output ``y``.
     """
-    return _sigmoid(_checked("sigmoid", x))
+    return _sigmoid(check_unary("sigmoid", x))
 
 
 @jax.custom_vjp
@@ -88,7 +89,7 @@ def tanh(x: jax.Array) -> jax.Array:
 
     Saves the output ``y``.
     """
-    return _tanh(_checked("tanh", x))
+    return _tanh(check_unary("tanh", x))
 
 
 @jax.custom_vjp
@@ -124,7 +125,7 @@ def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
 
     Saves the input ``x``.
     """
-    return _gelu(_checked("gelu", x), bool(approximate))
+    return _gelu(check_unary("gelu", x), bool(approximate))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
