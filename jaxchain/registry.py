@@ -225,6 +225,26 @@ def _transformer_args(pre_norm):
     return make
 
 
+def _bert_args(key, dtype, scale, d):
+    kp, kh, kt, ky = jax.random.split(key, 4)
+    params = {
+        "encoder": nn.bert.init(kp, 11, 8, d["D"], 2, 2, 16, dtype=dtype),
+        "head": nn.mlp.init(kh, [d["D"], 3], dtype=dtype)["layers"][0],
+    }
+    tokens = jax.random.randint(kt, (3, d["T"]), 0, 11)
+    mask = jnp.arange(d["T"])[None, :] < jnp.array([[d["T"]], [3], [1]])
+    types = (jnp.arange(d["T"])[None, :] >= 2).astype(tokens.dtype).repeat(3, axis=0)
+    return params, tokens, mask, types, jax.random.randint(ky, (3,), 0, 3)
+
+
+def _bert_finetune(ops, params, tokens, mask, types, labels):
+    """The fine-tuning loss per example: BERT, mean pooling, a dense head, cross-entropy."""
+    h = nn.bert.apply(params["encoder"], tokens, mask, types, ops=ops)
+    head = params["head"]
+    logits = ops.dense(nn.bert.mean_pool(h, mask), head["w"], head["b"])
+    return ops.softmax_cross_entropy(logits, labels)
+
+
 def _mlp(activation):
     return lambda ops, p, x: nn.mlp.apply(p, x, activation=activation, ops=ops)
 
@@ -267,5 +287,6 @@ MODELS: dict[str, Case] = {
             _transformer_args(True),
             _ENCODER,
         ),
+        _model("bert(finetune)", _bert_finetune, _bert_args, _ENCODER),
     ]
 }

@@ -7,7 +7,9 @@ the same order), and ``evaluate(params, split) -> metrics``.
 * digits with ``mlp`` (64 pixels), ``rnn``/``lstm``/``gru`` (8 rows of 8 pixels, a dense head
   on the last state) or ``transformer`` (64 pixel tokens of 17 levels, mean-pooled);
 * shakespeare, next-character prediction, with ``rnn``/``lstm``/``gru`` (embedding, recurrence,
-  dense head) or ``transformer`` (causal, pre-norm).
+  dense head) or ``transformer`` (causal, pre-norm);
+* vader, sentiment of the VADER lexicon's entries, with the pretrained MiniLM-L6 encoder
+  (``minilm``), mean-pooled, and a dense head; fine-tuned by one of :data:`STRATEGIES`.
 """
 
 import dataclasses
@@ -32,9 +34,18 @@ class Task:
     evaluate: Callable[[dict, str], dict[str, float]]
     kind: str  # "classification" or "language"
     corpus: data.Corpus | None = None
+    trainable: Callable[[dict], dict] | None = None  # params -> bools; None: all trainable
 
     def loss(self, params: dict, batch, ops: ModuleType) -> jax.Array:
-        """Mean cross-entropy (nats) of the model's logits against the batch's labels."""
+        """Mean cross-entropy (nats) of the model's logits against the batch's labels.
+
+        Frozen leaves (see ``trainable``) pass through ``stop_gradient``, so no backward pass
+        runs below the lowest trainable layer.
+        """
+        if self.trainable is not None:
+            params = jax.tree.map(
+                lambda p, t: p if t else jax.lax.stop_gradient(p), params, self.trainable(params)
+            )
         x, y = batch
         return jnp.mean(ops.softmax_cross_entropy(self.logits(params, x, ops), y))
 
@@ -45,6 +56,18 @@ def _head(key, d_in: int, d_out: int) -> dict:
 
 def _dense(ops, p, x):
     return ops.dense(x, p["w"], p["b"])
+
+
+def _shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], np.ndarray]:
+    """Indices of the batch at each step: epochs of a permutation seeded by (seed, epoch)."""
+    per_epoch = max(1, n // batch_size)
+
+    def take(step: int) -> np.ndarray:
+        epoch, position = divmod(step, per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        return order[position * batch_size : (position + 1) * batch_size]
+
+    return take
 
 
 # --- digits ----------------------------------------------------------------------------------
@@ -85,13 +108,11 @@ def _digits_model(model: str, hidden: int, layers: int):
 def digits_task(model: str, *, batch_size: int, seed: int, hidden: int, layers: int) -> Task:
     ds = data.digits(sequence=model in RECURRENT)
     init, logits = _digits_model(model, hidden, layers)
-    per_epoch = max(1, len(ds.train) // batch_size)
+    take = _shuffled_batches(len(ds.train), batch_size, seed)
 
     def batch(step: int):
-        epoch, position = divmod(step, per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(len(ds.train))
-        take = order[position * batch_size : (position + 1) * batch_size]
-        return ds.train.x[take], ds.train.y[take]
+        i = take(step)
+        return ds.train.x[i], ds.train.y[i]
 
     predict = jax.jit(lambda p, x: jnp.argmax(logits(p, x, rules), axis=-1))
 
@@ -167,9 +188,94 @@ def shakespeare_task(
     return Task(init, logits, batch, evaluate, "language", corpus)
 
 
+# --- vader: fine-tuning MiniLM-L6 ------------------------------------------------------------
+
+STRATEGIES = ("probe", "top-k", "full", "scratch")
+
+
+def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable[[dict], dict]:
+    """``params -> bools`` for a strategy: ``probe`` trains the head alone; ``top-k`` the head
+    and the top ``top_k`` blocks; ``full`` and ``scratch`` everything."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"finetune: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "top-k" and not 1 <= top_k <= num_layers:
+        raise ValueError(f"finetune: --top-k must be in [1, {num_layers}], got {top_k}")
+    lowest = {"probe": num_layers, "top-k": num_layers - top_k}.get(strategy, 0)
+
+    def trainable(params: dict) -> dict:
+        encoder = params["encoder"]
+        frozen = strategy in ("probe", "top-k")
+        return {
+            "encoder": {
+                "embeddings": jax.tree.map(lambda _: not frozen, encoder["embeddings"]),
+                "blocks": [jax.tree.map(lambda _, i=i: i >= lowest, b)
+                           for i, b in enumerate(encoder["blocks"])],
+            },
+            "head": jax.tree.map(lambda _: True, params["head"]),
+        }  # fmt: skip
+
+    return trainable
+
+
+def sentiment_task(
+    strategy: str, *, batch_size: int, seed: int, top_k: int = 2, seq_len: int = 16
+) -> Task:
+    """Positive/negative entries of the VADER lexicon with MiniLM-L6, mean-pooled, and a dense
+    head; ``scratch`` is the same architecture randomly initialised."""
+    from jaxchain import pretrained
+
+    lexicon, encoder = data.vader(), pretrained.load_minilm()
+    config, eps = encoder.config, encoder.eps
+    trainable = trainable_blocks(strategy, config["num_hidden_layers"], top_k)
+    splits = {}
+    for name in ("train", "val", "test"):
+        text, y, _ = getattr(lexicon, name)
+        tokens, mask = encoder.tokenize(text, seq_len)
+        splits[name] = (tokens, mask, y)
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        if strategy == "scratch":
+            dims = (config["vocab_size"], config["max_position_embeddings"],
+                    config["hidden_size"], config["num_attention_heads"],
+                    config["num_hidden_layers"], config["intermediate_size"])  # fmt: skip
+            params = nn.bert.init(k1, *dims, type_vocab_size=config["type_vocab_size"])
+        else:
+            params = encoder.params
+        return {"encoder": params, "head": _head(k2, config["hidden_size"], 2)}
+
+    def logits(p, x, ops):
+        tokens, mask = x
+        h = nn.bert.apply(p["encoder"], tokens, mask, eps=eps, ops=ops)
+        return _dense(ops, p["head"], nn.bert.mean_pool(h, mask))
+
+    take = _shuffled_batches(len(splits["train"][2]), batch_size, seed)
+
+    def batch(step: int):
+        tokens, mask, y = splits["train"]
+        i = take(step)
+        return (tokens[i], mask[i]), y[i]
+
+    predict = jax.jit(lambda p, x: jnp.argmax(logits(p, x, rules), axis=-1))
+
+    def evaluate(params, split: str) -> dict[str, float]:
+        tokens, mask, y = splits[split]
+        chunks = [np.asarray(predict(params, (tokens[i : i + 256], mask[i : i + 256])))
+                  for i in range(0, len(y), 256)]  # fmt: skip
+        return {"accuracy": float(np.mean(np.concatenate(chunks) == y))}
+
+    return Task(init, logits, batch, evaluate, "classification", trainable=trainable)
+
+
 def make_task(model: str, dataset: str, **options) -> Task:
     """The task for ``--model`` and ``--data``; options: batch_size, seed, hidden, layers,
     seq_len (language only)."""
+    if dataset == "vader" or model == "minilm":
+        if (model, dataset) != ("minilm", "vader"):
+            raise ValueError(
+                f"train: vader goes with the minilm model, got {model!r} on {dataset!r}"
+            )
+        return sentiment_task(**options)
     if model not in MODELS:
         raise ValueError(f"train: --model must be one of {MODELS}, got {model!r}")
     if dataset == "digits":

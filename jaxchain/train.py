@@ -122,11 +122,18 @@ class Config:
     patience: int | None = None  # evaluations without improvement before stopping early
     devices: int = 1
     time_limit: float | None = None  # seconds; stop (and checkpoint) when exceeded
+    weight_decay: float = 1e-4  # adamw only
+    strategy: str = "full"  # fine-tuning (data vader) only: probe, top-k, full or scratch
+    top_k: int = 2  # the number of trainable blocks of the top-k strategy
 
     def task(self) -> Task:
-        options = dict(batch_size=self.batch_size, seed=self.seed, hidden=self.hidden,
-                       layers=self.layers, seq_len=self.seq_len)  # fmt: skip
-        return make_task(self.model, self.data, **options)
+        if self.data == "vader":
+            options = dict(strategy=self.strategy, top_k=self.top_k, seq_len=self.seq_len)
+        else:
+            options = dict(hidden=self.hidden, layers=self.layers, seq_len=self.seq_len)
+        return make_task(
+            self.model, self.data, batch_size=self.batch_size, seed=self.seed, **options
+        )
 
 
 def _shardings(devices: int, batch_size: int):
@@ -196,7 +203,8 @@ def train(
     ops = BACKWARDS[config.backward]
     tx = make_optimizer(config.optimizer, config.lr, steps=config.steps,
                         schedule_kind=config.schedule, warmup=config.warmup, clip=config.clip,
-                        accumulate=config.accumulate)  # fmt: skip
+                        accumulate=config.accumulate, weight_decay=config.weight_decay,
+                        trainable=task.trainable)  # fmt: skip
     params = task.init(jax.random.key(config.seed))
     state = {"params": params, "opt_state": tx.init(params)}
     history = {"train_loss": [], "val": [], "seconds": 0.0, "best": None, "since_best": 0}

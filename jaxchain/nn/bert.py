@@ -1,0 +1,155 @@
+"""BERT encoder: word, position and token-type embeddings with a layer norm, then post-norm
+transformer blocks (exact GELU) with a padding mask, and mean pooling.
+
+The blocks are :func:`jaxchain.nn.transformer.apply_block`'s; only the embeddings are BERT's
+own. Params::
+
+    {"embeddings": {"word": (V, D), "position": (P, D), "token_type": (K, D),
+                    "norm": {"scale": (D,), "bias": (D,)}},
+     "blocks": [transformer block, ...]}
+
+:func:`from_torch` reads a Hugging Face ``BertModel`` state dict (the names of its
+``model.safetensors``), which is how :mod:`jaxchain.pretrained` loads MiniLM-L6.
+"""
+
+from collections.abc import Mapping
+from types import ModuleType
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchain import _validate, rules
+from jaxchain.nn import transformer
+from jaxchain.nn._torch import require
+
+Params = dict
+
+EPS = 1e-12  # BERT's layer_norm_eps
+
+
+def init(
+    key: jax.Array,
+    vocab_size: int,
+    max_len: int,
+    d_model: int,
+    num_heads: int,
+    num_layers: int,
+    d_ff: int | None = None,
+    *,
+    type_vocab_size: int = 2,
+    dtype=jnp.float32,
+) -> Params:
+    """A randomly initialised encoder (BERT's: embeddings normal with std 0.02); ``d_ff``
+    defaults to ``4 D``."""
+    kw, kp, kt, *kb = jax.random.split(key, 3 + num_layers)
+    d_ff = 4 * d_model if d_ff is None else d_ff
+    normal = lambda k, shape: 0.02 * jax.random.normal(k, shape, dtype)  # noqa: E731
+    embeddings = {
+        "word": normal(kw, (vocab_size, d_model)),
+        "position": normal(kp, (max_len, d_model)),
+        "token_type": normal(kt, (type_vocab_size, d_model)),
+        "norm": {"scale": jnp.ones((d_model,), dtype), "bias": jnp.zeros((d_model,), dtype)},
+    }
+    blocks = [transformer.init_block(k, d_model, num_heads, d_ff, dtype=dtype) for k in kb]
+    return {"embeddings": embeddings, "blocks": blocks}
+
+
+def apply(
+    params: Params,
+    tokens: jax.Array,
+    mask: jax.Array | None = None,
+    token_types: jax.Array | None = None,
+    *,
+    eps: float = EPS,
+    num_blocks: int | None = None,
+    ops: ModuleType = rules,
+) -> jax.Array:
+    """Hidden states ``(B, T, D)`` of integer ``tokens (B, T)``.
+
+    Args:
+      params: from :func:`init` or :func:`from_torch`.
+      tokens: ``(B, T)`` token ids, ``T <= P``.
+      mask: optional boolean ``(B, T)``, True = a real token (Hugging Face's
+        ``attention_mask``); no position attends to padding.
+      token_types: optional ``(B, T)`` segment ids (default all 0).
+      num_blocks: run only the first this many blocks (default all).
+      ops: :mod:`jaxchain.rules` or :mod:`jaxchain.reference`.
+    """
+    emb = params["embeddings"]
+    _validate.rank("bert", "tokens", tokens, 2, "(B, T)")
+    _validate.integer("bert", "tokens", tokens)
+    t, max_len = tokens.shape[1], emb["position"].shape[0]
+    if t > max_len:
+        raise ValueError(f"bert: tokens has length {t}, more than max_len {max_len}")
+    if token_types is None:
+        token_types = jnp.zeros_like(tokens)
+    _validate.shape("bert", "token_types", token_types, tokens.shape, "(B, T)")
+    x = (
+        ops.embedding(tokens, emb["word"])
+        + ops.embedding(token_types, emb["token_type"])
+        + emb["position"][None, :t]
+    )
+    x = ops.layer_norm(x, emb["norm"]["scale"], emb["norm"]["bias"], eps)
+    for block in params["blocks"][:num_blocks]:
+        x = transformer.apply_block(block, x, mask, eps=eps, ops=ops)
+    return x
+
+
+def mean_pool(hidden: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """The mean of ``hidden (B, T, D)`` over the real tokens of ``mask (B, T)`` (all when
+    None): sentence-transformers' pooling, ``(B, D)``."""
+    if mask is None:
+        return jnp.mean(hidden, axis=1)
+    _validate.shape("mean_pool", "mask", mask, hidden.shape[:2], "(B, T)")
+    weights = mask.astype(hidden.dtype)[..., None]
+    count = jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+    return jnp.sum(hidden * weights, axis=1) / count
+
+
+def from_torch(state_dict: Mapping[str, np.ndarray], num_heads: int) -> Params:
+    """Params from a Hugging Face ``BertModel`` state dict of NumPy arrays (names as in its
+    ``model.safetensors``, with or without the ``bert.`` prefix of task models).
+
+    Every ``nn.Linear`` weight ``(out, in)`` is transposed for ``x W``; the query, key and value
+    weights are split into heads, ``(D, N, H)``, and the attention output's into ``(N, H, D)``.
+    """
+    sd = {k.removeprefix("bert."): np.asarray(v) for k, v in state_dict.items()}
+    e = "embeddings."
+    names = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+    require(sd, [f"{e}{n}.weight" for n in names] + [f"{e}LayerNorm.weight"], "bert")
+    word, position, token_type = (jnp.asarray(sd[f"{e}{n}.weight"]) for n in names)
+    embeddings = {"word": word, "position": position, "token_type": token_type,
+                  "norm": _norm(sd, f"{e}LayerNorm")}  # fmt: skip
+    d = word.shape[1]
+    if d % num_heads:
+        raise ValueError(f"bert.from_torch: width {d} is not divisible by {num_heads} heads")
+    n, h = num_heads, d // num_heads
+    blocks = []
+    i = 0
+    while f"encoder.layer.{i}.attention.self.query.weight" in sd:
+        p = f"encoder.layer.{i}."
+        attention = {}
+        for c, name in zip("qkv", ("query", "key", "value"), strict=True):
+            attention[f"w_{c}"] = jnp.asarray(
+                sd[f"{p}attention.self.{name}.weight"].T.reshape(d, n, h)
+            )
+            attention[f"b_{c}"] = jnp.asarray(sd[f"{p}attention.self.{name}.bias"].reshape(n, h))
+        attention["w_o"] = jnp.asarray(sd[f"{p}attention.output.dense.weight"].T.reshape(n, h, d))
+        attention["b_o"] = jnp.asarray(sd[f"{p}attention.output.dense.bias"])
+        ffn = {
+            "w1": jnp.asarray(sd[f"{p}intermediate.dense.weight"].T),
+            "b1": jnp.asarray(sd[f"{p}intermediate.dense.bias"]),
+            "w2": jnp.asarray(sd[f"{p}output.dense.weight"].T),
+            "b2": jnp.asarray(sd[f"{p}output.dense.bias"]),
+        }
+        blocks.append({"attention": attention, "norm1": _norm(sd, f"{p}attention.output.LayerNorm"),
+                       "ffn": ffn, "norm2": _norm(sd, f"{p}output.LayerNorm")})  # fmt: skip
+        i += 1
+    if not blocks:
+        raise ValueError("bert.from_torch: state_dict has no encoder.layer.0.* weights")
+    return {"embeddings": embeddings, "blocks": blocks}
+
+
+def _norm(sd: Mapping[str, np.ndarray], prefix: str) -> dict[str, jax.Array]:
+    return {"scale": jnp.asarray(sd[f"{prefix}.weight"]), "bias": jnp.asarray(sd[f"{prefix}.bias"])}
