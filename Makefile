@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format check thorough clean
+.PHONY: test demo lint format check thorough notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ thorough: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/jaxchain check
 	$(BIN)/jaxchain train --model mlp --data digits --out runs/mlp
+
+# Write each notebooks/NN_*.ipynb from its .py source, executed, with its outputs.
+notebooks: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[notebooks]'
+	cd notebooks && ../$(BIN)/jupytext --to ipynb --execute [0-9]*.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

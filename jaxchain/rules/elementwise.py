@@ -2,7 +2,8 @@
 
 Each backward pass is the cotangent ``g`` times the local derivative. Where the derivative is
 a function of the output (relu, sigmoid, tanh), the forward saves only its output ``y``;
-gelu's derivative needs the input, so it saves ``x``.
+gelu's derivative is not, so the forward computes it next to ``y`` (sharing ``erf``) and saves
+the derivative itself: one array either way, and the backward is a single product.
 """
 
 import math
@@ -123,7 +124,8 @@ def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
     .. math:: \frac{\partial y}{\partial x} = \tfrac12 (1 + \tanh u)
               + \tfrac12 x\,(1 - \tanh^2 u)\,\sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2).
 
-    Saves the input ``x``.
+    Saves the derivative :math:`\partial y / \partial x`, computed in the forward pass from
+    the same ``erf`` (or ``tanh``) as ``y``.
     """
     return _gelu(check_unary("gelu", x), bool(approximate))
 
@@ -134,17 +136,17 @@ def _gelu(x, approximate):
 
 
 def _gelu_fwd(x, approximate):
-    return jax.nn.gelu(x, approximate=approximate), x
-
-
-def _gelu_bwd(approximate, x, g):
     if approximate:
         t = jnp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)  # du/dx
-        return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du),)
-    cdf = 0.5 * (1 + erf(x / math.sqrt(2)))  # Phi(x)
-    pdf = jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)  # phi(x)
-    return (g * (cdf + x * pdf),)  # d [x Phi(x)] = Phi(x) + x phi(x)
+        return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
+    cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))  # Phi(x)
+    pdf = jnp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))  # phi(x)
+    return x * cdf, cdf + x * pdf  # d [x Phi(x)] = Phi(x) + x phi(x)
+
+
+def _gelu_bwd(approximate, derivative, g):
+    return (g * derivative,)
 
 
 _gelu.defvjp(_gelu_fwd, _gelu_bwd)
