@@ -16,9 +16,9 @@ import platform
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _measure import median_seconds, temp_bytes
 
 from jaxchain import nn, pretrained, reference, rules, train
+from jaxchain.benchmarks import median_seconds, temp_bytes
 
 
 def make_step(encoder, ops, tx):

@@ -13,9 +13,9 @@ import platform
 
 import jax
 import jax.numpy as jnp
-from _measure import median_seconds, temp_bytes
 
 from jaxchain import nn, reference, rules
+from jaxchain.benchmarks import median_seconds, temp_bytes
 
 
 def step(ops):
@@ -31,7 +31,7 @@ def run(t: int, b: int, i: int, h: int) -> dict:
     xs = jax.random.normal(jax.random.key(1), (b, t, i), jnp.float32)
     result = {"T": t, "B": b, "I": i, "H": h}
     steps = {"manual": step(rules), "autodiff": step(reference)}
-    seconds = median_seconds({k: jax.jit(f) for k, f in steps.items()}, params, xs)
+    seconds = median_seconds({k: jax.jit(f) for k, f in steps.items()}, params, xs, rounds=30)
     for name, f in steps.items():
         result[f"{name}_seconds"] = seconds[name]
         result[f"{name}_temp_bytes"] = temp_bytes(f, params, xs)

@@ -129,6 +129,32 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """Run the benchmarks; write bench.md, bench.json and attention.png under --out."""
+    import json
+    import pathlib
+
+    from jaxchain import benchmarks
+
+    unknown = sorted(set(args.only) - set(benchmarks.PRESETS[args.preset]))
+    if unknown:
+        known = ", ".join(benchmarks.PRESETS[args.preset])
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {known}", file=sys.stderr)
+        return 2
+    rows, peak = benchmarks.run(args.preset, tuple(args.only))
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = benchmarks.machine()
+    header = f"{machine['processor']}, {machine['device']}, jax {machine['jax']}; "
+    header += f"float32 matmul {peak / 1e9:.1f} GFLOP/s"
+    table = benchmarks.table(rows, peak)
+    (out / "bench.md").write_text(f"{header}\n\n{table}\n")
+    (out / "bench.json").write_text(json.dumps(benchmarks.to_json(rows, peak), indent=1))
+    benchmarks.plot(rows, out / "attention.png")
+    print(f"\n{header}\n\n{table}\n\n-> {out}/bench.md, bench.json, attention.png")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxchain", description="The chain rule written by hand, checked against autodiff."
@@ -182,6 +208,14 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     f.add_argument("--stop-at", type=int, help="stop after this step as if interrupted")
     f.set_defaults(run=_finetune, optimizer="adamw", schedule="cosine")
+
+    b = commands.add_parser("bench", help="time and memory: hand-written against autodiff")
+    b.add_argument("--preset", choices=["full", "quick"], default="full",
+                   help="full: the sizes of bench/RESULTS.md; quick: smaller")  # fmt: skip
+    b.add_argument("--only", nargs="*", default=[], metavar="NAME",
+                   help="attention, linear_cross_entropy, lstm, mlp")  # fmt: skip
+    b.add_argument("--out", default="bench/out", help="directory for bench.md, .json, .png")
+    b.set_defaults(run=_bench)
     return parser
 
 

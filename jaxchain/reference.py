@@ -16,7 +16,7 @@ from jaxchain._validate import along_last_axis
 from jaxchain.rules.attention import check_attention
 from jaxchain.rules.elementwise import check_unary
 from jaxchain.rules.linear import check_dense, check_embedding
-from jaxchain.rules.losses import check_axis, check_labels, check_pair
+from jaxchain.rules.losses import check_axis, check_labels, check_linear_labels, check_pair
 from jaxchain.rules.norm import check_layer_norm
 from jaxchain.rules.recurrent import check_recurrent, keep
 
@@ -27,6 +27,7 @@ __all__ = [
     "gelu",
     "gru",
     "layer_norm",
+    "linear_softmax_cross_entropy",
     "log_softmax",
     "lstm",
     "mse",
@@ -93,6 +94,15 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
 
 
+def linear_softmax_cross_entropy(
+    x: jax.Array, w: jax.Array, labels: jax.Array, *, chunk_size: int | None = None
+) -> jax.Array:
+    """``softmax_cross_entropy(x @ w, labels)``: the whole ``(..., V)`` logits (``chunk_size``
+    is accepted, for the rule's signature, and ignored)."""
+    x, w, labels = check_linear_labels("linear_softmax_cross_entropy", x, w, labels)
+    return softmax_cross_entropy(x @ w, labels)
+
+
 def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Elementwise ``-z log sigmoid(x) - (1 - z) log(1 - sigmoid(x))``."""
     x, z = check_pair("sigmoid_binary_cross_entropy", ("logits", "labels"), logits, labels)
@@ -119,8 +129,11 @@ def dot_product_attention(
     mask: jax.Array | None = None,
     *,
     is_causal: bool = False,
+    block_size: int | None = None,
 ) -> jax.Array:
-    """``softmax(q k^T / sqrt(H)) v`` per head; q ``(B, T, N, H)``, k and v ``(B, S, N, H)``."""
+    """``softmax(q k^T / sqrt(H)) v`` per head; q ``(B, T, N, H)``, k and v ``(B, S, N, H)``.
+    Always the whole ``(T, S)`` computation: ``block_size`` is accepted (the signature is the
+    rule's) and ignored."""
     q, k, v, allowed = check_attention(q, k, v, mask, is_causal)
     s = jnp.einsum("btnh,bsnh->bnts", q, k) / math.sqrt(q.shape[-1])  # (B, N, T, S)
     if allowed is not None:

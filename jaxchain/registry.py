@@ -73,6 +73,13 @@ def _cross_entropy(key, dtype, scale, d):
     return _normal(kx, (*d["lead"], d["V"]), dtype, scale), labels
 
 
+def _linear_cross_entropy(key, dtype, scale, d):
+    kx, kw, ky = jax.random.split(key, 3)
+    labels = jax.random.randint(ky, d["lead"], 0, d["V"])
+    x = _normal(kx, (*d["lead"], 3), dtype, scale)
+    return x, _normal(kw, (3, d["V"]), dtype, scale), labels
+
+
 def _binary_cross_entropy(key, dtype, scale, d):
     kx, kz = jax.random.split(key)
     targets = jax.random.uniform(kz, d["shape"], dtype)
@@ -159,6 +166,13 @@ RULES: dict[str, Case] = {
         _variant("softmax(axis=0)", "softmax", _unary, {"shape": ((3, 4),)}, axis=0),
         _case("log_softmax", _unary, _ELEMENTWISE),
         _case("softmax_cross_entropy", _cross_entropy, {**_ROWS, "V": (5,)}),
+        _variant(
+            "linear_softmax_cross_entropy",
+            "linear_softmax_cross_entropy",
+            _linear_cross_entropy,
+            {**_ROWS, "V": (7,)},
+            chunk_size=3,  # two whole chunks and a remainder of one
+        ),
         _case("sigmoid_binary_cross_entropy", _binary_cross_entropy, _ELEMENTWISE),
         _case("mse", _pair, _ELEMENTWISE),
         _case("layer_norm", _layer_norm, {**_ROWS, "D": (6,)}),
@@ -171,6 +185,21 @@ RULES: dict[str, Case] = {
             is_causal=True,
         ),
         _variant("dot_product_attention(mask)", "dot_product_attention", _qkv_mask, _ATTENTION),
+        _variant(  # blocks of 2 on T, S in {3, 4, 5}: padding, and causal blocks skipped
+            "dot_product_attention(blocks, causal)",
+            "dot_product_attention",
+            _qkv,
+            _ATTENTION,
+            is_causal=True,
+            block_size=2,
+        ),
+        _variant(
+            "dot_product_attention(blocks, mask)",
+            "dot_product_attention",
+            _qkv_mask,
+            _ATTENTION,
+            block_size=2,
+        ),
         *[_case(op, _recurrent(*n, padded=False), _SEQUENCE) for op, n in _RECURRENT.items()],
         *[
             _variant(f"{op}(lengths)", op, _recurrent(*n, padded=True), _SEQUENCE)

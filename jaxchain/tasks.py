@@ -35,6 +35,7 @@ class Task:
     kind: str  # "classification" or "language"
     corpus: data.Corpus | None = None
     trainable: Callable[[dict], dict] | None = None  # params -> bools; None: all trainable
+    loss_fn: Callable[[dict, tuple, ModuleType], jax.Array] | None = None  # else CE of logits
 
     def loss(self, params: dict, batch, ops: ModuleType) -> jax.Array:
         """Mean cross-entropy (nats) of the model's logits against the batch's labels.
@@ -46,6 +47,8 @@ class Task:
             params = jax.tree.map(
                 lambda p, t: p if t else jax.lax.stop_gradient(p), params, self.trainable(params)
             )
+        if self.loss_fn is not None:
+            return self.loss_fn(params, batch, ops)
         x, y = batch
         return jnp.mean(ops.softmax_cross_entropy(self.logits(params, x, ops), y))
 
@@ -132,15 +135,14 @@ def _language_model(model: str, vocab: int, hidden: int, layers: int, seq_len: i
 
         def init(key):
             k1, k2, k3 = jax.random.split(key, 3)
-            table = 0.1 * jax.random.normal(k1, (vocab, embed))
+            table = 0.1 * jax.random.normal(k1, (vocab, embed), jnp.float32)
             return {"embed": table, "cell": module.init(k2, embed, hidden),
                     "head": _head(k3, hidden, vocab)}  # fmt: skip
 
-        def logits(p, tokens, ops):
-            hs, _ = module.apply(p["cell"], ops.embedding(tokens, p["embed"]), ops=ops)
-            return _dense(ops, p["head"], hs)  # (B, T, V)
+        def features(p, tokens, ops):
+            return module.apply(p["cell"], ops.embedding(tokens, p["embed"]), ops=ops)[0]
 
-        return init, logits
+        return init, features
     if model != "transformer":
         raise ValueError(
             f"train: --model {model} cannot model language; use a recurrent model or transformer"
@@ -152,18 +154,34 @@ def _language_model(model: str, vocab: int, hidden: int, layers: int, seq_len: i
         enc = nn.transformer.init(k1, vocab, seq_len, hidden, heads, layers, pre_norm=True)
         return {"encoder": enc, "head": _head(k2, hidden, vocab)}
 
-    def logits_t(p, tokens, ops):
-        h = nn.transformer.apply(p["encoder"], tokens, is_causal=True, pre_norm=True, ops=ops)
-        return _dense(ops, p["head"], h)
+    def features_t(p, tokens, ops):
+        return nn.transformer.apply(p["encoder"], tokens, is_causal=True, pre_norm=True, ops=ops)
 
-    return init_t, logits_t
+    return init_t, features_t
+
+
+def _head_loss(ops, head, h, labels):
+    """Mean cross-entropy of the dense head on features ``h (..., D)``, fused:
+    ``linear_softmax_cross_entropy`` on ``[h, 1]`` and ``[[W], [b]]`` (the bias as one more
+    input row), so the ``(..., V)`` logits are never stored for the backward pass."""
+    ones = jnp.ones((*h.shape[:-1], 1), h.dtype)
+    w = jnp.concatenate([head["w"], head["b"][None]], axis=0)
+    return jnp.mean(ops.linear_softmax_cross_entropy(jnp.concatenate([h, ones], -1), w, labels))
 
 
 def shakespeare_task(
     model: str, *, batch_size: int, seed: int, hidden: int, layers: int, seq_len: int
 ) -> Task:
     corpus = data.shakespeare()
-    init, logits = _language_model(model, len(corpus.vocab), hidden, layers, seq_len)
+    init, features = _language_model(model, len(corpus.vocab), hidden, layers, seq_len)
+
+    def logits(p, tokens, ops):
+        return _dense(ops, p["head"], features(p, tokens, ops))  # (B, T, V)
+
+    def loss(p, batch, ops):
+        tokens, labels = batch
+        return _head_loss(ops, p["head"], features(p, tokens, ops), labels)
+
     windows = np.arange(seq_len + 1)
 
     def batch(step: int):
@@ -185,7 +203,7 @@ def shakespeare_task(
                   for i in range(0, len(val), 64)]  # fmt: skip
         return {"loss": float(np.mean(losses))}
 
-    return Task(init, logits, batch, evaluate, "language", corpus)
+    return Task(init, logits, batch, evaluate, "language", corpus, loss_fn=loss)
 
 
 # --- vader: fine-tuning MiniLM-L6 ------------------------------------------------------------

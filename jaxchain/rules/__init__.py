@@ -6,6 +6,7 @@ from jaxchain.rules.attention import dot_product_attention
 from jaxchain.rules.elementwise import gelu, relu, sigmoid, tanh
 from jaxchain.rules.linear import dense, embedding
 from jaxchain.rules.losses import (
+    linear_softmax_cross_entropy,
     log_softmax,
     mse,
     sigmoid_binary_cross_entropy,
@@ -22,6 +23,7 @@ __all__ = [
     "gelu",
     "gru",
     "layer_norm",
+    "linear_softmax_cross_entropy",
     "log_softmax",
     "lstm",
     "mse",

@@ -1,23 +1,28 @@
-"""Scaled dot-product attention.
+"""Scaled dot-product attention: straightforward for short sequences, blockwise (memory-
+efficient, "flash") for long ones.
 
 Shape letters: B batch, T query length, S key length, N heads, H head size.
 """
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxchain import _validate
 
 _OP = "dot_product_attention"
 
 
-def check_attention(q, k, v, mask, is_causal: bool) -> tuple:
+def check_attention(q, k, v, mask, is_causal: bool, *, fold_causal: bool = True) -> tuple:
     """Validate the arguments and fold ``mask`` and ``is_causal`` into one boolean mask.
 
     Returns ``(q, k, v, allowed)`` where ``allowed`` is ``None`` (everything may attend) or a
-    boolean array broadcastable to ``(B, N, T, S)``, True = may attend.
+    boolean array broadcastable to ``(B, N, T, S)``, True = may attend. With
+    ``fold_causal=False`` the causal mask is left out of ``allowed`` (the blockwise path makes
+    it per block from indices, never as a ``(T, S)`` array).
     """
     q, k, v = (_validate.as_array(_OP, n, a) for n, a in (("q", q), ("k", k), ("v", v)))
     _validate.floating(_OP, q=q, k=k, v=v)
@@ -32,10 +37,19 @@ def check_attention(q, k, v, mask, is_causal: bool) -> tuple:
         allowed = _validate.as_array(_OP, "mask", mask)
         _validate.boolean(_OP, "mask", allowed)
         _validate.broadcastable(_OP, "mask", allowed, (b, n, t, s), "(B, N, T, S)")
-    if is_causal:
-        causal = jnp.tril(jnp.ones((1, 1, t, s), dtype=bool))  # query i sees keys j <= i
-        allowed = causal if allowed is None else allowed & causal
+    if is_causal and fold_causal:
+        allowed = with_causal(allowed, t, s)
     return q, k, v, allowed
+
+
+def with_causal(allowed, t: int, s: int):
+    """``allowed`` and the causal mask: query ``i`` sees keys ``j <= i``."""
+    causal = jnp.tril(jnp.ones((1, 1, t, s), dtype=bool))
+    return causal if allowed is None else allowed & causal
+
+
+BLOCKWISE_FROM = 1024  # block_size=None: blockwise when T or S is at least this long
+BLOCK = 512  # the default block size of the blockwise path
 
 
 def dot_product_attention(
@@ -45,6 +59,7 @@ def dot_product_attention(
     mask: jax.Array | None = None,
     *,
     is_causal: bool = False,
+    block_size: int | None = None,
 ) -> jax.Array:
     r"""Scaled dot-product attention, :math:`O = \operatorname{softmax}(Q K^\top / \sqrt{H}) V`.
 
@@ -61,17 +76,37 @@ def dot_product_attention(
 
     A query row with nothing to attend to (fully masked) yields zeros and zero gradients.
 
+    **Blockwise** (``block_size``, or by default when ``T`` or ``S`` >= 1024): the same rule on
+    blocks of ``block_size`` queries by ``block_size`` keys, so that no ``(T, S)`` array ever
+    exists. The forward pass runs over key blocks with an online softmax (a running row
+    maximum ``m``, normaliser ``l`` and unnormalised output, rescaled by ``exp(m_old - m_new)``
+    as the maximum grows) and saves only the output and the log-sum-exp; the backward pass
+    loops over key blocks, and within each over query blocks, recomputing each block's
+    :math:`P = \exp(S - \ell)`, accumulating :math:`dK, dV` for the key block and adding into
+    :math:`dQ`. With ``is_causal``, blocks entirely above the diagonal are skipped: about half
+    the work.
+
     Args:
       q: ``(B, T, N, H)`` queries.
       k: ``(B, S, N, H)`` keys.
       v: ``(B, S, N, H)`` values.
       mask: optional boolean, broadcastable to ``(B, N, T, S)``; True = may attend.
       is_causal: if True, query ``i`` attends only to keys ``j <= i``.
+      block_size: the blockwise path with blocks of this many queries and keys; ``None``
+        chooses (blocks of 512 for long sequences, else the straightforward path).
 
     Returns:
       ``(B, T, N, H)``.
     """
-    return _attention(*check_attention(q, k, v, mask, is_causal))
+    q, k, v, allowed = check_attention(q, k, v, mask, is_causal, fold_causal=False)
+    t, s = q.shape[1], k.shape[1]
+    if block_size is None and max(t, s) >= BLOCKWISE_FROM:
+        block_size = BLOCK
+    if block_size is None:
+        return _attention(q, k, v, with_causal(allowed, t, s) if is_causal else allowed)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"{_OP}: block_size must be a positive int or None, got {block_size!r}")
+    return _blockwise(q, k, v, allowed, is_causal, min(block_size, t), min(block_size, s))
 
 
 def _scores(q, k, allowed):
@@ -114,3 +149,165 @@ def _attention_bwd(res, g):
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+# --- blockwise ("flash") attention ------------------------------------------------------------
+
+
+def _pad_to(x, axis: int, size: int, value=0):
+    """``x`` padded with ``value`` along ``axis`` to ``size`` (unchanged if already there)."""
+    if x.shape[axis] == size:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def _blocks(n: int, size: int) -> int:
+    return -(-n // size)
+
+
+class _Layout:
+    """Block bookkeeping shared by the forward and backward passes."""
+
+    def __init__(self, t: int, s: int, bq: int, bk: int, is_causal: bool):
+        self.t, self.s, self.bq, self.bk, self.is_causal = t, s, bq, bk, is_causal
+        self.nq, self.nk = _blocks(t, bq), _blocks(s, bk)
+
+    def visible(self, i, j):
+        """Whether query block ``i`` sees anything of key block ``j`` (False only for blocks
+        entirely above the causal diagonal, which are skipped)."""
+        return (j * self.bk <= (i + 1) * self.bq - 1) if self.is_causal else True
+
+    def skip_hidden(self, i, j, body, carry):
+        """``body(carry)``, or ``carry`` unchanged for a hidden block. Loops have static bounds
+        and skip with ``lax.cond``, so that the rule stays differentiable (second order)."""
+        if not self.is_causal:
+            return body(carry)
+        return lax.cond(self.visible(i, j), body, lambda c: c, carry)
+
+    def allowed(self, allowed, i, j):
+        """``(B|1, N|1, bq, bk)`` boolean: real keys, the user's mask and causality."""
+        q_idx = i * self.bq + jnp.arange(self.bq)[:, None]
+        k_idx = j * self.bk + jnp.arange(self.bk)[None, :]
+        ok = k_idx < self.s
+        if self.is_causal:
+            ok = ok & (k_idx <= q_idx)
+        ok = ok[None, None]
+        if allowed is not None:
+            if allowed.shape[2] > 1:
+                allowed = lax.dynamic_slice_in_dim(allowed, i * self.bq, self.bq, axis=2)
+            if allowed.shape[3] > 1:
+                allowed = lax.dynamic_slice_in_dim(allowed, j * self.bk, self.bk, axis=3)
+            ok = ok & allowed
+        return ok
+
+
+def _pad_inputs(q, k, v, allowed, layout):
+    """Pad T and S up to whole blocks: zero queries, zero keys that nothing may attend to."""
+    tp, sp = layout.nq * layout.bq, layout.nk * layout.bk
+    q = _pad_to(q, 1, tp)
+    k, v = _pad_to(k, 1, sp), _pad_to(v, 1, sp)
+    if allowed is not None:
+        allowed = allowed.reshape((1,) * (4 - allowed.ndim) + allowed.shape)
+        allowed = _pad_to(allowed, 2, tp, True) if allowed.shape[2] > 1 else allowed
+        allowed = _pad_to(allowed, 3, sp, False) if allowed.shape[3] > 1 else allowed
+    return q, k, v, allowed
+
+
+def _block_scores(q_i, k_j, ok, scale):
+    s = jnp.einsum("bqnh,bknh->bnqk", q_i, k_j) * scale  # (B, N, bq, bk)
+    return jnp.where(ok, s, -jnp.inf)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _blockwise(q, k, v, allowed, is_causal, bq, bk):
+    return _blockwise_fwd(q, k, v, allowed, is_causal, bq, bk)[0]
+
+
+def _blockwise_fwd(q, k, v, allowed, is_causal, bq, bk):
+    b, t, n, h = q.shape
+    layout = _Layout(t, k.shape[1], bq, bk, is_causal)
+    qp, kp, vp, okp = _pad_inputs(q, k, v, allowed, layout)
+    scale = 1 / math.sqrt(h)
+
+    def query_block(i):
+        q_i = lax.dynamic_slice_in_dim(qp, i * bq, bq, axis=1)
+
+        def key_block(j, carry):
+            return layout.skip_hidden(i, j, partial(visible_block, j), carry)
+
+        def visible_block(j, carry):
+            m, l, acc = carry  # (B, N, bq), (B, N, bq), (B, bq, N, H)
+            k_j = lax.dynamic_slice_in_dim(kp, j * bk, bk, axis=1)
+            v_j = lax.dynamic_slice_in_dim(vp, j * bk, bk, axis=1)
+            s = _block_scores(q_i, k_j, layout.allowed(okp, i, j), scale)
+            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+            m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0)  # a row with nothing seen yet
+            p = jnp.exp(s - m_safe[..., None])
+            rescale = jnp.exp(m - m_safe)  # 0 while m is -inf
+            l = l * rescale + jnp.sum(p, axis=-1)
+            acc = acc * jnp.moveaxis(rescale, 2, 1)[..., None]
+            acc = acc + jnp.einsum("bnqk,bknh->bqnh", p, v_j)
+            return m_new, l, acc
+
+        init = (jnp.full((b, n, bq), -jnp.inf, q.dtype), jnp.zeros((b, n, bq), q.dtype),
+                jnp.zeros((b, bq, n, h), q.dtype))  # fmt: skip
+        m, l, acc = lax.fori_loop(0, layout.nk, key_block, init)
+        seen = l > 0
+        o = acc / jnp.moveaxis(jnp.where(seen, l, 1), 2, 1)[..., None]
+        lse = jnp.where(seen, jnp.where(jnp.isfinite(m), m, 0) + jnp.log(jnp.where(seen, l, 1)),
+                        jnp.inf)  # fmt: skip
+        return o, lse
+
+    o, lse = lax.map(query_block, jnp.arange(layout.nq))  # (nq, B, bq, N, H), (nq, B, N, bq)
+    o = jnp.moveaxis(o, 0, 1).reshape(b, layout.nq * bq, n, h)[:, :t]
+    lse = jnp.moveaxis(lse, 0, 2).reshape(b, n, layout.nq * bq)  # (B, N, T padded)
+    return o, (q, k, v, allowed, o, lse)
+
+
+def _blockwise_bwd(is_causal, bq, bk, res, g):
+    q, k, v, allowed, o, lse = res
+    b, t, n, h = q.shape
+    layout = _Layout(t, k.shape[1], bq, bk, is_causal)
+    qp, kp, vp, okp = _pad_inputs(q, k, v, allowed, layout)
+    tp = layout.nq * bq
+    gp = _pad_to(g, 1, tp)
+    d = _pad_to(jnp.einsum("btnh,btnh->bnt", g, o), 2, tp)  # D = rowsum(dO * O), (B, N, T)
+    scale = 1 / math.sqrt(h)
+
+    def key_block(dq, j):
+        k_j = lax.dynamic_slice_in_dim(kp, j * bk, bk, axis=1)
+        v_j = lax.dynamic_slice_in_dim(vp, j * bk, bk, axis=1)
+
+        def query_block(i, carry):
+            return layout.skip_hidden(i, j, partial(visible_block, i), carry)
+
+        def visible_block(i, carry):
+            dq, dk_j, dv_j = carry
+            q_i = lax.dynamic_slice_in_dim(qp, i * bq, bq, axis=1)
+            g_i = lax.dynamic_slice_in_dim(gp, i * bq, bq, axis=1)
+            lse_i = lax.dynamic_slice_in_dim(lse, i * bq, bq, axis=2)
+            d_i = lax.dynamic_slice_in_dim(d, i * bq, bq, axis=2)
+            s = _block_scores(q_i, k_j, layout.allowed(okp, i, j), scale)
+            p = jnp.exp(s - lse_i[..., None])  # recomputed P of the block
+            dv_j = dv_j + jnp.einsum("bnqk,bqnh->bknh", p, g_i)  # dV = P^T dO
+            dp = jnp.einsum("bqnh,bknh->bnqk", g_i, v_j)  # dP = dO V^T
+            ds = p * (dp - d_i[..., None]) * scale  # dS, with the 1/sqrt(H)
+            dk_j = dk_j + jnp.einsum("bnqk,bqnh->bknh", ds, q_i)  # dK = dS^T Q
+            dq_i = lax.dynamic_slice_in_dim(dq, i * bq, bq, axis=1)
+            dq_i = dq_i + jnp.einsum("bnqk,bknh->bqnh", ds, k_j)  # dQ = dS K
+            return lax.dynamic_update_slice_in_dim(dq, dq_i, i * bq, axis=1), dk_j, dv_j
+
+        zeros = jnp.zeros((b, bk, n, h), q.dtype)
+        dq, dk_j, dv_j = lax.fori_loop(0, layout.nq, query_block, (dq, zeros, zeros))
+        return dq, (dk_j, dv_j)
+
+    dq, (dk, dv) = lax.scan(key_block, jnp.zeros_like(qp), jnp.arange(layout.nk))
+    s = k.shape[1]
+    dk = jnp.moveaxis(dk, 0, 1).reshape(b, layout.nk * bk, n, h)[:, :s]
+    dv = jnp.moveaxis(dv, 0, 1).reshape(b, layout.nk * bk, n, h)[:, :s]
+    return dq[:, :t], dk, dv, None
+
+
+_blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)

@@ -1,4 +1,5 @@
-"""Softmax, log-softmax and the losses: softmax cross-entropy, sigmoid binary cross-entropy, MSE.
+"""Softmax, log-softmax and the losses: softmax cross-entropy (also fused with the linear layer
+before it), sigmoid binary cross-entropy, MSE.
 
 The log-sum-exp is always taken after subtracting the row maximum, so that logits as large
 as +-1e4 give finite, exact values and gradients.
@@ -9,6 +10,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxchain import _validate
 
@@ -153,6 +155,116 @@ def _softmax_cross_entropy_bwd(res, g):
 
 
 _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
+
+
+def check_linear_labels(op: str, x, w, labels) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x ``(..., D)``, w ``(D, V)`` of x's dtype, labels ``(...,)`` integers in ``[0, V)``."""
+    x, w, labels = (
+        _validate.as_array(op, n, a) for n, a in (("x", x), ("w", w), ("labels", labels))
+    )
+    _validate.floating(op, x=x, w=w)
+    _validate.min_rank(op, "x", x, 1)
+    _validate.rank(op, "w", w, 2, "(D, V)")
+    _validate.shape(op, "w", w, (x.shape[-1], w.shape[1]), f"D = x.shape[-1] = {x.shape[-1]}")
+    _validate.integer(op, "labels", labels)
+    _validate.shape(op, "labels", labels, x.shape[:-1], "x.shape[:-1]")
+    _validate.labels_in_range(op, labels, w.shape[1])
+    return x, w, labels
+
+
+CHUNK = 2048  # the default vocabulary chunk of linear_softmax_cross_entropy
+
+
+def linear_softmax_cross_entropy(
+    x: jax.Array, w: jax.Array, labels: jax.Array, *, chunk_size: int | None = None
+) -> jax.Array:
+    r"""Per-example cross-entropy of ``softmax(x W)`` against ``labels``, computed a chunk of
+    the vocabulary at a time: the ``(N, V)`` logits never exist, forward or backward.
+
+    With :math:`z = x W`, :math:`\ell = \operatorname{logsumexp}(z) - z_y` and
+    :math:`dz = g\,(\operatorname{softmax}(z) - \operatorname{onehot}(y))`:
+
+    .. math:: \frac{\partial L}{\partial x} = dz\, W^\top = \sum_c dz_c W_c^\top, \qquad
+              \frac{\partial L}{\partial W_c} = x^\top dz_c,
+
+    for each chunk :math:`c` of columns. The forward pass keeps a running maximum and
+    normaliser over the chunks (an online log-sum-exp) and saves only the log-sum-exp, one
+    number per row; the backward pass recomputes each chunk's logits :math:`z_c = x W_c`, its
+    softmax :math:`e^{z_c - \ell}` and :math:`dz_c`, adds :math:`dz_c W_c^\top` into
+    :math:`dx` and writes :math:`x^\top dz_c` into its columns of :math:`dW`. One more matrix
+    product than the plain layer's backward (the recomputed logits), in exchange for memory
+    of ``(N, chunk)`` instead of ``(N, V)``.
+
+    Args:
+      x: ``(..., D)`` features.
+      w: ``(D, V)`` the output layer's weights (no bias).
+      labels: ``(...,)`` integers in ``[0, V)``.
+      chunk_size: vocabulary columns per chunk (default 2048).
+
+    Returns:
+      ``(...,)`` losses.
+    """
+    op = "linear_softmax_cross_entropy"
+    x, w, labels = check_linear_labels(op, x, w, labels)
+    chunk = CHUNK if chunk_size is None else chunk_size
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"{op}: chunk_size must be a positive int or None, got {chunk_size!r}")
+    lead = x.shape[:-1]
+    rows = x.reshape(-1, x.shape[-1])
+    loss = _linear_ce(rows, w, labels.reshape(-1), min(chunk, w.shape[1]))
+    return loss.reshape(lead)
+
+
+def _over_chunks(v: int, chunk: int, body, carry):
+    """``body(carry, start, size)`` over the columns ``[0, v)`` in chunks: a loop over the
+    whole chunks (static bounds, so the rule stays differentiable) and one remainder."""
+    full, rest = divmod(v, chunk)
+    if full:
+        carry = lax.fori_loop(0, full, lambda c, carry: body(carry, c * chunk, chunk), carry)
+    if rest:
+        carry = body(carry, full * chunk, rest)
+    return carry
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _linear_ce(x, w, labels, chunk):
+    return _linear_ce_fwd(x, w, labels, chunk)[0]
+
+
+def _linear_ce_fwd(x, w, labels, chunk):
+    def online(carry, start, size):
+        m, total = carry  # running max and sum of exp(z - m), per row
+        z = x @ lax.dynamic_slice_in_dim(w, start, size, axis=1)  # (N, size)
+        m_new = jnp.maximum(m, jnp.max(z, axis=-1))
+        total = total * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new[:, None]), axis=-1)
+        return m_new, total
+
+    n = x.shape[0]
+    start = (jnp.full((n,), -jnp.inf, x.dtype), jnp.zeros((n,), x.dtype))
+    m, total = _over_chunks(w.shape[1], chunk, online, start)
+    picked = jnp.einsum("nd,dn->n", x, jnp.take(w, labels, axis=1))  # z_y
+    log_total = jnp.log(total)
+    return (m - picked) + log_total, (x, w, labels, m + log_total)
+
+
+def _linear_ce_bwd(chunk, res, g):
+    x, w, labels, lse = res
+
+    def grads(carry, start, size):
+        dx, dw = carry
+        w_c = lax.dynamic_slice_in_dim(w, start, size, axis=1)
+        y_hat = jnp.exp(x @ w_c - lse[:, None])  # softmax of the chunk, recomputed
+        columns = jnp.asarray(start, labels.dtype) + jnp.arange(size, dtype=labels.dtype)
+        y = (labels[:, None] == columns[None, :]).astype(x.dtype)  # one-hot of the chunk
+        dz = g[:, None] * (y_hat - y)  # y_hat - y
+        dx = dx + dz @ w_c.T
+        return dx, lax.dynamic_update_slice_in_dim(dw, x.T @ dz, start, axis=1)
+
+    dx, dw = _over_chunks(w.shape[1], chunk, grads, (jnp.zeros_like(x), jnp.zeros_like(w)))
+    return dx, dw, None
+
+
+_linear_ce.defvjp(_linear_ce_fwd, _linear_ce_bwd)
 
 
 def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -173,7 +173,10 @@ def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
               da^g = \delta c\, i (1-g^2), \quad da^o = \delta h_t \tanh(c_t)\, o(1-o), \\
               \delta h_{t-1} = dy_{t-1} + da_t W_h^\top, \qquad \delta c_{t-1} = \delta c \odot f.
 
-    Saves the four activated gates and the cell states; :math:`\tanh(c_t)` is recomputed.
+    Saves, per step, the four activated gates (one ``(B, 4H)`` array) and the states before
+    the step, :math:`h_{t-1}` (for :math:`dW_h = H_{prev}^\top dA`) and :math:`c_{t-1}`;
+    :math:`c_t = f c_{t-1} + i g` and :math:`\tanh(c_t)` are recomputed, and no shifted copy
+    of the states is ever made.
 
     Args:
       xs: ``(B, T, I)``; h0, c0: ``(B, H)`` or None; w_x: ``(I, 4H)``; w_h: ``(H, 4H)``;
@@ -192,40 +195,53 @@ def _lstm(xs, h0, c0, w_x, w_h, b, mask):
     return _lstm_fwd(xs, h0, c0, w_x, w_h, b, mask)[0]
 
 
+def _lstm_gates(a):
+    """``[i, f, g, o]`` from ``(B, 4H)`` pre-activations in one elementwise pass: sigmoid on
+    the i, f, o blocks, tanh on g (a static column mask, no splitting and re-joining)."""
+    h = a.shape[-1] // 4
+    is_g = (jnp.arange(4 * h) >= 2 * h) & (jnp.arange(4 * h) < 3 * h)
+    return jnp.where(is_g, jnp.tanh(a), jax.nn.sigmoid(a))
+
+
 def _lstm_fwd(xs, h0, c0, w_x, w_h, b, mask):
+    h_size = h0.shape[-1]
+
     def step(carry, inputs):
         (h, c), (a_x, m) = carry, inputs
-        a_i, a_f, a_g, a_o = jnp.split(a_x + h @ w_h, 4, axis=-1)
-        i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
+        gates = _lstm_gates(a_x + h @ w_h)
+        i, f, g, o = (gates[:, k * h_size : (k + 1) * h_size] for k in range(4))
         c_new = keep(m, f * c + i * g, c)
         h_new = keep(m, o * jnp.tanh(c_new), h)
-        return (h_new, c_new), (h_new, c_new, (i, f, g, o))
+        return (h_new, c_new), (h, c, gates)  # the states before the step, and its gates
 
-    last, (hs, cs, gates) = lax.scan(step, (h0, c0), (project(xs, w_x, b), mask))
-    return (outputs(hs, mask), last), (xs, h0, c0, w_x, w_h, mask, hs, cs, gates)
+    last, (h_prev, c_prev, gates) = lax.scan(step, (h0, c0), (project(xs, w_x, b), mask))
+    hs = jnp.concatenate([h_prev[1:], last[0][None]])  # h_t, fused into the output transpose
+    return (outputs(hs, mask), last), (xs, w_x, w_h, mask, h_prev, c_prev, gates)
 
 
 def _lstm_bwd(res, cts):
-    xs, h0, c0, w_x, w_h, mask, hs, cs, gates = res
+    xs, w_x, w_h, mask, h_prev, c_prev, gates = res
     d_out, (dh_last, dc_last) = cts
+    h_size = w_h.shape[0]
 
     def step(carry, inputs):
-        (dh, dc), (dy, c, c_prev, (i, f, g, o), m) = carry, inputs
+        (dh, dc), (dy, c_p, gates, m) = carry, inputs
+        i, f, g, o = (gates[:, k * h_size : (k + 1) * h_size] for k in range(4))
         dh = dh + dy
-        tc = jnp.tanh(c)
+        tc = jnp.tanh(f * c_p + i * g)  # c_t recomputed from c_{t-1} and the gates
         dc_t = dc + dh * o * (1 - tc * tc)  # through h = o tanh(c)
         da = jnp.concatenate(
-            [dc_t * g * i * (1 - i), dc_t * c_prev * f * (1 - f),  # sigma' = s (1 - s)
+            [dc_t * g * i * (1 - i), dc_t * c_p * f * (1 - f),  # sigma' = s (1 - s)
              dc_t * i * (1 - g * g), dh * tc * o * (1 - o)],  # tanh' = 1 - g**2
             axis=-1,
         )  # fmt: skip
         da = keep(m, da, 0)
         return (keep(m, da @ w_h.T, dh), keep(m, dc_t * f, dc)), da
 
-    inputs = (_output_cotangent(d_out, mask), cs, _previous(c0, cs), gates, mask)
+    inputs = (_output_cotangent(d_out, mask), c_prev, gates, mask)
     (dh0, dc0), da = lax.scan(step, (dh_last, dc_last), inputs, reverse=True)
     dxs, dw_x, db = _project_bwd(xs, w_x, da)
-    dw_h = jnp.einsum("tbh,tbg->hg", _previous(h0, hs), da)  # dW_h = H_prev^T dA
+    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, da)  # dW_h = H_prev^T dA
     return dxs, dh0, dc0, dw_x, dw_h, db, None
 
 
