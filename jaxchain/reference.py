@@ -129,7 +129,7 @@ def dot_product_attention(
     mask: jax.Array | None = None,
     *,
     is_causal: bool = False,
-    block_size: int | None = None,
+    block_size: int | tuple[int, int] | None = None,
 ) -> jax.Array:
     """``softmax(q k^T / sqrt(H)) v`` per head; q ``(B, T, N, H)``, k and v ``(B, S, N, H)``.
     Always the whole ``(T, S)`` computation: ``block_size`` is accepted (the signature is the

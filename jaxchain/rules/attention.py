@@ -49,7 +49,7 @@ def with_causal(allowed, t: int, s: int):
 
 
 BLOCKWISE_FROM = 1024  # block_size=None: blockwise when T or S is at least this long
-BLOCK = 512  # the default block size of the blockwise path
+BLOCK = (512, 256)  # the default (queries, keys) block of the blockwise path
 
 
 def dot_product_attention(
@@ -59,7 +59,7 @@ def dot_product_attention(
     mask: jax.Array | None = None,
     *,
     is_causal: bool = False,
-    block_size: int | None = None,
+    block_size: int | tuple[int, int] | None = None,
 ) -> jax.Array:
     r"""Scaled dot-product attention, :math:`O = \operatorname{softmax}(Q K^\top / \sqrt{H}) V`.
 
@@ -77,7 +77,7 @@ def dot_product_attention(
     A query row with nothing to attend to (fully masked) yields zeros and zero gradients.
 
     **Blockwise** (``block_size``, or by default when ``T`` or ``S`` >= 1024): the same rule on
-    blocks of ``block_size`` queries by ``block_size`` keys, so that no ``(T, S)`` array ever
+    blocks of queries by keys (512 by 256 by default), so that no ``(T, S)`` array ever
     exists. The forward pass runs over key blocks with an online softmax (a running row
     maximum ``m``, normaliser ``l`` and unnormalised output, rescaled by ``exp(m_old - m_new)``
     as the maximum grows) and saves only the output and the log-sum-exp; the backward pass
@@ -92,8 +92,9 @@ def dot_product_attention(
       v: ``(B, S, N, H)`` values.
       mask: optional boolean, broadcastable to ``(B, N, T, S)``; True = may attend.
       is_causal: if True, query ``i`` attends only to keys ``j <= i``.
-      block_size: the blockwise path with blocks of this many queries and keys; ``None``
-        chooses (blocks of 512 for long sequences, else the straightforward path).
+      block_size: the blockwise path with blocks of this many queries and keys (an int for
+        both, or ``(queries, keys)``); ``None`` chooses: blocks of ``(512, 256)`` when ``T`` or
+        ``S`` is at least 1024, else the straightforward path.
 
     Returns:
       ``(B, T, N, H)``.
@@ -104,9 +105,16 @@ def dot_product_attention(
         block_size = BLOCK
     if block_size is None:
         return _attention(q, k, v, with_causal(allowed, t, s) if is_causal else allowed)
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"{_OP}: block_size must be a positive int or None, got {block_size!r}")
-    return _blockwise(q, k, v, allowed, is_causal, min(block_size, t), min(block_size, s))
+    sizes = block_size if isinstance(block_size, tuple) else (block_size, block_size)
+    if len(sizes) != 2 or not all(_positive_int(b) for b in sizes):
+        raise ValueError(
+            f"{_OP}: block_size must be a positive int, a pair of them, or None, got {block_size!r}"
+        )
+    return _blockwise(q, k, v, allowed, is_causal, min(sizes[0], t), min(sizes[1], s))
+
+
+def _positive_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
 
 
 def _scores(q, k, allowed):
