@@ -9,16 +9,14 @@ same step in PyTorch (`BertModel`), see bench/torch_bert.py.
 """
 
 import argparse
-import json
 import pathlib
-import platform
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxchain import nn, pretrained, reference, rules, train
-from jaxchain.benchmarks import median_seconds, temp_bytes
+from jaxchain.benchmarks import median_seconds, report, temp_bytes
 
 
 def make_step(encoder, ops, tx):
@@ -58,8 +56,6 @@ def run(b: int, t: int) -> dict:
         for name, f in steps.items():
             result[f"{name}_seconds"] = seconds[name]
             result[f"{name}_temp_bytes"] = temp_bytes(f, params, state, batch)
-    result["speedup"] = result["autodiff_seconds"] / result["manual_seconds"]
-    result["temp_ratio"] = result["manual_temp_bytes"] / result["autodiff_temp_bytes"]
     return result
 
 
@@ -69,21 +65,7 @@ def main() -> None:
     parser.add_argument("--T", type=int, default=32)
     parser.add_argument("--json", type=pathlib.Path, default=None)
     args = parser.parse_args()
-    r = run(args.B, args.T)
-    mib = 2**20
-    print("| B | T | manual ms | autodiff ms | speed-up | temp MiB manual / autodiff |")
-    print("|---|---|---|---|---|---|")
-    print(
-        f"| {r['B']} | {r['T']} | {1e3 * r['manual_seconds']:.1f} "
-        f"| {1e3 * r['autodiff_seconds']:.1f} | {r['speedup']:.2f}x "
-        f"| {r['manual_temp_bytes'] / mib:.1f} / {r['autodiff_temp_bytes'] / mib:.1f} "
-        f"({r['temp_ratio']:.2f}x) |"
-    )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        r["machine"] = f"{platform.processor() or platform.machine()}, {jax.devices()[0]}"
-        r["jax"] = jax.__version__
-        args.json.write_text(json.dumps(r, indent=2))
+    report(run(args.B, args.T), ["B", "T"], args.json)
 
 
 if __name__ == "__main__":

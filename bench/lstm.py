@@ -7,15 +7,13 @@ means the hand-written rule is faster) and the ratio of compiled temporary memor
 """
 
 import argparse
-import json
 import pathlib
-import platform
 
 import jax
 import jax.numpy as jnp
 
 from jaxchain import nn, reference, rules
-from jaxchain.benchmarks import median_seconds, temp_bytes
+from jaxchain.benchmarks import median_seconds, report, temp_bytes
 
 
 def step(ops):
@@ -35,8 +33,6 @@ def run(t: int, b: int, i: int, h: int) -> dict:
     for name, f in steps.items():
         result[f"{name}_seconds"] = seconds[name]
         result[f"{name}_temp_bytes"] = temp_bytes(f, params, xs)
-    result["speedup"] = result["autodiff_seconds"] / result["manual_seconds"]
-    result["temp_ratio"] = result["manual_temp_bytes"] / result["autodiff_temp_bytes"]
     return result
 
 
@@ -46,21 +42,7 @@ def main() -> None:
         parser.add_argument(f"--{dim}", type=int, default=default)
     parser.add_argument("--json", type=pathlib.Path, default=None)
     args = parser.parse_args()
-    r = run(args.T, args.B, args.I, args.H)
-    print("| T | B | I | H | manual ms | autodiff ms | speed-up | temp MiB manual / autodiff |")
-    print("|---|---|---|---|---|---|---|---|")
-    mib = 2**20
-    print(
-        f"| {r['T']} | {r['B']} | {r['I']} | {r['H']} | {1e3 * r['manual_seconds']:.2f} "
-        f"| {1e3 * r['autodiff_seconds']:.2f} | {r['speedup']:.2f}x "
-        f"| {r['manual_temp_bytes'] / mib:.2f} / {r['autodiff_temp_bytes'] / mib:.2f} "
-        f"({r['temp_ratio']:.2f}x) |"
-    )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        r["machine"] = f"{platform.processor() or platform.machine()}, {jax.devices()[0]}"
-        r["jax"] = jax.__version__
-        args.json.write_text(json.dumps(r, indent=2))
+    report(run(args.T, args.B, args.I, args.H), ["T", "B", "I", "H"], args.json)
 
 
 if __name__ == "__main__":

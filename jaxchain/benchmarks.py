@@ -7,6 +7,7 @@ recorded for this project are in ``bench/RESULTS.md``.
 """
 
 import dataclasses
+import json
 import math
 import platform
 import statistics
@@ -49,6 +50,29 @@ def matmul_flops_per_second(n: int = 2048, rounds: int = 10) -> float:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     seconds = median_seconds({"matmul": jax.jit(jnp.matmul)}, a, a, rounds=rounds)["matmul"]
     return 2 * n**3 / seconds
+
+
+def report(result: dict, dims: list[str], json_path=None) -> None:
+    """Print one ``manual`` against ``autodiff`` result (``{dim: value, ..., manual_seconds,
+    autodiff_seconds, manual_temp_bytes, autodiff_temp_bytes}``) as a markdown table, with
+    the speed-up and temp ratio; write it with the machine to ``json_path`` if given."""
+    r = dict(result)
+    r["speedup"] = r["autodiff_seconds"] / r["manual_seconds"]
+    r["temp_ratio"] = r["manual_temp_bytes"] / r["autodiff_temp_bytes"]
+    mib = 2**20
+    print(
+        f"| {' | '.join(dims)} | manual ms | autodiff ms | speed-up | temp MiB manual / autodiff |"
+    )
+    print("|" + "---|" * (len(dims) + 4))
+    print(
+        f"| {' | '.join(str(r[d]) for d in dims)} | {1e3 * r['manual_seconds']:.2f} "
+        f"| {1e3 * r['autodiff_seconds']:.2f} | {r['speedup']:.2f}x "
+        f"| {r['manual_temp_bytes'] / mib:.2f} / {r['autodiff_temp_bytes'] / mib:.2f} "
+        f"({r['temp_ratio']:.2f}x) |"
+    )
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({**r, **machine()}, indent=2))
 
 
 @dataclasses.dataclass
@@ -339,7 +363,20 @@ def to_json(rows: list[Row], peak: float) -> dict:
 
 
 __all__ = [
-    "PRESETS", "Row", "bench_attention", "bench_linear_cross_entropy", "bench_lstm", "bench_mlp",
-    "chunked_attention", "matmul_flops_per_second", "measure", "median_seconds", "plot", "run",
-    "table", "temp_bytes", "to_json",
+    "PRESETS",
+    "Row",
+    "bench_attention",
+    "bench_linear_cross_entropy",
+    "bench_lstm",
+    "bench_mlp",
+    "chunked_attention",
+    "matmul_flops_per_second",
+    "measure",
+    "median_seconds",
+    "plot",
+    "report",
+    "run",
+    "table",
+    "temp_bytes",
+    "to_json",
 ]  # fmt: skip
