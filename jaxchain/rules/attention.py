@@ -77,7 +77,8 @@ def dot_product_attention(
     A query row with nothing to attend to (fully masked) yields zeros and zero gradients.
 
     **Blockwise** (``block_size``, or by default when ``T`` or ``S`` >= 1024): the same rule on
-    blocks of queries by keys (512 by 256 by default), so that no ``(T, S)`` array ever
+    blocks of queries by keys (512 by 256 by default; the forward pass, which holds fewer
+    block-sized arrays, uses key blocks twice as long), so that no ``(T, S)`` array ever
     exists. The forward pass runs over key blocks with an online softmax (a running row
     maximum ``m``, normaliser ``l`` and unnormalised output, rescaled by ``exp(m_old - m_new)``
     as the maximum grows) and saves only the output and the log-sum-exp; the backward pass
@@ -235,6 +236,9 @@ def _blockwise(q, k, v, allowed, is_causal, bq, bk):
 
 def _blockwise_fwd(q, k, v, allowed, is_causal, bq, bk):
     b, t, n, h = q.shape
+    # key blocks twice as long as the backward's: the forward holds two block-sized arrays
+    # (scores, probabilities) where the backward holds four, so its peak stays below
+    bk = min(2 * bk, k.shape[1])
     layout = _Layout(t, k.shape[1], bq, bk, is_causal)
     qp, kp, vp, okp = _pad_inputs(q, k, v, allowed, layout)
     scale = 1 / math.sqrt(h)
