@@ -196,7 +196,11 @@ class _Layout:
         return lax.cond(self.visible(i, j), body, lambda c: c, carry)
 
     def allowed(self, allowed, i, j):
-        """``(B|1, N|1, bq, bk)`` boolean: real keys, the user's mask and causality."""
+        """``(B|1, N|1, bq, bk)`` boolean: real keys, the user's mask and causality; None when
+        everything may attend (no mask, not causal, no padded keys)."""
+        padded = self.s % self.bk != 0
+        if allowed is None and not self.is_causal and not padded:
+            return None
         q_idx = i * self.bq + jnp.arange(self.bq)[:, None]
         k_idx = j * self.bk + jnp.arange(self.bk)[None, :]
         ok = k_idx < self.s
@@ -226,7 +230,7 @@ def _pad_inputs(q, k, v, allowed, layout):
 
 def _block_scores(q_i, k_j, ok, scale):
     s = jnp.einsum("bqnh,bknh->bnqk", q_i, k_j) * scale  # (B, N, bq, bk)
-    return jnp.where(ok, s, -jnp.inf)
+    return s if ok is None else jnp.where(ok, s, -jnp.inf)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
