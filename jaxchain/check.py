@@ -73,6 +73,7 @@ class Report:
 
     name: str
     errors: tuple[LeafError, ...]
+    kind: str = "check_vjp"  # what made it: check_vjp or assert_close
 
     @property
     def ok(self) -> bool:
@@ -88,7 +89,7 @@ class Report:
         return max(rels) if rels else math.nan
 
     def __str__(self) -> str:
-        head = f"check_vjp({self.name}): {'ok' if self.ok else 'FAILED'}"
+        head = f"{self.kind}({self.name}): {'ok' if self.ok else 'FAILED'}"
         cols = f"  {'check':<20} {'leaf':<16} {'max abs':>10} {'max rel':>10} {'tol':>8}  index"
         rows = [
             f"  {e.check:<20} {e.leaf:<16} {e.max_abs:>10.2e} {e.max_rel:>10.2e} {e.tol:>8.0e}"
@@ -373,6 +374,31 @@ def _name_of(f: Callable) -> str:
     while isinstance(f, partial):
         f = f.func
     return getattr(f, "__name__", repr(f))
+
+
+def assert_close(got, want, *, tol: float | None = None, name: str = "values") -> Report:
+    """Two pytrees of arrays are equal within ``tol`` (by default the tolerance table's entry
+    for ``want``'s dtypes), each leaf relative to its largest value but never to less than
+    1% of the largest value of all leaves — the rule :func:`check_vjp` compares by.
+    Raises ``AssertionError`` with the per-leaf report if any leaf is off.
+
+    >>> assert_close({"w": jnp.ones(3)}, {"w": jnp.ones(3) + 1e-12}).ok
+    True
+    """
+    want_leaves = jax.tree.leaves(want)
+    if tol is None:
+        tol = tolerance(*(jnp.result_type(x) for x in want_leaves))
+    if jax.tree.structure(got) != jax.tree.structure(want):
+        raise AssertionError(
+            f"{name}: structures differ: {jax.tree.structure(got)} != {jax.tree.structure(want)}"
+        )
+    names = [
+        jax.tree_util.keystr(p) or "value" for p, _ in jax.tree_util.tree_leaves_with_path(want)
+    ]
+    report = Report(name, tuple(_compare("values", names, got, want, tol)), "assert_close")
+    if not report.ok:
+        raise AssertionError(str(report))
+    return report
 
 
 def assert_vjp(f: Callable, reference: Callable | None, *args: Any, **options: Any) -> Report:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxchain import cli, data, nn, pretrained, reference, rules, tasks, train
-from jaxchain.check import _SCALE_FLOOR, tolerance
+from jaxchain.check import assert_close, tolerance
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_reference.npz"
 F32 = jnp.float32
@@ -99,16 +99,10 @@ def test_full_training_step_matches_autodiff(minilm):
     tol = tolerance(F32)
     np.testing.assert_allclose(v1, v2, rtol=tol)
 
-    # relative to the leaf's largest gradient, or to 1% of the largest of all where a leaf's
-    # gradient is zero by symmetry (the key bias) and its entries are rounding noise
-    floor = _SCALE_FLOOR * max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g2))
-
-    def close(path, a, b):
-        atol = tol * max(float(jnp.max(jnp.abs(b))), floor)
-        np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=jax.tree_util.keystr(path))
-
-    jax.tree_util.tree_map_with_path(close, g1, g2)
-    step_atol = lr * tol * floor / _SCALE_FLOOR
+    # each leaf relative to its largest gradient (floored at 1% of the largest of all: the key
+    # bias's gradient is zero by symmetry, its entries rounding noise)
+    assert_close(g1, g2, name="MiniLM gradients")
+    step_atol = lr * tol * max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g2))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=step_atol), p1, p2)
 
 

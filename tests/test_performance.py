@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxchain import benchmarks, cli, reference, rules
-from jaxchain.check import tolerance
+from jaxchain.check import assert_close
 from jaxchain.rules import attention as attention_rules
 
 F32 = jnp.float32
@@ -29,12 +29,6 @@ def _grads(ops, q, k, v, ct, **kwargs):
     return jax.jit(jax.value_and_grad(loss, (0, 1, 2)))(q, k, v)
 
 
-def _close(got, want, dtype):
-    tol = tolerance(dtype)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * float(jnp.max(jnp.abs(b))))
-
-
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
 def test_long_sequences_go_blockwise_and_match_autodiff(is_causal, monkeypatch):
     """At T >= 1024 the rule runs blockwise (blocks of 512, the causal ones above the diagonal
@@ -47,7 +41,7 @@ def test_long_sequences_go_blockwise_and_match_autodiff(is_causal, monkeypatch):
     q, k, v, ct = _qkv(1100, h=4, n=1)
     got = _grads(rules, q, k, v, ct, is_causal=is_causal)
     assert calls == [(is_causal, 512, 256)]
-    _close(got, _grads(reference, q, k, v, ct, is_causal=is_causal), F32)
+    assert_close(got, _grads(reference, q, k, v, ct, is_causal=is_causal))
 
 
 @pytest.mark.parametrize("block_size", [1, 3, (2, 3), 16])
@@ -56,7 +50,7 @@ def test_blockwise_with_a_mask_and_padding(block_size):
     q, k, v, ct = _qkv(7, 5, dtype=jnp.float64, key=1)
     mask = jax.random.bernoulli(jax.random.key(2), 0.6, (2, 1, 7, 5)).at[1, 0, 3].set(False)
     got = _grads(rules, q, k, v, ct, mask=mask, block_size=block_size)
-    _close(got, _grads(reference, q, k, v, ct, mask=mask), jnp.float64)
+    assert_close(got, _grads(reference, q, k, v, ct, mask=mask))
     out = rules.dot_product_attention(q, k, v, mask, block_size=block_size)
     assert np.all(out[1, 3] == 0)  # the row with nothing to attend to
 
@@ -95,7 +89,7 @@ def test_fused_cross_entropy_matches_the_plain_layer_at_scale():
         loss = lambda x, w: jnp.mean(ops.linear_softmax_cross_entropy(x, w, labels))  # noqa: E731
         return jax.jit(jax.value_and_grad(loss, (0, 1)))(x, w)
 
-    _close(value_and_grads(rules), value_and_grads(reference), F32)
+    assert_close(value_and_grads(rules), value_and_grads(reference))
 
 
 def test_fused_cross_entropy_is_exact_for_huge_logits():
@@ -190,8 +184,6 @@ def test_language_model_heads_use_the_fused_loss():
         reference.softmax_cross_entropy(task.logits(params, batch[0], reference), batch[1])
     )
     np.testing.assert_allclose(task.loss(params, batch, rules), plain, rtol=1e-5)
-    _close(
-        jax.grad(task.loss)(params, batch, rules),
-        jax.grad(task.loss)(params, batch, reference),
-        F32,
+    assert_close(
+        jax.grad(task.loss)(params, batch, rules), jax.grad(task.loss)(params, batch, reference)
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxchain import nn
-from jaxchain.check import tolerance
+from jaxchain.check import assert_close, tolerance
 
 FIXTURES = np.load(pathlib.Path(__file__).parent / "fixtures" / "torch_modules.npz")
 TOL = tolerance(jnp.float32)
@@ -21,9 +21,10 @@ def _state(module: str, kind: str) -> dict[str, np.ndarray]:
 
 
 def _assert_close(got, want):
-    scale = max(float(np.max(np.abs(w))) for w in jax.tree.leaves(want))
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(g, w, rtol=TOL, atol=TOL * scale)
+    """Within the float32 tolerance, each leaf relative to its largest value (floored at 1% of
+    the largest of the whole tree: the key bias of attention has a gradient that is zero up to
+    rounding)."""
+    assert_close(got, want, tol=TOL)
 
 
 def _check(name, params, run, want_grads):
