@@ -76,12 +76,16 @@ class Encoder:
 
     def embed(self, sentences: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """L2-normalised mean-pooled sentence embeddings ``(len(sentences), D)``, as
-        sentence-transformers computes them."""
-        out = []
-        for i in range(0, len(sentences), batch_size):
-            tokens, mask = self.tokenize(sentences[i : i + batch_size])
-            out.append(np.asarray(_embed(self.params, tokens, mask, self.eps)))
-        return np.concatenate(out) if out else np.zeros((0, self.config["hidden_size"]))
+        sentence-transformers computes them. All sentences are padded to the longest and the
+        last batch to ``batch_size`` (empty rows), so one call compiles once."""
+        if not len(sentences):
+            return np.zeros((0, self.config["hidden_size"]), np.float32)
+        tokens, mask = self.tokenize(sentences)
+        rows = -(-len(tokens) // batch_size) * batch_size
+        tokens, mask = (np.pad(a, ((0, rows - len(a)), (0, 0))) for a in (tokens, mask))
+        out = [np.asarray(_embed(self.params, tokens[i : i + batch_size], mask[i : i + batch_size],
+                                 self.eps)) for i in range(0, rows, batch_size)]  # fmt: skip
+        return np.concatenate(out)[: len(sentences)]
 
 
 @functools.partial(jax.jit, static_argnames="eps")
