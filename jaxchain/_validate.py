@@ -73,19 +73,6 @@ def broadcastable(op: str, name: str, x, target: Sequence[int], layout: str) -> 
         _fail(op, f"{name} of shape {xs} does not broadcast to {layout} = {target}")
 
 
-def labels_in_range(op: str, labels, num_classes: int, name: str = "labels") -> None:
-    """Concrete labels lie in ``[0, num_classes)``; traced labels cannot be checked here."""
-    if isinstance(labels, jax.core.Tracer):
-        return
-    values = np.asarray(labels)
-    if values.size and (values.min() < 0 or values.max() >= num_classes):
-        _fail(
-            op,
-            f"{name} must lie in [0, {num_classes}), got values in "
-            f"[{values.min()}, {values.max()}]",
-        )
-
-
 def along_last_axis(v: jax.Array, ndim: int) -> jax.Array:
     """A ``(D,)`` vector shaped ``(1, ..., 1, D)`` to broadcast against a rank-``ndim`` array
     (explicitly, so that code runs under ``jax_numpy_rank_promotion='raise'``)."""

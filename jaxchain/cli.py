@@ -1,6 +1,7 @@
 """The ``jaxchain`` command."""
 
 import argparse
+import pathlib
 import sys
 import time
 from collections.abc import Sequence
@@ -38,8 +39,43 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run(config, out, args, *, sample: bool = False) -> dict:
-    """Train ``config`` with a rich progress bar; write and return its metrics."""
+class UsageError(Exception):
+    """A command-line mistake: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (``prog: error: ...``, exit status 2) and
+    ``--help`` to see the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _setup(args: argparse.Namespace, out, **fixed):
+    """The configuration and task of a run into ``out``, checked before anything is written:
+    bad values, model/data pairs that do not fit, devices, the run directory."""
+    import dataclasses
+
+    from jaxchain import runs, train
+
+    fields = {f.name for f in dataclasses.fields(train.Config)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    try:
+        config = train.Config(**{**given, **fixed})
+        task = config.task()
+        train.shardings(config.devices, config.batch_size)
+        runs.check(out, dataclasses.asdict(config), resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, ModuleNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    return config, task
+
+
+PRINT_EVERY = 5.0  # seconds between progress lines when the output is not a terminal
+
+
+def _run(config, task, out, args, *, sample: bool = False) -> dict:
+    """Train ``config`` with a progress bar (a line every few seconds when the output is not
+    a terminal); write and return its metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from jaxchain import train
@@ -49,21 +85,25 @@ def _run(config, out, args, *, sample: bool = False) -> dict:
     what = config.strategy if config.data == "vader" else config.model
     with Progress(*columns, transient=True) as bar:
         job = bar.add_task(f"{what} on {config.data}", total=config.steps, loss=0.0, rate=0.0)
-        started = {}
+        first, printed = [], [time.perf_counter()]
 
-        def progress(step, metrics):
-            started.setdefault("t", (time.perf_counter(), step))
-            if step % 25:
-                return  # reading the loss waits for the step: do it now and then
-            t0, s0 = started["t"]
-            rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
-            bar.update(job, completed=step, loss=float(metrics["loss"]), rate=rate)
+        def progress(step, loss):
+            now = time.perf_counter()
+            first.append((now, step))
+            (t0, s0), rate = first[0], 0.0
+            rate = (step - s0) / (now - t0) if now > t0 else 0.0
+            bar.update(job, completed=step, loss=loss, rate=rate)
+            if not bar.console.is_terminal and now - printed[0] >= PRINT_EVERY:
+                printed[0] = now
+                bar.console.print(
+                    f"step {step}/{config.steps}: loss {loss:.4f}, {rate:.1f} steps/s"
+                )
 
-        task = config.task()
-        options = dict(resume=args.resume, stop_at=args.stop_at, task=task)
         metrics, params = train.train(
-            config, out, log=bar.console.print, progress=progress, **options
-        )
+            config, pathlib.Path(out), resume=args.resume, overwrite=args.overwrite,
+            stop_at=args.stop_at, checks=args.checks, log=bar.console.print,
+            progress=progress, task=task,
+        )  # fmt: skip
     if sample:
         metrics["sample"] = train.sample(task, params, "ROMEO:\n", 300, config.seq_len)
         print(metrics["sample"])
@@ -75,22 +115,11 @@ def _run(config, out, args, *, sample: bool = False) -> dict:
     return metrics
 
 
-def _config(args: argparse.Namespace, **fixed):
-    import dataclasses
-
-    from jaxchain import train
-
-    fields = {f.name for f in dataclasses.fields(train.Config)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    return train.Config(**{**given, **fixed})
-
-
 def _train(args: argparse.Namespace) -> int:
     """Train a model on a packaged data set; write metrics.json, loss.png and checkpoints."""
-    import pathlib
-
-    config = _config(args)
-    _run(config, pathlib.Path(args.out), args, sample=config.data == "shakespeare")
+    out = pathlib.Path(args.out)
+    config, task = _setup(args, out)
+    _run(config, task, out, args, sample=config.data == "shakespeare")
     return 0
 
 
@@ -101,18 +130,23 @@ FINETUNE_LR = {"probe": 3e-3, "top-k": 2e-4, "full": 1e-4, "scratch": 3e-4}
 def _finetune(args: argparse.Namespace) -> int:
     """Fine-tune MiniLM-L6 on the VADER lexicon by one strategy, or all four (--compare)."""
     import json
-    import pathlib
 
     from jaxchain.tasks import STRATEGIES
 
     out = pathlib.Path(args.out)
     strategies = STRATEGIES if args.compare else (args.strategy,)
-    rows = []
+    if args.compare and not (args.resume or args.overwrite) and out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} holds a comparison or other files; pass --resume or --overwrite")
+    planned = []  # every run is checked before the first one starts
     for strategy in strategies:
         lr = FINETUNE_LR[strategy] if args.lr is None else args.lr
-        config = _config(args, model="minilm", data="vader", strategy=strategy, lr=lr)
-        metrics = _run(config, out / strategy if args.compare else out, args)
-        rows.append({"strategy": strategy, "lr": lr, **{k: metrics[k] for k in
+        where = out / strategy if args.compare else out
+        fixed = dict(model="minilm", data="vader", strategy=strategy, lr=lr)
+        planned.append((where, *_setup(args, where, **fixed)))
+    rows = []
+    for where, config, task in planned:
+        metrics = _run(config, task, where, args)
+        rows.append({"strategy": config.strategy, "lr": config.lr, **{k: metrics[k] for k in
                      ("test_accuracy", "val_accuracy", "steps", "seconds")}})  # fmt: skip
     if args.compare:
         lines = ["| strategy | lr | test accuracy | val accuracy | steps | seconds |",
@@ -155,61 +189,111 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jaxchain", description="The chain rule written by hand, checked against autodiff."
+def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
+    """The flags ``train`` and ``finetune`` share, with their defaults."""
+    from jaxchain import runs
+
+    helps = {
+        "lr": "peak learning rate", "warmup": "linear warm-up steps",
+        "clip": "clip the global gradient norm to this (0: no clipping)",
+        "accumulate": "micro-batches averaged per update", "steps": "training steps",
+        "batch-size": "examples per step", "seed": "seeds init and batch order",
+        "hidden": "hidden size", "layers": "layers (stacked, for rnn/lstm/gru)",
+        "seq-len": "tokens per example", "eval-every": "steps between evaluations",
+        "checkpoint-every": "steps between checkpoints",
+        "patience": "evaluations without improvement before stopping early",
+        "devices": "data-parallel devices (on the CPU: XLA_FLAGS="
+                   "--xla_force_host_platform_device_count=N)",
+        "time-limit": "seconds of training; then evaluate, checkpoint and stop",
+        "weight-decay": "decoupled weight decay (adamw)",
+    }  # fmt: skip
+    kinds = {"lr": float, "clip": float, "time-limit": float, "weight-decay": float}
+    for name, default in defaults.items():
+        p.add_argument(f"--{name}", type=kinds.get(name, int), default=default, help=helps[name])
+    p.add_argument("--out", required=True, help="the run directory: metrics, plot, checkpoints")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out; may change: steps (not with a cosine "
+        f"schedule), {', '.join(sorted(f.replace('_', '-') for f in runs.MAY_CHANGE))}",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out whole")
+    p.add_argument("--stop-at", type=int, help="stop after this step as if interrupted")
+    p.add_argument("--checks", action="store_true",
+                   help="checked steps: an out-of-range label or id, or a non-finite loss or "
+                   "gradient, stops the run with an error (slower)")  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
+    from jaxchain import optim, tasks, train
+
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(
+        prog="jaxchain", description="The chain rule written by hand, checked against autodiff.",
+        allow_abbrev=False,
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="check every rule against autodiff and finite diffs")
-    check.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    check.add_argument("--seed", type=int, default=0)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, allow_abbrev=False, formatter_class=formatter)
+
+    check = command("check", "check every rule against autodiff and finite differences")
+    check.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                       help="the dtype of the arguments")  # fmt: skip
+    check.add_argument("--seed", type=int, default=0, help="seeds the arguments")
     check.add_argument("--only", nargs="*", default=[], metavar="OP", help="check just these ops")
     check.add_argument(
         "--models", action="store_true", help="also check every model's apply(ops=rules)"
     )
     check.set_defaults(run=_check)
 
-    t = commands.add_parser("train", help="train a model on a packaged data set")
-    t.add_argument("--model", choices=["mlp", "rnn", "lstm", "gru", "transformer"], default="mlp")
-    t.add_argument("--data", choices=["digits", "shakespeare"], default="digits")
-    t.add_argument("--out", required=True, help="directory for metrics, plot and checkpoints")
-    t.add_argument("--backward", choices=["manual", "autodiff"], default="manual")
-    t.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop",
-                                           "adam", "adamw"])  # fmt: skip
-    t.add_argument("--schedule", choices=["constant", "cosine"])
-    for name, kind in (("lr", float), ("warmup", int), ("clip", float), ("accumulate", int),
-                       ("steps", int), ("batch-size", int), ("seed", int), ("hidden", int),
-                       ("layers", int), ("seq-len", int), ("eval-every", int),
-                       ("checkpoint-every", int), ("patience", int), ("devices", int),
-                       ("time-limit", float)):  # fmt: skip
-        t.add_argument(f"--{name}", type=kind)
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    t.add_argument("--stop-at", type=int, help="stop after this step as if interrupted")
+    backwards = sorted(train.BACKWARDS)
+    d = train.Config()
+    t = command("train", "train a model on a packaged data set")
+    t.add_argument("--model", choices=tasks.MODELS, default=d.model, help="the model")
+    t.add_argument("--data", choices=tasks.DATASETS, default=d.data, help="the data set")
+    t.add_argument(
+        "--backward",
+        choices=backwards,
+        default=d.backward,
+        help="manual: the hand-written rules; autodiff: jax.grad of the twins",
+    )
+    t.add_argument(
+        "--optimizer",
+        choices=list(optim.OPTIMIZERS),
+        default=d.optimizer,
+        help="the optax optimizer",
+    )
+    t.add_argument("--schedule", choices=optim.SCHEDULES, default=d.schedule,
+                   help="learning rate schedule")  # fmt: skip
+    names = ("lr", "warmup", "clip", "accumulate", "steps", "batch-size", "seed", "hidden",
+             "layers", "seq-len", "eval-every", "checkpoint-every", "patience", "devices",
+             "time-limit")  # fmt: skip
+    _run_flags(t, {n: getattr(d, n.replace("-", "_")) for n in names})
     t.set_defaults(run=_train)
 
-    f = commands.add_parser("finetune", help="fine-tune MiniLM-L6 on the VADER sentiment lexicon")
-    f.add_argument("--strategy", choices=["probe", "top-k", "full", "scratch"], default="full",
+    f = command("finetune", "fine-tune MiniLM-L6 on the VADER sentiment lexicon")
+    f.add_argument("--strategy", choices=tasks.STRATEGIES, default="full",
                    help="probe: frozen encoder; top-k: the top K blocks; full; scratch: random "
                    "init")  # fmt: skip
-    f.add_argument("--top-k", type=int, help="trainable blocks of --strategy top-k (default 2)")
+    f.add_argument("--top-k", type=int, default=d.top_k, help="trainable blocks of top-k")
     f.add_argument("--compare", action="store_true", help="run all four strategies; one table")
-    f.add_argument("--out", required=True, help="directory for metrics, plot and checkpoints")
-    f.add_argument("--backward", choices=["manual", "autodiff"], default="manual")
+    f.add_argument(
+        "--backward",
+        choices=backwards,
+        default=d.backward,
+        help="manual: the hand-written rules; autodiff: jax.grad of the twins",
+    )
     f.add_argument(
         "--lr", type=float, help=f"peak learning rate (default by strategy: {FINETUNE_LR})"
     )
-    for name, kind, default in (("steps", int, 600), ("batch-size", int, 32),
-                                ("warmup", int, 60), ("accumulate", int, 1),
-                                ("weight-decay", float, 0.01), ("seq-len", int, 16),
-                                ("eval-every", int, 100), ("checkpoint-every", int, 200),
-                                ("seed", int, 0), ("patience", int, None),
-                                ("time-limit", float, None)):  # fmt: skip
-        f.add_argument(f"--{name}", type=kind, default=default)
-    f.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    f.add_argument("--stop-at", type=int, help="stop after this step as if interrupted")
+    _run_flags(f, {"steps": 600, "batch-size": 32, "warmup": 60, "accumulate": 1,
+                   "weight-decay": 0.01, "seq-len": 16, "eval-every": 100,
+                   "checkpoint-every": 200, "seed": 0, "patience": None, "devices": 1,
+                   "time-limit": None})  # fmt: skip
     f.set_defaults(run=_finetune, optimizer="adamw", schedule="cosine")
 
-    b = commands.add_parser("bench", help="time and memory: hand-written against autodiff")
+    b = command("bench", "time and memory: hand-written against autodiff")
     b.add_argument("--preset", choices=["full", "quick"], default="full",
                    help="full: the sizes of bench/RESULTS.md; quick: smaller")  # fmt: skip
     b.add_argument("--only", nargs="*", default=[], metavar="NAME",
@@ -221,7 +305,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except UsageError as e:
+        print(f"jaxchain {args.command}: error: {e}".replace(": train: ", ": "), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 ``jax.numpy``, differentiated by ``jax.grad``.
 
 They are the oracle every hand-written rule is checked against, and they can be passed
-wherever a rule set is accepted (``ops=jaxchain.reference``). They validate their arguments
-with the same checks as the rules, so both fail alike on bad input.
+wherever a rule set is accepted (``ops=jaxchain.reference``). So that a bug in the rules
+cannot hide in the oracle, this module imports nothing from :mod:`jaxchain.rules`: it shares
+only the argument checks of :mod:`jaxchain._checks`, which raise and compute nothing, so
+both fail alike on bad input. Masks, padding and the NaN given for out-of-range integers
+inside ``jit`` are written here again, on purpose.
 """
 
 import math
@@ -12,13 +15,18 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
-from jaxchain._validate import along_last_axis
-from jaxchain.rules.attention import check_attention
-from jaxchain.rules.elementwise import check_unary
-from jaxchain.rules.linear import check_dense, check_embedding
-from jaxchain.rules.losses import check_axis, check_labels, check_linear_labels, check_pair
-from jaxchain.rules.norm import check_layer_norm
-from jaxchain.rules.recurrent import check_recurrent, keep
+from jaxchain._checks import (
+    check_attention,
+    check_axis,
+    check_dense,
+    check_embedding,
+    check_labels,
+    check_layer_norm,
+    check_linear_labels,
+    check_pair,
+    check_recurrent,
+    check_unary,
+)
 
 __all__ = [
     "dense",
@@ -44,13 +52,15 @@ __all__ = [
 def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     """``x @ w + b``; x ``(..., I)``, w ``(I, O)``, b ``(O,)``."""
     x, w, b = check_dense("dense", x, w, b)
-    return x @ w + along_last_axis(b, x.ndim)
+    return x @ w + b.reshape((1,) * (x.ndim - 1) + b.shape)
 
 
 def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
     """``table[ids]``; ids integers in ``[0, V)``, table ``(V, D)``."""
     ids, table = check_embedding("embedding", ids, table)
-    return table[ids]
+    v = table.shape[0]
+    valid = (ids >= 0) & (ids < v)  # an invalid id (traced only): a NaN row
+    return jnp.where(valid[..., None], table[jnp.clip(ids, 0, max(v - 1, 0))], jnp.nan)
 
 
 def relu(x: jax.Array) -> jax.Array:
@@ -90,8 +100,14 @@ def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-example ``-log softmax(logits)[label]``; logits ``(..., V)``, labels ``(...,)``."""
     logits, labels = check_labels("softmax_cross_entropy", logits, labels)
+    logits = _nan_rows(logits, labels, logits.shape[-1])
     log_p = logits - _logsumexp(logits, -1)
     return -jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+
+
+def _nan_rows(x, labels, v):
+    """NaN rows (values and gradients) where a label lies outside ``[0, v)``."""
+    return x + jnp.where((labels >= 0) & (labels < v), 0, jnp.nan).astype(x.dtype)[..., None]
 
 
 def linear_softmax_cross_entropy(
@@ -118,7 +134,8 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-
     x, scale, bias = check_layer_norm("layer_norm", x, scale, bias)
     mu = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean((x - mu) ** 2, axis=-1, keepdims=True)
-    scale, bias = along_last_axis(scale, x.ndim), along_last_axis(bias, x.ndim)
+    lead = (1,) * (x.ndim - 1)
+    scale, bias = scale.reshape(lead + scale.shape), bias.reshape(lead + bias.shape)
     return (x - mu) / jnp.sqrt(var + eps) * scale + bias
 
 
@@ -134,7 +151,14 @@ def dot_product_attention(
     """``softmax(q k^T / sqrt(H)) v`` per head; q ``(B, T, N, H)``, k and v ``(B, S, N, H)``.
     Always the whole ``(T, S)`` computation: ``block_size`` is accepted (the signature is the
     rule's) and ignored."""
-    q, k, v, allowed = check_attention(q, k, v, mask, is_causal)
+    q, k, v, allowed = check_attention(q, k, v, mask)
+    t, s_ = q.shape[1], k.shape[1]
+    if is_causal:
+        causal = (jnp.arange(s_)[None, :] <= jnp.arange(t)[:, None])[None, None]  # j <= i
+        if allowed is not None:
+            allowed = allowed.reshape((1,) * (4 - allowed.ndim) + allowed.shape) & causal
+        else:
+            allowed = causal
     s = jnp.einsum("btnh,bsnh->bnts", q, k) / math.sqrt(q.shape[-1])  # (B, N, T, S)
     if allowed is not None:
         s = jnp.where(allowed, s, jnp.finfo(s.dtype).min)
@@ -147,6 +171,23 @@ def dot_product_attention(
 # --- recurrent: a plain lax.scan over the cell -------------------------------------------------
 
 
+def _keep(m, new, old):
+    return new if m is None else jnp.where(m[:, None], new, old)
+
+
+def _inputs(xs, carry, w_h, lengths):
+    """Zero states where None; the mask ``(T, B)`` of real steps; NaN inputs for a sequence
+    whose (traced) length lies outside ``[0, T]``."""
+    b, t, _ = xs.shape
+    carry = tuple(jnp.zeros((b, w_h.shape[0]), xs.dtype) if c is None else c for c in carry)
+    if lengths is None:
+        return xs, carry, None
+    lengths = jnp.asarray(lengths)
+    bad = (lengths < 0) | (lengths > t)
+    xs = jnp.where(bad[:, None, None], jnp.nan, xs)
+    return xs, carry, jnp.arange(t)[:, None] < lengths[None, :]
+
+
 def _scan_cell(cell, carry, xs, mask):
     """Run ``cell(carry, x_t) -> carry`` over ``xs (B, T, I)``; on padding (``mask`` False)
     the carry is kept and the output is zero. The output of a step is the carry's first
@@ -154,7 +195,7 @@ def _scan_cell(cell, carry, xs, mask):
 
     def step(carry, inputs):
         x, m = inputs
-        new = jax.tree.map(lambda n, o: keep(m, n, o), cell(carry, x), carry)
+        new = jax.tree.map(lambda n, o: _keep(m, n, o), cell(carry, x), carry)
         h = jax.tree.leaves(new)[0]
         return new, h if m is None else jnp.where(m[:, None], h, 0)
 
@@ -164,7 +205,8 @@ def _scan_cell(cell, carry, xs, mask):
 
 def rnn(xs, h0, w_x, w_h, b, lengths=None):
     """Elman RNN ``h_t = tanh(x_t W_x + h_{t-1} W_h + b)``; returns ``(hs, h_last)``."""
-    xs, (h0,), mask = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
+    xs = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
+    xs, (h0,), mask = _inputs(xs, (h0,), w_h, lengths)
     hs, (h,) = _scan_cell(lambda c, x: (jnp.tanh(x @ w_x + c[0] @ w_h + b[None]),), (h0,), xs, mask)
     return hs, h
 
@@ -172,7 +214,8 @@ def rnn(xs, h0, w_x, w_h, b, lengths=None):
 def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
     """LSTM, gates i, f, g, o; returns ``(hs, (h_last, c_last))``."""
     carry = {"h0": h0, "c0": c0}
-    xs, carry, mask = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
+    xs = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
+    xs, carry, mask = _inputs(xs, (h0, c0), w_h, lengths)
 
     def cell(carry, x):
         h, c = carry
@@ -186,7 +229,8 @@ def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
 def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
     """GRU, gates r, z, n; returns ``(hs, h_last)``."""
     biases = {"b_x": b_x, "b_h": b_h}
-    xs, (h0,), mask = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
+    xs = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
+    xs, (h0,), mask = _inputs(xs, (h0,), w_h, lengths)
 
     def cell(carry, x):
         (h,) = carry

@@ -24,6 +24,7 @@ from jaxchain import data, nn, rules
 
 RECURRENT = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
 MODELS = ("mlp", *RECURRENT, "transformer")
+DATASETS = ("digits", "shakespeare")  # what `jaxchain train` trains on; vader is finetune's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,19 @@ def _dense(ops, p, x):
     return ops.dense(x, p["w"], p["b"])
 
 
+def _stack_init(module, key, input_size: int, hidden: int, layers: int) -> list[dict]:
+    """Params of ``layers`` stacked recurrent layers (the first reads the inputs)."""
+    keys = jax.random.split(key, layers)
+    return [module.init(k, input_size if i == 0 else hidden, hidden) for i, k in enumerate(keys)]
+
+
+def _stack_apply(module, cells: list[dict], xs, ops):
+    """Run stacked layers, each over the outputs of the one below; ``(hs, last)`` of the top."""
+    for cell in cells:
+        xs, last = module.apply(cell, xs, ops=ops)
+    return xs, last
+
+
 def _shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], np.ndarray]:
     """Indices of the batch at each step: epochs of a permutation seeded by (seed, epoch)."""
     per_epoch = max(1, n // batch_size)
@@ -86,11 +100,12 @@ def _digits_model(model: str, hidden: int, layers: int):
 
         def init(key):
             k1, k2 = jax.random.split(key)
-            return {"cell": module.init(k1, 8, hidden), "head": _head(k2, hidden, 10)}
+            cells = _stack_init(module, k1, 8, hidden, layers)
+            return {"cells": cells, "head": _head(k2, hidden, 10)}
 
         def logits(p, x, ops):
-            _, last = module.apply(p["cell"], x, ops=ops)
-            return _dense(ops, p["head"], jax.tree.leaves(last)[0])  # h_last
+            _, last = _stack_apply(module, p["cells"], x, ops)
+            return _dense(ops, p["head"], jax.tree.leaves(last)[0])  # h_last of the top layer
 
         return init, logits
     heads = max(1, hidden // 32)
@@ -136,16 +151,17 @@ def _language_model(model: str, vocab: int, hidden: int, layers: int, seq_len: i
         def init(key):
             k1, k2, k3 = jax.random.split(key, 3)
             table = 0.1 * jax.random.normal(k1, (vocab, embed), jnp.float32)
-            return {"embed": table, "cell": module.init(k2, embed, hidden),
+            return {"embed": table, "cells": _stack_init(module, k2, embed, hidden, layers),
                     "head": _head(k3, hidden, vocab)}  # fmt: skip
 
         def features(p, tokens, ops):
-            return module.apply(p["cell"], ops.embedding(tokens, p["embed"]), ops=ops)[0]
+            return _stack_apply(module, p["cells"], ops.embedding(tokens, p["embed"]), ops)[0]
 
         return init, features
     if model != "transformer":
         raise ValueError(
-            f"train: --model {model} cannot model language; use a recurrent model or transformer"
+            f"train: --model {model} cannot model language (--data shakespeare); use one of "
+            f"{', '.join((*RECURRENT, 'transformer'))}"
         )
     heads = max(1, hidden // 64)
 
@@ -295,10 +311,10 @@ def make_task(model: str, dataset: str, **options) -> Task:
             )
         return sentiment_task(**options)
     if model not in MODELS:
-        raise ValueError(f"train: --model must be one of {MODELS}, got {model!r}")
+        raise ValueError(f"train: --model must be one of {', '.join(MODELS)}, got {model!r}")
     if dataset == "digits":
         options.pop("seq_len", None)
         return digits_task(model, **options)
     if dataset == "shakespeare":
         return shakespeare_task(model, **options)
-    raise ValueError(f"train: --data must be digits or shakespeare, got {dataset!r}")
+    raise ValueError(f"train: --data must be one of {', '.join(DATASETS)}, got {dataset!r}")

@@ -1,16 +1,13 @@
-"""jit-compiled training with optax: optimizers by name, schedules, clipping, accumulation,
-freezing, skipped non-finite steps, orbax checkpoints that resume bit for bit, and data
-parallelism over a device mesh.
+"""jit-compiled training with optax: a configuration, the loop, evaluation and early
+stopping, and the run's outputs.
 
->>> import jax.numpy as jnp
->>> tx = make_optimizer("adam", 1e-3, steps=100, clip=1.0, accumulate=2)
->>> state = tx.init({"w": jnp.ones(3)})
->>> int(state.total_notfinite)
-0
+The parts live apart: :mod:`jaxchain.optim` composes the optimizer and makes the jitted step;
+:mod:`jaxchain.runs` keeps a run directory a unit (refusal, ``--overwrite``, ``--resume``
+with a checked configuration) and its orbax checkpoints; this module runs the loop with a
+typed :class:`History`, data parallelism over a 1-D device mesh included.
 """
 
 import dataclasses
-import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -18,81 +15,30 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
-import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxchain import reference, rules
+from jaxchain import reference, rules, runs
+from jaxchain.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_step, schedule
+from jaxchain.runs import Checkpoints
 from jaxchain.tasks import Task, make_task
 
-OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "sgd": lambda lr, wd: optax.sgd(lr),
-    "momentum": lambda lr, wd: optax.sgd(lr, momentum=0.9),
-    "nesterov": lambda lr, wd: optax.sgd(lr, momentum=0.9, nesterov=True),
-    "adagrad": lambda lr, wd: optax.adagrad(lr),
-    "rmsprop": lambda lr, wd: optax.rmsprop(lr),
-    "adam": lambda lr, wd: optax.adam(lr),
-    "adamw": lambda lr, wd: optax.adamw(lr, weight_decay=wd),
-}
+__all__ = [
+    "BACKWARDS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Checkpoints",
+    "Config",
+    "History",
+    "make_optimizer",
+    "make_step",
+    "sample",
+    "schedule",
+    "train",
+    "write_outputs",
+]
+
 BACKWARDS = {"manual": rules, "autodiff": reference}
-
-
-def schedule(kind: str, lr: float, steps: int, warmup: int = 0) -> optax.Schedule:
-    """``constant`` (after an optional linear warm-up) or ``cosine`` (warm-up, then cosine
-    decay to 0 at ``steps``)."""
-    if kind == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1))
-    if kind == "constant":
-        return optax.linear_schedule(0.0, lr, warmup) if warmup else optax.constant_schedule(lr)
-    raise ValueError(f"train: schedule must be constant or cosine, got {kind!r}")
-
-
-def make_optimizer(
-    name: str,
-    lr: float,
-    *,
-    steps: int = 1,
-    schedule_kind: str = "constant",
-    warmup: int = 0,
-    clip: float | None = None,
-    accumulate: int = 1,
-    weight_decay: float = 1e-4,
-    trainable: Callable[[Any], Any] | None = None,
-    max_bad_steps: int = 100,
-) -> optax.GradientTransformation:
-    """An optax optimizer by name, composed as the options ask:
-
-    ``apply_if_finite(MultiSteps(multi_transform(chain(clip_by_global_norm, OPT))))`` — a step
-    whose gradients are not finite is skipped and counted (``state.total_notfinite``);
-    ``accumulate`` > 1 averages that many micro-batches per update; ``trainable(params)``
-    returns a pytree of bools, and the False leaves are frozen (``set_to_zero``).
-    """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"train: optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
-    tx = OPTIMIZERS[name](schedule(schedule_kind, lr, steps, warmup), weight_decay)
-    if clip:
-        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
-    if trainable is not None:
-        labels = lambda params: jax.tree.map(  # noqa: E731
-            lambda t: "train" if t else "frozen", trainable(params)
-        )
-        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
-    if accumulate > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=accumulate)
-    return optax.apply_if_finite(tx, max_consecutive_errors=max_bad_steps)
-
-
-def make_step(loss: Callable, tx: optax.GradientTransformation) -> Callable:
-    """The jitted step ``(params, opt_state, batch) -> (params, opt_state, metrics)``."""
-
-    def step(params, opt_state, batch):
-        value, grads = jax.value_and_grad(loss)(params, batch)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        metrics = {"loss": value, "grad_norm": optax.tree.norm(grads)}
-        return optax.apply_updates(params, updates), opt_state, metrics
-
-    return jax.jit(step)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -100,7 +46,9 @@ def make_step(loss: Callable, tx: optax.GradientTransformation) -> Callable:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines a run (saved with its checkpoints)."""
+    """Everything that defines a run (saved in ``run.json`` and with its checkpoints).
+
+    Which fields may change on ``--resume`` is :data:`jaxchain.runs.MAY_CHANGE`."""
 
     model: str = "mlp"
     data: str = "digits"
@@ -121,10 +69,29 @@ class Config:
     checkpoint_every: int = 500
     patience: int | None = None  # evaluations without improvement before stopping early
     devices: int = 1
-    time_limit: float | None = None  # seconds; stop (and checkpoint) when exceeded
+    time_limit: float | None = None  # seconds of training; then evaluate, checkpoint, stop
     weight_decay: float = 1e-4  # adamw only
     strategy: str = "full"  # fine-tuning (data vader) only: probe, top-k, full or scratch
     top_k: int = 2  # the number of trainable blocks of the top-k strategy
+
+    def __post_init__(self):
+        positive = ("steps", "batch_size", "hidden", "layers", "seq_len", "eval_every",
+                    "checkpoint_every", "accumulate", "devices", "top_k")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                flag = name.replace("_", "-")
+                raise ValueError(f"train: --{flag} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "warmup", "weight_decay", "clip", "patience", "time_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"train: --{name.replace('_', '-')} must be >= 0, got {value}")
+        for name, choices in (("backward", BACKWARDS), ("optimizer", OPTIMIZERS),
+                              ("schedule", SCHEDULES)):  # fmt: skip
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"train: --{name} must be one of {', '.join(choices)}, "
+                    f"got {getattr(self, name)!r}"
+                )
 
     def task(self) -> Task:
         if self.data == "vader":
@@ -135,13 +102,44 @@ class Config:
             self.model, self.data, batch_size=self.batch_size, seed=self.seed, **options
         )
 
+    def optimizer_for(self, task: Task):
+        return make_optimizer(self.optimizer, self.lr, steps=self.steps,
+                              schedule_kind=self.schedule, warmup=self.warmup, clip=self.clip,
+                              accumulate=self.accumulate, weight_decay=self.weight_decay,
+                              trainable=task.trainable)  # fmt: skip
 
-def _shardings(devices: int, batch_size: int):
+
+@dataclasses.dataclass
+class History:
+    """What a run has seen, saved with each checkpoint: ``train_loss`` as ``[step, loss]``
+    pairs, ``val`` as one dict per evaluation, training ``seconds``, and early stopping's
+    best score and evaluations since it."""
+
+    train_loss: list = dataclasses.field(default_factory=list)
+    val: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    best: float | None = None
+    since_best: int = 0
+
+    def record(self, step: int, seconds: float, metrics: dict) -> None:
+        """A validation result; higher accuracy or lower loss is better."""
+        self.val.append({"step": step, "seconds": round(seconds, 2), **metrics})
+        score = metrics.get("accuracy", -metrics.get("loss", 0.0))
+        if self.best is None or score > self.best:
+            self.best, self.since_best = score, 0
+        else:
+            self.since_best += 1
+
+
+def shardings(devices: int, batch_size: int):
     """``(replicated, batch)`` shardings over a 1-D mesh of ``devices``, or None for one."""
     if devices == 1:
         return None
     if devices > jax.device_count():
-        raise ValueError(f"train: --devices {devices} but only {jax.device_count()} available")
+        raise ValueError(
+            f"train: --devices {devices} but only {jax.device_count()} available; on the CPU, "
+            f"set XLA_FLAGS=--xla_force_host_platform_device_count={devices}"
+        )
     if batch_size % devices:
         raise ValueError(f"train: --batch-size {batch_size} is not divisible by {devices}")
     # Auto axes: XLA's SPMD partitioner decides how the gradient reductions are sharded
@@ -149,34 +147,7 @@ def _shardings(devices: int, batch_size: int):
     return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
 
-class Checkpoints:
-    """Atomic orbax checkpoints of ``{params, opt_state}`` plus JSON metadata (step, history,
-    config) under ``directory``; orbax writes to a temporary path and renames it."""
-
-    def __init__(self, directory: pathlib.Path, keep: int = 2):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
-        self.manager = ocp.CheckpointManager(directory.absolute(), options=options)
-
-    def save(self, step: int, state: dict, meta: dict) -> None:
-        if step in self.manager.all_steps():
-            return  # already saved (the last step is saved once)
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self.manager.save(step, args=args, force=True)
-        self.manager.wait_until_finished()
-
-    def restore(self, like: dict) -> tuple[dict, dict] | None:
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-        )
-        restored = self.manager.restore(step, args=args)
-        return restored["state"], restored["meta"]
-
-    def close(self) -> None:
-        self.manager.close()
+SYNC_SECONDS = 1.0  # read the losses (waiting for the device) at least this often
 
 
 def train(
@@ -184,102 +155,128 @@ def train(
     out: pathlib.Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     stop_at: int | None = None,
+    checks: bool = False,
     log: Callable[[str], None] = print,
-    progress: Callable[[int, dict], None] | None = None,
+    progress: Callable[[int, float], None] | None = None,
     task: Task | None = None,
 ) -> tuple[dict, Any]:
-    """Train as ``config`` says; write checkpoints under ``out/checkpoints``; return the
-    metrics (which the command writes to ``out/metrics.json``) and the final params.
+    """Train as ``config`` says in the run directory ``out`` (see :mod:`jaxchain.runs`):
+    checkpoints under ``out/checkpoints``; return the metrics (which the command writes to
+    ``out/metrics.json``) and the final params.
 
     Args:
-      resume: continue from the latest checkpoint in ``out`` (same config required).
+      resume: continue from the latest checkpoint in ``out``; the configuration must agree.
+      overwrite: replace a run already in ``out``.
       stop_at: stop after this step as if interrupted (after checkpointing it).
-      progress: called after every step with ``(step, metrics)`` (metrics still on device:
-        reading them waits for the step).
+      checks: run every step checked (:func:`jaxchain.optim.make_step`).
+      progress: called about every second with ``(step, latest loss)``.
       task: ``config.task()``, if the caller already has it.
     """
     task = task or config.task()
-    ops = BACKWARDS[config.backward]
-    tx = make_optimizer(config.optimizer, config.lr, steps=config.steps,
-                        schedule_kind=config.schedule, warmup=config.warmup, clip=config.clip,
-                        accumulate=config.accumulate, weight_decay=config.weight_decay,
-                        trainable=task.trainable)  # fmt: skip
+    mesh = shardings(config.devices, config.batch_size)
+    runs.prepare(out, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
+    tx = config.optimizer_for(task)
     params = task.init(jax.random.key(config.seed))
-    state = {"params": params, "opt_state": tx.init(params)}
-    history = {"train_loss": [], "val": [], "seconds": 0.0, "best": None, "since_best": 0}
+    state, history, start = {"params": params, "opt_state": tx.init(params)}, History(), 0
     checkpoints = Checkpoints(out / "checkpoints")
-    start = 0
     if resume and (restored := checkpoints.restore(state)) is not None:
         state, meta = restored
-        if meta["config"] != dataclasses.asdict(config):
-            raise ValueError("train: --resume with a different configuration than the checkpoint")
-        start, history = meta["step"], meta["history"]
+        start, history = meta["step"], History(**meta["history"])
         log(f"resumed at step {start}")
-    shardings = _shardings(config.devices, config.batch_size)
-    if shardings:
-        state = jax.device_put(state, shardings[0])
-    step_fn = make_step(lambda p, b: task.loss(p, b, ops), tx)
-    params, opt_state = state["params"], state["opt_state"]
-    clock, seconds0 = time.perf_counter(), history["seconds"]
-
-    pending = []  # (step, loss) still on device: reading each would stall the dispatch queue
-
-    def flush():
-        history["train_loss"].extend([s, float(loss)] for s, loss in pending)
-        pending.clear()
-
-    def save(step):
-        flush()
-        history["seconds"] = seconds0 + time.perf_counter() - clock
-        meta = {"step": step, "history": history, "config": dataclasses.asdict(config)}
-        checkpoints.save(step, {"params": params, "opt_state": opt_state}, meta)
-
-    step = start
-    for step in range(start + 1, config.steps + 1):
-        batch = task.batch(step - 1)
-        if shardings:
-            batch = jax.device_put(batch, shardings[1])
-        params, opt_state, metrics = step_fn(params, opt_state, batch)
-        pending.append((step, metrics["loss"]))
-        if progress:
-            progress(step, metrics)
-        elapsed = seconds0 + time.perf_counter() - clock
-        out_of_time = config.time_limit is not None and elapsed > config.time_limit
-        if step % config.eval_every == 0 or step == config.steps or out_of_time:
-            flush()
-            if _evaluate(task, params, step, elapsed, history, config.patience, log):
-                log(f"early stop at step {step}: no improvement in {config.patience} evaluations")
-                break
-        if step % config.checkpoint_every == 0 or step == stop_at or out_of_time:
-            save(step)
-        if step == stop_at or out_of_time:
-            break
-    save(step)
+    if mesh:
+        state = jax.device_put(state, mesh[0])
+    step_fn = make_step(lambda p, b: task.loss(p, b, BACKWARDS[config.backward]), tx,
+                        checks=checks)  # fmt: skip
+    loop = _Loop(config, task, step_fn, checkpoints, history, log, progress)
+    params, opt_state, step = loop.run(state, start, stop_at, mesh and mesh[1])
     checkpoints.close()
-    seconds = seconds0 + time.perf_counter() - clock
-    return _summary(task, params, opt_state, step, history, seconds), params
+    return _summary(task, params, opt_state, step, history), params
 
 
-def _evaluate(task, params, step, elapsed, history, patience, log) -> bool:
-    """Record validation metrics; True when early stopping should stop the run."""
-    metrics = task.evaluate(params, "val")
-    history["val"].append({"step": step, "seconds": round(elapsed, 2), **metrics})
-    score = metrics.get("accuracy", -metrics.get("loss", 0.0))
-    if history["best"] is None or score > history["best"]:
-        history["best"], history["since_best"] = score, 0
-    else:
-        history["since_best"] += 1
-    log(f"step {step}: " + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
-    return patience is not None and history["since_best"] >= patience
+class _Loop:
+    """The steps of one run: losses read now and then (reading each would stall the dispatch
+    queue), evaluation, early stopping, the time limit and checkpoints."""
+
+    def __init__(self, config, task, step_fn, checkpoints, history, log, progress):
+        self.config, self.task, self.step_fn = config, task, step_fn
+        self.checkpoints, self.history, self.log, self.progress = (
+            checkpoints,
+            history,
+            log,
+            progress,
+        )
+        self.pending = []  # (step, loss) still on device
+        self.clock, self.seconds0 = time.perf_counter(), history.seconds
+
+    def elapsed(self) -> float:
+        return self.seconds0 + time.perf_counter() - self.clock
+
+    def flush(self) -> None:
+        self.history.train_loss.extend([s, float(loss)] for s, loss in self.pending)
+        if self.pending and self.progress:
+            self.progress(*self.history.train_loss[-1])
+        self.pending.clear()
+
+    def save(self, step, params, opt_state) -> None:
+        self.flush()
+        self.history.seconds = self.elapsed()
+        meta = {"step": step, "history": dataclasses.asdict(self.history),
+                "config": dataclasses.asdict(self.config)}  # fmt: skip
+        self.checkpoints.save(step, {"params": params, "opt_state": opt_state}, meta)
+
+    def evaluate(self, step, params) -> bool:
+        """Record validation metrics; True when early stopping should stop the run."""
+        self.flush()
+        metrics = self.task.evaluate(params, "val")
+        self.history.record(step, self.elapsed(), metrics)
+        self.log(f"step {step}: " + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
+        patience = self.config.patience
+        if patience is not None and self.history.since_best >= patience:
+            self.log(f"early stop at step {step}: no improvement in {patience} evaluations")
+            return True
+        return False
+
+    def out_of_time(self, step_seconds: float) -> bool:
+        """Whether one more step would run past the time limit."""
+        limit = self.config.time_limit
+        return limit is not None and self.elapsed() + step_seconds > limit
+
+    def run(self, state, start: int, stop_at: int | None, batch_sharding):
+        c = self.config
+        params, opt_state, step = state["params"], state["opt_state"], start
+        synced, step_seconds = (time.perf_counter(), start), 0.0
+        while step < c.steps and not self.out_of_time(step_seconds):
+            batch = self.task.batch(step)
+            if batch_sharding is not None:
+                batch = jax.device_put(batch, batch_sharding)
+            params, opt_state, metrics = self.step_fn(params, opt_state, batch)
+            step += 1
+            self.pending.append((step, metrics["loss"]))
+            if time.perf_counter() - synced[0] > SYNC_SECONDS:  # wait for the device
+                self.flush()
+                now = time.perf_counter()
+                step_seconds = (now - synced[0]) / (step - synced[1])
+                synced = (now, step)
+            last = step == c.steps or step == stop_at or self.out_of_time(step_seconds)
+            if (step % c.eval_every == 0 or last) and self.evaluate(step, params):
+                break
+            if step % c.checkpoint_every == 0 or last:
+                self.save(step, params, opt_state)
+            if step == stop_at:
+                break
+        self.save(step, params, opt_state)
+        return params, opt_state, step
 
 
-def _summary(task, params, opt_state, step, history, seconds) -> dict:
-    result = {"steps": step, "seconds": round(seconds, 2), "train_loss": history["train_loss"],
-              "val": history["val"], "skipped_steps": int(opt_state.total_notfinite)}  # fmt: skip
+def _summary(task, params, opt_state, step, history: History) -> dict:
+    result = {"steps": step, "seconds": round(history.seconds, 2),
+              "train_loss": history.train_loss, "val": history.val,
+              "skipped_steps": int(opt_state.total_notfinite)}  # fmt: skip
     if task.kind == "classification":
         result["test_accuracy"] = task.evaluate(params, "test")["accuracy"]
-        result["val_accuracy"] = history["val"][-1]["accuracy"] if history["val"] else None
+        result["val_accuracy"] = history.val[-1]["accuracy"] if history.val else None
     else:
         result["val_loss"] = task.evaluate(params, "val")["loss"]
     return result
@@ -309,11 +306,9 @@ def write_outputs(out: pathlib.Path, metrics: dict, config: Config) -> None:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(
-        json.dumps({**metrics, "config": dataclasses.asdict(config)}, indent=1)
-    )
+    runs.write_json(out / "metrics.json", {**metrics, "config": dataclasses.asdict(config)})
     fig, ax = plt.subplots(figsize=(7, 4))
-    steps, losses = np.array(metrics["train_loss"]).T
+    steps, losses = np.array(metrics["train_loss"], np.float64).reshape(-1, 2).T
     ax.plot(steps, losses, lw=0.6, alpha=0.6, label="train loss")
     key = "loss" if any("loss" in v for v in metrics["val"]) else "accuracy"
     if metrics["val"]:
@@ -326,5 +321,6 @@ def write_outputs(out: pathlib.Path, metrics: dict, config: Config) -> None:
     ax.set_title(f"{config.model} on {config.data} ({config.backward} backward)")
     fig.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
+    fig.savefig(out / ".loss.png", dpi=100)
+    (out / ".loss.png").replace(out / "loss.png")  # whole, or not at all
     plt.close(fig)

@@ -11,35 +11,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxchain import _validate
+from jaxchain._checks import check_attention
 
 _OP = "dot_product_attention"
-
-
-def check_attention(q, k, v, mask, is_causal: bool, *, fold_causal: bool = True) -> tuple:
-    """Validate the arguments and fold ``mask`` and ``is_causal`` into one boolean mask.
-
-    Returns ``(q, k, v, allowed)`` where ``allowed`` is ``None`` (everything may attend) or a
-    boolean array broadcastable to ``(B, N, T, S)``, True = may attend. With
-    ``fold_causal=False`` the causal mask is left out of ``allowed`` (the blockwise path makes
-    it per block from indices, never as a ``(T, S)`` array).
-    """
-    q, k, v = (_validate.as_array(_OP, n, a) for n, a in (("q", q), ("k", k), ("v", v)))
-    _validate.floating(_OP, q=q, k=k, v=v)
-    _validate.rank(_OP, "q", q, 4, "(B, T, N, H)")
-    _validate.rank(_OP, "k", k, 4, "(B, S, N, H)")
-    b, t, n, h = q.shape
-    s = k.shape[1]
-    _validate.shape(_OP, "k", k, (b, s, n, h), f"(B, S, N, H) with B, N, H = {b}, {n}, {h} of q")
-    _validate.shape(_OP, "v", v, k.shape, "the shape of k")
-    allowed = None
-    if mask is not None:
-        allowed = _validate.as_array(_OP, "mask", mask)
-        _validate.boolean(_OP, "mask", allowed)
-        _validate.broadcastable(_OP, "mask", allowed, (b, n, t, s), "(B, N, T, S)")
-    if is_causal and fold_causal:
-        allowed = with_causal(allowed, t, s)
-    return q, k, v, allowed
 
 
 def with_causal(allowed, t: int, s: int):
@@ -100,7 +74,7 @@ def dot_product_attention(
     Returns:
       ``(B, T, N, H)``.
     """
-    q, k, v, allowed = check_attention(q, k, v, mask, is_causal, fold_causal=False)
+    q, k, v, allowed = check_attention(q, k, v, mask)
     t, s = q.shape[1], k.shape[1]
     if block_size is None and max(t, s) >= BLOCKWISE_FROM:
         block_size = BLOCK

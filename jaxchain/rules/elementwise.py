@@ -13,17 +13,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
-from jaxchain import _validate
+from jaxchain._checks import check_unary
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
-
-
-def check_unary(op: str, x) -> jax.Array:
-    """``x`` as a floating-point array (shared with the reference twins)."""
-    x = _validate.as_array(op, "x", x)
-    _validate.floating(op, x=x)
-    return x
 
 
 def relu(x: jax.Array) -> jax.Array:

@@ -4,17 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxchain import _validate
-
-
-def check_dense(op: str, x, w, b) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Validate ``dense``'s arguments: x ``(..., I)``, w ``(I, O)``, b ``(O,)``."""
-    x, w, b = (_validate.as_array(op, n, a) for n, a in (("x", x), ("w", w), ("b", b)))
-    _validate.floating(op, x=x, w=w, b=b)
-    _validate.min_rank(op, "x", x, 1)
-    _validate.rank(op, "w", w, 2, "(I, O)")
-    _validate.shape(op, "w", w, (x.shape[-1], w.shape[1]), f"I = x.shape[-1] = {x.shape[-1]}")
-    _validate.shape(op, "b", b, (w.shape[1],), f"O = w.shape[1] = {w.shape[1]}")
-    return x, w, b
+from jaxchain._checks import check_dense, check_embedding
 
 
 def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
@@ -63,23 +53,14 @@ def _dense_bwd(res, g):
 _dense.defvjp(_dense_fwd, _dense_bwd)
 
 
-def check_embedding(op: str, ids, table) -> tuple[jax.Array, jax.Array]:
-    """ids: integers in ``[0, V)``; table: floating ``(V, D)``."""
-    ids, table = _validate.as_array(op, "ids", ids), _validate.as_array(op, "table", table)
-    _validate.integer(op, "ids", ids)
-    _validate.rank(op, "table", table, 2, "(V, D)")
-    _validate.floating(op, table=table)
-    _validate.labels_in_range(op, ids, table.shape[0], name="ids")
-    return ids, table
-
-
 def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
     r"""Row lookup, :math:`y_{\ldots} = E[\text{ids}_{\ldots}]` — a product with a one-hot matrix.
 
     .. math:: \frac{\partial L}{\partial E_v} = \sum_{\text{positions with id } v} g
 
     (a scatter-add of the cotangent rows). Saves the ids (and refers to the table, an input,
-    for its shape).
+    for its shape). An id outside ``[0, V)`` (possible only inside ``jit``, where the checks
+    cannot see values) gives a NaN row and adds nothing to the table's gradient.
 
     Args:
       ids: integer array of any shape, values in ``[0, V)``.
@@ -91,9 +72,14 @@ def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
     return _embedding(*check_embedding("embedding", ids, table))
 
 
+def _valid(ids, table):
+    return (ids >= 0) & (ids < table.shape[0])
+
+
 @jax.custom_vjp
 def _embedding(ids, table):
-    return jnp.take(table, ids, axis=0)
+    rows = jnp.take(table, jnp.clip(ids, 0, max(table.shape[0] - 1, 0)), axis=0)
+    return jnp.where(_valid(ids, table)[..., None], rows, jnp.nan)
 
 
 def _embedding_fwd(ids, table):
@@ -102,7 +88,8 @@ def _embedding_fwd(ids, table):
 
 def _embedding_bwd(res, g):
     ids, table = res  # the table (an input, alive anyway) only for its shape
-    return None, jnp.zeros_like(table).at[ids].add(g)  # scatter-add the rows of g
+    rows = jnp.where(_valid(ids, table), ids, table.shape[0])  # an invalid id: dropped
+    return None, jnp.zeros_like(table).at[rows].add(g, mode="drop")  # scatter-add g's rows
 
 
 _embedding.defvjp(_embedding_fwd, _embedding_bwd)

@@ -12,41 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxchain import _validate
+from jaxchain._checks import check_axis, check_labels, check_linear_labels, check_pair
 
 
 def logsumexp(x: jax.Array, axis: int) -> jax.Array:
     """``log(sum(exp(x)))`` along ``axis`` (kept), stable for large ``|x|``."""
     m = jnp.max(x, axis=axis, keepdims=True)
     return m + jnp.log(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True))
-
-
-def check_axis(op: str, x, axis: int) -> tuple[jax.Array, int]:
-    x = _validate.as_array(op, "x", x)
-    _validate.floating(op, x=x)
-    if not -x.ndim <= axis < x.ndim or x.ndim == 0:
-        raise ValueError(f"{op}: axis {axis} is out of range for x of shape {x.shape}")
-    return x, axis % x.ndim
-
-
-def check_labels(op: str, logits, labels) -> tuple[jax.Array, jax.Array]:
-    """logits ``(..., V)`` floating, labels ``(...,)`` integer in ``[0, V)``."""
-    logits = _validate.as_array(op, "logits", logits)
-    labels = _validate.as_array(op, "labels", labels)
-    _validate.floating(op, logits=logits)
-    _validate.min_rank(op, "logits", logits, 1)
-    _validate.integer(op, "labels", labels)
-    _validate.shape(op, "labels", labels, logits.shape[:-1], "logits.shape[:-1]")
-    _validate.labels_in_range(op, labels, logits.shape[-1])
-    return logits, labels
-
-
-def check_pair(op: str, names: tuple[str, str], a, b) -> tuple[jax.Array, jax.Array]:
-    """Two floating arrays of one shape and dtype (no broadcasting)."""
-    a, b = (_validate.as_array(op, n, v) for n, v in zip(names, (a, b), strict=True))
-    _validate.floating(op, **{names[0]: a, names[1]: b})
-    _validate.shape(op, names[1], b, a.shape, f"the shape of {names[0]}")
-    return a, b
 
 
 # --- softmax ---------------------------------------------------------------------------------
@@ -129,9 +101,18 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
       labels: ``(...,)`` integers in ``[0, V)``.
 
     Returns:
-      ``(...,)`` losses.
+      ``(...,)`` losses; NaN (and NaN gradients) for a label outside ``[0, V)``, which only
+      traced labels can be (inside ``jit``; concrete ones are refused).
     """
-    return _softmax_cross_entropy(*check_labels("softmax_cross_entropy", logits, labels))
+    logits, labels = check_labels("softmax_cross_entropy", logits, labels)
+    return _softmax_cross_entropy(poison_rows(logits, labels, logits.shape[-1]), labels)
+
+
+def poison_rows(x, labels, v: int):
+    """``x (..., D)`` with NaN rows where ``labels`` lie outside ``[0, v)``: the loss and every
+    gradient through those rows become NaN (an addition, so its gradient passes them on)."""
+    nan = jnp.where((labels >= 0) & (labels < v), 0, jnp.nan).astype(x.dtype)
+    return x + nan[..., None]
 
 
 @jax.custom_vjp
@@ -155,21 +136,6 @@ def _softmax_cross_entropy_bwd(res, g):
 
 
 _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
-
-
-def check_linear_labels(op: str, x, w, labels) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """x ``(..., D)``, w ``(D, V)`` of x's dtype, labels ``(...,)`` integers in ``[0, V)``."""
-    x, w, labels = (
-        _validate.as_array(op, n, a) for n, a in (("x", x), ("w", w), ("labels", labels))
-    )
-    _validate.floating(op, x=x, w=w)
-    _validate.min_rank(op, "x", x, 1)
-    _validate.rank(op, "w", w, 2, "(D, V)")
-    _validate.shape(op, "w", w, (x.shape[-1], w.shape[1]), f"D = x.shape[-1] = {x.shape[-1]}")
-    _validate.integer(op, "labels", labels)
-    _validate.shape(op, "labels", labels, x.shape[:-1], "x.shape[:-1]")
-    _validate.labels_in_range(op, labels, w.shape[1])
-    return x, w, labels
 
 
 CHUNK = 2048  # the default vocabulary chunk of linear_softmax_cross_entropy
@@ -210,7 +176,7 @@ def linear_softmax_cross_entropy(
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"{op}: chunk_size must be a positive int or None, got {chunk_size!r}")
     lead = x.shape[:-1]
-    rows = x.reshape(-1, x.shape[-1])
+    rows = poison_rows(x, labels, w.shape[1]).reshape(-1, x.shape[-1])
     loss = _linear_ce(rows, w, labels.reshape(-1), min(chunk, w.shape[1]))
     return loss.reshape(lead)
 

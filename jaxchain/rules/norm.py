@@ -6,18 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxchain import _validate
-
-
-def check_layer_norm(op: str, x, scale, bias) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """x ``(..., D)``, scale and bias ``(D,)``, one floating dtype."""
-    arrays = {"x": x, "scale": scale, "bias": bias}
-    x, scale, bias = (_validate.as_array(op, n, a) for n, a in arrays.items())
-    _validate.floating(op, x=x, scale=scale, bias=bias)
-    _validate.min_rank(op, "x", x, 1)
-    d = x.shape[-1]
-    _validate.shape(op, "scale", scale, (d,), f"D = x.shape[-1] = {d}")
-    _validate.shape(op, "bias", bias, (d,), f"D = x.shape[-1] = {d}")
-    return x, scale, bias
+from jaxchain._checks import check_layer_norm
 
 
 def _statistics(x, eps):

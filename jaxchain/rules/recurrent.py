@@ -19,50 +19,26 @@ gradient, and the last carry returned is the one at each sequence's length.
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from jaxchain import _validate
+from jaxchain._checks import check_recurrent
 
 # --- shared: checks, projections, masking ----------------------------------------------------
 
 
-def check_recurrent(op: str, xs, carry: dict, w_x, w_h, biases: dict, lengths, gates: int):
-    """Validate a recurrent op's arguments; return ``(xs, carry, mask)``.
-
-    ``carry`` maps names to initial states ``(B, H)`` or None (zeros); ``mask`` is None or a
-    boolean ``(T, B)``, True where ``t < lengths[b]``.
-    """
-    xs = _validate.as_array(op, "xs", xs)
-    _validate.rank(op, "xs", xs, 3, "(B, T, I)")
-    b, t, i = xs.shape
-    _validate.rank(op, "w_h", w_h, 2, f"(H, {gates}H)")
-    h = np.shape(w_h)[0]
-    _validate.shape(op, "w_x", w_x, (i, gates * h), f"(I, {gates}H) with I = {i}, H = {h}")
-    _validate.shape(op, "w_h", w_h, (h, gates * h), f"(H, {gates}H) with H = {h}")
-    for name, bias in biases.items():
-        _validate.shape(op, name, bias, (gates * h,), f"({gates}H,) with H = {h}")
-    carry = {k: jnp.zeros((b, h), xs.dtype) if v is None else v for k, v in carry.items()}
-    for name, state in carry.items():
-        _validate.shape(op, name, state, (b, h), f"(B, H) = ({b}, {h})")
-    _validate.floating(op, xs=xs, w_x=w_x, w_h=w_h, **biases, **carry)
-    return xs, tuple(carry.values()), _time_mask(op, lengths, b, t)
-
-
-def _time_mask(op: str, lengths, b: int, t: int):
+def prepare(xs, carry: tuple, w_h, lengths):
+    """Zero initial states where None, and the time mask: None, or boolean ``(T, B)``, True
+    where ``t < lengths[b]``. A sequence whose length lies outside ``[0, T]`` (possible only
+    for traced lengths, which the checks cannot see) gets NaN inputs: NaN outputs and
+    gradients, never a silently clipped length."""
+    b, t, _ = xs.shape
+    carry = tuple(jnp.zeros((b, w_h.shape[0]), xs.dtype) if c is None else c for c in carry)
     if lengths is None:
-        return None
-    lengths = _validate.as_array(op, "lengths", lengths)
-    _validate.integer(op, "lengths", lengths)
-    _validate.shape(op, "lengths", lengths, (b,), "(B,)")
-    if not isinstance(lengths, jax.core.Tracer):
-        values = np.asarray(lengths)
-        if values.size and (values.min() < 0 or values.max() > t):
-            raise ValueError(
-                f"{op}: lengths must lie in [0, T] = [0, {t}], "
-                f"got values in [{values.min()}, {values.max()}]"
-            )
-    return jnp.arange(t, dtype=lengths.dtype)[:, None] < lengths[None, :]  # (T, B)
+        return xs, carry, None
+    lengths = jnp.asarray(lengths)
+    valid = (lengths >= 0) & (lengths <= t)
+    xs = jnp.where(valid[:, None, None], xs, jnp.nan)
+    return xs, carry, jnp.arange(t, dtype=lengths.dtype)[:, None] < lengths[None, :]
 
 
 def project(xs, w_x, b):
@@ -131,7 +107,8 @@ def rnn(xs, h0, w_x, w_h, b, lengths=None):
     Returns:
       ``(hs, h_last)``: ``(B, T, H)`` (zero past each length) and ``(B, H)``.
     """
-    xs, (h0,), mask = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
+    xs = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
+    xs, (h0,), mask = prepare(xs, (h0,), w_h, lengths)
     return _rnn(xs, h0, w_x, w_h, b, mask)
 
 
@@ -197,7 +174,8 @@ def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
       ``(hs, (h_last, c_last))``.
     """
     carry = {"h0": h0, "c0": c0}
-    xs, (h0, c0), mask = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
+    xs = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
+    xs, (h0, c0), mask = prepare(xs, (h0, c0), w_h, lengths)
     return _lstm(xs, h0, c0, w_x, w_h, b, mask)
 
 
@@ -275,7 +253,8 @@ def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
       ``(hs, h_last)``.
     """
     biases = {"b_x": b_x, "b_h": b_h}
-    xs, (h0,), mask = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
+    xs = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
+    xs, (h0,), mask = prepare(xs, (h0,), w_h, lengths)
     return _gru(xs, h0, w_x, w_h, b_x, b_h, mask)
 
 

@@ -1,0 +1,134 @@
+"""Optimizers by name and the jitted training step.
+
+:func:`make_optimizer` composes optax transformations as the options ask; :func:`make_step`
+turns a loss into a jitted ``(params, opt_state, batch) -> (params, opt_state, metrics)`` that
+never applies a non-finite update, and that can run checked (``checks=True``): the rules'
+:mod:`~jax.experimental.checkify` checks (labels, ids and lengths in range) and a finite loss
+and gradient then raise on the host.
+
+>>> import jax.numpy as jnp
+>>> tx = make_optimizer("adam", 1e-3, steps=100, clip=1.0, accumulate=2)
+>>> state = tx.init({"w": jnp.ones(3)})
+>>> int(state.total_notfinite)
+0
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.experimental import checkify
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": lambda lr, wd: optax.sgd(lr),
+    "momentum": lambda lr, wd: optax.sgd(lr, momentum=0.9),
+    "nesterov": lambda lr, wd: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "adagrad": lambda lr, wd: optax.adagrad(lr),
+    "rmsprop": lambda lr, wd: optax.rmsprop(lr),
+    "adam": lambda lr, wd: optax.adam(lr),
+    "adamw": lambda lr, wd: optax.adamw(lr, weight_decay=wd),
+}
+SCHEDULES = ("constant", "cosine")
+
+
+def schedule(kind: str, lr: float, steps: int, warmup: int = 0) -> optax.Schedule:
+    """``constant`` (after an optional linear warm-up) or ``cosine`` (warm-up, then cosine
+    decay to 0 at ``steps``)."""
+    if kind == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1))
+    if kind == "constant":
+        return optax.linear_schedule(0.0, lr, warmup) if warmup else optax.constant_schedule(lr)
+    raise ValueError(f"train: schedule must be one of {SCHEDULES}, got {kind!r}")
+
+
+def make_optimizer(
+    name: str,
+    lr: float,
+    *,
+    steps: int = 1,
+    schedule_kind: str = "constant",
+    warmup: int = 0,
+    clip: float | None = None,
+    accumulate: int = 1,
+    weight_decay: float = 1e-4,
+    trainable: Callable[[Any], Any] | None = None,
+    max_bad_steps: int = 100,
+) -> optax.GradientTransformation:
+    """An optax optimizer by name, composed as the options ask:
+
+    ``apply_if_finite(MultiSteps(multi_transform(chain(clip_by_global_norm, OPT))))`` — a step
+    whose gradients are not finite is skipped and counted (``state.total_notfinite``);
+    ``accumulate`` > 1 averages that many micro-batches per update; ``trainable(params)``
+    returns a pytree of bools, and the False leaves are frozen (``set_to_zero``).
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"train: optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    tx = OPTIMIZERS[name](schedule(schedule_kind, lr, steps, warmup), weight_decay)
+    if clip:
+        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+    if trainable is not None:
+        labels = lambda params: jax.tree.map(  # noqa: E731
+            lambda t: "train" if t else "frozen", trainable(params)
+        )
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    if accumulate > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=accumulate)
+    return optax.apply_if_finite(tx, max_consecutive_errors=max_bad_steps)
+
+
+def make_step(
+    loss: Callable,
+    tx: optax.GradientTransformation,
+    *,
+    has_aux: bool = False,
+    checks: bool = False,
+    donate: bool = True,
+) -> Callable:
+    """The jitted step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
+
+    ``metrics`` holds ``loss``, ``grad_norm`` and, with ``has_aux``, ``aux`` (``loss`` then
+    returns ``(value, aux)``). A loss that is not finite makes every gradient NaN, so that
+    the optimizer's :func:`optax.apply_if_finite` skips and counts the step even where the
+    gradients alone would have been finite.
+
+    Args:
+      loss: ``loss(params, batch)``, a scalar (or ``(scalar, aux)`` with ``has_aux``).
+      tx: the optimizer (from :func:`make_optimizer`, or any optax transformation).
+      has_aux: ``loss`` returns ``(value, aux)``.
+      checks: run under :func:`jax.experimental.checkify.checkify`: a failed check in a rule
+        (a label, id or length out of range) or a non-finite loss or gradient raises
+        ``jax.experimental.checkify.JaxRuntimeError`` naming it, after the step, before its
+        result can be used. Costs a host sync per step.
+      donate: donate ``params`` and ``opt_state`` (their buffers are reused for the result;
+        the arrays passed in must not be used afterwards).
+    """
+
+    with_aux = loss if has_aux else lambda p, b: (loss(p, b), None)
+
+    def step(params, opt_state, batch):
+        (value, aux), grads = jax.value_and_grad(with_aux, has_aux=True)(params, batch)
+        finite = jnp.isfinite(value)
+        grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.nan), grads)  # poison
+        grad_norm = optax.tree.norm(grads)
+        if checks:
+            checkify.check(finite, "train: the loss is not finite")
+            checkify.check(jnp.isfinite(grad_norm), "train: the gradients are not finite")
+        updates, opt_state = tx.update(grads, opt_state, params)
+        metrics = {"loss": value, "grad_norm": grad_norm}
+        if has_aux:
+            metrics["aux"] = aux
+        return optax.apply_updates(params, updates), opt_state, metrics
+
+    donated = (0, 1) if donate else ()
+    if not checks:
+        return jax.jit(step, donate_argnums=donated)
+    checked = jax.jit(checkify.checkify(step, errors=checkify.user_checks), donate_argnums=donated)
+
+    def run(params, opt_state, batch):
+        error, result = checked(params, opt_state, batch)
+        error.throw()
+        return result
+
+    return run
