@@ -54,6 +54,20 @@ class Corpus:
         return "".join(self.vocab[int(i)] for i in ids)
 
 
+def check_labels(name: str, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Integer ``labels`` in ``[0, num_classes)``, checked on the host before training (inside
+    ``jit`` an out-of-range label could only give NaN)."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{name}: labels must be integers, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{name}: labels must lie in [0, {num_classes}), "
+            f"got values in [{labels.min()}, {labels.max()}]"
+        )
+    return labels
+
+
 def digits(*, sequence: bool = False) -> Classification:
     """scikit-learn's digits, pixels scaled to [0, 1]; a fixed 70/15/15 split (seed 0).
 

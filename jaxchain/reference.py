@@ -185,7 +185,7 @@ def _inputs(xs, carry, w_h, lengths):
     lengths = jnp.asarray(lengths)
     bad = (lengths < 0) | (lengths > t)
     xs = jnp.where(bad[:, None, None], jnp.nan, xs)
-    return xs, carry, jnp.arange(t)[:, None] < lengths[None, :]
+    return xs, carry, jnp.arange(t, dtype=lengths.dtype)[:, None] < lengths[None, :]
 
 
 def _scan_cell(cell, carry, xs, mask):

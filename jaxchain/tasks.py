@@ -125,6 +125,8 @@ def _digits_model(model: str, hidden: int, layers: int):
 
 def digits_task(model: str, *, batch_size: int, seed: int, hidden: int, layers: int) -> Task:
     ds = data.digits(sequence=model in RECURRENT)
+    for split in (ds.train, ds.val, ds.test):
+        data.check_labels("digits", split.y, ds.num_classes)
     init, logits = _digits_model(model, hidden, layers)
     take = _shuffled_batches(len(ds.train), batch_size, seed)
 
@@ -189,6 +191,8 @@ def shakespeare_task(
     model: str, *, batch_size: int, seed: int, hidden: int, layers: int, seq_len: int
 ) -> Task:
     corpus = data.shakespeare()
+    for part in (corpus.train, corpus.val):
+        data.check_labels("shakespeare", part, len(corpus.vocab))  # character ids
     init, features = _language_model(model, len(corpus.vocab), hidden, layers, seq_len)
 
     def logits(p, tokens, ops):
@@ -265,6 +269,8 @@ def sentiment_task(
     for name in ("train", "val", "test"):
         text, y, _ = getattr(lexicon, name)
         tokens, mask = encoder.tokenize(text, seq_len)
+        data.check_labels("vader", y, 2)
+        data.check_labels("vader tokens", tokens, config["vocab_size"])
         splits[name] = (tokens, mask, y)
 
     def init(key):
@@ -274,8 +280,8 @@ def sentiment_task(
                     config["hidden_size"], config["num_attention_heads"],
                     config["num_hidden_layers"], config["intermediate_size"])  # fmt: skip
             params = nn.bert.init(k1, *dims, type_vocab_size=config["type_vocab_size"])
-        else:
-            params = encoder.params
+        else:  # a copy: a training step donates the params it is given
+            params = jax.tree.map(jnp.copy, encoder.params)
         return {"encoder": params, "head": _head(k2, config["hidden_size"], 2)}
 
     def logits(p, x, ops):

@@ -61,6 +61,7 @@ def mlp_loss(ops):
 
 
 def fit(loss, params, stream, steps, tx):
+    params = jax.tree.map(jnp.copy, params)  # the step donates (reuses) the params it is given
     step, state, curve = train.make_step(loss, tx), tx.init(params), []
     for _ in range(steps):
         params, state, metrics = step(params, state, next(stream))
@@ -173,8 +174,8 @@ big_step, small_step = (
     train.make_step(mlp_loss(rules), big_tx),
     train.make_step(mlp_loss(rules), small_tx),
 )
-big, big_state = init, big_tx.init(init)
-small, small_state = init, small_tx.init(init)
+big, big_state = jax.tree.map(jnp.copy, init), big_tx.init(init)  # copies: steps donate
+small, small_state = jax.tree.map(jnp.copy, init), small_tx.init(init)
 for _ in range(3):
     big, big_state, _ = big_step(big, big_state, (x64, y64))
     for i in range(4):

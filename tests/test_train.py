@@ -61,14 +61,16 @@ def test_accumulation_equals_the_larger_batch():
     def loss(p, batch):
         return jnp.mean((batch @ p["w"]) ** 2)
 
-    p0 = {"w": jnp.array([1.0, -2.0, 0.5], F32)}
+    def p0():  # a new copy each time: the step donates the params it is given
+        return {"w": jnp.array([1.0, -2.0, 0.5], F32)}
+
     batch = jax.random.normal(jax.random.key(0), (8, 3), F32)
     big = train.make_optimizer("sgd", 0.1)
-    params, _, _ = train.make_step(loss, big)(p0, big.init(p0), batch)
+    params, _, _ = train.make_step(loss, big)(p0(), big.init(p0()), batch)
     acc = train.make_optimizer("sgd", 0.1, accumulate=2)
-    step, p, s = train.make_step(loss, acc), p0, acc.init(p0)
+    step, p, s = train.make_step(loss, acc), p0(), acc.init(p0())
     p, s, _ = step(p, s, batch[:4])
-    np.testing.assert_array_equal(p["w"], p0["w"])  # nothing applied after one micro-batch
+    np.testing.assert_array_equal(p["w"], p0()["w"])  # nothing applied after one micro-batch
     p, s, _ = step(p, s, batch[4:])
     np.testing.assert_allclose(p["w"], params["w"], rtol=tolerance(F32))
 
@@ -98,10 +100,10 @@ def test_manual_and_autodiff_backward_give_the_same_curve(model, tmp_path):
     assert curves[0][-1] < curves[0][0]
 
 
-def _cli(*args, env=None):
-    command = [sys.executable, "-m", "jaxchain.cli", "train", *args]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+def _cli(*args, env=None, status=0, command="train"):
+    argv = [sys.executable, "-m", "jaxchain.cli", command, *args]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == status, done.stderr[-3000:]
     return done
 
 
@@ -159,8 +161,10 @@ def test_bad_configuration_is_a_clear_error(tmp_path):
         train.train(train.Config(**{**SMALL, "devices": 64}), tmp_path, log=lambda _: None)
     config = train.Config(**SMALL)
     train.train(dataclasses.replace(config, steps=4), tmp_path / "a", log=lambda _: None)
-    with pytest.raises(ValueError, match="different configuration"):
-        train.train(config, tmp_path / "a", resume=True, log=lambda _: None)
+    with pytest.raises(ValueError, match=r"configuration differs .*: hidden: 16 -> 8$"):
+        train.train(dataclasses.replace(config, hidden=8), tmp_path / "a", resume=True)
+    with pytest.raises(ValueError, match="--steps must be at least 1, got 0"):
+        train.Config(steps=0)
 
 
 def test_data_sets_are_fixed_and_disjoint():
@@ -182,3 +186,228 @@ def test_early_stopping_on_the_validation_metric(tmp_path):
                              "patience": 2, "steps": 50})  # fmt: skip
     metrics, _ = train.train(config, tmp_path, log=lambda _: None)
     assert metrics["steps"] == 3 and len(metrics["val"]) == 3
+
+
+# --- a run directory is a unit ----------------------------------------------------------------
+
+FLAGS = ["--model", "mlp", "--steps", "12", "--batch-size", "32", "--hidden", "16",
+         "--layers", "1", "--eval-every", "6", "--checkpoint-every", "4"]  # fmt: skip
+
+
+def _snapshot(directory):
+    """Every file under ``directory`` with its bytes: what "nothing changed" compares."""
+    return {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
+def _one_line_error(done, *fragments):
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_a_run_is_refused_overwritten_whole_or_resumed_with_its_configuration(tmp_path):
+    out = tmp_path / "run"
+    _cli(*FLAGS, "--out", str(out))
+    before = _snapshot(out)
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [8, 12]
+    # run again: refused, nothing touched
+    _one_line_error(_cli(*FLAGS, "--out", str(out), status=2), "--resume", "--overwrite")
+    # resume with fields that change the model and the optimizer: refused, each field named
+    changed = _cli(*FLAGS, "--hidden", "8", "--lr", "0.1", "--out", str(out), "--resume", status=2)
+    _one_line_error(changed, "hidden: 16 -> 8", "lr: 0.001 -> 0.1")
+    assert _snapshot(out) == before
+    # --overwrite replaces the run whole: none of the old checkpoints is left
+    _cli(*[f if f != "12" else "3" for f in FLAGS], "--out", str(out), "--overwrite")
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["3"]
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 3
+    # fields that may change on resume: more steps (constant schedule), evaluation and
+    # checkpoint intervals
+    flags = [f if f != "12" else "3" for f in FLAGS]
+    more = _cli(*flags[:-4], "--steps", "5", "--eval-every", "5", "--out", str(out), "--resume")
+    assert "resumed at step 3" in more.stdout
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 5
+
+
+def test_resume_needs_a_run_and_overwrite_needs_a_run(tmp_path):
+    empty = tmp_path / "empty"
+    _one_line_error(_cli("--out", str(empty), "--resume", status=2), "nothing to resume")
+    assert not empty.exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    _one_line_error(_cli("--out", str(other), "--overwrite", status=2), "not a jaxchain run")
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_finetune_refuses_an_existing_run(tmp_path):
+    flags = ["--strategy", "probe", "--steps", "2", "--batch-size", "4", "--eval-every", "2",
+             "--warmup", "1", "--out", str(tmp_path)]  # fmt: skip
+    _cli(*flags, command="finetune")
+    before = _snapshot(tmp_path)
+    _one_line_error(_cli(*flags, command="finetune", status=2), "--resume", "--overwrite")
+    changed = _cli(*flags, "--strategy", "full", "--resume", command="finetune", status=2)
+    _one_line_error(changed, "strategy: 'probe' -> 'full'")
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--model", "mlp", "--data", "shakespeare"], "cannot model language"),
+        (["--devices", "2"], "XLA_FLAGS=--xla_force_host_platform_device_count=2"),
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--lr", "-1"], "--lr must be >= 0"),
+        (["--step", "10"], "unrecognized arguments: --step"),  # no abbreviations
+        (["--model", "cnn"], "invalid choice: 'cnn' (choose from 'mlp', 'rnn', 'lstm'"),
+        (["--optimizer", "lion"], "choose from 'sgd'"),
+    ],
+)
+def test_usage_errors_are_one_line_with_status_2(tmp_path, args, says):
+    out = tmp_path / "run"
+    _one_line_error(_cli(*args, "--out", str(out), status=2), says)
+    assert not out.exists()
+
+
+def test_every_flag_has_help_with_its_default():
+    from jaxchain import cli
+
+    commands = cli._parser()._subparsers._group_actions[0].choices
+    for name in ("train", "finetune"):
+        text = commands[name].format_help()
+        for action in commands[name]._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
+        assert "(default: 2000)" in text or name == "finetune"
+
+
+# --- killed at any moment, resumed exactly ----------------------------------------------------
+
+# Runs `jaxchain train` and kills itself with SIGKILL at a chosen point: during the N-th
+# training step (after it is dispatched, before its result is recorded) or during the N-th
+# checkpoint write (orbax's temporary directory written, not yet renamed).
+KILLER = """
+import os, signal, sys
+from jaxchain import cli, train
+point, at = sys.argv[1], int(sys.argv[2])
+calls = []
+def maybe_die():
+    calls.append(1)
+    if len(calls) == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+if point == "step":
+    make = train.make_step
+    def make_step(*a, **k):
+        step = make(*a, **k)
+        def killing(*args):
+            result = step(*args)
+            maybe_die()
+            return result
+        return killing
+    train.make_step = make_step
+else:
+    from orbax.checkpoint._src.path import atomicity
+    finalize = atomicity.AtomicRenameTemporaryPath.finalize
+    async def dying(self, *a, **k):
+        maybe_die()
+        return await finalize(self, *a, **k)
+    atomicity.AtomicRenameTemporaryPath.finalize = dying
+sys.exit(cli.main(["train", *sys.argv[3:]]))
+"""
+
+
+def _killed(point, at, *args):
+    argv = [sys.executable, "-c", KILLER, point, str(at), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == -9, done.stderr[-3000:]  # it was killed, not finished
+
+
+def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    flags = [*FLAGS, "--steps", "16", "--checkpoint-every", "3"]
+    _cli(*flags, "--out", str(whole))
+    _killed("step", 5, *flags, "--out", str(split))  # mid-step 5: checkpoint 3 is the last
+    _killed("checkpoint", 2, *flags, "--out", str(split), "--resume")  # writing checkpoint 6
+    assert {p.name for p in (split / "checkpoints").iterdir()} == {
+        "3",
+        "6.orbax-checkpoint-tmp",  # half written, never renamed
+    }
+    _killed("step", 4, *flags, "--out", str(split), "--resume")  # mid-step 7
+    resumed = _cli(*flags, "--out", str(split), "--resume")
+    assert "resumed at step 6" in resumed.stdout
+    (a, meta_a), (b, meta_b) = (_final_params(d) for d in (whole, split))
+    assert meta_a["step"] == meta_b["step"] == 16
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)  # params and optimizer state, bit for bit
+    assert meta_a["history"]["train_loss"] == meta_b["history"]["train_loss"]
+    assert meta_a["history"]["val"] == [
+        {**v, "seconds": meta_a["history"]["val"][i]["seconds"]}
+        for i, v in enumerate(meta_b["history"]["val"])
+    ]
+
+
+# --- bad values inside jit are never silent ---------------------------------------------------
+
+
+def _classifier_step(checks):
+    from jaxchain import rules
+
+    def loss(params, batch):
+        x, y = batch
+        return jnp.mean(rules.softmax_cross_entropy(x @ params["w"], y))
+
+    tx = train.make_optimizer("adam", 0.1)
+    params = {"w": jnp.ones((3, 5), F32)}
+    return train.make_step(loss, tx, checks=checks), params, tx.init(params)
+
+
+def test_an_out_of_range_label_in_a_jitted_step_is_skipped_and_counted():
+    step, params, state = _classifier_step(checks=False)
+    x = jnp.ones((4, 3), F32)
+    for bad in (5, -1):  # label 5 of 5 classes; -1 does not wrap around
+        params, state, metrics = step(params, state, (x, jnp.array([0, 1, bad, 2])))
+        assert not np.isfinite(metrics["loss"]) and not np.isfinite(metrics["grad_norm"])
+        np.testing.assert_array_equal(params["w"], 1.0)  # never applied
+    assert int(state.total_notfinite) == 2
+    params, state, _ = step(params, state, (x, jnp.array([0, 1, 4, 2])))
+    assert not np.all(params["w"] == 1.0)
+
+
+def test_an_out_of_range_label_in_a_checked_step_raises():
+    from jax.experimental import checkify
+
+    step, params, state = _classifier_step(checks=True)
+    with pytest.raises(checkify.JaxRuntimeError, match=r"labels must lie in \[0, 5\)"):
+        step(params, state, (jnp.ones((4, 3), F32), jnp.array([0, 1, 5, 2])))
+
+
+def test_make_step_has_aux_and_donates():
+    tx = train.make_optimizer("sgd", 0.1)
+    params = _params()
+    step = train.make_step(lambda p, b: (_quadratic(p, b), {"w0": p["w"][0]}), tx, has_aux=True)
+    new, _, metrics = step(params, tx.init(params), jnp.zeros(3, F32))
+    assert float(metrics["aux"]["w0"]) == 1.0 and float(new["w"][0]) < 1.0
+    assert params["w"].is_deleted()  # donated: its buffer was reused
+
+
+def test_data_layer_refuses_bad_labels_on_the_host():
+    with pytest.raises(ValueError, match=r"digits: labels must lie in \[0, 10\), got values in \[-1, 3\]"):
+        data.check_labels("digits", np.array([0, 3, -1]), 10)
+
+
+def test_recurrent_layers_stack():
+    task = train.Config(model="lstm", layers=3, hidden=8).task()
+    params = task.init(jax.random.key(0))
+    assert len(params["cells"]) == 3 and params["cells"][1]["w_x"].shape == (8, 32)
+    x, _ = task.batch(0)
+    assert task.logits(params, x[:2], train.BACKWARDS["manual"]).shape == (2, 10)
+
+
+def test_time_limit_is_kept_and_progress_is_printed(tmp_path):
+    done = _cli("--model", "mlp", "--steps", "1000000", "--time-limit", "7", "--eval-every",
+                "100000", "--out", str(tmp_path))  # fmt: skip
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < metrics["steps"] < 1000000
+    assert 6 < metrics["seconds"] < 7.5
+    assert "step " in done.stdout and " steps/s" in done.stdout  # a line every few seconds
