@@ -185,7 +185,8 @@ def _inputs(xs, carry, w_h, lengths):
     lengths = jnp.asarray(lengths)
     bad = (lengths < 0) | (lengths > t)
     xs = jnp.where(bad[:, None, None], jnp.nan, xs)
-    return xs, carry, jnp.arange(t, dtype=lengths.dtype)[:, None] < lengths[None, :]
+    real = jnp.arange(t, dtype=lengths.dtype)[:, None] < lengths[None, :]
+    return xs, carry, real | bad[None, :]  # a bad sequence runs every step, on NaN
 
 
 def _scan_cell(cell, carry, xs, mask):

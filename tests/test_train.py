@@ -392,7 +392,9 @@ def test_make_step_has_aux_and_donates():
 
 
 def test_data_layer_refuses_bad_labels_on_the_host():
-    with pytest.raises(ValueError, match=r"digits: labels must lie in \[0, 10\), got values in \[-1, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"digits: labels must lie in \[0, 10\), got values in \[-1, 3\]"
+    ):
         data.check_labels("digits", np.array([0, 3, -1]), 10)
 
 

@@ -37,8 +37,9 @@ def prepare(xs, carry: tuple, w_h, lengths):
         return xs, carry, None
     lengths = jnp.asarray(lengths)
     valid = (lengths >= 0) & (lengths <= t)
-    xs = jnp.where(valid[:, None, None], xs, jnp.nan)
-    return xs, carry, jnp.arange(t, dtype=lengths.dtype)[:, None] < lengths[None, :]
+    xs = jnp.where(valid[:, None, None], xs, jnp.nan)  # every step of it runs, on NaN
+    steps = jnp.arange(t, dtype=lengths.dtype)[:, None]
+    return xs, carry, (steps < lengths[None, :]) | ~valid[None, :]
 
 
 def project(xs, w_x, b):
