@@ -27,7 +27,7 @@ thorough: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/jaxchain check
-	$(BIN)/jaxchain train --model mlp --data digits --out runs/mlp
+	$(BIN)/jaxchain train --model mlp --data digits --out runs/mlp --overwrite
 
 # Write each notebooks/NN_*.ipynb from its .py source, executed, with its outputs.
 notebooks: $(STAMP)

@@ -27,7 +27,7 @@ def test_cross_entropy_label_out_of_range_is_nan_in_both(bad):
     results = []
     for ops in OPS:
         loss = lambda z, y, ops=ops: jnp.sum(ops.softmax_cross_entropy(z, y))  # noqa: E731
-        value, grad = jax.jit(jax.value_and_grad(loss))(logits, labels)  # labels traced
+        _value, grad = jax.jit(jax.value_and_grad(loss))(logits, labels)  # labels traced
         rows = jax.jit(ops.softmax_cross_entropy)(logits, labels)
         np.testing.assert_array_equal(np.isnan(rows), [False, True, False])
         np.testing.assert_array_equal(_nan_rows(grad), [False, True, False])
@@ -84,7 +84,7 @@ def test_checkify_turns_the_range_checks_into_errors(ops):
                 jnp.zeros((4, 4)),
                 jnp.zeros(4),
                 jnp.array([4]),
-            ),  # fmt: skip
+            ),
             r"lengths must lie in \[0, 3\]",
         ),
     ]

@@ -1,0 +1,38 @@
+"""The README runs as written: its Python blocks top to bottom in a fresh interpreter, and
+every `jaxchain` command it shows is one the command line accepts."""
+
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+README = pathlib.Path(__file__).parent.parent / "README.md"
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), re.S | re.M)
+
+
+def test_python_blocks_run_top_to_bottom(tmp_path):
+    code = "\n".join(_blocks("python"))
+    assert "jaxchain" in code and len(_blocks("python")) >= 7
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def _commands() -> list[str]:
+    lines = [line.split("  #")[0].strip() for b in _blocks("sh") for line in b.splitlines()]
+    return [line for line in lines if line.startswith("jaxchain ")]
+
+
+@pytest.mark.parametrize("line", _commands())
+def test_shown_commands_parse(line):
+    from jaxchain import cli
+
+    assert "..." not in line
+    cli._parser().parse_args(shlex.split(line)[1:])  # exits with status 2 if not accepted
