@@ -93,11 +93,16 @@ def check_linear_labels(op: str, x, w, labels) -> tuple[jax.Array, jax.Array, ja
     return x, w, labels
 
 
-def check_pair(op: str, names: tuple[str, str], a, b) -> tuple[jax.Array, jax.Array]:
-    """Two floating arrays of one shape and dtype (no broadcasting)."""
+def check_pair(
+    op: str, names: tuple[str, str], a, b, nonempty: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """Two floating arrays of one shape and dtype (no broadcasting); with ``nonempty``, not
+    of size 0."""
     a, b = (_validate.as_array(op, n, v) for n, v in zip(names, (a, b), strict=True))
     _validate.floating(op, **{names[0]: a, names[1]: b})
     _validate.shape(op, names[1], b, a.shape, f"the shape of {names[0]}")
+    if nonempty and a.size == 0:
+        raise ValueError(f"{op}: {names[0]} is empty (shape {a.shape}); its mean is undefined")
     return a, b
 
 

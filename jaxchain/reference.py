@@ -13,7 +13,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import erf
+from jax.scipy.special import ndtr
 
 from jaxchain._checks import (
     check_attention,
@@ -49,10 +49,18 @@ __all__ = [
 ]
 
 
+def _wide(*arrays):
+    """Narrow floats (bfloat16, float16) as float32: the twins compute in float32 and return
+    the input dtype, as the rules do."""
+    cast = [a.astype(jnp.float32) if jnp.finfo(a.dtype).bits < 32 else a for a in arrays]
+    return cast[0] if len(cast) == 1 else cast
+
+
 def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     """``x @ w + b``; x ``(..., I)``, w ``(I, O)``, b ``(O,)``."""
     x, w, b = check_dense("dense", x, w, b)
-    return x @ w + b.reshape((1,) * (x.ndim - 1) + b.shape)
+    x_, w_, b_ = _wide(x, w, b)
+    return (x_ @ w_ + b_.reshape((1,) * (x.ndim - 1) + b.shape)).astype(x.dtype)
 
 
 def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
@@ -68,41 +76,53 @@ def relu(x: jax.Array) -> jax.Array:
 
 
 def sigmoid(x: jax.Array) -> jax.Array:
-    return 0.5 * (1 + jnp.tanh(0.5 * check_unary("sigmoid", x)))  # = 1 / (1 + e^-x), stably
+    x = check_unary("sigmoid", x)
+    return (0.5 * (1 + jnp.tanh(0.5 * _wide(x)))).astype(x.dtype)  # = 1 / (1 + e^-x), stably
 
 
 def tanh(x: jax.Array) -> jax.Array:
-    return jnp.tanh(check_unary("tanh", x))
+    x = check_unary("tanh", x)
+    return jnp.tanh(_wide(x)).astype(x.dtype)
 
 
 def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
     x = check_unary("gelu", x)
+    z = _wide(x)
     if approximate:
-        return 0.5 * x * (1 + jnp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
-    return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+        y = 0.5 * z * (1 + jnp.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
+    else:
+        y = z * ndtr(z)  # x Phi(x), Phi the standard normal CDF
+    return y.astype(x.dtype)
 
 
-def _logsumexp(x: jax.Array, axis: int) -> jax.Array:
-    m = jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-    return m + jnp.log(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True))
+def _shifted(x: jax.Array, axis: int) -> jax.Array:
+    """``x - max(x)`` along ``axis``, the maximum held constant (it cancels in the result)."""
+    return x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf))
 
 
 def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
     x, axis = check_axis("softmax", x, axis)
-    return jnp.exp(x - _logsumexp(x, axis))
+    e = jnp.exp(_shifted(_wide(x), axis))
+    return (e / jnp.sum(e, axis=axis, keepdims=True)).astype(x.dtype)
 
 
 def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
     x, axis = check_axis("log_softmax", x, axis)
-    return x - _logsumexp(x, axis)
+    z = _shifted(_wide(x), axis)
+    return (z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))).astype(x.dtype)
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example ``-log softmax(logits)[label]``; logits ``(..., V)``, labels ``(...,)``."""
+    """Per-example ``logsumexp(logits) - logits[label]``; logits ``(..., V)``, labels
+    ``(...,)``. An infinite maximum is not subtracted (as :func:`jax.nn.logsumexp`), so a
+    ``+inf`` logit off the label costs ``+inf``."""
     logits, labels = check_labels("softmax_cross_entropy", logits, labels)
-    logits = _nan_rows(logits, labels, logits.shape[-1])
-    log_p = logits - _logsumexp(logits, -1)
-    return -jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+    z = _nan_rows(_wide(logits), labels, logits.shape[-1])
+    m = jnp.max(z, axis=-1, keepdims=True, initial=-jnp.inf)
+    m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
+    picked = jnp.take_along_axis(z, labels[..., None], axis=-1)
+    loss = (m - picked) + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True))
+    return loss[..., 0].astype(logits.dtype)
 
 
 def _nan_rows(x, labels, v):
@@ -116,27 +136,35 @@ def linear_softmax_cross_entropy(
     """``softmax_cross_entropy(x @ w, labels)``: the whole ``(..., V)`` logits (``chunk_size``
     is accepted, for the rule's signature, and ignored)."""
     x, w, labels = check_linear_labels("linear_softmax_cross_entropy", x, w, labels)
-    return softmax_cross_entropy(x @ w, labels)
+    x_, w_ = _wide(x, w)
+    return softmax_cross_entropy(x_ @ w_, labels).astype(x.dtype)
 
 
 def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Elementwise ``-z log sigmoid(x) - (1 - z) log(1 - sigmoid(x))``."""
+    """Elementwise ``-z log sigmoid(x) - (1 - z) log(1 - sigmoid(x))``, each term taken only
+    where its weight is not zero (so a correct infinite logit costs nothing but NaN weights,
+    as optax: ``x = +inf, z = 1`` and ``x = -inf, z = 0`` give NaN)."""
     x, z = check_pair("sigmoid_binary_cross_entropy", ("logits", "labels"), logits, labels)
-    return -z * jax.nn.log_sigmoid(x) - (1 - z) * jax.nn.log_sigmoid(-x)
+    x_, z_ = _wide(x, z)
+    loss = jnp.where(x_ > 0, (1 - z_) * x_, -z_ * x_) - jax.nn.log_sigmoid(jnp.abs(x_))
+    return loss.astype(x.dtype)
 
 
 def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
-    pred, target = check_pair("mse", ("pred", "target"), pred, target)
-    return jnp.mean((pred - target) ** 2)
+    pred, target = check_pair("mse", ("pred", "target"), pred, target, nonempty=True)
+    p, t = _wide(pred, target)
+    return jnp.mean((p - t) ** 2).astype(pred.dtype)
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
     x, scale, bias = check_layer_norm("layer_norm", x, scale, bias)
-    mu = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean((x - mu) ** 2, axis=-1, keepdims=True)
+    z, scale_, bias_ = _wide(x, scale, bias)
+    d = max(x.shape[-1], 1)  # an empty row has nothing to normalise
+    mu = jnp.sum(z, axis=-1, keepdims=True) / d
+    var = jnp.sum((z - mu) ** 2, axis=-1, keepdims=True) / d
     lead = (1,) * (x.ndim - 1)
-    scale, bias = scale.reshape(lead + scale.shape), bias.reshape(lead + bias.shape)
-    return (x - mu) / jnp.sqrt(var + eps) * scale + bias
+    y = (z - mu) / jnp.sqrt(var + eps) * scale_.reshape(lead + scale.shape)
+    return (y + bias_.reshape(lead + bias.shape)).astype(x.dtype)
 
 
 def dot_product_attention(
@@ -159,13 +187,15 @@ def dot_product_attention(
             allowed = allowed.reshape((1,) * (4 - allowed.ndim) + allowed.shape) & causal
         else:
             allowed = causal
-    s = jnp.einsum("btnh,bsnh->bnts", q, k) / math.sqrt(q.shape[-1])  # (B, N, T, S)
+    q_, k_, v_ = _wide(q, k, v)
+    s = jnp.einsum("btnh,bsnh->bnts", q_, k_) / math.sqrt(q.shape[-1])  # (B, N, T, S)
     if allowed is not None:
-        s = jnp.where(allowed, s, jnp.finfo(s.dtype).min)
-    p = jnp.exp(s - _logsumexp(s, -1))
-    if allowed is not None:
-        p = jnp.where(allowed, p, 0)  # a fully masked row attends to nothing
-    return jnp.einsum("bnts,bsnh->btnh", p, v)
+        s = jnp.where(allowed, s, -jnp.inf)
+    m = jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf)
+    e = jnp.exp(s - jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0)))
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    p = e / jnp.where(total > 0, total, 1)  # a fully masked row attends to nothing
+    return jnp.einsum("bnts,bsnh->btnh", p, v_).astype(q.dtype)
 
 
 # --- recurrent: a plain lax.scan over the cell -------------------------------------------------
@@ -179,7 +209,8 @@ def _inputs(xs, carry, w_h, lengths):
     """Zero states where None; the mask ``(T, B)`` of real steps; NaN inputs for a sequence
     whose (traced) length lies outside ``[0, T]``."""
     b, t, _ = xs.shape
-    carry = tuple(jnp.zeros((b, w_h.shape[0]), xs.dtype) if c is None else c for c in carry)
+    xs = _wide(xs)
+    carry = tuple(jnp.zeros((b, w_h.shape[0]), xs.dtype) if c is None else _wide(c) for c in carry)
     if lengths is None:
         return xs, carry, None
     lengths = jnp.asarray(lengths)
@@ -207,16 +238,20 @@ def _scan_cell(cell, carry, xs, mask):
 def rnn(xs, h0, w_x, w_h, b, lengths=None):
     """Elman RNN ``h_t = tanh(x_t W_x + h_{t-1} W_h + b)``; returns ``(hs, h_last)``."""
     xs = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
+    dtype = xs.dtype
     xs, (h0,), mask = _inputs(xs, (h0,), w_h, lengths)
+    w_x, w_h, b = _wide(w_x, w_h, b)
     hs, (h,) = _scan_cell(lambda c, x: (jnp.tanh(x @ w_x + c[0] @ w_h + b[None]),), (h0,), xs, mask)
-    return hs, h
+    return hs.astype(dtype), h.astype(dtype)
 
 
 def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
     """LSTM, gates i, f, g, o; returns ``(hs, (h_last, c_last))``."""
     carry = {"h0": h0, "c0": c0}
     xs = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
+    dtype = xs.dtype
     xs, carry, mask = _inputs(xs, (h0, c0), w_h, lengths)
+    w_x, w_h, b = _wide(w_x, w_h, b)
 
     def cell(carry, x):
         h, c = carry
@@ -224,14 +259,16 @@ def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
         c = sigmoid(a_f) * c + sigmoid(a_i) * jnp.tanh(a_g)
         return sigmoid(a_o) * jnp.tanh(c), c
 
-    return _scan_cell(cell, carry, xs, mask)
+    return jax.tree.map(lambda a: a.astype(dtype), _scan_cell(cell, carry, xs, mask))
 
 
 def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
     """GRU, gates r, z, n; returns ``(hs, h_last)``."""
     biases = {"b_x": b_x, "b_h": b_h}
     xs = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
+    dtype = xs.dtype
     xs, (h0,), mask = _inputs(xs, (h0,), w_h, lengths)
+    w_x, w_h, b_x, b_h = _wide(w_x, w_h, b_x, b_h)
 
     def cell(carry, x):
         (h,) = carry
@@ -242,4 +279,4 @@ def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
         return ((1 - z) * n + z * h,)
 
     hs, (h,) = _scan_cell(cell, (h0,), xs, mask)
-    return hs, h
+    return hs.astype(dtype), h.astype(dtype)

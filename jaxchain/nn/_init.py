@@ -19,9 +19,11 @@ _orthogonal = jax.nn.initializers.orthogonal()
 
 
 def orthogonal_gates(key: jax.Array, hidden: int, gates: int, dtype) -> jax.Array:
-    """``(H, gates H)``: one orthogonal ``(H, H)`` block per gate."""
+    """``(H, gates H)``: one orthogonal ``(H, H)`` block per gate (made in float32, as the QR
+    it takes has no bfloat16 or float16 kernel, then cast)."""
     keys = jax.random.split(key, gates)
-    return jnp.concatenate([_orthogonal(k, (hidden, hidden), dtype) for k in keys], axis=1)
+    blocks = [_orthogonal(k, (hidden, hidden), jnp.float32) for k in keys]
+    return jnp.concatenate(blocks, axis=1).astype(dtype)
 
 
 def by_activation(activation: str):

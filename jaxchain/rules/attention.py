@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxchain._checks import check_attention
+from jaxchain.rules._precision import finite_or_zero, wide
 
 _OP = "dot_product_attention"
 
@@ -45,8 +46,11 @@ def dot_product_attention(
 
     (:math:`D` is :math:`\operatorname{rowsum}(dP \odot P)`, the softmax Jacobian's
     correction, read off the output instead of the ``(T, S)`` matrices.) Saves ``q, k, v``,
-    the output and the per-row log-sum-exp ``(B, N, T)``; the probabilities are recomputed
-    from the log-sum-exp in the backward pass, so no ``(T, S)`` matrix is kept.
+    the output and two numbers per row, the row maximum ``m`` and normaliser
+    ``l = sum exp(S - m)`` ``(B, N, T)``; the probabilities are recomputed as
+    :math:`P = e^{S - m} / l` in the backward pass (normalised by the sum itself, so rows sum
+    to one at any scale), and no ``(T, S)`` matrix is kept. Scores, probabilities and
+    accumulators run in float32 for bfloat16 and float16 inputs.
 
     A query row with nothing to attend to (fully masked) yields zeros and zero gradients.
 
@@ -78,7 +82,7 @@ def dot_product_attention(
     t, s = q.shape[1], k.shape[1]
     if block_size is None and max(t, s) >= BLOCKWISE_FROM:
         block_size = BLOCK
-    if block_size is None:
+    if block_size is None or min(t, s) == 0:  # nothing to split into blocks
         return _attention(q, k, v, with_causal(allowed, t, s) if is_causal else allowed)
     sizes = block_size if isinstance(block_size, tuple) else (block_size, block_size)
     if len(sizes) != 2 or not all(_positive_int(b) for b in sizes):
@@ -93,17 +97,13 @@ def _positive_int(x) -> bool:
 
 
 def _scores(q, k, allowed):
-    s = jnp.einsum("btnh,bsnh->bnts", q, k) / math.sqrt(q.shape[-1])  # (B, N, T, S)
+    s = jnp.einsum("btnh,bsnh->bnts", wide(q), wide(k)) / math.sqrt(q.shape[-1])  # (B,N,T,S)
     return s if allowed is None else jnp.where(allowed, s, -jnp.inf)
 
 
-def _log_sum_exp(s):
-    """Row log-sum-exp of ``(B, N, T, S)`` scores; ``+inf`` for a fully masked row, so that
-    ``exp(s - lse)`` is 0 there instead of NaN."""
-    m = jnp.max(s, axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0)
-    total = jnp.sum(jnp.exp(s - m), axis=-1)  # (B, N, T)
-    return jnp.where(total > 0, m[..., 0] + jnp.log(total), jnp.inf)
+def _probabilities(s, m, l):
+    """``P = exp(s - m) / l``; rows with nothing to attend to (``l = 0``) are zeros."""
+    return jnp.exp(s - m[..., None]) / jnp.where(l > 0, l, 1)[..., None]
 
 
 @jax.custom_vjp
@@ -113,22 +113,23 @@ def _attention(q, k, v, allowed):
 
 def _attention_fwd(q, k, v, allowed):
     s = _scores(q, k, allowed)
-    lse = _log_sum_exp(s)  # (B, N, T)
-    p = jnp.exp(s - lse[..., None])  # (B, N, T, S)
-    o = jnp.einsum("bnts,bsnh->btnh", p, v)  # (B, T, N, H)
-    return o, (q, k, v, allowed, o, lse)
+    m = finite_or_zero(jnp.max(s, axis=-1, initial=-jnp.inf))  # (B, N, T)
+    l = jnp.sum(jnp.exp(s - m[..., None]), axis=-1)  # (B, N, T)
+    p = _probabilities(s, m, l)  # (B, N, T, S)
+    o = jnp.einsum("bnts,bsnh->btnh", p, wide(v)).astype(q.dtype)  # (B, T, N, H)
+    return o, (q, k, v, allowed, o, m, l)
 
 
 def _attention_bwd(res, g):
-    q, k, v, allowed, o, lse = res
-    p = jnp.exp(_scores(q, k, allowed) - lse[..., None])  # recomputed P   (B, N, T, S)
-    dv = jnp.einsum("bnts,btnh->bsnh", p, g)  # dV = P^T dO
-    dp = jnp.einsum("btnh,bsnh->bnts", g, v)  # dP = dO V^T
-    d = jnp.einsum("btnh,btnh->bnt", g, o)  # D = rowsum(dO * O)
+    q, k, v, allowed, o, m, l = res
+    p, g_ = _probabilities(_scores(q, k, allowed), m, l), wide(g)  # recomputed P (B, N, T, S)
+    dv = jnp.einsum("bnts,btnh->bsnh", p, g_)  # dV = P^T dO
+    dp = jnp.einsum("btnh,bsnh->bnts", g_, wide(v))  # dP = dO V^T
+    d = jnp.einsum("btnh,btnh->bnt", g_, wide(o))  # D = rowsum(dO * O)
     ds = p * (dp - d[..., None]) / math.sqrt(q.shape[-1])  # dS, with the 1/sqrt(H)
-    dq = jnp.einsum("bnts,bsnh->btnh", ds, k)  # dQ = dS K
-    dk = jnp.einsum("bnts,btnh->bsnh", ds, q)  # dK = dS^T Q
-    return dq, dk, dv, None
+    dq = jnp.einsum("bnts,bsnh->btnh", ds, wide(k))  # dQ = dS K
+    dk = jnp.einsum("bnts,btnh->bsnh", ds, wide(q))  # dK = dS^T Q
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -203,7 +204,7 @@ def _pad_inputs(q, k, v, allowed, layout):
 
 
 def _block_scores(q_i, k_j, ok, scale):
-    s = jnp.einsum("bqnh,bknh->bnqk", q_i, k_j) * scale  # (B, N, bq, bk)
+    s = jnp.einsum("bqnh,bknh->bnqk", wide(q_i), wide(k_j)) * scale  # (B, N, bq, bk)
     return s if ok is None else jnp.where(ok, s, -jnp.inf)
 
 
@@ -238,32 +239,30 @@ def _blockwise_fwd(q, k, v, allowed, is_causal, bq, bk):
             rescale = jnp.exp(m - m_safe)  # 0 while m is -inf
             l = l * rescale + jnp.sum(p, axis=-1)
             acc = acc * jnp.moveaxis(rescale, 2, 1)[..., None]
-            acc = acc + jnp.einsum("bnqk,bknh->bqnh", p, v_j)
+            acc = acc + jnp.einsum("bnqk,bknh->bqnh", p, wide(v_j))
             return m_new, l, acc
 
-        init = (jnp.full((b, n, bq), -jnp.inf, q.dtype), jnp.zeros((b, n, bq), q.dtype),
-                jnp.zeros((b, bq, n, h), q.dtype))  # fmt: skip
+        f = wide(q).dtype  # float32 accumulators for narrower inputs
+        init = (jnp.full((b, n, bq), -jnp.inf, f), jnp.zeros((b, n, bq), f),
+                jnp.zeros((b, bq, n, h), f))  # fmt: skip
         m, l, acc = lax.fori_loop(0, layout.nk, key_block, init)
-        seen = l > 0
-        o = acc / jnp.moveaxis(jnp.where(seen, l, 1), 2, 1)[..., None]
-        lse = jnp.where(seen, jnp.where(jnp.isfinite(m), m, 0) + jnp.log(jnp.where(seen, l, 1)),
-                        jnp.inf)  # fmt: skip
-        return o, lse
+        o = acc / jnp.moveaxis(jnp.where(l > 0, l, 1), 2, 1)[..., None]  # normalised by l
+        return o.astype(q.dtype), (finite_or_zero(m), l)
 
-    o, lse = lax.map(query_block, jnp.arange(layout.nq))  # (nq, B, bq, N, H), (nq, B, N, bq)
+    o, (m, l) = lax.map(query_block, jnp.arange(layout.nq))  # (nq, B, bq, N, H), (nq, B, N, bq)
     o = jnp.moveaxis(o, 0, 1).reshape(b, layout.nq * bq, n, h)[:, :t]
-    lse = jnp.moveaxis(lse, 0, 2).reshape(b, n, layout.nq * bq)  # (B, N, T padded)
-    return o, (q, k, v, allowed, o, lse)
+    m, l = (jnp.moveaxis(a, 0, 2).reshape(b, n, layout.nq * bq) for a in (m, l))  # (B, N, Tp)
+    return o, (q, k, v, allowed, o, m, l)
 
 
 def _blockwise_bwd(is_causal, bq, bk, res, g):
-    q, k, v, allowed, o, lse = res
+    q, k, v, allowed, o, m, l = res
     b, t, n, h = q.shape
     layout = _Layout(t, k.shape[1], bq, bk, is_causal)
     qp, kp, vp, okp = _pad_inputs(q, k, v, allowed, layout)
     tp = layout.nq * bq
-    gp = _pad_to(g, 1, tp)
-    d = _pad_to(jnp.einsum("btnh,btnh->bnt", g, o), 2, tp)  # D = rowsum(dO * O), (B, N, T)
+    gp = _pad_to(wide(g), 1, tp)
+    d = _pad_to(jnp.einsum("btnh,btnh->bnt", wide(g), wide(o)), 2, tp)  # D = rowsum(dO * O)
     scale = 1 / math.sqrt(h)
 
     def key_block(dq, j):
@@ -277,27 +276,26 @@ def _blockwise_bwd(is_causal, bq, bk, res, g):
             dq, dk_j, dv_j = carry
             q_i = lax.dynamic_slice_in_dim(qp, i * bq, bq, axis=1)
             g_i = lax.dynamic_slice_in_dim(gp, i * bq, bq, axis=1)
-            lse_i = lax.dynamic_slice_in_dim(lse, i * bq, bq, axis=2)
-            d_i = lax.dynamic_slice_in_dim(d, i * bq, bq, axis=2)
+            m_i, l_i, d_i = (lax.dynamic_slice_in_dim(a, i * bq, bq, axis=2) for a in (m, l, d))
             s = _block_scores(q_i, k_j, layout.allowed(okp, i, j), scale)
-            p = jnp.exp(s - lse_i[..., None])  # recomputed P of the block
+            p = _probabilities(s, m_i, l_i)  # recomputed P of the block
             dv_j = dv_j + jnp.einsum("bnqk,bqnh->bknh", p, g_i)  # dV = P^T dO
-            dp = jnp.einsum("bqnh,bknh->bnqk", g_i, v_j)  # dP = dO V^T
+            dp = jnp.einsum("bqnh,bknh->bnqk", g_i, wide(v_j))  # dP = dO V^T
             ds = p * (dp - d_i[..., None]) * scale  # dS, with the 1/sqrt(H)
-            dk_j = dk_j + jnp.einsum("bnqk,bqnh->bknh", ds, q_i)  # dK = dS^T Q
+            dk_j = dk_j + jnp.einsum("bnqk,bqnh->bknh", ds, wide(q_i))  # dK = dS^T Q
             dq_i = lax.dynamic_slice_in_dim(dq, i * bq, bq, axis=1)
-            dq_i = dq_i + jnp.einsum("bnqk,bknh->bqnh", ds, k_j)  # dQ = dS K
+            dq_i = dq_i + jnp.einsum("bnqk,bknh->bqnh", ds, wide(k_j))  # dQ = dS K
             return lax.dynamic_update_slice_in_dim(dq, dq_i, i * bq, axis=1), dk_j, dv_j
 
-        zeros = jnp.zeros((b, bk, n, h), q.dtype)
+        zeros = jnp.zeros((b, bk, n, h), gp.dtype)
         dq, dk_j, dv_j = lax.fori_loop(0, layout.nq, query_block, (dq, zeros, zeros))
         return dq, (dk_j, dv_j)
 
-    dq, (dk, dv) = lax.scan(key_block, jnp.zeros_like(qp), jnp.arange(layout.nk))
+    dq, (dk, dv) = lax.scan(key_block, jnp.zeros(qp.shape, gp.dtype), jnp.arange(layout.nk))
     s = k.shape[1]
     dk = jnp.moveaxis(dk, 0, 1).reshape(b, layout.nk * bk, n, h)[:, :s]
     dv = jnp.moveaxis(dv, 0, 1).reshape(b, layout.nk * bk, n, h)[:, :s]
-    return dq[:, :t], dk, dv, None
+    return dq[:, :t].astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
 
 
 _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)

@@ -11,9 +11,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import erf
+from jax.scipy.special import erfc
 
 from jaxchain._checks import check_unary
+from jaxchain.rules._precision import wide
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
@@ -34,7 +35,7 @@ def relu(x: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def _relu(x):
-    return jnp.maximum(x, 0)
+    return _relu_fwd(x)[0]
 
 
 def _relu_fwd(x):
@@ -61,16 +62,17 @@ def sigmoid(x: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def _sigmoid(x):
-    return jax.nn.sigmoid(x)
+    return _sigmoid_fwd(x)[0]
 
 
 def _sigmoid_fwd(x):
-    y = jax.nn.sigmoid(x)
+    y = jax.nn.sigmoid(wide(x)).astype(x.dtype)
     return y, y
 
 
 def _sigmoid_bwd(y, g):
-    return (g * y * (1 - y),)  # d sigma(x) = sigma (1 - sigma)
+    y_ = wide(y)
+    return ((wide(g) * y_ * (1 - y_)).astype(y.dtype),)  # d sigma(x) = sigma (1 - sigma)
 
 
 _sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
@@ -88,16 +90,17 @@ def tanh(x: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def _tanh(x):
-    return jnp.tanh(x)
+    return _tanh_fwd(x)[0]
 
 
 def _tanh_fwd(x):
-    y = jnp.tanh(x)
+    y = jnp.tanh(wide(x)).astype(x.dtype)
     return y, y
 
 
 def _tanh_bwd(y, g):
-    return (g * (1 - y * y),)  # d tanh(u) = 1 - tanh(u)**2
+    y_ = wide(y)
+    return ((wide(g) * (1 - y_ * y_)).astype(y.dtype),)  # d tanh(u) = 1 - tanh(u)**2
 
 
 _tanh.defvjp(_tanh_fwd, _tanh_bwd)
@@ -118,28 +121,36 @@ def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
               + \tfrac12 x\,(1 - \tanh^2 u)\,\sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2).
 
     Saves the derivative :math:`\partial y / \partial x`, computed in the forward pass from
-    the same ``erf`` (or ``tanh``) as ``y``.
+    the same ``erfc`` (or ``tanh``) as ``y``; :math:`\Phi(x) = \tfrac12
+    \operatorname{erfc}(-x/\sqrt2)` keeps its relative precision for negative ``x``, where
+    ``1 + erf`` cancels. The value returned is the one this forward pass computes.
+    bfloat16 and float16 are computed in float32.
     """
     return _gelu(check_unary("gelu", x), bool(approximate))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _gelu(x, approximate):
-    return jax.nn.gelu(x, approximate=approximate)
+    return _gelu_fwd(x, approximate)[0]
 
 
 def _gelu_fwd(x, approximate):
+    y, dy = _gelu_and_derivative(wide(x), approximate)
+    return y.astype(x.dtype), dy.astype(x.dtype)
+
+
+def _gelu_and_derivative(x, approximate):
     if approximate:
         t = jnp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)  # du/dx
         return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
-    cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))  # Phi(x)
+    cdf = 0.5 * erfc(x * -(1 / math.sqrt(2)))  # Phi(x)
     pdf = jnp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))  # phi(x)
     return x * cdf, cdf + x * pdf  # d [x Phi(x)] = Phi(x) + x phi(x)
 
 
 def _gelu_bwd(approximate, derivative, g):
-    return (g * derivative,)
+    return ((wide(g) * wide(derivative)).astype(g.dtype),)
 
 
 _gelu.defvjp(_gelu_fwd, _gelu_bwd)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 from jaxchain import _validate
 from jaxchain._checks import check_dense, check_embedding
+from jaxchain.rules._precision import wide
 
 
 def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
@@ -16,7 +17,8 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
               \frac{\partial L}{\partial W} = x^\top g, \quad
               \frac{\partial L}{\partial b} = \textstyle\sum_{\text{rows}} g.
 
-    Saves the inputs ``x`` and ``w`` (alive anyway); nothing new.
+    Saves the inputs ``x`` and ``w`` (alive anyway); nothing new. The products accumulate in
+    float32 for bfloat16 and float16.
 
     Args:
       x: ``(..., I)`` inputs.
@@ -34,20 +36,22 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def _dense(x, w, b):
-    return x @ w + _validate.along_last_axis(b, x.ndim)
+    return _dense_fwd(x, w, b)[0]
 
 
 def _dense_fwd(x, w, b):
-    return _dense(x, w, b), (x, w)
+    f = wide(x).dtype
+    y = jnp.matmul(x, w, preferred_element_type=f) + _validate.along_last_axis(wide(b), x.ndim)
+    return y.astype(x.dtype), (x, w)
 
 
 def _dense_bwd(res, g):
     x, w = res
-    rows = tuple(range(x.ndim - 1))  # the leading axes: every row of x is one example
-    dx = g @ w.T  # dL/dx = g W^T            (..., I)
-    dw = jnp.tensordot(x, g, axes=(rows, rows))  # dL/dW = x^T g     (I, O)
-    db = jnp.sum(g, axis=rows)  # dL/db = sum_rows g      (O,)
-    return dx, dw, db
+    f, rows = wide(x).dtype, tuple(range(x.ndim - 1))  # every row of x is one example
+    dx = jnp.matmul(g, w.T, preferred_element_type=f)  # dL/dx = g W^T         (..., I)
+    dw = jnp.tensordot(x, g, axes=(rows, rows), preferred_element_type=f)  # x^T g   (I, O)
+    db = jnp.sum(wide(g), axis=rows)  # dL/db = sum_rows g      (O,)
+    return dx.astype(x.dtype), dw.astype(w.dtype), db.astype(w.dtype)
 
 
 _dense.defvjp(_dense_fwd, _dense_bwd)
@@ -89,7 +93,8 @@ def _embedding_fwd(ids, table):
 def _embedding_bwd(res, g):
     ids, table = res  # the table (an input, alive anyway) only for its shape
     rows = jnp.where(_valid(ids, table), ids, table.shape[0])  # an invalid id: dropped
-    return None, jnp.zeros_like(table).at[rows].add(g, mode="drop")  # scatter-add g's rows
+    d_table = jnp.zeros(table.shape, wide(g).dtype).at[rows].add(wide(g), mode="drop")
+    return None, d_table.astype(table.dtype)  # scatter-added rows of g (float32 sums)
 
 
 _embedding.defvjp(_embedding_fwd, _embedding_bwd)

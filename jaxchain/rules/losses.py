@@ -2,7 +2,10 @@
 before it), sigmoid binary cross-entropy, MSE.
 
 The log-sum-exp is always taken after subtracting the row maximum, so that logits as large
-as +-1e4 give finite, exact values and gradients.
+as +-1e4 give finite, exact values and gradients; probabilities are normalised by their sum.
+Non-finite logits follow optax: a label whose logit is ``-inf`` (or another logit ``+inf``)
+costs ``+inf``; ``+inf`` at the label, or NaN anywhere, gives NaN. bfloat16 and float16 are
+computed in float32 and returned in their own dtype.
 """
 
 from functools import partial
@@ -13,25 +16,22 @@ import numpy as np
 from jax import lax
 
 from jaxchain._checks import check_axis, check_labels, check_linear_labels, check_pair
-
-
-def logsumexp(x: jax.Array, axis: int) -> jax.Array:
-    """``log(sum(exp(x)))`` along ``axis`` (kept), stable for large ``|x|``."""
-    m = jnp.max(x, axis=axis, keepdims=True)
-    return m + jnp.log(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True))
-
+from jaxchain.rules._precision import finite_or_zero, row_max, wide
 
 # --- softmax ---------------------------------------------------------------------------------
 
 
 def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    r"""Softmax along ``axis``, :math:`y_i = e^{x_i} / \sum_j e^{x_j}`.
+    r"""Softmax along ``axis``, :math:`y_i = e^{x_i - m} / \sum_j e^{x_j - m}` with
+    :math:`m = \max_j x_j`: normalised by the sum itself (not by ``exp(x - logsumexp)``,
+    whose ``log`` term is lost to rounding next to a large ``m``), so a row sums to one at any
+    finite scale. As :func:`jax.nn.softmax`: an infinite maximum gives NaN, NaN in gives NaN.
 
     The Jacobian is :math:`\partial y_i / \partial x_j = y_i (\delta_{ij} - y_j)`, so
 
     .. math:: \frac{\partial L}{\partial x} = y \odot \big(g - \langle g, y \rangle\big).
 
-    Saves the output ``y``.
+    Saves the output ``y``. bfloat16 and float16 are computed in float32.
     """
     x, axis = check_axis("softmax", x, axis)
     return _softmax(x, axis)
@@ -39,27 +39,33 @@ def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _softmax(x, axis):
-    return jnp.exp(x - logsumexp(x, axis))
+    return _softmax_fwd(x, axis)[0]
 
 
 def _softmax_fwd(x, axis):
-    y = _softmax(x, axis)
+    z = wide(x)
+    e = jnp.exp(z - row_max(z, axis))
+    y = (e / jnp.sum(e, axis=axis, keepdims=True)).astype(x.dtype)
     return y, y
 
 
 def _softmax_bwd(axis, y, g):
-    return (y * (g - jnp.sum(g * y, axis=axis, keepdims=True)),)  # y (g - <g, y>)
+    y_, g_ = wide(y), wide(g)
+    dx = y_ * (g_ - jnp.sum(g_ * y_, axis=axis, keepdims=True))  # y (g - <g, y>)
+    return (dx.astype(y.dtype),)
 
 
 _softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
 def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    r"""Log-softmax along ``axis``, :math:`y = x - \operatorname{logsumexp}(x)`.
+    r"""Log-softmax along ``axis``, :math:`y = (x - m) - \log \sum_j e^{x_j - m}`,
+    :math:`m = \max_j x_j` (the shift is exact, so ``y`` is exact to rounding at any scale).
 
     .. math:: \frac{\partial L}{\partial x} = g - e^{y} \textstyle\sum_j g_j.
 
-    Saves the output ``y`` (``e^y`` is the softmax).
+    Saves the output ``y`` (``e^y`` is the softmax). bfloat16 and float16 are computed in
+    float32.
     """
     x, axis = check_axis("log_softmax", x, axis)
     return _log_softmax(x, axis)
@@ -67,16 +73,20 @@ def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _log_softmax(x, axis):
-    return x - logsumexp(x, axis)
+    return _log_softmax_fwd(x, axis)[0]
 
 
 def _log_softmax_fwd(x, axis):
-    y = _log_softmax(x, axis)
+    z = wide(x)
+    shifted = z - row_max(z, axis)
+    y = (shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))).astype(x.dtype)
     return y, y
 
 
 def _log_softmax_bwd(axis, y, g):
-    return (g - jnp.exp(y) * jnp.sum(g, axis=axis, keepdims=True),)  # g - softmax sum(g)
+    g_ = wide(g)
+    dx = g_ - jnp.exp(wide(y)) * jnp.sum(g_, axis=axis, keepdims=True)  # g - softmax sum(g)
+    return (dx.astype(y.dtype),)
 
 
 _log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)
@@ -121,18 +131,19 @@ def _softmax_cross_entropy(logits, labels):
 
 
 def _softmax_cross_entropy_fwd(logits, labels):
-    m = jnp.max(logits, axis=-1, keepdims=True)  # (..., 1)
-    log_total = jnp.log(jnp.sum(jnp.exp(logits - m), axis=-1, keepdims=True))  # lse - m
-    picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)
-    loss = (m - picked) + log_total  # lse - z_y, without rounding lse near large logits
-    return loss[..., 0], (logits, labels, m, log_total)
+    z = wide(logits)
+    m = finite_or_zero(row_max(z, -1))  # (..., 1)
+    total = jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)  # e^(lse - m)
+    picked = jnp.take_along_axis(z, labels[..., None], axis=-1)  # z_y
+    loss = (m - picked) + jnp.log(total)  # lse - z_y, without rounding lse near large logits
+    return loss[..., 0].astype(logits.dtype), (logits, labels, m, total)
 
 
 def _softmax_cross_entropy_bwd(res, g):
-    logits, labels, m, log_total = res
-    y_hat = jnp.exp((logits - m) - log_total)  # softmax, recomputed
-    y = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-    return g[..., None] * (y_hat - y), None  # d loss / d logits = y_hat - y
+    logits, labels, m, total = res
+    y_hat = jnp.exp(wide(logits) - m) / total  # softmax, recomputed; rows sum to one
+    y = jax.nn.one_hot(labels, logits.shape[-1], dtype=y_hat.dtype)
+    return (wide(g)[..., None] * (y_hat - y)).astype(logits.dtype), None  # y_hat - y
 
 
 _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
@@ -197,37 +208,49 @@ def _linear_ce(x, w, labels, chunk):
     return _linear_ce_fwd(x, w, labels, chunk)[0]
 
 
+def _logits(x, w_c):
+    """A chunk's logits, accumulated in float32 for narrower inputs."""
+    return jnp.matmul(x, w_c, preferred_element_type=wide(x).dtype)
+
+
 def _linear_ce_fwd(x, w, labels, chunk):
     def online(carry, start, size):
         m, total = carry  # running max and sum of exp(z - m), per row
-        z = x @ lax.dynamic_slice_in_dim(w, start, size, axis=1)  # (N, size)
-        m_new = jnp.maximum(m, jnp.max(z, axis=-1))
-        total = total * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new[:, None]), axis=-1)
+        z = _logits(x, lax.dynamic_slice_in_dim(w, start, size, axis=1))  # (N, size)
+        m_new = jnp.maximum(m, jnp.max(z, axis=-1, initial=-jnp.inf))
+        shift = finite_or_zero(m_new)
+        total = total * jnp.exp(finite_or_zero(m) - shift) + jnp.sum(
+            jnp.exp(z - shift[:, None]), axis=-1
+        )
         return m_new, total
 
-    n = x.shape[0]
-    start = (jnp.full((n,), -jnp.inf, x.dtype), jnp.zeros((n,), x.dtype))
+    n, f = x.shape[0], wide(x).dtype
+    start = (jnp.full((n,), -jnp.inf, f), jnp.zeros((n,), f))
     m, total = _over_chunks(w.shape[1], chunk, online, start)
-    picked = jnp.einsum("nd,dn->n", x, jnp.take(w, labels, axis=1))  # z_y
-    log_total = jnp.log(total)
-    return (m - picked) + log_total, (x, w, labels, m + log_total)
+    m = finite_or_zero(m)
+    picked = jnp.einsum("nd,dn->n", wide(x), wide(jnp.take(w, labels, axis=1)))  # z_y
+    loss = (m - picked) + jnp.log(total)
+    return loss.astype(x.dtype), (x, w, labels, m, total)
 
 
 def _linear_ce_bwd(chunk, res, g):
-    x, w, labels, lse = res
+    x, w, labels, m, total = res
+    g_ = wide(g)
 
     def grads(carry, start, size):
         dx, dw = carry
         w_c = lax.dynamic_slice_in_dim(w, start, size, axis=1)
-        y_hat = jnp.exp(x @ w_c - lse[:, None])  # softmax of the chunk, recomputed
+        y_hat = jnp.exp(_logits(x, w_c) - m[:, None]) / total[:, None]  # softmax, recomputed
         columns = jnp.asarray(start, labels.dtype) + jnp.arange(size, dtype=labels.dtype)
-        y = (labels[:, None] == columns[None, :]).astype(x.dtype)  # one-hot of the chunk
-        dz = g[:, None] * (y_hat - y)  # y_hat - y
-        dx = dx + dz @ w_c.T
-        return dx, lax.dynamic_update_slice_in_dim(dw, x.T @ dz, start, axis=1)
+        y = (labels[:, None] == columns[None, :]).astype(y_hat.dtype)  # one-hot of the chunk
+        dz = g_[:, None] * (y_hat - y)  # y_hat - y
+        dx = dx + dz @ wide(w_c).T
+        dw_c = (wide(x).T @ dz).astype(w.dtype)
+        return dx, lax.dynamic_update_slice_in_dim(dw, dw_c, start, axis=1)
 
-    dx, dw = _over_chunks(w.shape[1], chunk, grads, (jnp.zeros_like(x), jnp.zeros_like(w)))
-    return dx, dw, None
+    zeros = (jnp.zeros(x.shape, g_.dtype), jnp.zeros_like(w))
+    dx, dw = _over_chunks(w.shape[1], chunk, grads, zeros)
+    return dx.astype(x.dtype), dw, None
 
 
 _linear_ce.defvjp(_linear_ce_fwd, _linear_ce_bwd)
@@ -238,12 +261,13 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Ar
 
     :math:`\ell = -z \log \sigma(x) - (1 - z) \log(1 - \sigma(x))
     = \operatorname{softplus}(x) - z x`,
-    computed as :math:`\max(x, 0) - z x + \log(1 + e^{-|x|})`, so
+    computed as :math:`[x > 0](1 - z) x - [x \le 0] z x + \log(1 + e^{-|x|})` (so that
+    ``x = +inf`` with ``z = 0`` costs ``+inf``, as optax), so
 
     .. math:: \frac{\partial \ell}{\partial x} = \sigma(x) - z, \qquad
               \frac{\partial \ell}{\partial z} = -x.
 
-    Saves the inputs.
+    Saves the inputs. bfloat16 and float16 are computed in float32.
     """
     names = ("logits", "labels")
     return _sigmoid_bce(*check_pair("sigmoid_binary_cross_entropy", names, logits, labels))
@@ -251,16 +275,20 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Ar
 
 @jax.custom_vjp
 def _sigmoid_bce(x, z):
-    return jnp.maximum(x, 0) - z * x + jnp.log1p(jnp.exp(-jnp.abs(x)))
+    return _sigmoid_bce_fwd(x, z)[0]
 
 
 def _sigmoid_bce_fwd(x, z):
-    return _sigmoid_bce(x, z), (x, z)
+    x_, z_ = wide(x), wide(z)
+    linear = jnp.where(x_ > 0, (1 - z_) * x_, -z_ * x_)  # max(x, 0) - z x
+    return (linear + jnp.log1p(jnp.exp(-jnp.abs(x_)))).astype(x.dtype), (x, z)
 
 
 def _sigmoid_bce_bwd(res, g):
     x, z = res
-    return g * (jax.nn.sigmoid(x) - z), g * -x  # (sigma(x) - z, -x)
+    x_, g_ = wide(x), wide(g)
+    dx, dz = g_ * (jax.nn.sigmoid(x_) - wide(z)), g_ * -x_  # (sigma(x) - z, -x)
+    return dx.astype(x.dtype), dz.astype(z.dtype)
 
 
 _sigmoid_bce.defvjp(_sigmoid_bce_fwd, _sigmoid_bce_bwd)
@@ -271,24 +299,25 @@ def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
 
     .. math:: \frac{\partial L}{\partial p} = \frac{2}{n}(p - t) = -\frac{\partial L}{\partial t}
 
-    (the sign is the classic mistake). Saves the inputs.
+    (the sign is the classic mistake). Saves the inputs. The mean is taken in float32 for
+    narrower inputs. Empty inputs are refused (the mean of nothing is undefined).
     """
-    return _mse(*check_pair("mse", ("pred", "target"), pred, target))
+    return _mse(*check_pair("mse", ("pred", "target"), pred, target, nonempty=True))
 
 
 @jax.custom_vjp
 def _mse(p, t):
-    return jnp.mean((p - t) ** 2)
+    return _mse_fwd(p, t)[0]
 
 
 def _mse_fwd(p, t):
-    return _mse(p, t), (p, t)
+    return jnp.mean((wide(p) - wide(t)) ** 2).astype(p.dtype), (p, t)
 
 
 def _mse_bwd(res, g):
     p, t = res
-    dp = g * (2 / max(np.size(p), 1)) * (p - t)  # 2 (p - t) / n
-    return dp, -dp
+    dp = wide(g) * (2 / np.size(p)) * (wide(p) - wide(t))  # 2 (p - t) / n
+    return dp.astype(p.dtype), (-dp).astype(t.dtype)
 
 
 _mse.defvjp(_mse_fwd, _mse_bwd)

@@ -7,11 +7,17 @@ import jax.numpy as jnp
 
 from jaxchain import _validate
 from jaxchain._checks import check_layer_norm
+from jaxchain.rules._precision import wide
+
+
+def _mean(x, axis):
+    """The mean along ``axis`` (kept); 0 along an empty axis (nothing to normalise)."""
+    return jnp.sum(x, axis=axis, keepdims=True) / max(x.shape[axis], 1)
 
 
 def _statistics(x, eps):
-    mu = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
+    mu = _mean(x, -1)
+    var = _mean(jnp.square(x - mu), -1)
     return mu, jax.lax.rsqrt(var + eps)
 
 
@@ -27,7 +33,8 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-
               \quad \frac{\partial L}{\partial \beta} = \textstyle\sum_{\text{rows}} g.
 
     Saves ``x``, ``scale`` (inputs) and the per-row mean and ``r``; :math:`\hat x` is
-    recomputed.
+    recomputed. The statistics and the backward's row means run in float32 for bfloat16 and
+    float16; a row of ``D = 0`` features is empty (its mean is never taken).
 
     Args:
       x: ``(..., D)``.
@@ -45,19 +52,21 @@ def _layer_norm(x, scale, bias, eps):
 
 
 def _layer_norm_fwd(x, scale, bias, eps):
-    mu, r = _statistics(x, eps)
-    scale_, bias_ = (_validate.along_last_axis(a, x.ndim) for a in (scale, bias))
-    return (x - mu) * r * scale_ + bias_, (x, scale, mu, r)
+    x_ = wide(x)
+    mu, r = _statistics(x_, eps)
+    scale_, bias_ = (_validate.along_last_axis(wide(a), x.ndim) for a in (scale, bias))
+    return ((x_ - mu) * r * scale_ + bias_).astype(x.dtype), (x, scale, mu, r)
 
 
 def _layer_norm_bwd(eps, res, g):
     x, scale, mu, r = res
     rows = tuple(range(x.ndim - 1))
-    x_hat = (x - mu) * r  # recomputed
-    g_hat = g * _validate.along_last_axis(scale, x.ndim)  # dL/dx_hat
-    mean = partial(jnp.mean, axis=-1, keepdims=True)
+    x_hat, g_ = (wide(x) - mu) * r, wide(g)  # x_hat recomputed
+    g_hat = g_ * _validate.along_last_axis(wide(scale), x.ndim)  # dL/dx_hat
+    mean = partial(_mean, axis=-1)
     dx = r * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))
-    return dx, jnp.sum(g * x_hat, axis=rows), jnp.sum(g, axis=rows)
+    dscale, dbias = jnp.sum(g_ * x_hat, axis=rows), jnp.sum(g_, axis=rows)
+    return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(scale.dtype)
 
 
 _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)

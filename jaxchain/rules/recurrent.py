@@ -22,17 +22,21 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxchain._checks import check_recurrent
+from jaxchain.rules._precision import wide
 
 # --- shared: checks, projections, masking ----------------------------------------------------
 
 
 def prepare(xs, carry: tuple, w_h, lengths):
     """Zero initial states where None, and the time mask: None, or boolean ``(T, B)``, True
-    where ``t < lengths[b]``. A sequence whose length lies outside ``[0, T]`` (possible only
-    for traced lengths, which the checks cannot see) gets NaN inputs: NaN outputs and
-    gradients, never a silently clipped length."""
+    where ``t < lengths[b]``. bfloat16 and float16 are computed in float32: the
+    whole-sequence rules see float32 arrays, and :func:`narrow` casts their results back.
+    A sequence whose length lies outside ``[0, T]`` (possible only for traced lengths, which
+    the checks cannot see) gets NaN inputs: NaN outputs and gradients, never a silently
+    clipped length."""
     b, t, _ = xs.shape
-    carry = tuple(jnp.zeros((b, w_h.shape[0]), xs.dtype) if c is None else c for c in carry)
+    xs = wide(xs)
+    carry = tuple(jnp.zeros((b, w_h.shape[0]), xs.dtype) if c is None else wide(c) for c in carry)
     if lengths is None:
         return xs, carry, None
     lengths = jnp.asarray(lengths)
@@ -42,12 +46,17 @@ def prepare(xs, carry: tuple, w_h, lengths):
     return xs, carry, (steps < lengths[None, :]) | ~valid[None, :]
 
 
+def narrow(outputs, dtype):
+    """The rule's float32 results in the input dtype (their gradients come back cast)."""
+    return jax.tree.map(lambda a: a.astype(dtype), outputs)
+
+
 def project(xs, w_x, b):
     """Input pre-activations of every step at once, ``(B, T, I) -> (T, B, G)``: one
     ``(T B, I) x (I, G)`` product (the Elman RNN's choice, measured faster for it; the LSTM and
     GRU project inside each step)."""
     b_, t, i = xs.shape
-    return (time_major(xs).reshape(t * b_, i) @ w_x + b[None, :]).reshape(t, b_, -1)
+    return (time_major(xs).reshape(t * b_, i) @ w_x + b[None, :]).reshape(t, b_, w_x.shape[1])
 
 
 def time_major(xs):
@@ -59,7 +68,7 @@ def _project_bwd(xs, w_x, da):
     """Gradients of the input projections ``x_t W_x`` of all steps from ``da (T, B, G)``:
     one product over all B T rows each."""
     b_, t, i = xs.shape
-    rows, d = jnp.swapaxes(xs, 0, 1).reshape(t * b_, i), da.reshape(t * b_, -1)
+    rows, d = jnp.swapaxes(xs, 0, 1).reshape(t * b_, i), da.reshape(t * b_, da.shape[-1])
     dxs = jnp.swapaxes((d @ w_x.T).reshape(t, b_, i), 0, 1)  # dX = dA W_x^T
     return dxs, rows.T @ d, jnp.sum(d, axis=0)  # dW_x = X^T dA
 
@@ -110,7 +119,7 @@ def rnn(xs, h0, w_x, w_h, b, lengths=None):
     """
     xs = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
     xs, (h0,), mask = prepare(xs, (h0,), w_h, lengths)
-    return _rnn(xs, h0, w_x, w_h, b, mask)
+    return narrow(_rnn(xs, h0, wide(w_x), wide(w_h), wide(b), mask), w_h.dtype)
 
 
 @jax.custom_vjp
@@ -177,7 +186,7 @@ def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
     carry = {"h0": h0, "c0": c0}
     xs = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
     xs, (h0, c0), mask = prepare(xs, (h0, c0), w_h, lengths)
-    return _lstm(xs, h0, c0, w_x, w_h, b, mask)
+    return narrow(_lstm(xs, h0, c0, wide(w_x), wide(w_h), wide(b), mask), w_h.dtype)
 
 
 @jax.custom_vjp
@@ -195,7 +204,7 @@ def _lstm_fwd(xs, h0, c0, w_x, w_h, b, mask):
         return (h_new, c_new), (h, c, (i, f, g, o))  # the states before the step, its gates
 
     last, (h_prev, c_prev, gates) = lax.scan(step, (h0, c0), (time_major(xs), mask))
-    hs = jnp.concatenate([h_prev[1:], last[0][None]])  # h_t, fused into the output transpose
+    hs = jnp.concatenate([h_prev, last[0][None]])[1:]  # h_t, fused into the output transpose
     return (outputs(hs, mask), last), (xs, w_x, w_h, mask, h_prev, c_prev, gates)
 
 
@@ -256,7 +265,8 @@ def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
     biases = {"b_x": b_x, "b_h": b_h}
     xs = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
     xs, (h0,), mask = prepare(xs, (h0,), w_h, lengths)
-    return _gru(xs, h0, w_x, w_h, b_x, b_h, mask)
+    weights = (wide(a) for a in (w_x, w_h, b_x, b_h))
+    return narrow(_gru(xs, h0, *weights, mask), w_h.dtype)
 
 
 @jax.custom_vjp
@@ -275,7 +285,7 @@ def _gru_fwd(xs, h0, w_x, w_h, b_x, b_h, mask):
         return h_new, (h, (r, z, n, u_n))  # h_{t-1}, and what the backward needs
 
     h_last, (h_prev, saved) = lax.scan(step, h0, (time_major(xs), mask))
-    hs = jnp.concatenate([h_prev[1:], h_last[None]])  # h_t, fused into the output transpose
+    hs = jnp.concatenate([h_prev, h_last[None]])[1:]  # h_t, fused into the output transpose
     return (outputs(hs, mask), h_last), (xs, w_x, w_h, mask, h_prev, saved)
 
 
