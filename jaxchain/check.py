@@ -30,7 +30,17 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["FD_RTOL", "TOLERANCES", "LeafError", "Report", "assert_vjp", "check_vjp", "tolerance"]
+__all__ = [
+    "FD_FLOAT32",
+    "FD_RTOL",
+    "TOLERANCES",
+    "LeafError",
+    "Report",
+    "assert_vjp",
+    "check_vjp",
+    "tolerance",
+    "working_dtype",
+]
 
 # Largest relative error accepted against autodiff, by the least precise dtype involved.
 # The relative error of a leaf is max|a - b| / max|b| (norm-wise, so that entries that are
@@ -43,6 +53,10 @@ TOLERANCES: dict[jnp.dtype, float] = {
 }
 # Against central differences in float64 (truncation ~eps**2, rounding ~1e-16 / eps).
 FD_RTOL = 1e-6
+# A function that computes in float32 inside (seen in its jaxpr at float64 inputs) is trusted
+# only as far as float32 goes: a larger step, and this tolerance. Below float32 (bfloat16,
+# float16 inside), finite differences are not compared at all; the reference is.
+FD_FLOAT32 = {"step": 1e-3, "rtol": 5e-3}
 
 
 def tolerance(*dtypes: Any) -> float:
@@ -205,11 +219,17 @@ def _central_differences(spec: _Spec, order: int, diff, other, u, v, coords, eps
 _SCALE_FLOOR = 1e-2
 
 
-def _leaf_error(check, name, got, want, tol, floor, shape=None, coords=None) -> LeafError:
+def _leaf_error(
+    check, name, got, want, tol, floor, shape=None, coords=None, slack=None
+) -> LeafError:
     """Error of ``got`` against ``want``, relative to ``max(max|want|, floor)``; with
-    ``coords``, they are the values at those flat coordinates of a leaf of ``shape``."""
+    ``coords``, they are the values at those flat coordinates of a leaf of ``shape``; with
+    ``slack``, differences up to it (per element: the rounding noise of ``want``) count as
+    none."""
     a, b = np.asarray(got, np.float64).ravel(), np.asarray(want, np.float64).ravel()
     diff = np.abs(a - b)
+    if slack is not None:
+        diff = np.maximum(diff - slack, 0.0)
     nan = np.isnan(diff).any()
     worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
     max_abs = math.nan if nan else float(np.max(diff, initial=0.0))
@@ -282,7 +302,8 @@ def check_vjp(
         leaves (integer labels, boolean masks) are passed through; other leaves are static.
       cotangents: how many random output cotangents to pull back.
       seed: seeds the cotangents, directions and sampled coordinates.
-      rtol: tolerance against the reference; default from :data:`TOLERANCES` by dtype.
+      rtol: tolerance against the reference; default from :data:`TOLERANCES` by the least
+        precise dtype among the inputs, the outputs and what ``f`` computes inside.
       finite_differences: compare with central differences, in float64.
       second_order: compare the gradient of ``<grad <u, f>, v>`` (a Hessian-vector product).
       vmap: check ``f`` under ``jax.vmap`` over a batch of two.
@@ -301,9 +322,11 @@ def check_vjp(
     if ref_spec is not None:
         _same_structure(out_shape, jax.eval_shape(lambda *d: ref_spec.call(d, other), *diff))
     dtypes = [x.dtype for x in diff] + [o.dtype for o in jax.tree.leaves(out_shape)]
+    dtypes.append(working_dtype(lambda *d: spec.call(d, other), *diff))  # its own precision
     tol = rtol if rtol is not None else tolerance(*dtypes)
     key_ct, key_u, key_v, key_fd = jax.random.split(jax.random.key(seed), 4)
     cts = [_normal_like(k, out_shape) for k in jax.random.split(key_ct, max(cotangents, 1))]
+    zeros = jax.tree.map(jnp.zeros_like, cts[0])
 
     results = [_vjp(spec, diff, other, ct) for ct in cts]  # under jit
     eager = _vjp_impl(spec, diff, other, cts[0])[1]  # not under jit
@@ -314,10 +337,9 @@ def check_vjp(
         errors += _compare("forward", _out_names(out_shape), results[0][0], trusted[0][0], tol)
         for (_, grads), (_, want) in zip(results, trusted, strict=True):
             errors += _compare("vjp", names, grads, want, tol)
+    errors += _cotangent_contract(names, diff, results[0][1], _vjp(spec, diff, other, zeros)[1])
     if vmap:
-        pairs = _stack(diff, diff), _stack(other, other), _stack(cts[0], cts[-1])
-        batched = _vjp_vmapped(spec, *pairs)
-        errors += _compare("vmap", names, batched[1], _stack(trusted[0][1], trusted[-1][1]), tol)
+        errors += _vmap_check(spec, ref_spec or spec, names, diff, other, cts, key_v, tol)
     if second_order and ref_spec is not None:
         u, v = _normal_like(key_u, out_shape), _normal_like(key_v, diff)
         want = _hvp(ref_spec, other, u, v, diff)
@@ -330,6 +352,34 @@ def check_vjp(
     return Report(name or _name_of(f), _worst_per_leaf(errors))
 
 
+def _cotangent_contract(names, diff, grads, zero_grads) -> list[LeafError]:
+    """What every backward owes: cotangents in the primals' dtypes (``dtype``), and nothing
+    from nothing — a zero output cotangent gives exactly zero gradients (``zero
+    cotangent``)."""
+    errors = []
+    for name, x, g, z in zip(names, diff, jax.tree.leaves(grads), jax.tree.leaves(zero_grads),
+                             strict=True):  # fmt: skip
+        wrong_dtype = jnp.dtype(g.dtype) != jnp.dtype(x.dtype)
+        errors.append(LeafError("dtype", name, math.inf if wrong_dtype else 0.0,
+                                math.inf if wrong_dtype else 0.0, (), 0.0))  # fmt: skip
+        size = float(np.max(np.abs(np.asarray(z, np.float64)), initial=0.0))
+        off = math.inf if size != 0 or np.isnan(np.asarray(z, np.float64)).any() else 0.0
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(np.abs(z))), z.shape))
+        errors.append(LeafError("zero cotangent", name, size, off, index if z.ndim else (), 0.0))
+    return errors
+
+
+def _vmap_check(spec, trusted_spec, names, diff, other, cts, key, tol) -> list[LeafError]:
+    """``f`` under ``vmap`` over two *different* primals (the second moved by noise), each
+    against the trusted VJP at its own primal: a backward that mixes up batch elements, or
+    that ignores the batch, fails."""
+    moved = tuple(0.5 * x + 0.3 * n for x, n in zip(diff, _normal_like(key, diff), strict=True))
+    pairs = _stack(diff, moved), _stack(other, other), _stack(cts[0], cts[-1])
+    batched = _vjp_vmapped(spec, *pairs)[1]
+    want = [_vjp(trusted_spec, p, other, ct)[1] for p, ct in ((diff, cts[0]), (moved, cts[-1]))]
+    return _compare("vmap", names, batched, _stack(*want), tol)
+
+
 def _worst_per_leaf(errors: list[LeafError]) -> tuple[LeafError, ...]:
     """One row per (check, leaf): the worst over cotangents."""
     worst: dict[tuple[str, str], LeafError] = {}
@@ -340,26 +390,60 @@ def _worst_per_leaf(errors: list[LeafError]) -> tuple[LeafError, ...]:
     return tuple(worst.values())
 
 
+def working_dtype(f: Callable, *args) -> jnp.dtype:
+    """The least precise floating-point dtype among the values ``f(*args)`` computes, read off
+    its jaxpr (sub-jaxprs of loops, conditionals and custom rules included)."""
+    jaxpr = jax.make_jaxpr(f)(*args)
+    dtypes = {jnp.dtype(a.dtype) for a in _avals(jaxpr.jaxpr)
+              if jnp.issubdtype(a.dtype, jnp.floating)}  # fmt: skip
+    return max(dtypes, key=lambda d: jnp.finfo(d).eps, default=jnp.dtype(jnp.float64))
+
+
+def _avals(jaxpr):
+    for eqn in jaxpr.eqns:
+        yield from (v.aval for v in eqn.outvars if hasattr(v.aval, "dtype"))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, list | tuple) else (param,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds a Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from _avals(inner)
+
+
 def _finite_differences(spec, order, diff, other, names, key, eps, points) -> list[LeafError]:
     """Analytic gradients of ``<u, f>`` (order 1) or ``<grad <u, f>, v>`` (order 2) against
-    central differences, all in float64, at up to ``points`` coordinates per leaf."""
+    central differences, in float64, at up to ``points`` coordinates per leaf.
+
+    Trusted only as far as the function's own precision (:func:`working_dtype`): a function
+    that computes in float32 inside is compared with a float32 step and tolerance
+    (:data:`FD_FLOAT32`), one that computes in less is not compared. Each difference may be
+    off by its rounding noise, ``10 eps <|u|, |f|> / h``, before it counts: a gradient that is
+    exactly zero is not failed on noise."""
     check = "finite differences" if order == 1 else "second order (fd)"
     with jax.enable_x64(True):
         diff = tuple(x.astype(jnp.float64) for x in diff)
+        bits = jnp.finfo(working_dtype(lambda *d: spec.call(d, other), *diff)).bits
+        if bits < 32:
+            return []
+        eps, rtol = (eps, FD_RTOL) if bits == 64 else (FD_FLOAT32["step"], FD_FLOAT32["rtol"])
         key_u, key_v, key_c = jax.random.split(key, 3)
-        u = _normal_like(key_u, jax.eval_shape(lambda *d: spec.call(d, other), *diff))
-        v = _normal_like(key_v, diff)
+        out = spec.call(diff, other)
+        u, v = _normal_like(key_u, out), _normal_like(key_v, diff)
         grads = _vjp(spec, diff, other, u)[1] if order == 1 else _hvp(spec, other, u, v, diff)
+        phi_scale = float(_inner(jax.tree.map(jnp.abs, u), jax.tree.map(jnp.abs, out)))
+        if order == 2:
+            phi_scale = float(_inner(jax.tree.map(jnp.abs, v), jax.tree.map(jnp.abs, grads)))
         keys = jax.random.split(key_c, len(diff))
         coords = [_sample_coords(k, x.size, points) for k, x in zip(keys, diff, strict=True)]
         offsets = np.cumsum([0] + [x.size for x in diff])
         flat = np.concatenate([c + o for c, o in zip(coords, offsets, strict=False)])
         fd = np.asarray(_central_differences(spec, order, diff, other, u, v, flat, eps))
-        fds = np.split(fd, np.cumsum([len(c) for c in coords])[:-1])
+        steps = eps * np.maximum(1, np.abs(np.asarray(ravel_pytree(diff)[0])[flat]))
+        noise = 10 * float(2.0 ** -(53 if bits == 64 else 24)) * phi_scale / steps
+        fds, slacks = (np.split(a, np.cumsum([len(c) for c in coords])[:-1]) for a in (fd, noise))
         floor = _floor(fds)
         return [
-            _leaf_error(check, name, np.asarray(g).ravel()[c], d, FD_RTOL, floor, x.shape, c)
-            for name, x, g, c, d in zip(names, diff, grads, coords, fds, strict=True)
+            _leaf_error(check, n, np.asarray(g).ravel()[c], d, rtol, floor, x.shape, c, sl)
+            for n, x, g, c, d, sl in zip(names, diff, grads, coords, fds, slacks, strict=True)
         ]
 
 

@@ -21,6 +21,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"unknown rule(s): {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
         return 2
     cases = [c for name, c in known.items() if not args.only or name in args.only]
+    if args.dtype in LOW_PRECISION:
+        return _check_precision(cases, args)
     width = max(len(c.name) for c in cases)
     print(f"{'op':<{width}}  {'vs autodiff':>11}  {'vs fin.diff':>11}  {'2nd order':>9}  result")
     failed = []
@@ -71,6 +73,30 @@ def _setup(args: argparse.Namespace, out, **fixed):
 
 
 PRINT_EVERY = 5.0  # seconds between progress lines when the output is not a terminal
+
+
+LOW_PRECISION = ("bfloat16", "float16")
+
+
+def _check_precision(cases, args: argparse.Namespace) -> int:
+    """Each rule's error against float64 at a low precision, next to its counterpart's."""
+    import jax
+
+    from jaxchain import peers
+
+    width = max(len(c.name) for c in cases)
+    print(f"{'op':<{width}}  {'vs float64':>10}  {'counterpart':<46} {'its error':>9}  result")
+    results = [peers.compare(c, args.dtype, jax.random.key(args.seed)) for c in cases]
+    for r in results:
+        theirs = "-" if r.peer_error is None else f"{r.peer_error:.1e}"
+        print(f"{r.name:<{width}}  {r.error:>10.1e}  {r.peer or '(none)':<46} {theirs:>9}  "
+              f"{'ok' if r.ok else 'WORSE'}")  # fmt: skip
+    failed = [r for r in results if not r.ok]
+    print(
+        f"\n{len(results) - len(failed)} no worse than their counterpart, {len(failed)} worse "
+        f"({args.dtype}; error: max |error| / max |float64 value|, output and gradients)"
+    )
+    return 1 if failed else 0
 
 
 def _run(config, task, out, args, *, sample: bool = False) -> dict:
@@ -238,8 +264,11 @@ def _parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, allow_abbrev=False, formatter_class=formatter)
 
     check = command("check", "check every rule against autodiff and finite differences")
-    check.add_argument("--dtype", default="float64", choices=["float64", "float32"],
-                       help="the dtype of the arguments")  # fmt: skip
+    check.add_argument("--dtype", default="float64",
+                       choices=["float64", "float32", "bfloat16", "float16"],
+                       help="the dtype of the arguments; bfloat16 and float16 compare each "
+                       "rule's error against float64 with its jax.nn/optax/flax "
+                       "counterpart's")  # fmt: skip
     check.add_argument("--seed", type=int, default=0, help="seeds the arguments")
     check.add_argument("--only", nargs="*", default=[], metavar="OP", help="check just these ops")
     check.add_argument(

@@ -1,0 +1,153 @@
+"""Each rule's counterpart in the ecosystem (jax.nn, optax, flax), with the rule's signature,
+and the low-precision comparison behind ``jaxchain check --dtype bfloat16``: a rule's error
+against a float64 truth next to its counterpart's, on the same inputs.
+
+The truth is the autodiff twin (:mod:`jaxchain.reference`) run in float64 on the same values;
+the error of an implementation is the larger of its output's and its gradients' (under one
+fixed cotangent) norm-wise relative errors, ``max|a - truth| / max|truth|``.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as fnn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def _dense(x, w, b):
+    layer = fnn.Dense(w.shape[1], dtype=x.dtype, param_dtype=w.dtype)
+    return layer.apply({"params": {"kernel": w, "bias": b}}, x)
+
+
+def _embedding(ids, table):
+    layer = fnn.Embed(*table.shape, dtype=table.dtype, param_dtype=table.dtype)
+    return layer.apply({"params": {"embedding": table}}, ids)
+
+
+def _layer_norm(x, scale, bias, eps=1e-5):
+    layer = fnn.LayerNorm(epsilon=eps, dtype=x.dtype, param_dtype=x.dtype)
+    return layer.apply({"params": {"scale": scale, "bias": bias}}, x)
+
+
+def _attention(q, k, v, mask=None, *, is_causal=False, block_size=None):
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+
+
+def _linear_cross_entropy(x, w, labels, *, chunk_size=None):
+    return optax.softmax_cross_entropy_with_integer_labels(x @ w, labels)
+
+
+COUNTERPARTS: dict[str, tuple[str, Callable]] = {
+    "dense": ("flax.linen.Dense", _dense),
+    "embedding": ("flax.linen.Embed", _embedding),
+    "relu": ("jax.nn.relu", jax.nn.relu),
+    "sigmoid": ("jax.nn.sigmoid", jax.nn.sigmoid),
+    "tanh": ("jax.numpy.tanh", jnp.tanh),
+    "gelu": ("jax.nn.gelu", lambda x: jax.nn.gelu(x, approximate=False)),
+    "gelu(approximate)": ("jax.nn.gelu", lambda x: jax.nn.gelu(x, approximate=True)),
+    "softmax": ("jax.nn.softmax", jax.nn.softmax),
+    "softmax(axis=0)": ("jax.nn.softmax", lambda x: jax.nn.softmax(x, axis=0)),
+    "log_softmax": ("jax.nn.log_softmax", jax.nn.log_softmax),
+    "softmax_cross_entropy": (
+        "optax.softmax_cross_entropy_with_integer_labels",
+        optax.softmax_cross_entropy_with_integer_labels,
+    ),
+    "linear_softmax_cross_entropy": ("optax (of x @ w)", _linear_cross_entropy),
+    "sigmoid_binary_cross_entropy": (
+        "optax.sigmoid_binary_cross_entropy",
+        optax.sigmoid_binary_cross_entropy,
+    ),
+    "mse": ("optax.squared_error", lambda p, t: jnp.mean(optax.squared_error(p, t))),
+    "layer_norm": ("flax.linen.LayerNorm", _layer_norm),
+    "dot_product_attention": ("jax.nn.dot_product_attention", _attention),
+    "dot_product_attention(causal)": (
+        "jax.nn.dot_product_attention",
+        lambda q, k, v: _attention(q, k, v, is_causal=True),
+    ),
+    "dot_product_attention(mask)": ("jax.nn.dot_product_attention", _attention),
+    "dot_product_attention(blocks, causal)": (
+        "jax.nn.dot_product_attention",
+        lambda q, k, v: _attention(q, k, v, is_causal=True),
+    ),
+    "dot_product_attention(blocks, mask)": ("jax.nn.dot_product_attention", _attention),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """One rule at one low-precision dtype: its error against float64, and its counterpart's
+    (None where the ecosystem has none)."""
+
+    name: str
+    dtype: str
+    error: float
+    peer: str | None
+    peer_error: float | None
+
+    @property
+    def ok(self) -> bool:
+        """No worse than the counterpart, up to a quarter (rounding draws differ) or half a
+        unit in the last place of the dtype, whichever is larger."""
+        if self.peer_error is None:
+            return bool(np.isfinite(self.error))
+        half_ulp = float(jnp.finfo(self.dtype).eps) / 2
+        return bool(self.error <= max(1.25 * self.peer_error, half_ulp))
+
+
+def _of_floats(f, args):
+    """``f`` as a function of its floating-point arguments, and those arguments."""
+    idx = [i for i, a in enumerate(args) if jnp.issubdtype(jnp.result_type(a), jnp.floating)]
+
+    def call(*floats):
+        full = list(args)
+        for i, a in zip(idx, floats, strict=True):
+            full[i] = a
+        return f(*full)
+
+    return call, [args[i] for i in idx]
+
+
+def _vjp(f, args, cotangent=None):
+    """Output and gradients of ``f`` at ``args``; the cotangent is drawn (fixed seed) when
+    not given, and returned."""
+    call, floats = _of_floats(f, args)
+    with jax.numpy_dtype_promotion("standard"):
+        out, pull = jax.vjp(call, *floats)
+        leaves, treedef = jax.tree.flatten(out)
+        if cotangent is None:
+            keys = jax.random.split(jax.random.key(7), len(leaves))
+            cotangent = treedef.unflatten(
+                [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves, strict=True)]
+            )
+        grads = pull(jax.tree.map(lambda c, o: c.astype(o.dtype), cotangent, out))
+    return [*leaves, *grads], cotangent
+
+
+def _relative(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    scale = float(np.max(np.abs(want), initial=0.0)) or 1.0
+    return float(np.max(np.abs(got - want), initial=0.0)) / scale
+
+
+def compare(case, dtype, key: jax.Array) -> Precision:
+    """The rule of registry ``case`` and its counterpart at ``dtype`` against float64 (the
+    twin, on the same values)."""
+    args = case.args(key, dtype)
+    wide = [a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a for a in args]
+    with jax.enable_x64(True):
+        truth, cotangent = _vjp(case.reference, wide)
+
+    def error(f) -> float:
+        got, _ = _vjp(f, args, cotangent)
+        return max(_relative(a, b) for a, b in zip(got, truth, strict=True))
+
+    peer = COUNTERPARTS.get(case.name)
+    peer_error = None if peer is None else error(peer[1])
+    return Precision(case.name, jnp.dtype(dtype).name, error(case.rule), peer and peer[0],
+                     peer_error)  # fmt: skip
+
+
+__all__ = ["COUNTERPARTS", "Precision", "compare"]
