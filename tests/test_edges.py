@@ -51,7 +51,9 @@ def test_bfloat16_attention_error_against_float64_is_no_worse_than_jax_nn():
         return float(jnp.max(jnp.abs(o.astype(jnp.float64) - truth)) / jnp.max(jnp.abs(truth)))
 
     ours = max(error(rules.dot_product_attention(q, k, v, block_size=b)) for b in (None, 4))
-    assert ours <= error(jax.nn.dot_product_attention(q, k, v)) * 1.25
+    with jax.numpy_dtype_promotion("standard"):  # jax.nn promotes bfloat16 to float32
+        theirs = error(jax.nn.dot_product_attention(q, k, v))
+    assert ours <= theirs * 1.25
 
 
 @pytest.mark.parametrize("ops", OPS, ids=lambda m: m.__name__)
@@ -65,9 +67,8 @@ def test_empty_axes(ops):
         for b, t in ((2, 0), (0, 3)):
             hs, _ = module.apply(params, jnp.ones((b, t, 3)), ops=ops)
             assert hs.shape == (b, t, 4)
-            grads = jax.grad(lambda p: jnp.sum(module.apply(p, jnp.ones((b, t, 3)), ops=ops)[0]))(
-                params
-            )
+            xs = jnp.ones((b, t, 3))
+            grads = jax.grad(lambda p, m=module, xs=xs: jnp.sum(m.apply(p, xs, ops=ops)[0]))(params)
             assert all(float(jnp.abs(a).max()) == 0 for a in jax.tree.leaves(grads))
     q = jnp.ones((1, 0, 2, 4))  # T = 0
     assert (
