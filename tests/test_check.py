@@ -3,9 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jaxchain import reference, rules
+from jaxchain import check, reference, rules
 from jaxchain.check import TOLERANCES, assert_vjp, check_vjp, tolerance
 from jaxchain.registry import RULES
 
@@ -108,6 +109,8 @@ def test_correct_rule_passes_and_report_reads_well():
         "eager vs jit",
         "forward",
         "vjp",
+        "dtype",
+        "zero cotangent",
         "vmap",
         "second order",
         "finite differences",
@@ -147,3 +150,93 @@ def test_nan_gradient_fails():
     f = _with_bwd(jnp.tanh, lambda a, g: (g * jnp.nan,))
     report = check_vjp(f, reference.tanh, *_args("tanh"))
     assert not report.ok and np.isnan(report.max_rel("vjp"))
+
+
+# --- a sharper checker: planted bugs fail, correct third-party functions pass -----------------
+
+
+def _with_backward(f, bwd):
+    """``f`` with a hand-written backward ``bwd(x, g)`` (to plant bugs in)."""
+    g = jax.custom_vjp(f)
+    g.defvjp(lambda x: (f(x), x), lambda x, ct: (bwd(x, ct),))
+    return g
+
+
+def test_no_false_alarm_on_flax_layer_norm_computing_in_float32():
+    import flax.linen as fnn
+
+    layer = fnn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.float64)
+
+    def flax_layer_norm(x, scale, bias):
+        return layer.apply({"params": {"scale": scale, "bias": bias}}, x).astype(jnp.float64)
+
+    x = jax.random.normal(jax.random.key(0), (4, 6))
+    with jax.numpy_dtype_promotion("standard"):  # flax mixes float32 and float64
+        assert check.working_dtype(flax_layer_norm, x, jnp.ones(6), jnp.zeros(6)) == jnp.float32
+        check.assert_vjp(flax_layer_norm, None, x, jnp.ones(6), jnp.zeros(6), second_order=False)
+
+
+def test_no_false_alarm_on_jax_nn_attention_computing_in_float32():
+    q, k, v = (
+        jax.random.normal(key, (1, 5, 2, 4)) for key in jax.random.split(jax.random.key(1), 3)
+    )
+    attention = lambda q, k, v: jax.nn.dot_product_attention(q, k, v)  # noqa: E731
+    with jax.numpy_dtype_promotion("standard"):  # jax.nn takes float32 logits
+        check.assert_vjp(attention, reference.dot_product_attention, q, k, v)
+
+
+def test_no_false_alarm_on_a_gradient_that_is_exactly_zero():
+    """optax.safe_norm below its minimum is the constant 10: its gradient is exactly zero, and
+    the finite differences are rounding noise."""
+    check.assert_vjp(lambda x: optax.safe_norm(x, 10.0), None, jnp.array([1.0, 2.0, -0.5]))
+
+
+def test_planted_bug_in_a_float32_function_is_still_caught_by_finite_differences():
+    def f(x):
+        return jnp.sin(x.astype(jnp.float32)).astype(x.dtype)
+
+    wrong = _with_backward(f, lambda x, g: g * 1.05 * jnp.cos(x))  # 5% off
+    report = check.check_vjp(wrong, None, jnp.linspace(-1.0, 1.0, 5), second_order=False)
+    assert not report.ok and report.max_rel("finite differences") > 1e-2
+
+
+def test_planted_bug_backward_in_the_wrong_dtype():
+    wrong = _with_backward(jnp.tanh, lambda x, g: (g * (1 - jnp.tanh(x) ** 2)).astype(jnp.float64))
+    with jax.numpy_dtype_promotion("standard"):
+        report = check.check_vjp(wrong, reference.tanh, jnp.linspace(-1, 1, 4, dtype=jnp.float32))
+    assert not report.ok and report.max_rel("dtype") == float("inf")
+
+
+def test_planted_bug_gradient_from_a_zero_cotangent():
+    wrong = _with_backward(jnp.tanh, lambda x, g: g * (1 - jnp.tanh(x) ** 2) + 1e-3 * x)
+    report = check.check_vjp(wrong, reference.tanh, jnp.linspace(-1, 1, 4))
+    assert not report.ok and report.max_rel("zero cotangent") == float("inf")
+
+
+def test_planted_bug_that_mixes_up_batch_elements_under_vmap():
+    """A backward whose batching rule takes each element's derivative at the *other*
+    element's primal: right under vmap over two equal copies (the old check), wrong over two
+    different primals."""
+
+    @jax.custom_batching.custom_vmap
+    def derivative(x, g):
+        return g * jnp.cos(x)
+
+    @derivative.def_vmap
+    def _batched(axis_size, in_batched, x, g):
+        return g * jnp.cos(x[::-1]), True  # the batch's primals reversed
+
+    mixing = _with_backward(jnp.sin, derivative)
+    x = jnp.linspace(-1.0, 1.0, 3)
+    assert check.check_vjp(mixing, jnp.sin, x, vmap=False, second_order=False).ok
+    report = check.check_vjp(mixing, jnp.sin, x, second_order=False, finite_differences=False)
+    assert not report.ok and report.max_rel("vmap") > 0.1
+
+
+def test_check_dtype_bfloat16_prints_errors_against_counterparts(capsys):
+    from jaxchain import cli
+
+    assert cli.main(["check", "--dtype", "bfloat16", "--only", "softmax", "layer_norm"]) == 0
+    out = capsys.readouterr().out
+    assert "jax.nn.softmax" in out and "flax.linen.LayerNorm" in out
+    assert "2 no worse than their counterpart, 0 worse (bfloat16" in out
