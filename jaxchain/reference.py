@@ -27,26 +27,9 @@ from jaxchain._checks import (
     check_recurrent,
     check_unary,
 )
+from jaxchain.ops import NAMES
 
-__all__ = [
-    "dense",
-    "dot_product_attention",
-    "embedding",
-    "gelu",
-    "gru",
-    "layer_norm",
-    "linear_softmax_cross_entropy",
-    "log_softmax",
-    "lstm",
-    "mse",
-    "relu",
-    "rnn",
-    "sigmoid",
-    "sigmoid_binary_cross_entropy",
-    "softmax",
-    "softmax_cross_entropy",
-    "tanh",
-]
+__all__ = list(NAMES)  # the names of the interface, jaxchain.ops.Ops
 
 
 def _wide(*arrays):

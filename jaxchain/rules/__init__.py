@@ -2,6 +2,7 @@
 derivation, written out. :mod:`jaxchain.reference` has the same names, differentiated by
 ``jax.grad``."""
 
+from jaxchain.ops import NAMES
 from jaxchain.rules.attention import dot_product_attention
 from jaxchain.rules.elementwise import gelu, relu, sigmoid, tanh
 from jaxchain.rules.linear import dense, embedding
@@ -16,22 +17,4 @@ from jaxchain.rules.losses import (
 from jaxchain.rules.norm import layer_norm
 from jaxchain.rules.recurrent import gru, lstm, rnn
 
-__all__ = [
-    "dense",
-    "dot_product_attention",
-    "embedding",
-    "gelu",
-    "gru",
-    "layer_norm",
-    "linear_softmax_cross_entropy",
-    "log_softmax",
-    "lstm",
-    "mse",
-    "relu",
-    "rnn",
-    "sigmoid",
-    "sigmoid_binary_cross_entropy",
-    "softmax",
-    "softmax_cross_entropy",
-    "tanh",
-]
+__all__ = list(NAMES)  # the names of the interface, jaxchain.ops.Ops

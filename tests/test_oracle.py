@@ -1,6 +1,7 @@
-"""Integer inputs out of range: refused on the host; inside ``jit``, where no Python check can
-see them, the rules and their twins agree (NaN where the value is undefined, never a
-silently clipped or wrapped index) and carry checks that ``checkify`` turns into errors."""
+"""The oracle and the rules: one interface (jaxchain.ops), no shared computing code, and one
+meaning for integers out of range — refused on the host; inside ``jit``, where no Python
+check can see them, NaN in both where the value is undefined (never a silently clipped or
+wrapped index), with checks that ``checkify`` turns into errors."""
 
 import subprocess
 import sys
@@ -100,3 +101,22 @@ def test_the_oracle_imports_nothing_of_the_rules():
     code = "import sys, jaxchain.reference; print(sorted(m for m in sys.modules if 'rules' in m))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_rules_and_reference_implement_one_interface():
+    """Both modules expose exactly the names of jaxchain.ops.Ops, with its signatures."""
+    import inspect
+
+    from jaxchain import ops
+
+    for module in (rules, reference):
+        assert sorted(module.__all__) == sorted(ops.NAMES)
+    for name in ops.NAMES:
+        want = inspect.signature(getattr(ops.Ops, name))
+        want = want.replace(parameters=list(want.parameters.values())[1:])  # without self
+        for module in (rules, reference):
+            got = inspect.signature(getattr(module, name))
+            shape = [(p.name, p.kind, p.default) for p in got.parameters.values()]
+            assert shape == [(p.name, p.kind, p.default) for p in want.parameters.values()], (
+                f"{module.__name__}.{name}{got} differs from Ops.{name}{want}"
+            )
