@@ -217,6 +217,9 @@ def _central_differences(spec: _Spec, order: int, diff, other, u, v, coords, eps
 # attention, say) is then compared at the scale of the whole gradient, not at the scale of
 # its own rounding noise.
 _SCALE_FLOOR = 1e-2
+# And never to less than this: leaves whose values are all below it in magnitude (a gradient
+# that is exactly zero, computed as rounding noise of order 1e-17) are compared absolutely.
+_ABS_FLOOR = 1e-6
 
 
 def _leaf_error(
@@ -233,7 +236,7 @@ def _leaf_error(
     nan = np.isnan(diff).any()
     worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
     max_abs = math.nan if nan else float(np.max(diff, initial=0.0))
-    scale = max(float(np.max(np.abs(b), initial=0.0)), floor, tol * 1e-3)
+    scale = max(float(np.max(np.abs(b), initial=0.0)), floor, _ABS_FLOOR)
     shape = np.shape(want) if shape is None else shape
     flat = worst if coords is None else int(coords[worst])
     index = tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
