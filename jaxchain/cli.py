@@ -53,9 +53,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _setup(args: argparse.Namespace, out, **fixed):
-    """The configuration and task of a run into ``out``, checked before anything is written:
-    bad values, model/data pairs that do not fit, devices, the run directory."""
+def _setup(args: argparse.Namespace, out, *, with_task: bool = True, **fixed):
+    """The configuration (and, ``with_task``, the task) of a run into ``out``, checked before
+    anything is written: bad values, model/data pairs that do not fit, devices, the run
+    directory."""
     import dataclasses
 
     from jaxchain import runs, train
@@ -64,12 +65,21 @@ def _setup(args: argparse.Namespace, out, **fixed):
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     try:
         config = train.Config(**{**given, **fixed})
-        task = config.task()
+        task = _task(config) if with_task else None
         train.shardings(config.devices, config.batch_size)
         runs.check(out, dataclasses.asdict(config), resume=args.resume, overwrite=args.overwrite)
     except (ValueError, ModuleNotFoundError) as e:
         raise UsageError(str(e)) from None
     return config, task
+
+
+def _task(config):
+    """``config.task()``, its errors (a model that does not fit the data, a missing
+    package) as usage errors."""
+    try:
+        return config.task()
+    except (ValueError, ModuleNotFoundError) as e:
+        raise UsageError(str(e)) from None
 
 
 PRINT_EVERY = 5.0  # seconds between progress lines when the output is not a terminal
@@ -168,10 +178,10 @@ def _finetune(args: argparse.Namespace) -> int:
         lr = FINETUNE_LR[strategy] if args.lr is None else args.lr
         where = out / strategy if args.compare else out
         fixed = dict(model="minilm", data="vader", strategy=strategy, lr=lr)
-        planned.append((where, *_setup(args, where, **fixed)))
+        planned.append((where, *_setup(args, where, with_task=False, **fixed)))
     rows = []
-    for where, config, task in planned:
-        metrics = _run(config, task, where, args)
+    for where, config, _ in planned:
+        metrics = _run(config, _task(config), where, args)  # one encoder in memory at a time
         rows.append({"strategy": config.strategy, "lr": config.lr, **{k: metrics[k] for k in
                      ("test_accuracy", "val_accuracy", "steps", "seconds")}})  # fmt: skip
     if args.compare:

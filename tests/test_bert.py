@@ -208,11 +208,12 @@ def test_compare_writes_one_table(tmp_path, monkeypatch):
     its own directory, and writes one table."""
     runs = []
 
-    def fake_run(config, out, args, *, sample=False):
+    def fake_run(config, task, out, args, *, sample=False):
         runs.append((config.strategy, config.lr, config.optimizer, out.name))
         return {"test_accuracy": 0.5, "val_accuracy": 0.5, "steps": 1, "seconds": 1.0}
 
     monkeypatch.setattr(cli, "_run", fake_run)
+    monkeypatch.setattr(cli, "_task", lambda config: None)  # no encoder needed
     assert cli.main(["finetune", "--compare", "--steps", "1", "--out", str(tmp_path)]) == 0
     assert runs == [(s, cli.FINETUNE_LR[s], "adamw", s) for s in tasks.STRATEGIES]
     table = (tmp_path / "compare.md").read_text().splitlines()
