@@ -40,6 +40,57 @@ def _linear_cross_entropy(x, w, labels, *, chunk_size=None):
     return optax.softmax_cross_entropy_with_integer_labels(x @ w, labels)
 
 
+def _scan_cell(cell, params, carry, xs, lengths):
+    """A flax cell over ``xs (B, T, I)`` from ``carry``; steps past ``lengths`` keep the
+    carry and output zeros (as ``flax.linen.RNN`` with ``seq_lengths``)."""
+    t = xs.shape[1]
+    real = None if lengths is None else jnp.arange(t)[:, None] < lengths[None, :]  # (T, B)
+
+    def step(carry, inputs):
+        x, m = inputs
+        new, y = cell.apply({"params": params}, carry, x)
+        if m is None:
+            return new, y
+        new = jax.tree.map(lambda a, b: jnp.where(m[:, None], a, b), new, carry)
+        return new, jnp.where(m[:, None], y, 0)
+
+    last, ys = jax.lax.scan(step, carry, (jnp.swapaxes(xs, 0, 1), real))
+    return jnp.swapaxes(ys, 0, 1), last
+
+
+def _rnn(xs, h0, w_x, w_h, b, lengths=None):
+    cell = fnn.SimpleCell(w_h.shape[0], dtype=xs.dtype, param_dtype=xs.dtype)
+    params = {"i": {"kernel": w_x, "bias": b}, "h": {"kernel": w_h}}
+    return _scan_cell(cell, params, h0, xs, lengths)
+
+
+def _lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
+    cell = fnn.LSTMCell(w_h.shape[0], dtype=xs.dtype, param_dtype=xs.dtype)
+    params = {}
+    for gate, wx, wh, bias in zip("ifgo", *(jnp.split(a, 4, axis=-1) for a in (w_x, w_h, b)),
+                                  strict=True):  # fmt: skip
+        params[f"i{gate}"] = {"kernel": wx}
+        params[f"h{gate}"] = {"kernel": wh, "bias": bias}
+    hs, (c, h) = _scan_cell(cell, params, (c0, h0), xs, lengths)
+    return hs, (h, c)
+
+
+def _gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
+    """flax's GRUCell has one bias for r and z (ours: two, summed) and keeps b_hn apart."""
+    cell = fnn.GRUCell(w_h.shape[0], dtype=xs.dtype, param_dtype=xs.dtype)
+    (wx_r, wx_z, wx_n), (wh_r, wh_z, wh_n) = (jnp.split(a, 3, axis=-1) for a in (w_x, w_h))
+    (bx_r, bx_z, bx_n), (bh_r, bh_z, bh_n) = (jnp.split(a, 3) for a in (b_x, b_h))
+    params = {
+        "ir": {"kernel": wx_r, "bias": bx_r + bh_r},
+        "iz": {"kernel": wx_z, "bias": bx_z + bh_z},
+        "in": {"kernel": wx_n, "bias": bx_n},
+        "hr": {"kernel": wh_r},
+        "hz": {"kernel": wh_z},
+        "hn": {"kernel": wh_n, "bias": bh_n},
+    }
+    return _scan_cell(cell, params, h0, xs, lengths)
+
+
 COUNTERPARTS: dict[str, tuple[str, Callable]] = {
     "dense": ("flax.linen.Dense", _dense),
     "embedding": ("flax.linen.Embed", _embedding),
@@ -73,6 +124,15 @@ COUNTERPARTS: dict[str, tuple[str, Callable]] = {
         lambda q, k, v: _attention(q, k, v, is_causal=True),
     ),
     "dot_product_attention(blocks, mask)": ("jax.nn.dot_product_attention", _attention),
+    **{
+        name: (f"flax.linen.{cell} (scanned)", f)
+        for op, cell, f in (
+            ("rnn", "SimpleCell", _rnn),
+            ("lstm", "LSTMCell", _lstm),
+            ("gru", "GRUCell", _gru),
+        )
+        for name in (op, f"{op}(lengths)")
+    },
 }
 
 

@@ -131,3 +131,18 @@ def test_the_oracle_catches_a_softmax_that_loses_its_normaliser():
     x = 1e4 + jnp.arange(8.0, dtype=F32).reshape(2, 4)
     assert not check.check_vjp(old_softmax, reference.softmax, x, finite_differences=False).ok
     assert check.check_vjp(rules.softmax, reference.softmax, x, finite_differences=False).ok
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_every_rule_in_low_precision_is_no_worse_than_its_counterpart(dtype):
+    """What `jaxchain check --dtype bfloat16` (and float16) reports: each rule's error against
+    a float64 truth, output and gradients, no worse than its jax.nn/optax/flax counterpart's
+    on the same inputs (up to a quarter, or half an ulp)."""
+    from jaxchain import peers
+    from jaxchain.registry import RULES
+
+    for name, case in RULES.items():
+        result = peers.compare(case, dtype, jax.random.key(0))
+        assert result.peer is not None, f"{name} has no counterpart"
+        assert result.ok, result
+        assert result.error < 2e-2 if dtype == "bfloat16" else result.error < 2e-3
