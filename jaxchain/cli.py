@@ -227,7 +227,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
     """The flags ``train`` and ``finetune`` share, with their defaults."""
-    from jaxchain import runs
+    from jaxchain import runs, train
 
     helps = {
         "lr": "peak learning rate", "warmup": "linear warm-up steps",
@@ -246,6 +246,12 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
     kinds = {"lr": float, "clip": float, "time-limit": float, "weight-decay": float}
     for name, default in defaults.items():
         p.add_argument(f"--{name}", type=kinds.get(name, int), default=default, help=helps[name])
+    p.add_argument(
+        "--backward",
+        choices=sorted(train.BACKWARDS),
+        default="manual",
+        help="manual: the hand-written rules; autodiff: jax.grad of the twins",
+    )
     p.add_argument("--out", required=True, help="the run directory: metrics, plot, checkpoints")
     p.add_argument(
         "--resume",
@@ -286,17 +292,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_check)
 
-    backwards = sorted(train.BACKWARDS)
     d = train.Config()
     t = command("train", "train a model on a packaged data set")
     t.add_argument("--model", choices=tasks.MODELS, default=d.model, help="the model")
     t.add_argument("--data", choices=tasks.DATASETS, default=d.data, help="the data set")
-    t.add_argument(
-        "--backward",
-        choices=backwards,
-        default=d.backward,
-        help="manual: the hand-written rules; autodiff: jax.grad of the twins",
-    )
     t.add_argument(
         "--optimizer",
         choices=list(optim.OPTIMIZERS),
@@ -317,12 +316,6 @@ def _parser() -> argparse.ArgumentParser:
                    "init")  # fmt: skip
     f.add_argument("--top-k", type=int, default=d.top_k, help="trainable blocks of top-k")
     f.add_argument("--compare", action="store_true", help="run all four strategies; one table")
-    f.add_argument(
-        "--backward",
-        choices=backwards,
-        default=d.backward,
-        help="manual: the hand-written rules; autodiff: jax.grad of the twins",
-    )
     f.add_argument(
         "--lr", type=float, help=f"peak learning rate (default by strategy: {FINETUNE_LR})"
     )
