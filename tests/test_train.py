@@ -413,3 +413,14 @@ def test_time_limit_is_kept_and_progress_is_printed(tmp_path):
     assert 0 < metrics["steps"] < 1000000
     assert 6 < metrics["seconds"] < 7.5
     assert "step " in done.stdout and " steps/s" in done.stdout  # a line every few seconds
+
+
+def test_checked_run_from_the_command(tmp_path, capsys):
+    from jaxchain import cli
+
+    argv = ["train", "--model", "mlp", "--steps", "3", "--eval-every", "3", "--checks",
+            "--hidden", "8", "--layers", "1", "--out", str(tmp_path)]  # fmt: skip
+    with jax.numpy_dtype_promotion("standard"):
+        assert cli.main(argv) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["skipped_steps"] == 0
