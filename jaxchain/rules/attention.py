@@ -46,10 +46,11 @@ def dot_product_attention(
 
     (:math:`D` is :math:`\operatorname{rowsum}(dP \odot P)`, the softmax Jacobian's
     correction, read off the output instead of the ``(T, S)`` matrices.) Saves ``q, k, v``,
-    the output and two numbers per row, the row maximum ``m`` and normaliser
+    the output and two numbers per row, the row maximum ``m`` and the log of the normaliser
     ``l = sum exp(S - m)`` ``(B, N, T)``; the probabilities are recomputed as
-    :math:`P = e^{S - m} / l` in the backward pass (normalised by the sum itself, so rows sum
-    to one at any scale), and no ``(T, S)`` matrix is kept. Scores, probabilities and
+    :math:`P = e^{(S - m) - \log l}` in the backward pass (the shift by ``m`` is exact and
+    ``log l`` small, so rows sum to one to rounding at any scale), and no ``(T, S)`` matrix is
+    kept. Scores, probabilities and
     accumulators run in float32 for bfloat16 and float16 inputs.
 
     A query row with nothing to attend to (fully masked) yields zeros and zero gradients.
@@ -101,9 +102,16 @@ def _scores(q, k, allowed):
     return s if allowed is None else jnp.where(allowed, s, -jnp.inf)
 
 
-def _probabilities(s, m, l):
-    """``P = exp(s - m) / l``; rows with nothing to attend to (``l = 0``) are zeros."""
-    return jnp.exp(s - m[..., None]) / jnp.where(l > 0, l, 1)[..., None]
+def _log_normaliser(l):
+    """``log l``, and ``+inf`` for a row with nothing to attend to (``l = 0``)."""
+    return jnp.where(l > 0, jnp.log(jnp.where(l > 0, l, 1)), jnp.inf)
+
+
+def _probabilities(s, m, log_l):
+    """``P = exp((s - m) - log l)``: the shift by the row maximum is exact and ``log l`` is
+    small, so rows sum to one to rounding at any scale (``exp(s - (m + log l))`` would round
+    ``m + log l`` first); a row with nothing to attend to is zeros."""
+    return jnp.exp((s - m[..., None]) - log_l[..., None])
 
 
 @jax.custom_vjp
@@ -114,15 +122,15 @@ def _attention(q, k, v, allowed):
 def _attention_fwd(q, k, v, allowed):
     s = _scores(q, k, allowed)
     m = finite_or_zero(jnp.max(s, axis=-1, initial=-jnp.inf))  # (B, N, T)
-    l = jnp.sum(jnp.exp(s - m[..., None]), axis=-1)  # (B, N, T)
-    p = _probabilities(s, m, l)  # (B, N, T, S)
+    log_l = _log_normaliser(jnp.sum(jnp.exp(s - m[..., None]), axis=-1))  # (B, N, T)
+    p = _probabilities(s, m, log_l)  # (B, N, T, S)
     o = jnp.einsum("bnts,bsnh->btnh", p, wide(v)).astype(q.dtype)  # (B, T, N, H)
-    return o, (q, k, v, allowed, o, m, l)
+    return o, (q, k, v, allowed, o, m, log_l)
 
 
 def _attention_bwd(res, g):
-    q, k, v, allowed, o, m, l = res
-    p, g_ = _probabilities(_scores(q, k, allowed), m, l), wide(g)  # recomputed P (B, N, T, S)
+    q, k, v, allowed, o, m, log_l = res
+    p, g_ = _probabilities(_scores(q, k, allowed), m, log_l), wide(g)  # recomputed P (B,N,T,S)
     dv = jnp.einsum("bnts,btnh->bsnh", p, g_)  # dV = P^T dO
     dp = jnp.einsum("btnh,bsnh->bnts", g_, wide(v))  # dP = dO V^T
     d = jnp.einsum("btnh,btnh->bnt", g_, wide(o))  # D = rowsum(dO * O)
@@ -247,16 +255,16 @@ def _blockwise_fwd(q, k, v, allowed, is_causal, bq, bk):
                 jnp.zeros((b, bq, n, h), f))  # fmt: skip
         m, l, acc = lax.fori_loop(0, layout.nk, key_block, init)
         o = acc / jnp.moveaxis(jnp.where(l > 0, l, 1), 2, 1)[..., None]  # normalised by l
-        return o.astype(q.dtype), (finite_or_zero(m), l)
+        return o.astype(q.dtype), (finite_or_zero(m), _log_normaliser(l))
 
-    o, (m, l) = lax.map(query_block, jnp.arange(layout.nq))  # (nq, B, bq, N, H), (nq, B, N, bq)
+    o, (m, log_l) = lax.map(query_block, jnp.arange(layout.nq))  # (nq,B,bq,N,H), (nq,B,N,bq)
     o = jnp.moveaxis(o, 0, 1).reshape(b, layout.nq * bq, n, h)[:, :t]
-    m, l = (jnp.moveaxis(a, 0, 2).reshape(b, n, layout.nq * bq) for a in (m, l))  # (B, N, Tp)
-    return o, (q, k, v, allowed, o, m, l)
+    m, log_l = (jnp.moveaxis(a, 0, 2).reshape(b, n, layout.nq * bq) for a in (m, log_l))
+    return o, (q, k, v, allowed, o, m, log_l)  # m, log_l: (B, N, T padded)
 
 
 def _blockwise_bwd(is_causal, bq, bk, res, g):
-    q, k, v, allowed, o, m, l = res
+    q, k, v, allowed, o, m, log_l = res
     b, t, n, h = q.shape
     layout = _Layout(t, k.shape[1], bq, bk, is_causal)
     qp, kp, vp, okp = _pad_inputs(q, k, v, allowed, layout)
@@ -276,9 +284,11 @@ def _blockwise_bwd(is_causal, bq, bk, res, g):
             dq, dk_j, dv_j = carry
             q_i = lax.dynamic_slice_in_dim(qp, i * bq, bq, axis=1)
             g_i = lax.dynamic_slice_in_dim(gp, i * bq, bq, axis=1)
-            m_i, l_i, d_i = (lax.dynamic_slice_in_dim(a, i * bq, bq, axis=2) for a in (m, l, d))
+            m_i, log_l_i, d_i = (
+                lax.dynamic_slice_in_dim(a, i * bq, bq, axis=2) for a in (m, log_l, d)
+            )
             s = _block_scores(q_i, k_j, layout.allowed(okp, i, j), scale)
-            p = _probabilities(s, m_i, l_i)  # recomputed P of the block
+            p = _probabilities(s, m_i, log_l_i)  # recomputed P of the block
             dv_j = dv_j + jnp.einsum("bnqk,bqnh->bknh", p, g_i)  # dV = P^T dO
             dp = jnp.einsum("bqnh,bknh->bnqk", g_i, wide(v_j))  # dP = dO V^T
             ds = p * (dp - d_i[..., None]) * scale  # dS, with the 1/sqrt(H)
