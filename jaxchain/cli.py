@@ -121,12 +121,11 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     what = config.strategy if config.data == "vader" else config.model
     with Progress(*columns, transient=True) as bar:
         job = bar.add_task(f"{what} on {config.data}", total=config.steps, loss=0.0, rate=0.0)
-        first, printed = [], [time.perf_counter()]
+        first, printed = {}, [time.perf_counter()]  # the first report; the last line printed
 
         def progress(step, loss):
             now = time.perf_counter()
-            first.append((now, step))
-            (t0, s0), rate = first[0], 0.0
+            t0, s0 = first.setdefault("at", (now, step))
             rate = (step - s0) / (now - t0) if now > t0 else 0.0
             bar.update(job, completed=step, loss=loss, rate=rate)
             if not bar.console.is_terminal and now - printed[0] >= PRINT_EVERY:
