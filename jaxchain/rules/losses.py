@@ -209,8 +209,8 @@ def _linear_ce(x, w, labels, chunk):
 
 
 def _logits(x, w_c):
-    """A chunk's logits, accumulated in float32 for narrower inputs."""
-    return jnp.matmul(x, w_c, preferred_element_type=wide(x).dtype)
+    """A chunk's logits, in float32 for narrower inputs."""
+    return wide(x) @ wide(w_c)
 
 
 def _linear_ce_fwd(x, w, labels, chunk):
