@@ -265,15 +265,16 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
                    "gradient, stops the run with an error (slower)")  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The `jaxchain` command line (every subcommand, with its flags)."""
     from jaxchain import optim, tasks, train
 
     formatter = argparse.ArgumentDefaultsHelpFormatter
-    parser = _Parser(
+    root = _Parser(
         prog="jaxchain", description="The chain rule written by hand, checked against autodiff.",
         allow_abbrev=False,
     )  # fmt: skip
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = root.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, allow_abbrev=False, formatter_class=formatter)
@@ -331,11 +332,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="attention, linear_cross_entropy, lstm, mlp")  # fmt: skip
     b.add_argument("--out", default="bench/out", help="directory for bench.md, .json, .png")
     b.set_defaults(run=_bench)
-    return parser
+    return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         return args.run(args)
     except UsageError as e:

@@ -35,4 +35,4 @@ def test_shown_commands_parse(line):
     from jaxchain import cli
 
     assert "..." not in line
-    cli._parser().parse_args(shlex.split(line)[1:])  # exits with status 2 if not accepted
+    cli.parser().parse_args(shlex.split(line)[1:])  # exits with status 2 if not accepted

@@ -274,7 +274,7 @@ def test_usage_errors_are_one_line_with_status_2(tmp_path, args, says):
 def test_every_flag_has_help_with_its_default():
     from jaxchain import cli
 
-    commands = cli._parser()._subparsers._group_actions[0].choices
+    commands = cli.parser()._subparsers._group_actions[0].choices
     for name in ("train", "finetune"):
         text = commands[name].format_help()
         for action in commands[name]._actions:
