@@ -9,6 +9,9 @@ traced (inside ``jit``) cannot be checked in Python: :func:`in_range` then adds 
 otherwise), and the ops give NaN for the affected outputs and gradients.
 """
 
+import math
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -121,23 +124,85 @@ def check_layer_norm(op: str, x, scale, bias) -> tuple[jax.Array, jax.Array, jax
 _ATTENTION = "dot_product_attention"
 
 
-def check_attention(q, k, v, mask) -> tuple:
-    """q ``(B, T, N, H)``, k and v ``(B, S, N, H)``, ``mask`` None or boolean broadcastable
-    to ``(B, N, T, S)``; returns them as arrays."""
+class Attention(NamedTuple):
+    """The checked arguments of attention, batched (``B`` added for an unbatched call)."""
+
+    query: jax.Array  # (B, T, N, H)
+    key: jax.Array  # (B, S, K, H)
+    value: jax.Array  # (B, S, K, H)
+    bias: jax.Array | None  # (B|1, N|1, T|1, S|1)
+    mask: jax.Array | None  # boolean, (B|1, N|1, T|1, S|1)
+    scale: float
+    query_seq_lengths: jax.Array | None  # (B,)
+    key_value_seq_lengths: jax.Array | None  # (B,)
+    window: tuple[int, int] | None  # (left, right)
+    batched: bool
+
+
+def check_attention(
+    query, key, value, bias, mask, scale, query_seq_lengths, key_value_seq_lengths,
+    local_window_size,
+) -> Attention:  # fmt: skip
+    """jax.nn.dot_product_attention's arguments: query ``(B, T, N, H)`` (or ``(T, N, H)``),
+    key and value ``(B, S, K, H)`` with N a multiple of K, bias and boolean mask broadcastable
+    to ``(B, N, T, S)``, lengths integers ``(B,)`` in ``[0, T]`` and ``[0, S]``, a window an
+    int or ``(left, right)`` of non-negative ints."""
     op = _ATTENTION
-    q, k, v = (_validate.as_array(op, n, a) for n, a in (("q", q), ("k", k), ("v", v)))
-    _validate.floating(op, q=q, k=k, v=v)
-    _validate.rank(op, "q", q, 4, "(B, T, N, H)")
-    _validate.rank(op, "k", k, 4, "(B, S, N, H)")
-    b, t, n, h = q.shape
-    s = k.shape[1]
-    _validate.shape(op, "k", k, (b, s, n, h), f"(B, S, N, H) with B, N, H = {b}, {n}, {h} of q")
-    _validate.shape(op, "v", v, k.shape, "the shape of k")
+    named = {"query": query, "key": key, "value": value}
+    query, key, value = (_validate.as_array(op, n, a) for n, a in named.items())
+    _validate.floating(op, query=query, key=key, value=value)
+    batched = query.ndim == 4
+    if not batched:
+        _validate.rank(op, "query", query, 3, "(B, T, N, H) or (T, N, H)")
+        for name, a in (("key", key), ("value", value)):
+            _validate.rank(op, name, a, 3, "(S, K, H), as query is (T, N, H)")
+        query, key, value = query[None], key[None], value[None]
+    _validate.rank(op, "key", key, 4, "(B, S, K, H)")
+    b, t, n, h = query.shape
+    s, kv = key.shape[1], key.shape[2]
+    _validate.shape(op, "key", key, (b, s, kv, h), f"(B, S, K, H) with B, H = {b}, {h} of query")
+    _validate.shape(op, "value", value, key.shape, "the shape of key")
+    if kv == 0 or n % kv:
+        raise ValueError(
+            f"{op}: query's {n} heads must be a multiple of key's {kv} heads (grouped-query "
+            f"attention), got query {query.shape} and key {key.shape}"
+        )
+    target, layout = (b, n, t, s), "(B, N, T, S)"
+    if bias is not None:
+        bias = _validate.as_array(op, "bias", bias)
+        _validate.floating(op, bias=bias)
+        _validate.broadcastable(op, "bias", bias, target if batched else target[1:], layout)
+        bias = bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
     if mask is not None:
         mask = _validate.as_array(op, "mask", mask)
         _validate.boolean(op, "mask", mask)
-        _validate.broadcastable(op, "mask", mask, (b, n, t, s), "(B, N, T, S)")
-    return q, k, v, mask
+        _validate.broadcastable(op, "mask", mask, target if batched else target[1:], layout)
+        mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    lengths = []
+    for name, given, most in (("query_seq_lengths", query_seq_lengths, t),
+                              ("key_value_seq_lengths", key_value_seq_lengths, s)):  # fmt: skip
+        if given is not None:
+            given = _validate.as_array(op, name, given)
+            _validate.integer(op, name, given)
+            _validate.shape(op, name, given, (b,), "(B,)")
+            in_range(op, name, given, 0, most, closed=True)
+            given = given.astype(jax.dtypes.canonicalize_dtype(jnp.int_))  # as positions
+        lengths.append(given)
+    window = local_window_size
+    if window is not None:
+        window = (window, window) if isinstance(window, int) else tuple(window)
+        if len(window) != 2 or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in window
+        ):
+            raise ValueError(
+                f"{op}: local_window_size must be a non-negative int or a pair (left, right) "
+                f"of them, got {local_window_size!r}"
+            )
+    if scale is None:
+        scale = 1 / math.sqrt(h) if h else 1.0
+    elif isinstance(scale, jax.core.Tracer) or not np.isfinite(scale):
+        raise ValueError(f"{op}: scale must be a finite Python number, got {scale!r}")
+    return Attention(query, key, value, bias, mask, float(scale), *lengths, window, batched)
 
 
 def check_recurrent(op: str, xs, carry: dict, w_x, w_h, biases: dict, lengths, gates: int):

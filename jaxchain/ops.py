@@ -30,12 +30,17 @@ class Ops(Protocol):
     def layer_norm(self, x: Array, scale: Array, bias: Array, eps: float = 1e-5) -> Array: ...
     def dot_product_attention(
         self,
-        q: Array,
-        k: Array,
-        v: Array,
+        query: Array,
+        key: Array,
+        value: Array,
+        bias: Array | None = None,
         mask: Array | None = None,
         *,
+        scale: float | None = None,
         is_causal: bool = False,
+        query_seq_lengths: Array | None = None,
+        key_value_seq_lengths: Array | None = None,
+        local_window_size: int | tuple[int, int] | None = None,
         block_size: int | tuple[int, int] | None = None,
     ) -> Array: ...
     def rnn(self, xs, h0, w_x, w_h, b, lengths=None) -> tuple: ...

@@ -32,8 +32,15 @@ def _layer_norm(x, scale, bias, eps=1e-5):
     return layer.apply({"params": {"scale": scale, "bias": bias}}, x)
 
 
-def _attention(q, k, v, mask=None, *, is_causal=False, block_size=None):
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+def _attention(keywords: tuple[str, ...] = (), **kwargs) -> Callable:
+    """jax.nn.dot_product_attention with the registry case's arguments: ``query, key, value``
+    and then ``keywords``, by name."""
+
+    def call(q, k, v, *rest):
+        return jax.nn.dot_product_attention(q, k, v, **dict(zip(keywords, rest, strict=True)),
+                                            **kwargs)  # fmt: skip
+
+    return call
 
 
 def _linear_cross_entropy(x, w, labels, *, chunk_size=None):
@@ -113,17 +120,29 @@ COUNTERPARTS: dict[str, tuple[str, Callable]] = {
     ),
     "mse": ("optax.squared_error", lambda p, t: jnp.mean(optax.squared_error(p, t))),
     "layer_norm": ("flax.linen.LayerNorm", _layer_norm),
-    "dot_product_attention": ("jax.nn.dot_product_attention", _attention),
-    "dot_product_attention(causal)": (
-        "jax.nn.dot_product_attention",
-        lambda q, k, v: _attention(q, k, v, is_causal=True),
-    ),
-    "dot_product_attention(mask)": ("jax.nn.dot_product_attention", _attention),
-    "dot_product_attention(blocks, causal)": (
-        "jax.nn.dot_product_attention",
-        lambda q, k, v: _attention(q, k, v, is_causal=True),
-    ),
-    "dot_product_attention(blocks, mask)": ("jax.nn.dot_product_attention", _attention),
+    **{
+        name: ("jax.nn.dot_product_attention", f)
+        for names, f in (
+            (("", "(blocks)"), _attention()),
+            (("(causal)", "(blocks, causal)"), _attention(is_causal=True)),
+            (("(mask)", "(blocks, mask)"), _attention(("mask",))),
+            (
+                ("(gqa, bias, lengths, window)",),
+                _attention(
+                    ("bias", "query_seq_lengths", "key_value_seq_lengths"), local_window_size=(2, 1)
+                ),
+            ),
+            (
+                ("(blocks, gqa, bias, lengths, window, causal)",),
+                _attention(
+                    ("bias", "query_seq_lengths", "key_value_seq_lengths"),
+                    local_window_size=(1, 2),
+                    is_causal=True,
+                ),
+            ),
+        )
+        for name in (f"dot_product_attention{n}" for n in names)
+    },
     **{
         name: (f"flax.linen.{cell} (scanned)", f)
         for op, cell, f in (

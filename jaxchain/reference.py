@@ -152,34 +152,51 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-
 
 
 def dot_product_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
     mask: jax.Array | None = None,
     *,
+    scale: float | None = None,
     is_causal: bool = False,
+    query_seq_lengths: jax.Array | None = None,
+    key_value_seq_lengths: jax.Array | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
     block_size: int | tuple[int, int] | None = None,
 ) -> jax.Array:
-    """``softmax(q k^T / sqrt(H)) v`` per head; q ``(B, T, N, H)``, k and v ``(B, S, N, H)``.
+    """``softmax(scale q k^T + bias) v`` per head, key and value heads repeated for grouped
+    queries; what a query may not see is ``-inf``, and a row that sees nothing is zeros.
     Always the whole ``(T, S)`` computation: ``block_size`` is accepted (the signature is the
     rule's) and ignored."""
-    q, k, v, allowed = check_attention(q, k, v, mask)
-    t, s_ = q.shape[1], k.shape[1]
+    a = check_attention(query, key, value, bias, mask, scale, query_seq_lengths,
+                        key_value_seq_lengths, local_window_size)  # fmt: skip
+    t, n, s_ = a.query.shape[1], a.query.shape[2], a.key.shape[1]
+    i, j = jnp.arange(t)[:, None], jnp.arange(s_)[None, :]
+    allowed = jnp.ones((1, 1, t, s_), bool)
+    if a.mask is not None:
+        allowed = allowed & a.mask
     if is_causal:
-        causal = (jnp.arange(s_)[None, :] <= jnp.arange(t)[:, None])[None, None]  # j <= i
-        if allowed is not None:
-            allowed = allowed.reshape((1,) * (4 - allowed.ndim) + allowed.shape) & causal
-        else:
-            allowed = causal
-    q_, k_, v_ = _wide(q, k, v)
-    s = jnp.einsum("btnh,bsnh->bnts", q_, k_) / math.sqrt(q.shape[-1])  # (B, N, T, S)
-    if allowed is not None:
-        s = jnp.where(allowed, s, -jnp.inf)
+        allowed = allowed & (j <= i)[None, None]
+    if a.window is not None:
+        left, right = a.window
+        allowed = allowed & ((j >= i - left) & (j <= i + right))[None, None]
+    if a.query_seq_lengths is not None:
+        allowed = allowed & (i[None, None] < a.query_seq_lengths[:, None, None, None])
+    if a.key_value_seq_lengths is not None:
+        allowed = allowed & (j[None, None] < a.key_value_seq_lengths[:, None, None, None])
+    groups = n // a.key.shape[2]
+    q_, k_, v_ = _wide(a.query, jnp.repeat(a.key, groups, 2), jnp.repeat(a.value, groups, 2))
+    s = jnp.einsum("btnh,bsnh->bnts", q_, k_) * a.scale  # (B, N, T, S)
+    if a.bias is not None:
+        s = s + _wide(a.bias).astype(s.dtype)
+    s = jnp.where(allowed, s, -jnp.inf)
     m = jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf)
     e = jnp.exp(s - jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0)))
     total = jnp.sum(e, axis=-1, keepdims=True)
-    p = e / jnp.where(total > 0, total, 1)  # a fully masked row attends to nothing
-    return jnp.einsum("bnts,bsnh->btnh", p, v_).astype(q.dtype)
+    p = e / jnp.where(total > 0, total, 1)  # a row that sees nothing attends to nothing
+    o = jnp.einsum("bnts,bsnh->btnh", p, v_).astype(a.query.dtype)
+    return o if a.batched else o[0]
 
 
 # --- recurrent: a plain lax.scan over the cell -------------------------------------------------

@@ -102,10 +102,11 @@ def _layer_norm(key, dtype, scale, d):
 
 
 def _qkv(key, dtype, scale, d):
+    """query ``(B, T, N, H)``, key and value ``(B, S, K, H)``."""
     kq, kk, kv = jax.random.split(key, 3)
-    (t, s), b, n, h = d["TS"], d["B"], d["N"], d["H"]
+    (t, s), b, (n, k), h = d["TS"], d["B"], d["NK"], d["H"]
     q = _normal(kq, (b, t, n, h), dtype, scale)
-    return q, _normal(kk, (b, s, n, h), dtype, scale), _normal(kv, (b, s, n, h), dtype)
+    return q, _normal(kk, (b, s, k, h), dtype, scale), _normal(kv, (b, s, k, h), dtype)
 
 
 def _qkv_mask(key, dtype, scale, d):
@@ -114,6 +115,31 @@ def _qkv_mask(key, dtype, scale, d):
     key, km = jax.random.split(key)
     mask = jax.random.bernoulli(km, 0.7, (d["B"], 1, *d["TS"]))
     return (*_qkv(key, dtype, scale, d), mask.at[0, 0, 0, :].set(False))
+
+
+def _qkv_everything(key, dtype, scale, d):
+    """query, key, value; a bias ``(1, N, T, S)`` (broadcast over the batch, so its gradient
+    sums over it); lengths of queries ``(T, T - 1)`` and keys ``(S, 2)``."""
+    key, kb = jax.random.split(key)
+    (t, s), n = d["TS"], d["NK"][0]
+    bias = _normal(kb, (1, n, t, s), dtype)
+    lengths = jnp.array([t, t - 1], jnp.int32), jnp.array([s, 2], jnp.int32)  # int32, as jax.nn
+    return (*_qkv(key, dtype, scale, d), bias, *lengths)
+
+
+def _bind(op: str, keywords: tuple[str, ...] = (), **kwargs) -> tuple[Callable, Callable]:
+    """``op`` of the rules and of the reference, the last ``len(keywords)`` positional
+    arguments passed by these names, and ``kwargs`` bound."""
+
+    def bound(fn):
+        def call(*args):
+            n = len(args) - len(keywords)
+            return fn(*args[:n], **dict(zip(keywords, args[n:], strict=True)), **kwargs)
+
+        call.func = fn  # the op under the binding, as functools.partial has it
+        return call
+
+    return bound(getattr(rules, op)), bound(getattr(reference, op))
 
 
 def _recurrent(gates: int, states: int, biases: int, padded: bool):
@@ -136,7 +162,8 @@ def _recurrent(gates: int, states: int, biases: int, padded: bool):
 
 _ELEMENTWISE = {"shape": ((7,), (3, 4))}
 _ROWS = {"lead": ((4,), (2, 3))}
-_ATTENTION = {"TS": ((5, 5), (3, 4)), "B": (2,), "N": (2,), "H": (4,)}
+_ATTENTION = {"TS": ((5, 5), (3, 4)), "B": (2,), "NK": ((2, 2), (4, 1)), "H": (4,)}
+_GQA = {**_ATTENTION, "NK": ((4, 2), (2, 1))}  # grouped queries: 2 per key head
 _SEQUENCE = {"B": (3,), "T": (6, 3), "I": (3,), "H": (4,)}
 _RECURRENT = {"rnn": (1, 1, 1), "lstm": (4, 2, 1), "gru": (3, 1, 2)}  # gates, states, biases
 
@@ -184,7 +211,22 @@ RULES: dict[str, Case] = {
             _ATTENTION,
             is_causal=True,
         ),
-        _variant("dot_product_attention(mask)", "dot_product_attention", _qkv_mask, _ATTENTION),
+        _case(
+            "dot_product_attention(mask)",
+            _qkv_mask,
+            _ATTENTION,
+            *_bind("dot_product_attention", ("mask",)),
+        ),
+        _case(  # grouped queries, a bias, lengths, a window of (2, 1)
+            "dot_product_attention(gqa, bias, lengths, window)",
+            _qkv_everything,
+            _GQA,
+            *_bind(
+                "dot_product_attention",
+                ("bias", "query_seq_lengths", "key_value_seq_lengths"),
+                local_window_size=(2, 1),
+            ),
+        ),
         _variant(  # blocks of 2 on T, S in {3, 4, 5}: padding, and causal blocks skipped
             "dot_product_attention(blocks, causal)",
             "dot_product_attention",
@@ -193,12 +235,23 @@ RULES: dict[str, Case] = {
             is_causal=True,
             block_size=2,
         ),
-        _variant(
+        _case(
             "dot_product_attention(blocks, mask)",
-            "dot_product_attention",
             _qkv_mask,
             _ATTENTION,
-            block_size=2,
+            *_bind("dot_product_attention", ("mask",), block_size=2),
+        ),
+        _case(  # all of it, causal, on blocks: hidden blocks skipped by the window and lengths
+            "dot_product_attention(blocks, gqa, bias, lengths, window, causal)",
+            _qkv_everything,
+            _GQA,
+            *_bind(
+                "dot_product_attention",
+                ("bias", "query_seq_lengths", "key_value_seq_lengths"),
+                local_window_size=(1, 2),
+                is_causal=True,
+                block_size=2,
+            ),
         ),
         *[_case(op, _recurrent(*n, padded=False), _SEQUENCE) for op, n in _RECURRENT.items()],
         *[

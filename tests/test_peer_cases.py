@@ -109,7 +109,7 @@ def test_jax_dot_product_attention(dtype, mode):
     for block_size in (None, 64):
         got = _vjp(
             lambda q, k, v, b=block_size: rules.dot_product_attention(
-                q, k, v, mask, is_causal=causal, block_size=b
+                q, k, v, mask=mask, is_causal=causal, block_size=b
             ),
             q, k, v, cotangent=grad,
         )  # fmt: skip
@@ -297,7 +297,7 @@ def test_equinox_hand_computed_attention(ops):
     v = jnp.array([[1.0, 0.0], [0.0, 0.0]]).reshape(1, 2, 1, 2)  # equinox's v = [1, 0], padded
     np.testing.assert_allclose(ops.dot_product_attention(q, k, v)[0, 0, 0, 0], 1 / (1 + math.e))
     mask = jnp.array([True, False]).reshape(1, 1, 1, 2)
-    assert float(ops.dot_product_attention(q, k, v, mask)[0, 0, 0, 0]) == 1.0
+    assert float(ops.dot_product_attention(q, k, v, mask=mask)[0, 0, 0, 0]) == 1.0
 
 
 @pytest.mark.parametrize("ops", OPS, ids=_ops_id)

@@ -53,11 +53,11 @@ def test_cross_entropy_exact_for_huge_logits(dtype):
 def test_fully_masked_row_gives_zeros_and_finite_gradient(ops):
     q, k, v, mask = RULES["dot_product_attention(mask)"].args(jax.random.key(1))
     assert not mask[0, 0, 0].any()  # the first query of the first batch sees nothing
-    out = ops.dot_product_attention(q, k, v, mask)
+    out = ops.dot_product_attention(q, k, v, mask=mask)
     assert np.all(out[0, 0] == 0)
 
     def loss(q, k, v):
-        return jnp.sum(ops.dot_product_attention(q, k, v, mask) ** 2)
+        return jnp.sum(ops.dot_product_attention(q, k, v, mask=mask) ** 2)
 
     grads = jax.grad(loss, (0, 1, 2))(q, k, v)
     assert all(np.isfinite(g).all() for g in grads)
@@ -67,7 +67,7 @@ def test_fully_masked_row_gives_zeros_and_finite_gradient(ops):
 def test_attention_with_no_key_visible_at_all():
     q, k, v = jnp.ones((1, 2, 1, 4)), jnp.ones((1, 3, 1, 4)), jnp.ones((1, 3, 1, 4))
     mask = jnp.zeros((1, 1, 2, 3), bool)
-    loss = lambda q, k, v: jnp.sum(rules.dot_product_attention(q, k, v, mask))  # noqa: E731
+    loss = lambda q, k, v: jnp.sum(rules.dot_product_attention(q, k, v, mask=mask))  # noqa: E731
     out, grads = jax.value_and_grad(loss, (0, 1, 2))(q, k, v)
     assert out == 0 and all(np.all(g == 0) for g in grads)
 
@@ -105,7 +105,7 @@ def test_masked_keys_get_zero_gradient():
     q, k, v, mask = RULES["dot_product_attention(mask)"].args(jax.random.key(4))
     keys_mask = mask[:, :, :1, :]  # (B, 1, 1, S): a padding mask on keys
     dk, dv = jax.grad(
-        lambda k, v: jnp.sum(rules.dot_product_attention(q, k, v, keys_mask) ** 2), (0, 1)
+        lambda k, v: jnp.sum(rules.dot_product_attention(q, k, v, mask=keys_mask) ** 2), (0, 1)
     )(k, v)
     hidden = ~keys_mask[:, 0, 0, :]  # (B, S)
     assert hidden.any()
@@ -194,43 +194,120 @@ BAD_INPUT = [
     (
         "dot_product_attention",
         lambda o: o.dot_product_attention(
-            jnp.ones((2, 3, 4)), jnp.ones((2, 3, 4)), jnp.ones((2, 3, 4))
+            jnp.ones((2, 3)), jnp.ones((2, 5, 2, 4)), jnp.ones((2, 5, 2, 4))
         ),
-        r"q must have rank 4",
+        r"query must have rank 3",
     ),
     (
         "dot_product_attention",
         lambda o: o.dot_product_attention(
-            jnp.ones((2, 3, 1, 4)), jnp.ones((2, 5, 1, 8)), jnp.ones((2, 5, 1, 8))
+            jnp.ones((2, 3, 2, 4)), jnp.ones((2, 5, 2, 8)), jnp.ones((2, 5, 2, 8))
         ),
-        r"k .*\(2, 5, 1, 4\).*\(2, 5, 1, 8\)",
+        r"key .*\(2, 5, 2, 4\).*\(2, 5, 2, 8\)",
     ),
     (
         "dot_product_attention",
         lambda o: o.dot_product_attention(
-            jnp.ones((2, 3, 1, 4)), jnp.ones((2, 5, 1, 4)), jnp.ones((2, 4, 1, 4))
+            jnp.ones((2, 3, 2, 4)), jnp.ones((2, 5, 2, 4)), jnp.ones((2, 4, 2, 4))
         ),
-        r"v .*\(2, 5, 1, 4\).*\(2, 4, 1, 4\)",
+        r"value .*\(2, 5, 2, 4\).*\(2, 4, 2, 4\)",
     ),
     (
         "dot_product_attention",
         lambda o: o.dot_product_attention(
-            jnp.ones((2, 3, 1, 4)),
-            jnp.ones((2, 5, 1, 4)),
-            jnp.ones((2, 5, 1, 4)),
-            jnp.ones((2, 3, 3), bool),
+            jnp.ones((2, 3, 2, 4)), jnp.ones((2, 5, 3, 4)), jnp.ones((2, 5, 3, 4))
+        ),
+        r"query's 2 heads must be a multiple of key's 3",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            mask=jnp.ones((2, 3, 3), bool),
         ),
         r"mask of shape \(2, 3, 3\)",
     ),
     (
         "dot_product_attention",
         lambda o: o.dot_product_attention(
-            jnp.ones((2, 3, 1, 4)),
-            jnp.ones((2, 5, 1, 4)),
-            jnp.ones((2, 5, 1, 4)),
-            jnp.ones((2, 1, 3, 5)),
+            jnp.ones((2, 3, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            mask=jnp.ones((2, 1, 3, 5)),
         ),
-        "boolean",
+        r"boolean",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 2, 3, 4)),
+        ),
+        r"bias of shape \(2, 2, 3, 4\) does not broadcast to \(B, N, T, S\) = \(2, 2, 3, 5\)",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((1, 2, 3, 5), jnp.int32),
+        ),
+        r"bias must be floating point",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            query_seq_lengths=jnp.ones((3,), jnp.int32),
+        ),
+        r"query_seq_lengths must have shape \(2,\)",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            key_value_seq_lengths=jnp.array([1, 6]),
+        ),
+        r"key_value_seq_lengths must lie in \[0, 5\]",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            key_value_seq_lengths=jnp.ones(2),
+        ),
+        r"key_value_seq_lengths must be integer",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            local_window_size=(1, -1),
+        ),
+        r"local_window_size must be a non-negative int or a pair",
+    ),
+    (
+        "dot_product_attention",
+        lambda o: o.dot_product_attention(
+            jnp.ones((2, 3, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            jnp.ones((2, 5, 2, 4)),
+            scale=float("nan"),
+        ),
+        r"scale must be a finite",
     ),
 ]
 

@@ -68,7 +68,7 @@ def apply(
         _validate.shape("attention", "mask", mask, x.shape[:2], "(B, T)")
         keys = mask[:, None, None, :]  # (B, 1, 1, T): no query attends to padding
     q, k, v = (_heads(ops, x, p[f"w_{c}"], p[f"b_{c}"]) for c in "qkv")
-    o = ops.dot_product_attention(q, k, v, keys, is_causal=is_causal)  # (B, T, N, H)
+    o = ops.dot_product_attention(q, k, v, mask=keys, is_causal=is_causal)  # (B, T, N, H)
     n, h, d = p["w_o"].shape
     return ops.dense(o.reshape(*o.shape[:2], n * h), p["w_o"].reshape(n * h, d), p["b_o"])
 

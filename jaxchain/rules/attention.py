@@ -1,11 +1,12 @@
-"""Scaled dot-product attention: straightforward for short sequences, blockwise (memory-
-efficient, "flash") for long ones.
+"""Scaled dot-product attention, a drop-in for :func:`jax.nn.dot_product_attention`:
+straightforward for short sequences, blockwise (memory-efficient, "flash") for long ones.
 
-Shape letters: B batch, T query length, S key length, N heads, H head size.
+Shape letters: B batch, T query length, S key length, N query heads, K key/value heads,
+G = N / K query heads per key/value head, H head size.
 """
 
-import math
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,90 +17,178 @@ from jaxchain.rules._precision import finite_or_zero, wide
 
 _OP = "dot_product_attention"
 
-
-def with_causal(allowed, t: int, s: int):
-    """``allowed`` and the causal mask: query ``i`` sees keys ``j <= i``."""
-    causal = jnp.tril(jnp.ones((1, 1, t, s), dtype=bool))
-    return causal if allowed is None else allowed & causal
-
-
 BLOCKWISE_FROM = 1024  # block_size=None: blockwise when T or S is at least this long
 BLOCK = (512, 256)  # the default (queries, keys) block of the blockwise path
 
 
+class Span(NamedTuple):
+    """The keys a query ``i`` may see by position: ``i - left <= j <= i + right`` (None =
+    unbounded), and ``j < keys`` (the real, unpadded keys). Causality is ``right = 0``."""
+
+    left: int | None
+    right: int | None
+    keys: int
+
+
 def dot_product_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
     mask: jax.Array | None = None,
     *,
+    scale: float | None = None,
     is_causal: bool = False,
+    query_seq_lengths: jax.Array | None = None,
+    key_value_seq_lengths: jax.Array | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
     block_size: int | tuple[int, int] | None = None,
 ) -> jax.Array:
-    r"""Scaled dot-product attention, :math:`O = \operatorname{softmax}(Q K^\top / \sqrt{H}) V`.
+    r"""Scaled dot-product attention, :math:`O = \operatorname{softmax}(c\,Q K^\top + B)\,V`
+    per head, with the signature and semantics of :func:`jax.nn.dot_product_attention`.
 
-    With :math:`S = QK^\top/\sqrt H`, :math:`P = \operatorname{softmax}(S)` row-wise,
+    With logits :math:`Z = c\,QK^\top + B` (:math:`c` the ``scale``, :math:`B` the ``bias``),
+    :math:`P = \operatorname{softmax}(Z)` row-wise over the keys each query may see,
     :math:`dO = \partial L/\partial O` and :math:`D = \operatorname{rowsum}(dO \odot O)`:
 
-    .. math:: dV = P^\top dO, \quad dP = dO\,V^\top, \quad dS = P \odot (dP - D), \quad
-              dQ = dS\,K / \sqrt H, \quad dK = dS^\top Q / \sqrt H.
+    .. math:: dV = P^\top dO, \quad dP = dO\,V^\top, \quad dZ = P \odot (dP - D), \quad
+              dB = dZ, \quad dQ = c\,dZ\,K, \quad dK = c\,dZ^\top Q.
 
     (:math:`D` is :math:`\operatorname{rowsum}(dP \odot P)`, the softmax Jacobian's
-    correction, read off the output instead of the ``(T, S)`` matrices.) Saves ``q, k, v``,
-    the output and two numbers per row, the row maximum ``m`` and the log of the normaliser
-    ``l = sum exp(S - m)`` ``(B, N, T)``; the probabilities are recomputed as
-    :math:`P = e^{(S - m) - \log l}` in the backward pass (the shift by ``m`` is exact and
-    ``log l`` small, so rows sum to one to rounding at any scale), and no ``(T, S)`` matrix is
-    kept. Scores, probabilities and
+    correction, read off the output instead of the ``(T, S)`` matrices.) A bias broadcast
+    over an axis gets :math:`dZ` summed over it. **Grouped-query attention**: query head
+    ``n`` uses key/value head ``n // G``; a key/value head serves ``G`` query heads, so its
+    :math:`dK, dV` are the sums of the group's. Saves ``query, key, value, bias``, the output
+    and two numbers per row, the row maximum ``m`` and the log of the normaliser
+    ``l = sum exp(Z - m)``; the probabilities are recomputed as :math:`P = e^{(Z - m) - \log l}`
+    in the backward pass (the shift by ``m`` is exact and ``log l`` small, so rows sum to one
+    to rounding at any scale), and no ``(T, S)`` matrix is kept. Logits, probabilities and
     accumulators run in float32 for bfloat16 and float16 inputs.
 
-    A query row with nothing to attend to (fully masked) yields zeros and zero gradients.
+    What a query may see is the intersection of ``mask``, causality (key ``j <= i``), the
+    window (``i - left <= j <= i + right``) and the sequence lengths. **One difference from
+    jax.nn**: a query row with nothing to see yields zeros and zero gradients (jax.nn averages
+    every value there, except for queries past ``query_seq_lengths``, which it zeroes too).
 
     **Blockwise** (``block_size``, or by default when ``T`` or ``S`` >= 1024): the same rule on
     blocks of queries by keys (512 by 256 by default; the forward pass, which holds fewer
     block-sized arrays, uses key blocks twice as long), so that no ``(T, S)`` array ever
-    exists. The forward pass runs over key blocks with an online softmax (a running row
-    maximum ``m``, normaliser ``l`` and unnormalised output, rescaled by ``exp(m_old - m_new)``
-    as the maximum grows) and saves only the output and the log-sum-exp; the backward pass
-    loops over key blocks, and within each over query blocks, recomputing each block's
-    :math:`P = \exp(S - \ell)`, accumulating :math:`dK, dV` for the key block and adding into
-    :math:`dQ`. With ``is_causal``, blocks entirely above the diagonal are skipped: about half
-    the work.
+    exists (unless ``bias`` is one). The forward pass runs over key blocks with an online
+    softmax (a running row maximum ``m``, normaliser ``l`` and unnormalised output, rescaled
+    by ``exp(m_old - m_new)`` as the maximum grows) and saves only the output and the
+    log-sum-exp; the backward pass loops over key blocks, and within each over query blocks,
+    recomputing each block's :math:`P`, accumulating :math:`dK, dV` for the key block and
+    adding into :math:`dQ` (and :math:`dB`). Blocks that causality, the window or the
+    sequence lengths hide entirely are skipped: about half the work when causal.
 
     Args:
-      q: ``(B, T, N, H)`` queries.
-      k: ``(B, S, N, H)`` keys.
-      v: ``(B, S, N, H)`` values.
+      query: ``(B, T, N, H)`` (or ``(T, N, H)``, unbatched, as jax.nn).
+      key: ``(B, S, K, H)``, ``N`` a multiple of ``K`` (``K = 1``: multi-query attention).
+      value: ``(B, S, K, H)``.
+      bias: optional, added to the logits; broadcastable to ``(B, N, T, S)``.
       mask: optional boolean, broadcastable to ``(B, N, T, S)``; True = may attend.
+      scale: the logits' scale; ``None`` is ``1 / sqrt(H)``.
       is_causal: if True, query ``i`` attends only to keys ``j <= i``.
+      query_seq_lengths: optional integers ``(B,)``: queries from this position on see
+        nothing (their output is zero).
+      key_value_seq_lengths: optional integers ``(B,)``: keys from this position on are hidden.
+      local_window_size: optional ``(left, right)`` (an int for both): query ``i`` sees keys
+        ``i - left`` to ``i + right``.
       block_size: the blockwise path with blocks of this many queries and keys (an int for
         both, or ``(queries, keys)``); ``None`` chooses: blocks of ``(512, 256)`` when ``T`` or
         ``S`` is at least 1024, else the straightforward path.
 
     Returns:
-      ``(B, T, N, H)``.
+      The shape of ``query``.
     """
-    q, k, v, allowed = check_attention(q, k, v, mask)
-    t, s = q.shape[1], k.shape[1]
+    a = check_attention(query, key, value, bias, mask, scale, query_seq_lengths,
+                        key_value_seq_lengths, local_window_size)  # fmt: skip
+    b, t, n, h = a.query.shape
+    s, kv = a.key.shape[1], a.key.shape[2]
+    q = a.query.reshape(b, t, kv, n // kv, h)  # (B, T, K, G, H): query head n = k G + g
+    bias, mask = _grouped(a.bias, kv), _grouped(a.mask, kv)
+    left, right = a.window or (None, None)
+    if is_causal:
+        right = 0 if right is None else min(right, 0)
+    span = Span(left, right, s)
+    lengths = (a.query_seq_lengths, a.key_value_seq_lengths)
     if block_size is None and max(t, s) >= BLOCKWISE_FROM:
         block_size = BLOCK
     if block_size is None or min(t, s) == 0:  # nothing to split into blocks
-        return _attention(q, k, v, with_causal(allowed, t, s) if is_causal else allowed)
-    sizes = block_size if isinstance(block_size, tuple) else (block_size, block_size)
-    if len(sizes) != 2 or not all(_positive_int(b) for b in sizes):
-        raise ValueError(
-            f"{_OP}: block_size must be a positive int, a pair of them, or None, got {block_size!r}"
-        )
-    return _blockwise(q, k, v, allowed, is_causal, min(sizes[0], t), min(sizes[1], s))
+        allowed = _allowed(span, mask, *lengths, 0, 0, t, s)
+        o = _attention(q, a.key, a.value, bias, allowed, a.scale)
+    else:
+        sizes = block_size if isinstance(block_size, tuple) else (block_size, block_size)
+        if len(sizes) != 2 or not all(_positive_int(x) for x in sizes):
+            raise ValueError(
+                f"{_OP}: block_size must be a positive int, a pair of them, or None, "
+                f"got {block_size!r}"
+            )
+        blocks = (min(sizes[0], t), min(sizes[1], s))
+        o = _blockwise(q, a.key, a.value, bias, mask, *lengths, a.scale, span, *blocks)
+    o = o.reshape(b, t, n, h)
+    return o if a.batched else o[0]
 
 
 def _positive_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 1
 
 
-def _scores(q, k, allowed):
-    s = jnp.einsum("btnh,bsnh->bnts", wide(q), wide(k)) / math.sqrt(q.shape[-1])  # (B,N,T,S)
-    return s if allowed is None else jnp.where(allowed, s, -jnp.inf)
+def _grouped(x, kv: int):
+    """A ``(B|1, N|1, T|1, S|1)`` bias or mask as ``(B|1, K|1, G|1, T|1, S|1)``."""
+    if x is None:
+        return None
+    b1, n1, t1, s1 = x.shape
+    return x[:, :, None] if n1 == 1 else x.reshape(b1, kv, n1 // kv, t1, s1)
+
+
+def _and(a, b):
+    return b if a is None else a & b
+
+
+def _allowed(span: Span, mask, q_len, kv_len, q0, k0, tq: int, tk: int, padded=False):
+    """What queries ``q0 ..< q0 + tq`` may see of keys ``k0 ..< k0 + tk`` (``padded``: some
+    lie past the real keys): boolean, broadcastable to ``(B, K, G, tq, tk)``; None when
+    everything may be seen."""
+    q_idx, k_idx = q0 + jnp.arange(tq)[:, None], k0 + jnp.arange(tk)[None, :]
+    ok = None
+    if span.right is not None:
+        ok = _and(ok, k_idx <= q_idx + span.right)
+    if span.left is not None:
+        ok = _and(ok, k_idx >= q_idx - span.left)
+    if padded:
+        ok = _and(ok, k_idx < span.keys)
+    ok = None if ok is None else ok[None, None, None]
+    if q_len is not None:
+        ok = _and(ok, q_idx[None, None, None] < q_len[:, None, None, None, None])
+    if kv_len is not None:
+        ok = _and(ok, k_idx[None, None, None] < kv_len[:, None, None, None, None])
+    if mask is not None:
+        ok = _and(ok, _block_of(mask, q0, k0, tq, tk))
+    return ok
+
+
+def _block_of(x, q0, k0, tq: int, tk: int):
+    """The ``(.., tq|1, tk|1)`` block of a bias or mask at queries ``q0``, keys ``k0``."""
+    if x.shape[3] > 1:
+        x = lax.dynamic_slice_in_dim(x, q0, tq, axis=3)
+    if x.shape[4] > 1:
+        x = lax.dynamic_slice_in_dim(x, k0, tk, axis=4)
+    return x
+
+
+def _sum_to(x, shape):
+    """``x`` summed over the axes that ``shape`` broadcasts (size 1 there)."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(x.shape, shape, strict=True)) if b == 1 < a)
+    return jnp.sum(x, axis=axes, keepdims=True) if axes else x
+
+
+def _logits(q, k, bias, allowed, scale):
+    """``Z = c Q K^T + B`` ``(B, K, G, T, S)``, ``-inf`` where a query may not see a key."""
+    z = jnp.einsum("btkgh,bskh->bkgts", wide(q), wide(k)) * scale
+    if bias is not None:
+        z = z + wide(bias).astype(z.dtype)
+    return z if allowed is None else jnp.where(allowed, z, -jnp.inf)
 
 
 def _log_normaliser(l):
@@ -107,37 +196,49 @@ def _log_normaliser(l):
     return jnp.where(l > 0, jnp.log(jnp.where(l > 0, l, 1)), jnp.inf)
 
 
-def _probabilities(s, m, log_l):
-    """``P = exp((s - m) - log l)``: the shift by the row maximum is exact and ``log l`` is
-    small, so rows sum to one to rounding at any scale (``exp(s - (m + log l))`` would round
+def _probabilities(z, m, log_l):
+    """``P = exp((z - m) - log l)``: the shift by the row maximum is exact and ``log l`` is
+    small, so rows sum to one to rounding at any scale (``exp(z - (m + log l))`` would round
     ``m + log l`` first); a row with nothing to attend to is zeros."""
-    return jnp.exp((s - m[..., None]) - log_l[..., None])
+    return jnp.exp((z - m[..., None]) - log_l[..., None])
 
 
-@jax.custom_vjp
-def _attention(q, k, v, allowed):
-    return _attention_fwd(q, k, v, allowed)[0]
+def _gradients(p, g, q, k, v, d_out, scale):
+    """The backward pass of one block of queries by keys, from its probabilities ``p``:
+    ``(dQ, dK, dV, dZ)``, ``dQ`` in ``(B, T, K, G, H)``, ``dK, dV`` summed over the group."""
+    dv = jnp.einsum("bkgts,btkgh->bskh", p, g)  # dV = P^T dO
+    dp = jnp.einsum("btkgh,bskh->bkgts", g, wide(v))  # dP = dO V^T
+    dz = p * (dp - d_out[..., None])  # dZ = P (dP - D)
+    dq = jnp.einsum("bkgts,bskh->btkgh", dz, wide(k)) * scale  # dQ = c dZ K
+    dk = jnp.einsum("bkgts,btkgh->bskh", dz, wide(q)) * scale  # dK = c dZ^T Q
+    return dq, dk, dv, dz
 
 
-def _attention_fwd(q, k, v, allowed):
-    s = _scores(q, k, allowed)
-    m = finite_or_zero(jnp.max(s, axis=-1, initial=-jnp.inf))  # (B, N, T)
-    log_l = _log_normaliser(jnp.sum(jnp.exp(s - m[..., None]), axis=-1))  # (B, N, T)
-    p = _probabilities(s, m, log_l)  # (B, N, T, S)
-    o = jnp.einsum("bnts,bsnh->btnh", p, wide(v)).astype(q.dtype)  # (B, T, N, H)
-    return o, (q, k, v, allowed, o, m, log_l)
+def _row_dot(g, o):
+    """``D = rowsum(dO * O)`` ``(B, K, G, T)``."""
+    return jnp.einsum("btkgh,btkgh->bkgt", g, wide(o))
 
 
-def _attention_bwd(res, g):
-    q, k, v, allowed, o, m, log_l = res
-    p, g_ = _probabilities(_scores(q, k, allowed), m, log_l), wide(g)  # recomputed P (B,N,T,S)
-    dv = jnp.einsum("bnts,btnh->bsnh", p, g_)  # dV = P^T dO
-    dp = jnp.einsum("btnh,bsnh->bnts", g_, wide(v))  # dP = dO V^T
-    d = jnp.einsum("btnh,btnh->bnt", g_, wide(o))  # D = rowsum(dO * O)
-    ds = p * (dp - d[..., None]) / math.sqrt(q.shape[-1])  # dS, with the 1/sqrt(H)
-    dq = jnp.einsum("bnts,bsnh->btnh", ds, wide(k))  # dQ = dS K
-    dk = jnp.einsum("bnts,btnh->bsnh", ds, wide(q))  # dK = dS^T Q
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+@partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _attention(q, k, v, bias, allowed, scale):
+    return _attention_fwd(q, k, v, bias, allowed, scale)[0]
+
+
+def _attention_fwd(q, k, v, bias, allowed, scale):
+    z = _logits(q, k, bias, allowed, scale)  # (B, K, G, T, S)
+    m = finite_or_zero(jnp.max(z, axis=-1, initial=-jnp.inf))  # (B, K, G, T)
+    log_l = _log_normaliser(jnp.sum(jnp.exp(z - m[..., None]), axis=-1))
+    p = _probabilities(z, m, log_l)
+    o = jnp.einsum("bkgts,bskh->btkgh", p, wide(v)).astype(q.dtype)  # (B, T, K, G, H)
+    return o, (q, k, v, bias, allowed, o, m, log_l)
+
+
+def _attention_bwd(scale, res, g):
+    q, k, v, bias, allowed, o, m, log_l = res
+    p = _probabilities(_logits(q, k, bias, allowed, scale), m, log_l)  # recomputed P
+    dq, dk, dv, dz = _gradients(p, wide(g), q, k, v, _row_dot(wide(g), o), scale)
+    db = None if bias is None else _sum_to(dz, bias.shape).astype(bias.dtype)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), db, None
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -148,164 +249,151 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 def _pad_to(x, axis: int, size: int, value=0):
     """``x`` padded with ``value`` along ``axis`` to ``size`` (unchanged if already there)."""
-    if x.shape[axis] == size:
+    if x is None or x.shape[axis] in (1, size):
         return x
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, size - x.shape[axis])
     return jnp.pad(x, widths, constant_values=value)
 
 
-def _blocks(n: int, size: int) -> int:
-    return -(-n // size)
-
-
 class _Layout:
-    """Block bookkeeping shared by the forward and backward passes."""
+    """Block bookkeeping shared by the forward and backward passes: ``nq`` blocks of ``bq``
+    queries by ``nk`` blocks of ``bk`` keys, T and S padded up to whole blocks."""
 
-    def __init__(self, t: int, s: int, bq: int, bk: int, is_causal: bool):
-        self.t, self.s, self.bq, self.bk, self.is_causal = t, s, bq, bk, is_causal
-        self.nq, self.nk = _blocks(t, bq), _blocks(s, bk)
+    def __init__(self, t: int, span: Span, bq: int, bk: int, q_len, kv_len):
+        self.span, self.bq, self.bk, self.q_len, self.kv_len = span, bq, bk, q_len, kv_len
+        self.nq, self.nk = -(-t // bq), -(-span.keys // bk)
+        self.tp, self.sp = self.nq * bq, self.nk * bk
 
     def visible(self, i, j):
-        """Whether query block ``i`` sees anything of key block ``j`` (False only for blocks
-        entirely above the causal diagonal, which are skipped)."""
-        return (j * self.bk <= (i + 1) * self.bq - 1) if self.is_causal else True
+        """Whether query block ``i`` may see anything of key block ``j``: False for blocks
+        that the causal diagonal, the window or the sequence lengths hide entirely; None when
+        nothing hides any block."""
+        span, bq, bk = self.span, self.bq, self.bk
+        seen = []
+        if span.right is not None:  # the block's first key within the last query's reach
+            seen.append(j * bk <= (i + 1) * bq - 1 + span.right)
+        if span.left is not None:  # the block's last key within the first query's reach
+            seen.append((j + 1) * bk - 1 >= i * bq - span.left)
+        if self.kv_len is not None:
+            seen.append(j * bk < jnp.max(self.kv_len))
+        if self.q_len is not None:
+            seen.append(i * bq < jnp.max(self.q_len))
+        return None if not seen else jnp.all(jnp.stack(seen))
 
     def skip_hidden(self, i, j, body, carry):
         """``body(carry)``, or ``carry`` unchanged for a hidden block. Loops have static bounds
         and skip with ``lax.cond``, so that the rule stays differentiable (second order)."""
-        if not self.is_causal:
-            return body(carry)
-        return lax.cond(self.visible(i, j), body, lambda c: c, carry)
+        seen = self.visible(i, j)
+        return body(carry) if seen is None else lax.cond(seen, body, lambda c: c, carry)
 
-    def allowed(self, allowed, i, j):
-        """``(B|1, N|1, bq, bk)`` boolean: real keys, the user's mask and causality; None when
-        everything may attend (no mask, not causal, no padded keys)."""
-        padded = self.s % self.bk != 0
-        if allowed is None and not self.is_causal and not padded:
-            return None
-        q_idx = i * self.bq + jnp.arange(self.bq)[:, None]
-        k_idx = j * self.bk + jnp.arange(self.bk)[None, :]
-        ok = k_idx < self.s
-        if self.is_causal:
-            ok = ok & (k_idx <= q_idx)
-        ok = ok[None, None]
-        if allowed is not None:
-            if allowed.shape[2] > 1:
-                allowed = lax.dynamic_slice_in_dim(allowed, i * self.bq, self.bq, axis=2)
-            if allowed.shape[3] > 1:
-                allowed = lax.dynamic_slice_in_dim(allowed, j * self.bk, self.bk, axis=3)
-            ok = ok & allowed
-        return ok
+    def allowed(self, mask, i, j):
+        return _allowed(self.span, mask, self.q_len, self.kv_len, i * self.bq, j * self.bk,
+                        self.bq, self.bk, padded=self.span.keys % self.bk != 0)  # fmt: skip
+
+    def pad(self, q, k, v, bias, mask):
+        """T and S padded to whole blocks: zero queries and keys, zero bias, a False mask."""
+        q, k, v = _pad_to(q, 1, self.tp), _pad_to(k, 1, self.sp), _pad_to(v, 1, self.sp)
+        bias = _pad_to(_pad_to(bias, 3, self.tp), 4, self.sp)
+        mask = _pad_to(_pad_to(mask, 3, self.tp, False), 4, self.sp, False)
+        return q, k, v, bias, mask
 
 
-def _pad_inputs(q, k, v, allowed, layout):
-    """Pad T and S up to whole blocks: zero queries, zero keys that nothing may attend to."""
-    tp, sp = layout.nq * layout.bq, layout.nk * layout.bk
-    q = _pad_to(q, 1, tp)
-    k, v = _pad_to(k, 1, sp), _pad_to(v, 1, sp)
-    if allowed is not None:
-        allowed = allowed.reshape((1,) * (4 - allowed.ndim) + allowed.shape)
-        allowed = _pad_to(allowed, 2, tp, True) if allowed.shape[2] > 1 else allowed
-        allowed = _pad_to(allowed, 3, sp, False) if allowed.shape[3] > 1 else allowed
-    return q, k, v, allowed
+def _slice(x, start, size: int, axis: int = 1):
+    return lax.dynamic_slice_in_dim(x, start, size, axis=axis)
 
 
-def _block_scores(q_i, k_j, ok, scale):
-    s = jnp.einsum("bqnh,bknh->bnqk", wide(q_i), wide(k_j)) * scale  # (B, N, bq, bk)
-    return s if ok is None else jnp.where(ok, s, -jnp.inf)
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
+def _blockwise(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
+    return _blockwise_fwd(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk)[0]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _blockwise(q, k, v, allowed, is_causal, bq, bk):
-    return _blockwise_fwd(q, k, v, allowed, is_causal, bq, bk)[0]
-
-
-def _blockwise_fwd(q, k, v, allowed, is_causal, bq, bk):
-    b, t, n, h = q.shape
+def _blockwise_fwd(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
+    b, t, kv, g, h = q.shape
     # key blocks twice as long as the backward's: the forward holds two block-sized arrays
-    # (scores, probabilities) where the backward holds four, so its peak stays below
-    bk = min(2 * bk, k.shape[1])
-    layout = _Layout(t, k.shape[1], bq, bk, is_causal)
-    qp, kp, vp, okp = _pad_inputs(q, k, v, allowed, layout)
-    scale = 1 / math.sqrt(h)
+    # (logits, probabilities) where the backward holds four, so its peak stays below
+    bk = min(2 * bk, span.keys)
+    layout = _Layout(t, span, bq, bk, q_len, kv_len)
+    qp, kp, vp, bp, mp = layout.pad(q, k, v, bias, mask)
+    f = wide(q).dtype  # float32 accumulators for narrower inputs
 
     def query_block(i):
-        q_i = lax.dynamic_slice_in_dim(qp, i * bq, bq, axis=1)
+        q_i = _slice(qp, i * bq, bq)
 
         def key_block(j, carry):
             return layout.skip_hidden(i, j, partial(visible_block, j), carry)
 
         def visible_block(j, carry):
-            m, l, acc = carry  # (B, N, bq), (B, N, bq), (B, bq, N, H)
-            k_j = lax.dynamic_slice_in_dim(kp, j * bk, bk, axis=1)
-            v_j = lax.dynamic_slice_in_dim(vp, j * bk, bk, axis=1)
-            s = _block_scores(q_i, k_j, layout.allowed(okp, i, j), scale)
-            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-            m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0)  # a row with nothing seen yet
-            p = jnp.exp(s - m_safe[..., None])
+            m, l, acc = carry  # (B, K, G, bq), (B, K, G, bq), (B, bq, K, G, H)
+            k_j, v_j = _slice(kp, j * bk, bk), _slice(vp, j * bk, bk)
+            b_ij = None if bp is None else _block_of(bp, i * bq, j * bk, bq, bk)
+            z = _logits(q_i, k_j, b_ij, layout.allowed(mp, i, j), scale)
+            m_new = jnp.maximum(m, jnp.max(z, axis=-1))
+            m_safe = finite_or_zero(m_new)  # a row with nothing seen yet
+            p = jnp.exp(z - m_safe[..., None])
             rescale = jnp.exp(m - m_safe)  # 0 while m is -inf
             l = l * rescale + jnp.sum(p, axis=-1)
-            acc = acc * jnp.moveaxis(rescale, 2, 1)[..., None]
-            acc = acc + jnp.einsum("bnqk,bknh->bqnh", p, wide(v_j))
+            acc = acc * jnp.moveaxis(rescale, 3, 1)[..., None]
+            acc = acc + jnp.einsum("bkgts,bskh->btkgh", p, wide(v_j))
             return m_new, l, acc
 
-        f = wide(q).dtype  # float32 accumulators for narrower inputs
-        init = (jnp.full((b, n, bq), -jnp.inf, f), jnp.zeros((b, n, bq), f),
-                jnp.zeros((b, bq, n, h), f))  # fmt: skip
+        init = (jnp.full((b, kv, g, bq), -jnp.inf, f), jnp.zeros((b, kv, g, bq), f),
+                jnp.zeros((b, bq, kv, g, h), f))  # fmt: skip
         m, l, acc = lax.fori_loop(0, layout.nk, key_block, init)
-        o = acc / jnp.moveaxis(jnp.where(l > 0, l, 1), 2, 1)[..., None]  # normalised by l
+        o = acc / jnp.moveaxis(jnp.where(l > 0, l, 1), 3, 1)[..., None]  # normalised by l
         return o.astype(q.dtype), (finite_or_zero(m), _log_normaliser(l))
 
-    o, (m, log_l) = lax.map(query_block, jnp.arange(layout.nq))  # (nq,B,bq,N,H), (nq,B,N,bq)
-    o = jnp.moveaxis(o, 0, 1).reshape(b, layout.nq * bq, n, h)[:, :t]
-    m, log_l = (jnp.moveaxis(a, 0, 2).reshape(b, n, layout.nq * bq) for a in (m, log_l))
-    return o, (q, k, v, allowed, o, m, log_l)  # m, log_l: (B, N, T padded)
+    o, (m, log_l) = lax.map(query_block, jnp.arange(layout.nq))  # (nq, B, bq, K, G, H)
+    o = jnp.moveaxis(o, 0, 1).reshape(b, layout.tp, kv, g, h)[:, :t]
+    m, log_l = (jnp.moveaxis(a, 0, 3).reshape(b, kv, g, layout.tp) for a in (m, log_l))
+    return o, (q, k, v, bias, mask, q_len, kv_len, o, m, log_l)  # m, log_l: T padded
 
 
-def _blockwise_bwd(is_causal, bq, bk, res, g):
-    q, k, v, allowed, o, m, log_l = res
-    b, t, n, h = q.shape
-    layout = _Layout(t, k.shape[1], bq, bk, is_causal)
-    qp, kp, vp, okp = _pad_inputs(q, k, v, allowed, layout)
-    tp = layout.nq * bq
-    gp = _pad_to(wide(g), 1, tp)
-    d = _pad_to(jnp.einsum("btnh,btnh->bnt", wide(g), wide(o)), 2, tp)  # D = rowsum(dO * O)
-    scale = 1 / math.sqrt(h)
+def _blockwise_bwd(scale, span, bq, bk, res, g):
+    q, k, v, bias, mask, q_len, kv_len, o, m, log_l = res
+    b, t, kv, _, h = q.shape
+    layout = _Layout(t, span, bq, bk, q_len, kv_len)
+    qp, kp, vp, bp, mp = layout.pad(q, k, v, bias, mask)
+    gp = _pad_to(wide(g), 1, layout.tp)
+    d = _pad_to(_row_dot(wide(g), o), 3, layout.tp)  # D = rowsum(dO * O)
 
-    def key_block(dq, j):
-        k_j = lax.dynamic_slice_in_dim(kp, j * bk, bk, axis=1)
-        v_j = lax.dynamic_slice_in_dim(vp, j * bk, bk, axis=1)
+    def key_block(carry, j):
+        k_j, v_j = _slice(kp, j * bk, bk), _slice(vp, j * bk, bk)
 
         def query_block(i, carry):
             return layout.skip_hidden(i, j, partial(visible_block, i), carry)
 
         def visible_block(i, carry):
-            dq, dk_j, dv_j = carry
-            q_i = lax.dynamic_slice_in_dim(qp, i * bq, bq, axis=1)
-            g_i = lax.dynamic_slice_in_dim(gp, i * bq, bq, axis=1)
-            m_i, log_l_i, d_i = (
-                lax.dynamic_slice_in_dim(a, i * bq, bq, axis=2) for a in (m, log_l, d)
-            )
-            s = _block_scores(q_i, k_j, layout.allowed(okp, i, j), scale)
-            p = _probabilities(s, m_i, log_l_i)  # recomputed P of the block
-            dv_j = dv_j + jnp.einsum("bnqk,bqnh->bknh", p, g_i)  # dV = P^T dO
-            dp = jnp.einsum("bqnh,bknh->bnqk", g_i, wide(v_j))  # dP = dO V^T
-            ds = p * (dp - d_i[..., None]) * scale  # dS, with the 1/sqrt(H)
-            dk_j = dk_j + jnp.einsum("bnqk,bqnh->bknh", ds, wide(q_i))  # dK = dS^T Q
-            dq_i = lax.dynamic_slice_in_dim(dq, i * bq, bq, axis=1)
-            dq_i = dq_i + jnp.einsum("bnqk,bknh->bqnh", ds, wide(k_j))  # dQ = dS K
-            return lax.dynamic_update_slice_in_dim(dq, dq_i, i * bq, axis=1), dk_j, dv_j
+            dq, db, dk_j, dv_j = carry
+            q_i, g_i = _slice(qp, i * bq, bq), _slice(gp, i * bq, bq)
+            m_i, log_l_i, d_i = (_slice(a, i * bq, bq, axis=3) for a in (m, log_l, d))
+            b_ij = None if bp is None else _block_of(bp, i * bq, j * bk, bq, bk)
+            z = _logits(q_i, k_j, b_ij, layout.allowed(mp, i, j), scale)
+            p = _probabilities(z, m_i, log_l_i)  # recomputed P of the block
+            dq_i, dk, dv, dz = _gradients(p, g_i, q_i, k_j, v_j, d_i, scale)
+            dq = lax.dynamic_update_slice_in_dim(dq, _slice(dq, i * bq, bq) + dq_i, i * bq, 1)
+            if db is not None:  # add dZ, summed to the bias's shape, into its block
+                starts = (0, 0, 0, i * bq if db.shape[3] > 1 else 0,
+                          j * bk if db.shape[4] > 1 else 0)  # fmt: skip
+                part = _sum_to(dz, b_ij.shape) + lax.dynamic_slice(db, starts, b_ij.shape)
+                db = lax.dynamic_update_slice(db, part, starts)
+            return dq, db, dk_j + dk, dv_j + dv
 
-        zeros = jnp.zeros((b, bk, n, h), gp.dtype)
-        dq, dk_j, dv_j = lax.fori_loop(0, layout.nq, query_block, (dq, zeros, zeros))
-        return dq, (dk_j, dv_j)
+        dq, db = carry
+        zeros = jnp.zeros((b, bk, kv, h), gp.dtype)
+        dq, db, dk_j, dv_j = lax.fori_loop(0, layout.nq, query_block, (dq, db, zeros, zeros))
+        return (dq, db), (dk_j, dv_j)
 
-    dq, (dk, dv) = lax.scan(key_block, jnp.zeros(qp.shape, gp.dtype), jnp.arange(layout.nk))
+    db = None if bp is None else jnp.zeros(bp.shape, gp.dtype)
+    (dq, db), (dk, dv) = lax.scan(
+        key_block, (jnp.zeros(qp.shape, gp.dtype), db), jnp.arange(layout.nk)
+    )
     s = k.shape[1]
-    dk = jnp.moveaxis(dk, 0, 1).reshape(b, layout.nk * bk, n, h)[:, :s]
-    dv = jnp.moveaxis(dv, 0, 1).reshape(b, layout.nk * bk, n, h)[:, :s]
-    return dq[:, :t].astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+    dk, dv = (jnp.moveaxis(a, 0, 1).reshape(b, layout.sp, kv, h)[:, :s] for a in (dk, dv))
+    if db is not None:
+        db = db[:, :, :, : bias.shape[3], : bias.shape[4]].astype(bias.dtype)
+    return (dq[:, :t].astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), db,
+            None, None, None)  # fmt: skip
 
 
 _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
