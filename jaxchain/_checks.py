@@ -40,12 +40,18 @@ def check_unary(op: str, x) -> jax.Array:
     return x
 
 
-def check_axis(op: str, x, axis: int) -> tuple[jax.Array, int]:
-    """A floating ``x`` and ``axis`` in range (returned non-negative)."""
+def check_axis(op: str, x, axis: int, where=None) -> tuple[jax.Array, int, jax.Array | None]:
+    """A floating ``x``, ``axis`` in range (returned non-negative), ``where`` None or boolean
+    broadcastable to ``x`` (returned at x's shape)."""
     x = check_unary(op, x)
     if x.ndim == 0 or not -x.ndim <= axis < x.ndim:
         raise ValueError(f"{op}: axis {axis} is out of range for x of shape {x.shape}")
-    return x, axis % x.ndim
+    if where is not None:
+        where = _validate.as_array(op, "where", where)
+        _validate.boolean(op, "where", where)
+        _validate.broadcastable(op, "where", where, x.shape, "the shape of x")
+        where = jnp.broadcast_to(where, x.shape)
+    return x, axis % x.ndim, where
 
 
 def check_dense(op: str, x, w, b) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -119,6 +125,82 @@ def check_layer_norm(op: str, x, scale, bias) -> tuple[jax.Array, jax.Array, jax
     _validate.shape(op, "scale", scale, (d,), f"D = x.shape[-1] = {d}")
     _validate.shape(op, "bias", bias, (d,), f"D = x.shape[-1] = {d}")
     return x, scale, bias
+
+
+def check_rms_norm(op: str, x, scale) -> tuple[jax.Array, jax.Array]:
+    """x ``(..., D)``, scale ``(D,)``, one floating dtype."""
+    x, scale = _validate.as_array(op, "x", x), _validate.as_array(op, "scale", scale)
+    _validate.floating(op, x=x, scale=scale)
+    _validate.min_rank(op, "x", x, 1)
+    _validate.shape(op, "scale", scale, x.shape[-1:], f"D = x.shape[-1] = {x.shape[-1]}")
+    return x, scale
+
+
+def check_swiglu(op: str, x, w_gate, w_up) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x ``(..., D)``, w_gate and w_up ``(D, F)``, one floating dtype."""
+    named = {"x": x, "w_gate": w_gate, "w_up": w_up}
+    x, w_gate, w_up = (_validate.as_array(op, n, a) for n, a in named.items())
+    _validate.floating(op, x=x, w_gate=w_gate, w_up=w_up)
+    _validate.min_rank(op, "x", x, 1)
+    _validate.rank(op, "w_gate", w_gate, 2, "(D, F)")
+    d = x.shape[-1]
+    _validate.shape(op, "w_gate", w_gate, (d, w_gate.shape[1]), f"D = x.shape[-1] = {d}")
+    _validate.shape(op, "w_up", w_up, w_gate.shape, "the shape of w_gate")
+    return x, w_gate, w_up
+
+
+def check_lora(op: str, x, w, b, lora_a, lora_b, scale) -> tuple:
+    """dense's x ``(..., I)``, w ``(I, O)``, b ``(O,)``; lora_a ``(I, R)``, lora_b ``(R, O)``;
+    scale a finite Python number."""
+    x, w, b = check_dense(op, x, w, b)
+    lora_a, lora_b = (
+        _validate.as_array(op, n, a) for n, a in (("lora_a", lora_a), ("lora_b", lora_b))
+    )
+    _validate.floating(op, x=x, lora_a=lora_a, lora_b=lora_b)
+    _validate.rank(op, "lora_a", lora_a, 2, "(I, R)")
+    i, o, r = w.shape[0], w.shape[1], lora_a.shape[1]
+    _validate.shape(op, "lora_a", lora_a, (i, r), f"(I, R) with I = {i}")
+    _validate.shape(op, "lora_b", lora_b, (r, o), f"(R, O) with R = {r} of lora_a, O = {o} of w")
+    if isinstance(scale, jax.core.Tracer) or not np.isfinite(scale):
+        raise ValueError(f"{op}: scale must be a finite Python number, got {scale!r}")
+    return x, w, b, lora_a, lora_b, float(scale)
+
+
+def check_rope(op: str, x, positions, base) -> tuple[jax.Array, jax.Array]:
+    """x floating ``(B, T, N, H)`` with H even; positions integers ``(B, T)`` or ``(T,)``
+    (returned as ``(B|1, T)``); base a positive number."""
+    x = check_unary(op, x)
+    _validate.rank(op, "x", x, 4, "(B, T, N, H)")
+    if x.shape[-1] % 2:
+        raise ValueError(f"{op}: x's head size H must be even (halves rotate), got shape {x.shape}")
+    positions = _validate.as_array(op, "positions", positions)
+    _validate.integer(op, "positions", positions)
+    if positions.ndim == 1:
+        positions = positions[None]
+    _validate.broadcastable(op, "positions", positions, x.shape[:2], "(B, T)")
+    if positions.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"{op}: positions must have T = {x.shape[1]} entries per row, got {positions.shape}"
+        )
+    if isinstance(base, jax.core.Tracer) or not base > 0:
+        raise ValueError(f"{op}: base must be a positive Python number, got {base!r}")
+    return x, positions
+
+
+def check_dropout(op: str, x, key, rate) -> tuple[jax.Array, jax.Array, float]:
+    """x floating, key a PRNG key (typed, or raw uint32 ``(2,)``), rate a Python number in
+    ``[0, 1]``."""
+    x = check_unary(op, x)
+    key = _validate.as_array(op, "key", key)
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if not (typed and key.ndim == 0) and not (key.dtype == jnp.uint32 and key.shape == (2,)):
+        raise ValueError(
+            f"{op}: key must be one PRNG key (jax.random.key(seed)), got dtype {key.dtype} "
+            f"and shape {key.shape}"
+        )
+    if isinstance(rate, jax.core.Tracer) or not 0 <= rate <= 1:
+        raise ValueError(f"{op}: rate must be a Python number in [0, 1], got {rate!r}")
+    return x, key, float(rate)
 
 
 _ATTENTION = "dot_product_attention"

@@ -43,6 +43,28 @@ def _attention(keywords: tuple[str, ...] = (), **kwargs) -> Callable:
     return call
 
 
+def _rms_norm(x, scale, eps=1e-6):
+    layer = fnn.RMSNorm(epsilon=eps, dtype=x.dtype, param_dtype=x.dtype)
+    return layer.apply({"params": {"scale": scale}}, x)
+
+
+def _rope(x, positions, *, base=10000.0):
+    """The rotation as a product of complex numbers, ``(x_j + i x_{j+H/2}) e^{i theta_j}``."""
+    f = jnp.promote_types(x.dtype, jnp.float32)
+    h = x.shape[-1] // 2
+    theta = positions[..., None].astype(f) * base ** (-jnp.arange(h, dtype=f) / h)
+    z = (x[..., :h].astype(f) + 1j * x[..., h:].astype(f)) * jnp.exp(1j * theta)[:, :, None]
+    return jnp.concatenate([z.real, z.imag], axis=-1).astype(x.dtype)
+
+
+def _lora_dense(x, lora_a, lora_b):
+    from jaxchain.registry import frozen_weights
+
+    w, b = frozen_weights(x, lora_b.shape[1])
+    frozen = fnn.Dense(w.shape[1], dtype=x.dtype, param_dtype=x.dtype)
+    return frozen.apply({"params": {"kernel": w, "bias": b}}, x) + 2.0 * (x @ lora_a) @ lora_b
+
+
 def _linear_cross_entropy(x, w, labels, *, chunk_size=None):
     return optax.softmax_cross_entropy_with_integer_labels(x @ w, labels)
 
@@ -119,7 +141,20 @@ COUNTERPARTS: dict[str, tuple[str, Callable]] = {
         optax.sigmoid_binary_cross_entropy,
     ),
     "mse": ("optax.squared_error", lambda p, t: jnp.mean(optax.squared_error(p, t))),
+    "softmax(where)": ("jax.nn.softmax", lambda x, where: jax.nn.softmax(x, where=where)),
     "layer_norm": ("flax.linen.LayerNorm", _layer_norm),
+    "rms_norm": ("flax.linen.RMSNorm", _rms_norm),
+    "silu": ("jax.nn.silu", jax.nn.silu),
+    "swiglu": (
+        "jax.nn.silu(x @ w_gate) * (x @ w_up)",
+        lambda x, wg, wu: jax.nn.silu(x @ wg) * (x @ wu),
+    ),
+    "rope": ("complex rotation (jax.numpy)", _rope),
+    "dropout": (
+        "flax.linen.Dropout",
+        lambda x, key: fnn.Dropout(0.3).apply({}, x, deterministic=False, rng=key),
+    ),
+    "lora_dense": ("flax.linen.Dense + s (x A) B", _lora_dense),
     **{
         name: ("jax.nn.dot_product_attention", f)
         for names, f in (

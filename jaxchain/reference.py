@@ -19,12 +19,17 @@ from jaxchain._checks import (
     check_attention,
     check_axis,
     check_dense,
+    check_dropout,
     check_embedding,
     check_labels,
     check_layer_norm,
     check_linear_labels,
+    check_lora,
     check_pair,
     check_recurrent,
+    check_rms_norm,
+    check_rope,
+    check_swiglu,
     check_unary,
 )
 from jaxchain.ops import NAMES
@@ -84,15 +89,34 @@ def _shifted(x: jax.Array, axis: int) -> jax.Array:
     return x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf))
 
 
-def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    x, axis = check_axis("softmax", x, axis)
-    e = jnp.exp(_shifted(_wide(x), axis))
+def softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax.Array:
+    """``exp(x) / sum(exp(x))`` along ``axis`` over the elements ``where`` keeps (0 at the
+    others, and in a row with none kept)."""
+    x, axis, where = check_axis("softmax", x, axis, where)
+    z = _wide(x)
+    if where is not None:
+        z = jnp.where(where, z, -jnp.inf)
+        m = jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True, initial=-jnp.inf))
+        e = jnp.where(where, jnp.exp(z - jnp.where(jnp.isfinite(m), m, 0)), 0)
+        total = jnp.sum(e, axis=axis, keepdims=True)
+        return (e / jnp.where(total > 0, total, 1)).astype(x.dtype)
+    e = jnp.exp(_shifted(z, axis))
     return (e / jnp.sum(e, axis=axis, keepdims=True)).astype(x.dtype)
 
 
-def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    x, axis = check_axis("log_softmax", x, axis)
-    z = _shifted(_wide(x), axis)
+def log_softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax.Array:
+    """``x - logsumexp(x)`` along ``axis`` over the elements ``where`` keeps (``-inf`` at the
+    others)."""
+    x, axis, where = check_axis("log_softmax", x, axis, where)
+    z = _wide(x)
+    if where is not None:
+        kept = jnp.where(where, z, 0)
+        m = jax.lax.stop_gradient(jnp.max(kept, axis=axis, keepdims=True, initial=-jnp.inf,
+                                          where=where))  # fmt: skip
+        shifted = kept - jnp.where(jnp.isfinite(m), m, 0)
+        total = jnp.sum(jnp.where(where, jnp.exp(shifted), 0), axis=axis, keepdims=True)
+        return jnp.where(where, shifted - jnp.log(total), -jnp.inf).astype(x.dtype)
+    z = _shifted(z, axis)
     return (z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))).astype(x.dtype)
 
 
@@ -197,6 +221,66 @@ def dot_product_attention(
     p = e / jnp.where(total > 0, total, 1)  # a row that sees nothing attends to nothing
     o = jnp.einsum("bnts,bsnh->btnh", p, v_).astype(a.query.dtype)
     return o if a.batched else o[0]
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
+    x, scale = check_rms_norm("rms_norm", x, scale)
+    z, scale_ = _wide(x, scale)
+    mean_square = jnp.sum(z * z, axis=-1, keepdims=True) / max(x.shape[-1], 1)
+    return (
+        z / jnp.sqrt(mean_square + eps) * scale_.reshape((1,) * (x.ndim - 1) + scale.shape)
+    ).astype(x.dtype)
+
+
+def silu(x: jax.Array) -> jax.Array:
+    x = check_unary("silu", x)
+    z = _wide(x)
+    return (z / (1 + jnp.exp(-z))).astype(x.dtype)
+
+
+def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array) -> jax.Array:
+    """``silu(x @ w_gate) * (x @ w_up)``."""
+    x, w_gate, w_up = check_swiglu("swiglu", x, w_gate, w_up)
+    x_, wg, wu = _wide(x, w_gate, w_up)
+    a = x_ @ wg
+    return (a * jax.nn.sigmoid(a) * (x_ @ wu)).astype(x.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
+    """Hugging Face's ``x cos + rotate_half(x) sin``, the frequencies repeated over both
+    halves."""
+    x, positions = check_rope("rope", x, positions, base)
+    z = _wide(x)
+    h = x.shape[-1]
+    frequencies = 1.0 / (base ** (jnp.arange(0, h, 2, dtype=z.dtype) / h))
+    angles = positions[..., None].astype(z.dtype) * frequencies[None, None]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # (B|1, T, 1, H)
+    half = h // 2
+    rotated = jnp.concatenate([-z[..., half:], z[..., :half]], axis=-1)  # rotate_half
+    return (z * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
+
+
+def dropout(x: jax.Array, key: jax.Array, rate: float) -> jax.Array:
+    """``x * mask / (1 - rate)``, the mask ``bernoulli(key, 1 - rate, x.shape)``."""
+    x, key, rate = check_dropout("dropout", x, key, rate)
+    if rate == 0:
+        return x
+    if rate == 1:
+        return x * 0
+    mask = jax.random.bernoulli(key, 1 - rate, x.shape)
+    return (_wide(x) * mask.astype(_wide(x).dtype) * (1 / (1 - rate))).astype(x.dtype)
+
+
+def lora_dense(
+    x: jax.Array, w: jax.Array, b: jax.Array, lora_a: jax.Array, lora_b: jax.Array, *,
+    scale: float,
+) -> jax.Array:  # fmt: skip
+    """``x @ w + b + scale * (x @ lora_a) @ lora_b``, ``w`` and ``b`` frozen (no gradient)."""
+    x, w, b, lora_a, lora_b, scale = check_lora("lora_dense", x, w, b, lora_a, lora_b, scale)
+    x_, w_, b_, a_, bb = _wide(x, w, b, lora_a, lora_b)
+    w_, b_ = jax.lax.stop_gradient(w_), jax.lax.stop_gradient(b_)
+    y = x_ @ w_ + b_.reshape((1,) * (x.ndim - 1) + b.shape) + scale * ((x_ @ a_) @ bb)
+    return y.astype(x.dtype)
 
 
 # --- recurrent: a plain lax.scan over the cell -------------------------------------------------

@@ -142,6 +142,65 @@ def _bind(op: str, keywords: tuple[str, ...] = (), **kwargs) -> tuple[Callable, 
     return bound(getattr(rules, op)), bound(getattr(reference, op))
 
 
+def _where(key, dtype, scale, d):
+    """x and a boolean ``where``: the first row keeps nothing, the second one element."""
+    kx, kw = jax.random.split(key)
+    where = jax.random.bernoulli(kw, 0.6, d["shape"]).at[0].set(False).at[1].set(False)
+    return _normal(kx, d["shape"], dtype, scale), where.at[1, 2].set(True)
+
+
+def _rms_norm(key, dtype, scale, d):
+    kx, ks = jax.random.split(key)
+    dim = d["D"]
+    return _normal(kx, (*d["lead"], dim), dtype, scale), 1 + _normal(ks, (dim,), dtype, 0.2)
+
+
+def _swiglu(key, dtype, scale, d):
+    kx, kg, ku = jax.random.split(key, 3)
+    dim, f = d["D"], d["F"]
+    x = _normal(kx, (*d["lead"], dim), dtype, scale)
+    return x, _normal(kg, (dim, f), dtype, dim**-0.5), _normal(ku, (dim, f), dtype, dim**-0.5)
+
+
+def _rope(key, dtype, scale, d):
+    """x ``(B, T, N, H)`` and positions ``(B, T)``: counting from 0, and from an offset (a
+    prompt in a KV cache)."""
+    b, t = d["B"], d["T"]
+    positions = jnp.arange(t)[None] + jnp.array([[0], [7]])[:b]
+    return _normal(key, (b, t, d["N"], d["H"]), dtype, scale), positions
+
+
+def _dropout(key, dtype, scale, d):
+    kx, kd = jax.random.split(key)
+    return _normal(kx, d["shape"], dtype, scale), kd
+
+
+def _lora(key, dtype, scale, d):
+    """x ``(..., I)``, lora_a ``(I, R)``, lora_b ``(R, O)``; the frozen weights are not
+    arguments (see :func:`frozen_weights`)."""
+    kx, ka, kl = jax.random.split(key, 3)
+    i, o, r = d["I"], d["O"], d["R"]
+    x = _normal(kx, (*d["lead"], i), dtype, scale)
+    return x, _normal(ka, (i, r), dtype, i**-0.5), _normal(kl, (r, o), dtype, 0.5)
+
+
+def frozen_weights(x: jax.Array, o: int) -> tuple[jax.Array, jax.Array]:
+    """Fixed ``w (I, O)`` and ``b (O,)`` for the lora_dense case, in x's dtype: frozen
+    weights are constants of the function checked (their gradient is zero by definition, not
+    the derivative that finite differences would measure)."""
+    i = x.shape[-1]
+    w = jnp.sin(1.0 + jnp.arange(i * o, dtype=x.dtype)).reshape(i, o) * i**-0.5
+    return w, jnp.cos(jnp.arange(o, dtype=x.dtype))
+
+
+def _lora_call(ops):
+    def call(x, lora_a, lora_b):
+        return ops.lora_dense(x, *frozen_weights(x, lora_b.shape[1]), lora_a, lora_b, scale=2.0)
+
+    call.func = ops.lora_dense
+    return call
+
+
 def _recurrent(gates: int, states: int, biases: int, padded: bool):
     """Arguments ``(xs, *initial states, w_x, w_h, *biases[, lengths])``; with ``padded``,
     lengths include a full, a partial and an empty sequence."""
@@ -202,7 +261,20 @@ RULES: dict[str, Case] = {
         ),
         _case("sigmoid_binary_cross_entropy", _binary_cross_entropy, _ELEMENTWISE),
         _case("mse", _pair, _ELEMENTWISE),
+        _case("softmax(where)", _where, {"shape": ((3, 5),)}, *_bind("softmax", ("where",))),
         _case("layer_norm", _layer_norm, {**_ROWS, "D": (6,)}),
+        _case("rms_norm", _rms_norm, {**_ROWS, "D": (6,)}),
+        _case("silu", _unary, _ELEMENTWISE),
+        _case("swiglu", _swiglu, {**_ROWS, "D": (4,), "F": (6,)}),
+        _case("rope", _rope, {"B": (2,), "T": (3,), "N": (2,), "H": (6,)}),
+        _variant("dropout", "dropout", _dropout, {"shape": ((4, 5),)}, rate=0.3),
+        _case(
+            "lora_dense",
+            _lora,
+            {**_ROWS, "I": (4,), "O": (5,), "R": (2,)},
+            _lora_call(rules),
+            _lora_call(reference),
+        ),
         _case("dot_product_attention", _qkv, _ATTENTION),
         _variant(
             "dot_product_attention(causal)",

@@ -4,8 +4,8 @@ derivation, written out. :mod:`jaxchain.reference` has the same names, different
 
 from jaxchain.ops import NAMES
 from jaxchain.rules.attention import dot_product_attention
-from jaxchain.rules.elementwise import gelu, relu, sigmoid, tanh
-from jaxchain.rules.linear import dense, embedding
+from jaxchain.rules.elementwise import dropout, gelu, relu, sigmoid, silu, tanh
+from jaxchain.rules.linear import dense, embedding, lora_dense, swiglu
 from jaxchain.rules.losses import (
     linear_softmax_cross_entropy,
     log_softmax,
@@ -14,7 +14,8 @@ from jaxchain.rules.losses import (
     softmax,
     softmax_cross_entropy,
 )
-from jaxchain.rules.norm import layer_norm
+from jaxchain.rules.norm import layer_norm, rms_norm
 from jaxchain.rules.recurrent import gru, lstm, rnn
+from jaxchain.rules.rope import rope
 
 __all__ = list(NAMES)  # the names of the interface, jaxchain.ops.Ops

@@ -1,4 +1,4 @@
-"""Elementwise activations: relu, sigmoid, tanh, gelu.
+"""Elementwise activations: relu, sigmoid, tanh, gelu, silu; and dropout.
 
 Each backward pass is the cotangent ``g`` times the local derivative. Where the derivative is
 a function of the output (relu, sigmoid, tanh), the forward saves only its output ``y``;
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erfc
 
-from jaxchain._checks import check_unary
+from jaxchain._checks import check_dropout, check_unary
 from jaxchain.rules._precision import wide
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -154,3 +154,86 @@ def _gelu_bwd(approximate, derivative, g):
 
 
 _gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
+
+def silu(x: jax.Array) -> jax.Array:
+    r"""Sigmoid linear unit (swish), :math:`y = x\,\sigma(x)`.
+
+    .. math:: \frac{\partial y}{\partial x} = \sigma(x) + x\,\sigma(x)(1 - \sigma(x))
+              = \sigma(x)\,\big(1 + x\,(1 - \sigma(x))\big)
+
+    Saves the input ``x`` (the derivative is not a function of ``y``); :math:`\sigma(x)` is
+    recomputed. bfloat16 and float16 are computed in float32.
+    """
+    return _silu(check_unary("silu", x))
+
+
+def silu_and_derivative(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``silu(x)`` and its derivative, from one sigmoid (shared with :func:`swiglu`)."""
+    s = jax.nn.sigmoid(x)
+    return x * s, s * (1 + x * (1 - s))
+
+
+@jax.custom_vjp
+def _silu(x):
+    return _silu_fwd(x)[0]
+
+
+def _silu_fwd(x):
+    return (wide(x) * jax.nn.sigmoid(wide(x))).astype(x.dtype), x
+
+
+def _silu_bwd(x, g):
+    _, dy = silu_and_derivative(wide(x))  # sigma (1 + x (1 - sigma))
+    return ((wide(g) * dy).astype(x.dtype),)
+
+
+_silu.defvjp(_silu_fwd, _silu_bwd)
+
+
+def dropout(x: jax.Array, key: jax.Array, rate: float) -> jax.Array:
+    r"""Inverted dropout: each element is kept with probability :math:`1 - p` and scaled by
+    :math:`1 / (1 - p)`, else zeroed: :math:`y = m \odot x / (1 - p)`,
+    :math:`m \sim \operatorname{Bernoulli}(1 - p)` drawn from ``key``.
+
+    .. math:: \frac{\partial L}{\partial x} = m \odot g / (1 - p)
+
+    Saves only the key: the backward pass draws the mask again from it (the same key gives
+    the same mask), instead of keeping a mask the size of ``x``. The mask is
+    ``jax.random.bernoulli(key, 1 - rate, x.shape)``, as :class:`flax.linen.Dropout` draws it
+    from the ``rng`` it is given, so the two agree element for element. ``rate = 0`` is the
+    identity and ``rate = 1`` gives zeros, as flax.
+
+    Args:
+      x: any floating array.
+      key: a PRNG key (``jax.random.key(seed)``, or a raw ``PRNGKey``).
+      rate: the probability of dropping an element, a Python number in ``[0, 1]``.
+    """
+    x, key, rate = check_dropout("dropout", x, key, rate)
+    if rate == 0:
+        return x
+    return _dropout(x, key, rate)
+
+
+def _kept(key, rate, shape):
+    return jax.random.bernoulli(key, 1 - rate, shape)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dropout(x, key, rate):
+    return _dropout_fwd(x, key, rate)[0]
+
+
+def _dropout_fwd(x, key, rate):
+    kept = _kept(key, rate, x.shape)
+    y = jnp.where(kept, wide(x) / (1 - rate) if rate < 1 else 0, 0).astype(x.dtype)
+    return y, key
+
+
+def _dropout_bwd(rate, key, g):
+    kept = _kept(key, rate, g.shape)  # the mask, drawn again from the key
+    dx = jnp.where(kept, wide(g) / (1 - rate) if rate < 1 else 0, 0)
+    return dx.astype(g.dtype), None
+
+
+_dropout.defvjp(_dropout_fwd, _dropout_bwd)

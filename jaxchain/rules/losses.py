@@ -21,72 +21,86 @@ from jaxchain.rules._precision import finite_or_zero, row_max, wide
 # --- softmax ---------------------------------------------------------------------------------
 
 
-def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
+def softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax.Array:
     r"""Softmax along ``axis``, :math:`y_i = e^{x_i - m} / \sum_j e^{x_j - m}` with
     :math:`m = \max_j x_j`: normalised by the sum itself (not by ``exp(x - logsumexp)``,
     whose ``log`` term is lost to rounding next to a large ``m``), so a row sums to one at any
-    finite scale. As :func:`jax.nn.softmax`: an infinite maximum gives NaN, NaN in gives NaN.
+    finite scale. As :func:`jax.nn.softmax`: an infinite maximum gives NaN, NaN in gives NaN;
+    ``where`` (boolean, broadcastable to ``x``) keeps only those elements in the softmax, the
+    others give 0 (and a row with none kept is zeros).
 
     The Jacobian is :math:`\partial y_i / \partial x_j = y_i (\delta_{ij} - y_j)`, so
 
-    .. math:: \frac{\partial L}{\partial x} = y \odot \big(g - \langle g, y \rangle\big).
+    .. math:: \frac{\partial L}{\partial x} = y \odot \big(g - \langle g, y \rangle\big)
 
-    Saves the output ``y``. bfloat16 and float16 are computed in float32.
+    (zero where ``y`` is: an element left out gets no gradient). Saves the output ``y``.
+    bfloat16 and float16 are computed in float32.
     """
-    x, axis = check_axis("softmax", x, axis)
-    return _softmax(x, axis)
+    x, axis, where = check_axis("softmax", x, axis, where)
+    return _softmax(x, where, axis)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _softmax(x, axis):
-    return _softmax_fwd(x, axis)[0]
+def _kept(z, where):
+    """``z`` with the elements left out by ``where`` at ``-inf``."""
+    return z if where is None else jnp.where(where, z, -jnp.inf)
 
 
-def _softmax_fwd(x, axis):
-    z = wide(x)
-    e = jnp.exp(z - row_max(z, axis))
-    y = (e / jnp.sum(e, axis=axis, keepdims=True)).astype(x.dtype)
-    return y, y
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _softmax(x, where, axis):
+    return _softmax_fwd(x, where, axis)[0]
+
+
+def _softmax_fwd(x, where, axis):
+    z = _kept(wide(x), where)
+    m = row_max(z, axis)
+    e = jnp.exp(z - (m if where is None else finite_or_zero(m)))  # a row with none kept: 0
+    total = jnp.sum(e, axis=axis, keepdims=True)
+    y = e / (total if where is None else jnp.where(total > 0, total, 1))
+    return y.astype(x.dtype), y.astype(x.dtype)
 
 
 def _softmax_bwd(axis, y, g):
     y_, g_ = wide(y), wide(g)
     dx = y_ * (g_ - jnp.sum(g_ * y_, axis=axis, keepdims=True))  # y (g - <g, y>)
-    return (dx.astype(y.dtype),)
+    return dx.astype(y.dtype), None
 
 
 _softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
-def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
+def log_softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax.Array:
     r"""Log-softmax along ``axis``, :math:`y = (x - m) - \log \sum_j e^{x_j - m}`,
-    :math:`m = \max_j x_j` (the shift is exact, so ``y`` is exact to rounding at any scale).
+    :math:`m = \max_j x_j` (the shift is exact, so ``y`` is exact to rounding at any scale);
+    ``where`` (boolean, broadcastable to ``x``) keeps only those elements, the others give
+    ``-inf``, as :func:`jax.nn.log_softmax`.
 
-    .. math:: \frac{\partial L}{\partial x} = g - e^{y} \textstyle\sum_j g_j.
+    .. math:: \frac{\partial L}{\partial x} = g - e^{y} \textstyle\sum_j g_j
 
-    Saves the output ``y`` (``e^y`` is the softmax). bfloat16 and float16 are computed in
-    float32.
+    (sums over the kept elements; an element left out gets no gradient). Saves the output
+    ``y`` (``e^y`` is the softmax). bfloat16 and float16 are computed in float32.
     """
-    x, axis = check_axis("log_softmax", x, axis)
-    return _log_softmax(x, axis)
+    x, axis, where = check_axis("log_softmax", x, axis, where)
+    return _log_softmax(x, where, axis)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _log_softmax(x, axis):
-    return _log_softmax_fwd(x, axis)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _log_softmax(x, where, axis):
+    return _log_softmax_fwd(x, where, axis)[0]
 
 
-def _log_softmax_fwd(x, axis):
-    z = wide(x)
-    shifted = z - row_max(z, axis)
+def _log_softmax_fwd(x, where, axis):
+    z = _kept(wide(x), where)
+    m = row_max(z, axis) if where is None else finite_or_zero(row_max(z, axis))
+    shifted = z - m
     y = (shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))).astype(x.dtype)
-    return y, y
+    return y, (y, where)
 
 
-def _log_softmax_bwd(axis, y, g):
-    g_ = wide(g)
+def _log_softmax_bwd(axis, res, g):
+    y, where = res
+    g_ = wide(g) if where is None else jnp.where(where, wide(g), 0)  # outputs left out: -inf
     dx = g_ - jnp.exp(wide(y)) * jnp.sum(g_, axis=axis, keepdims=True)  # g - softmax sum(g)
-    return (dx.astype(y.dtype),)
+    return dx.astype(y.dtype), None
 
 
 _log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)

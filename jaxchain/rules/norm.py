@@ -1,4 +1,4 @@
-"""Layer normalisation over the last axis."""
+"""Layer normalisation and RMS normalisation over the last axis."""
 
 from functools import partial
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxchain import _validate
-from jaxchain._checks import check_layer_norm
+from jaxchain._checks import check_layer_norm, check_rms_norm
 from jaxchain.rules._precision import wide
 
 
@@ -70,3 +70,51 @@ def _layer_norm_bwd(eps, res, g):
 
 
 _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
+    r"""Root-mean-square norm over the last axis (Llama's), :math:`y = \hat x \gamma`,
+    :math:`\hat x = x\, r`, :math:`r = (\langle x^2 \rangle + \epsilon)^{-1/2}`: layer norm
+    without the mean and the bias.
+
+    :math:`\partial r / \partial x_j = -r^3 x_j / D`, so with :math:`\hat g = g \gamma` and
+    means :math:`\langle\cdot\rangle` over the last axis,
+
+    .. math:: \frac{\partial L}{\partial x}
+              = r \big(\hat g - \hat x \langle \hat g \hat x \rangle\big),
+              \quad \frac{\partial L}{\partial \gamma} = \textstyle\sum_{\text{rows}} g \hat x.
+
+    Saves ``x``, ``scale`` (inputs) and ``r`` per row; :math:`\hat x` is recomputed. The
+    statistics run in float32 for bfloat16 and float16 (as Hugging Face's ``LlamaRMSNorm``).
+
+    Args:
+      x: ``(..., D)``.
+      scale: ``(D,)`` (gamma).
+      eps: added to the mean square.
+    """
+    x, scale = check_rms_norm("rms_norm", x, scale)
+    return _rms_norm(x, scale, float(eps))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _rms_norm(x, scale, eps):
+    return _rms_norm_fwd(x, scale, eps)[0]
+
+
+def _rms_norm_fwd(x, scale, eps):
+    x_ = wide(x)
+    r = jax.lax.rsqrt(_mean(jnp.square(x_), -1) + eps)
+    y = x_ * r * _validate.along_last_axis(wide(scale), x.ndim)
+    return y.astype(x.dtype), (x, scale, r)
+
+
+def _rms_norm_bwd(eps, res, g):
+    x, scale, r = res
+    rows = tuple(range(x.ndim - 1))
+    x_hat, g_ = wide(x) * r, wide(g)  # x_hat recomputed
+    g_hat = g_ * _validate.along_last_axis(wide(scale), x.ndim)  # dL/dx_hat
+    dx = r * (g_hat - x_hat * _mean(g_hat * x_hat, -1))
+    return dx.astype(x.dtype), jnp.sum(g_ * x_hat, axis=rows).astype(scale.dtype)
+
+
+_rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
