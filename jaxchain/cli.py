@@ -114,7 +114,7 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     a terminal); write and return its metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from jaxchain import train
+    from jaxchain import tasks, train
 
     stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} steps/s")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), stats)
@@ -139,7 +139,10 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
             stop_at=args.stop_at, checks=args.checks, log=bar.console.print,
             progress=progress, task=task,
         )  # fmt: skip
-    if sample:
+    if sample and task.tokenizer is not None:
+        metrics["sample"] = tasks.generate_text(params, task.tokenizer, "ROMEO:\n", 100)
+        print(metrics["sample"])
+    elif sample:
         metrics["sample"] = train.sample(task, params, "ROMEO:\n", 300, config.seq_len)
         print(metrics["sample"])
     train.write_outputs(out, metrics, config)
@@ -148,6 +151,46 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     }
     print(" ".join(f"{k}={v}" for k, v in headline.items()), f"-> {out}/metrics.json")
     return metrics
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Continue --prompt with a trained decoder run's latest checkpoint."""
+    import json
+
+    import jax
+    from tokenizers import Tokenizer
+
+    from jaxchain import nn, runs, tasks, train
+
+    run = pathlib.Path(args.run_dir)
+    record, tokens = run / runs.RUN_FILE, run / train.TOKENIZER_FILE
+    if not record.is_file():
+        raise UsageError(f"--run: {run} is not a jaxchain run (no {runs.RUN_FILE})")
+    config = train.Config(**json.loads(record.read_text())["config"])
+    if config.model != "decoder" or not tokens.is_file():
+        raise UsageError(f"--run: {run} is a {config.model} run; generate samples decoders")
+    if args.steps < 0 or args.temperature < 0 or args.top_k < 0:
+        raise UsageError("generate: --steps, --temperature and --top-k must be >= 0")
+    tokenizer = Tokenizer.from_file(str(tokens))
+    dims = tasks.decoder_dims(config.hidden, config.layers)
+    vocab = tokenizer.get_vocab_size()
+    params = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), vocab, **dims))
+    tx = config.optimizer_for(tasks.Task(None, None, None, None, "language"))
+    like = {"params": params, "opt_state": jax.eval_shape(tx.init, params)}
+    checkpoints = runs.Checkpoints(run / "checkpoints")
+    restored = checkpoints.restore(like)
+    checkpoints.close()
+    if restored is None:
+        raise UsageError(f"--run: {run} has no checkpoint yet")
+    state, _ = restored
+    try:
+        text = tasks.generate_text(state["params"], tokenizer, args.prompt, args.steps,
+                                   seed=args.seed, temperature=args.temperature,
+                                   top_k=args.top_k or None)  # fmt: skip
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(text)
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -159,11 +202,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 # Fine-tuning defaults by strategy: a frozen encoder takes a larger step than a moving one.
-FINETUNE_LR = {"probe": 3e-3, "top-k": 2e-4, "full": 1e-4, "scratch": 3e-4}
+FINETUNE_LR = {"probe": 3e-3, "top-k": 2e-4, "full": 1e-4, "scratch": 3e-4, "lora": 1e-3}
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    """Fine-tune MiniLM-L6 on the VADER lexicon by one strategy, or all four (--compare)."""
+    """Fine-tune MiniLM-L6 on the VADER lexicon by one strategy, or all (--compare)."""
     import json
 
     from jaxchain.tasks import STRATEGIES
@@ -181,14 +224,16 @@ def _finetune(args: argparse.Namespace) -> int:
     rows = []
     for where, config, _ in planned:
         metrics = _run(config, _task(config), where, args)  # one encoder in memory at a time
-        rows.append({"strategy": config.strategy, "lr": config.lr, **{k: metrics[k] for k in
-                     ("test_accuracy", "val_accuracy", "steps", "seconds")}})  # fmt: skip
+        keep = ("test_accuracy", "val_accuracy", "parameters", "trainable_parameters",
+                "optimizer_bytes", "steps", "seconds")  # fmt: skip
+        rows.append({"strategy": config.strategy, "lr": config.lr, **{k: metrics[k] for k in keep}})
     if args.compare:
-        lines = ["| strategy | lr | test accuracy | val accuracy | steps | seconds |",
-                 "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines = ["| strategy | lr | test accuracy | val accuracy | trainable | optimizer state "
+                 "| steps | seconds |", "|" + " --- |" * 8]  # fmt: skip
         lines += [
             f"| {r['strategy']} | {r['lr']:g} | {r['test_accuracy']:.4f} | "
-            f"{r['val_accuracy']:.4f} | {r['steps']} | {r['seconds']:.0f} |"
+            f"{r['val_accuracy']:.4f} | {r['trainable_parameters'] / r['parameters']:.2%} | "
+            f"{r['optimizer_bytes'] / 2**20:.1f} MiB | {r['steps']} | {r['seconds']:.0f} |"
             for r in rows
         ]
         table = "\n".join(lines)
@@ -241,6 +286,7 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
                    "--xla_force_host_platform_device_count=N)",
         "time-limit": "seconds of training; then evaluate, checkpoint and stop",
         "weight-decay": "decoupled weight decay (adamw)",
+        "vocab": "BPE vocabulary size (decoder, trained on the training split)",
     }  # fmt: skip
     kinds = {"lr": float, "clip": float, "time-limit": float, "weight-decay": float}
     for name, default in defaults.items():
@@ -306,16 +352,17 @@ def parser() -> argparse.ArgumentParser:
                    help="learning rate schedule")  # fmt: skip
     names = ("lr", "warmup", "clip", "accumulate", "steps", "batch-size", "seed", "hidden",
              "layers", "seq-len", "eval-every", "checkpoint-every", "patience", "devices",
-             "time-limit")  # fmt: skip
+             "time-limit", "vocab")  # fmt: skip
     _run_flags(t, {n: getattr(d, n.replace("-", "_")) for n in names})
     t.set_defaults(run=_train)
 
     f = command("finetune", "fine-tune MiniLM-L6 on the VADER sentiment lexicon")
     f.add_argument("--strategy", choices=tasks.STRATEGIES, default="full",
                    help="probe: frozen encoder; top-k: the top K blocks; full; scratch: random "
-                   "init")  # fmt: skip
+                   "init; lora: adapters of rank --rank on every projection")  # fmt: skip
     f.add_argument("--top-k", type=int, default=d.top_k, help="trainable blocks of top-k")
-    f.add_argument("--compare", action="store_true", help="run all four strategies; one table")
+    f.add_argument("--rank", type=int, default=d.rank, help="the rank of lora's adapters")
+    f.add_argument("--compare", action="store_true", help="run every strategy; one table")
     f.add_argument(
         "--lr", type=float, help=f"peak learning rate (default by strategy: {FINETUNE_LR})"
     )
@@ -324,6 +371,15 @@ def parser() -> argparse.ArgumentParser:
                    "checkpoint-every": 200, "seed": 0, "patience": None, "devices": 1,
                    "time-limit": None})  # fmt: skip
     f.set_defaults(run=_finetune, optimizer="adamw", schedule="cosine")
+
+    g = command("generate", "sample text from a trained decoder run")
+    g.add_argument("--run", dest="run_dir", required=True, help="a decoder run's directory")
+    g.add_argument("--prompt", required=True, help="the text to continue")
+    g.add_argument("--steps", type=int, default=100, help="tokens to generate")
+    g.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    g.add_argument("--top-k", type=int, default=40, help="sample among the K likeliest (0: all)")
+    g.add_argument("--seed", type=int, default=0, help="seeds the sampling")
+    g.set_defaults(run=_generate)
 
     b = command("bench", "time and memory: hand-written against autodiff")
     b.add_argument("--preset", choices=["full", "quick"], default="full",

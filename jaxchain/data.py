@@ -53,6 +53,10 @@ class Corpus:
     def decode(self, ids) -> str:
         return "".join(self.vocab[int(i)] for i in ids)
 
+    def text(self, ids: np.ndarray) -> str:
+        """:meth:`decode` for long arrays (a whole split)."""
+        return "".join(np.array(list(self.vocab))[np.asarray(ids)])
+
 
 def check_labels(name: str, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Integer ``labels`` in ``[0, num_classes)``, checked on the host before training (inside
@@ -156,3 +160,29 @@ def vader(*, threshold: float = 0.5, val_fraction: float = 0.1) -> Lexicon:
         return tuple(words[i] for i in idx), (rating[idx] > 0).astype(np.int32), rating[idx]
 
     return Lexicon(*(split(p) for p in parts))
+
+
+def bpe(corpus: Corpus, vocab_size: int = 1024):
+    """A byte-level BPE tokenizer (GPT-2's pre-tokenisation, as LLMs use) trained with
+    ``tokenizers`` on the training text of ``corpus``; deterministic, a couple of seconds.
+
+    Returns a ``tokenizers.Tokenizer``; ``decode(encode(text).ids) == text`` for any text
+    (bytes are the alphabet, so nothing is unknown).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < 257:
+        raise ValueError(f"bpe: vocab_size must be above the 256 bytes, got {vocab_size}")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tokenizer.train_from_iterator(corpus.text(corpus.train).splitlines(keepends=True), trainer)
+    return tokenizer
+
+
+def encode(tokenizer, text: str) -> np.ndarray:
+    """``text`` as token ids, ``int32``: line by line (in parallel), as :func:`bpe` trains."""
+    lines = tokenizer.encode_batch(text.splitlines(keepends=True))
+    return np.fromiter((i for e in lines for i in e.ids), np.int32)

@@ -52,7 +52,7 @@ def _rope(x, positions, *, base=10000.0):
     """The rotation as a product of complex numbers, ``(x_j + i x_{j+H/2}) e^{i theta_j}``."""
     f = jnp.promote_types(x.dtype, jnp.float32)
     h = x.shape[-1] // 2
-    theta = positions[..., None].astype(f) * base ** (-jnp.arange(h, dtype=f) / h)
+    theta = positions[..., None].astype(f) * base ** (-jnp.arange(h, dtype=f) / h)[None, None]
     z = (x[..., :h].astype(f) + 1j * x[..., h:].astype(f)) * jnp.exp(1j * theta)[:, :, None]
     return jnp.concatenate([z.real, z.imag], axis=-1).astype(x.dtype)
 

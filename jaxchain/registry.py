@@ -221,8 +221,8 @@ def _recurrent(gates: int, states: int, biases: int, padded: bool):
 
 _ELEMENTWISE = {"shape": ((7,), (3, 4))}
 _ROWS = {"lead": ((4,), (2, 3))}
-_ATTENTION = {"TS": ((5, 5), (3, 4)), "B": (2,), "NK": ((2, 2), (4, 1)), "H": (4,)}
-_GQA = {**_ATTENTION, "NK": ((4, 2), (2, 1))}  # grouped queries: 2 per key head
+_ATTENTION = {"TS": ((5, 5), (3, 4)), "B": (2,), "NK": ((2, 2),), "H": (4,)}
+_GQA = {**_ATTENTION, "NK": ((4, 2),)}  # grouped queries: 2 per key/value head
 _SEQUENCE = {"B": (3,), "T": (6, 3), "I": (3,), "H": (4,)}
 _RECURRENT = {"rnn": (1, 1, 1), "lstm": (4, 2, 1), "gru": (3, 1, 2)}  # gates, states, biases
 
@@ -399,6 +399,37 @@ def _bert_finetune(ops, params, tokens, mask, types, labels):
     return ops.softmax_cross_entropy(logits, labels)
 
 
+def _decoder_args(tie):
+    """A decoder with grouped-query attention (4 query heads, 2 key/value heads), tokens,
+    targets and a dropout key."""
+
+    def make(key, dtype, scale, d):
+        kp, kt, kd = jax.random.split(key, 3)
+        params = nn.decoder.init(
+            kp,
+            11,
+            d_model=d["D"],
+            num_heads=4,
+            num_kv_heads=2,
+            num_layers=2,
+            d_ff=12,
+            tie_embeddings=tie,
+            dtype=dtype,
+        )
+        params = jax.tree.map(lambda a: a * (25 * scale) if a.ndim > 1 else a, params)
+        tokens = jax.random.randint(kt, (2, d["T"] + 1), 0, 11)
+        return params, tokens[:, :-1], tokens[:, 1:], kd
+
+    return make
+
+
+def _decoder(dropout):
+    """The language-model loss of the decoder (RMSNorm, RoPE, GQA, SwiGLU, fused head)."""
+    return lambda ops, p, tokens, targets, key: nn.decoder.loss(
+        p, tokens, targets, key=key, dropout=dropout, ops=ops
+    )
+
+
 def _mlp(activation):
     return lambda ops, p, x: nn.mlp.apply(p, x, activation=activation, ops=ops)
 
@@ -420,6 +451,7 @@ def _transformer(pre_norm, is_causal):
 _SEQ = {"B": (3,), "T": (5,), "I": (3,), "H": (4,)}
 _MHA = {"T": (5,), "D": (8,), "N": (2,)}
 _ENCODER = {"T": (6,), "D": (8,)}
+_DECODER = {"T": (5,), "D": (16,)}
 _MODULES = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
 
 MODELS: dict[str, Case] = {
@@ -442,5 +474,7 @@ MODELS: dict[str, Case] = {
             _ENCODER,
         ),
         _model("bert(finetune)", _bert_finetune, _bert_args, _ENCODER),
+        _model("decoder", _decoder(0.0), _decoder_args(False), _DECODER),
+        _model("decoder(tied, dropout)", _decoder(0.2), _decoder_args(True), _DECODER),
     ]
 }

@@ -15,6 +15,7 @@ the same order), and ``evaluate(params, split) -> metrics``.
 import dataclasses
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ import numpy as np
 from jaxchain import data, nn, rules
 
 RECURRENT = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
-MODELS = ("mlp", *RECURRENT, "transformer")
+MODELS = ("mlp", *RECURRENT, "transformer", "decoder")
 DATASETS = ("digits", "shakespeare")  # what `jaxchain train` trains on; vader is finetune's
 
 
@@ -35,6 +36,8 @@ class Task:
     evaluate: Callable[[dict, str], dict[str, float]]
     kind: str  # "classification" or "language"
     corpus: data.Corpus | None = None
+    tokenizer: Any = None  # a tokenizers.Tokenizer, saved with the run (decoder)
+    merge: Callable[[dict], dict] | None = None  # adapted params -> plain params (LoRA)
     trainable: Callable[[dict], dict] | None = None  # params -> bools; None: all trainable
     loss_fn: Callable[[dict, tuple, ModuleType], jax.Array] | None = None  # else CE of logits
 
@@ -187,9 +190,66 @@ def _head_loss(ops, head, h, labels):
     return jnp.mean(ops.linear_softmax_cross_entropy(jnp.concatenate([h, ones], -1), w, labels))
 
 
-def shakespeare_task(
-    model: str, *, batch_size: int, seed: int, hidden: int, layers: int, seq_len: int
+def decoder_dims(hidden: int, layers: int) -> dict:
+    """The decoder's shape for ``--hidden`` and ``--layers``: heads of 64, half as many
+    key/value heads (grouped-query attention), SwiGLU width ``8/3 D`` rounded up to 64."""
+    heads = max(1, hidden // 64)
+    return dict(d_model=hidden, num_heads=heads, num_kv_heads=max(1, heads // 2),
+                num_layers=layers, d_ff=-(-8 * hidden // 3 // 64) * 64)  # fmt: skip
+
+
+def decoder_task(
+    *, batch_size: int, seed: int, hidden: int, layers: int, seq_len: int, vocab: int
 ) -> Task:
+    """Shakespeare as byte-level BPE tokens (:func:`jaxchain.data.bpe`, trained on the training
+    split) for the Llama-style decoder; ``seq_len`` counts tokens. Validation loss is in nats
+    per character (the nats of the predicted tokens over their characters), comparable with
+    the character models'."""
+    corpus = data.shakespeare()
+    tokenizer = data.bpe(corpus, vocab)
+    train, val = (data.encode(tokenizer, corpus.text(part)) for part in (corpus.train, corpus.val))
+    for part in (train, val):
+        data.check_labels("shakespeare tokens", part, tokenizer.get_vocab_size())
+    dims = decoder_dims(hidden, layers)
+
+    def init(key):
+        return nn.decoder.init(key, tokenizer.get_vocab_size(), **dims)
+
+    def logits(p, tokens, ops):
+        return nn.decoder.apply(p, tokens, ops=ops)
+
+    def loss(p, batch, ops):
+        tokens, targets = batch
+        return nn.decoder.loss(p, tokens, targets, ops=ops)
+
+    windows = np.arange(seq_len + 1)
+
+    def batch(step: int):
+        starts = np.random.default_rng([seed, step]).integers(0, len(train) - seq_len - 1,
+                                                              batch_size)  # fmt: skip
+        chunk = train[starts[:, None] + windows]
+        return chunk[:, :-1], chunk[:, 1:]
+
+    starts = np.linspace(0, len(val) - seq_len - 1, 128).astype(np.int64)
+    windows_val = val[starts[:, None] + windows]
+    characters = sum(len(tokenizer.decode(w[1:].tolist())) for w in windows_val)
+    nats = jax.jit(lambda p, x, y: jnp.sum(rules.softmax_cross_entropy(logits(p, x, rules), y)))
+
+    def evaluate(params, split: str) -> dict[str, float]:
+        total = sum(float(nats(params, windows_val[i : i + 32, :-1], windows_val[i : i + 32, 1:]))
+                    for i in range(0, len(windows_val), 32))  # fmt: skip
+        return {"loss": total / characters}
+
+    return Task(init, logits, batch, evaluate, "language", loss_fn=loss, tokenizer=tokenizer)
+
+
+def shakespeare_task(
+    model: str, *, batch_size: int, seed: int, hidden: int, layers: int, seq_len: int,
+    vocab: int = 1024,
+) -> Task:  # fmt: skip
+    if model == "decoder":
+        return decoder_task(batch_size=batch_size, seed=seed, hidden=hidden, layers=layers,
+                            seq_len=seq_len, vocab=vocab)  # fmt: skip
     corpus = data.shakespeare()
     for part in (corpus.train, corpus.val):
         data.check_labels("shakespeare", part, len(corpus.vocab))  # character ids
@@ -228,12 +288,13 @@ def shakespeare_task(
 
 # --- vader: fine-tuning MiniLM-L6 ------------------------------------------------------------
 
-STRATEGIES = ("probe", "top-k", "full", "scratch")
+STRATEGIES = ("probe", "top-k", "full", "scratch", "lora")
 
 
 def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable[[dict], dict]:
     """``params -> bools`` for a strategy: ``probe`` trains the head alone; ``top-k`` the head
-    and the top ``top_k`` blocks; ``full`` and ``scratch`` everything."""
+    and the top ``top_k`` blocks; ``full`` and ``scratch`` everything; ``lora`` the head and
+    the LoRA adapters (``params["lora"]``)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"finetune: strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy == "top-k" and not 1 <= top_k <= num_layers:
@@ -242,6 +303,10 @@ def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable
 
     def trainable(params: dict) -> dict:
         encoder = params["encoder"]
+        if strategy == "lora":
+            return {"encoder": jax.tree.map(lambda _: False, encoder),
+                    "lora": jax.tree.map(lambda _: True, params["lora"]),
+                    "head": jax.tree.map(lambda _: True, params["head"])}  # fmt: skip
         frozen = strategy in ("probe", "top-k")
         return {
             "encoder": {
@@ -256,10 +321,13 @@ def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable
 
 
 def sentiment_task(
-    strategy: str, *, batch_size: int, seed: int, top_k: int = 2, seq_len: int = 16
-) -> Task:
+    strategy: str, *, batch_size: int, seed: int, top_k: int = 2, seq_len: int = 16,
+    rank: int = 8,
+) -> Task:  # fmt: skip
     """Positive/negative entries of the VADER lexicon with MiniLM-L6, mean-pooled, and a dense
-    head; ``scratch`` is the same architecture randomly initialised."""
+    head; ``scratch`` is the same architecture randomly initialised; ``lora`` adds adapters
+    of rank ``rank`` to every projection of every block (:mod:`jaxchain.nn.lora`), and the
+    task's ``merge`` folds them into the weights."""
     from jaxchain import pretrained
 
     lexicon, encoder = data.vader(), pretrained.load_minilm()
@@ -282,12 +350,24 @@ def sentiment_task(
             params = nn.bert.init(k1, *dims, type_vocab_size=config["type_vocab_size"])
         else:  # a copy: a training step donates the params it is given
             params = jax.tree.map(jnp.copy, encoder.params)
-        return {"encoder": params, "head": _head(k2, config["hidden_size"], 2)}
+        params = {"encoder": params, "head": _head(k2, config["hidden_size"], 2)}
+        if strategy == "lora":
+            adapters = nn.lora.init(jax.random.fold_in(key, 2), params["encoder"]["blocks"], rank)
+            params["lora"] = adapters
+        return params
+
+    lora_scale = nn.lora.scale(rank)
 
     def logits(p, x, ops):
         tokens, mask = x
-        h = nn.bert.apply(p["encoder"], tokens, mask, eps=eps, ops=ops)
+        h = nn.bert.apply(p["encoder"], tokens, mask, eps=eps, lora=p.get("lora"),
+                          lora_scale=lora_scale, ops=ops)  # fmt: skip
         return _dense(ops, p["head"], nn.bert.mean_pool(h, mask))
+
+    def merge(p):
+        """The adapted model as plain params: the adapters folded into the weights."""
+        blocks = nn.lora.merge(p["encoder"]["blocks"], p["lora"], lora_scale)
+        return {"encoder": {**p["encoder"], "blocks": blocks}, "head": p["head"]}
 
     take = _shuffled_batches(len(splits["train"][2]), batch_size, seed)
 
@@ -304,7 +384,8 @@ def sentiment_task(
                   for i in range(0, len(y), 256)]  # fmt: skip
         return {"accuracy": float(np.mean(np.concatenate(chunks) == y))}
 
-    return Task(init, logits, batch, evaluate, "classification", trainable=trainable)
+    return Task(init, logits, batch, evaluate, "classification", trainable=trainable,
+                merge=merge if strategy == "lora" else None)  # fmt: skip
 
 
 def make_task(model: str, dataset: str, **options) -> Task:
@@ -318,9 +399,27 @@ def make_task(model: str, dataset: str, **options) -> Task:
         return sentiment_task(**options)
     if model not in MODELS:
         raise ValueError(f"train: --model must be one of {', '.join(MODELS)}, got {model!r}")
+    if dataset == "digits" and model == "decoder":
+        raise ValueError("train: --model decoder is a language model; use --data shakespeare")
     if dataset == "digits":
         options.pop("seq_len", None)
+        options.pop("vocab", None)
         return digits_task(model, **options)
     if dataset == "shakespeare":
         return shakespeare_task(model, **options)
     raise ValueError(f"train: --data must be one of {', '.join(DATASETS)}, got {dataset!r}")
+
+
+def generate_text(
+    params: dict, tokenizer, prompt: str, steps: int, *, seed: int = 0,
+    temperature: float = 0.8, top_k: int | None = 40,
+) -> str:  # fmt: skip
+    """``prompt`` and ``steps`` BPE tokens sampled after it by the decoder
+    (:func:`jaxchain.nn.decoder.generate`, with its KV cache)."""
+    ids = tokenizer.encode(prompt).ids
+    if not ids:
+        raise ValueError("generate: --prompt must not be empty")
+    prompt_ids, key = jnp.array([ids], jnp.int32), jax.random.key(seed)
+    out = nn.decoder.generate(params, prompt_ids, steps, key=key, temperature=temperature,
+                              top_k=top_k)  # fmt: skip
+    return tokenizer.decode(np.asarray(out[0]).tolist())

@@ -73,10 +73,12 @@ class Config:
     weight_decay: float = 1e-4  # adamw only
     strategy: str = "full"  # fine-tuning (data vader) only: probe, top-k, full or scratch
     top_k: int = 2  # the number of trainable blocks of the top-k strategy
+    vocab: int = 1024  # the BPE vocabulary of the decoder on shakespeare
+    rank: int = 8  # the rank of the LoRA adapters (strategy lora)
 
     def __post_init__(self):
         positive = ("steps", "batch_size", "hidden", "layers", "seq_len", "eval_every",
-                    "checkpoint_every", "accumulate", "devices", "top_k")  # fmt: skip
+                    "checkpoint_every", "accumulate", "devices", "top_k", "rank")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 flag = name.replace("_", "-")
@@ -95,9 +97,11 @@ class Config:
 
     def task(self) -> Task:
         if self.data == "vader":
-            options = dict(strategy=self.strategy, top_k=self.top_k, seq_len=self.seq_len)
+            options = dict(strategy=self.strategy, top_k=self.top_k, seq_len=self.seq_len,
+                           rank=self.rank)  # fmt: skip
         else:
-            options = dict(hidden=self.hidden, layers=self.layers, seq_len=self.seq_len)
+            options = dict(hidden=self.hidden, layers=self.layers, seq_len=self.seq_len,
+                           vocab=self.vocab)  # fmt: skip
         return make_task(
             self.model, self.data, batch_size=self.batch_size, seed=self.seed, **options
         )
@@ -147,6 +151,7 @@ def shardings(devices: int, batch_size: int):
     return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
 
+TOKENIZER_FILE = "tokenizer.json"
 SYNC_SECONDS = 1.0  # read the losses (waiting for the device) at least this often
 
 
@@ -177,6 +182,8 @@ def train(
     task = task or config.task()
     mesh = shardings(config.devices, config.batch_size)
     runs.prepare(out, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
+    if task.tokenizer is not None:  # the run's own tokens, for `jaxchain generate`
+        task.tokenizer.save(str(out / TOKENIZER_FILE))
     tx = config.optimizer_for(task)
     params = task.init(jax.random.key(config.seed))
     state, history, start = {"params": params, "opt_state": tx.init(params)}, History(), 0
@@ -271,12 +278,20 @@ class _Loop:
 
 
 def _summary(task, params, opt_state, step, history: History) -> dict:
-    result = {"steps": step, "seconds": round(history.seconds, 2),
+    trainable = task.trainable(params) if task.trainable else jax.tree.map(lambda _: True, params)
+    counts = [(x.size, t) for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(trainable),
+                                          strict=True)]  # fmt: skip
+    result = {"parameters": sum(n for n, _ in counts),
+              "trainable_parameters": sum(n for n, t in counts if t),
+              "optimizer_bytes": sum(x.nbytes for x in jax.tree.leaves(opt_state)),
+              "steps": step, "seconds": round(history.seconds, 2),
               "train_loss": history.train_loss, "val": history.val,
               "skipped_steps": int(opt_state.total_notfinite)}  # fmt: skip
     if task.kind == "classification":
         result["test_accuracy"] = task.evaluate(params, "test")["accuracy"]
         result["val_accuracy"] = history.val[-1]["accuracy"] if history.val else None
+        if task.merge is not None:  # the adapters folded into the weights: the same model
+            result["merged_test_accuracy"] = task.evaluate(task.merge(params), "test")["accuracy"]
     else:
         result["val_loss"] = task.evaluate(params, "val")["loss"]
     return result

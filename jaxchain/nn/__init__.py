@@ -4,6 +4,6 @@ Every ``apply`` gives the same results with ``ops=jaxchain.reference`` (autodiff
 float tolerance.
 """
 
-from jaxchain.nn import attention, bert, gru, lstm, mlp, rnn, transformer
+from jaxchain.nn import attention, bert, decoder, gru, lora, lstm, mlp, rnn, transformer
 
-__all__ = ["attention", "bert", "gru", "lstm", "mlp", "rnn", "transformer"]
+__all__ = ["attention", "bert", "decoder", "gru", "lora", "lstm", "mlp", "rnn", "transformer"]

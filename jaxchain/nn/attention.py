@@ -33,10 +33,19 @@ def init(key: jax.Array, d_model: int, num_heads: int, *, dtype=jnp.float32) -> 
     return {**proj, **biases, "w_o": w_o, "b_o": jnp.zeros((d_model,), dtype)}
 
 
-def _heads(ops, x, w, b):
+def project(ops, x, w, b, lora=None, lora_scale=1.0):
+    """``x W + b`` through the dense rule, or with a LoRA adapter ``{"a", "b"}`` through
+    ``lora_dense``; ``w`` is ``(I, O)``."""
+    if lora is None:
+        return ops.dense(x, w, b)
+    return ops.lora_dense(x, w, b, lora["a"], lora["b"], scale=lora_scale)
+
+
+def _heads(ops, x, w, b, lora, lora_scale):
     """``(B, T, D) -> (B, T, N, H)`` through the hand-written dense rule."""
     d, n, h = w.shape
-    return ops.dense(x, w.reshape(d, n * h), b.reshape(n * h)).reshape(*x.shape[:2], n, h)
+    y = project(ops, x, w.reshape(d, n * h), b.reshape(n * h), lora, lora_scale)
+    return y.reshape(*x.shape[:2], n, h)
 
 
 def apply(
@@ -45,6 +54,8 @@ def apply(
     mask: jax.Array | None = None,
     *,
     is_causal: bool = False,
+    lora: dict | None = None,
+    lora_scale: float = 1.0,
     ops: ModuleType = rules,
 ) -> jax.Array:
     """Self-attention over ``x (B, T, D)``.
@@ -54,6 +65,8 @@ def apply(
       x: ``(B, T, D)``.
       mask: optional boolean ``(B, T)``, True = a real token; padding is never attended to.
       is_causal: position t attends only to positions ``<= t``.
+      lora: optional LoRA adapters of the projections, ``{"q"|"k"|"v"|"o": {"a", "b"}}``
+        (see :mod:`jaxchain.nn.lora`), with the scale ``lora_scale``.
       ops: :mod:`jaxchain.rules` or :mod:`jaxchain.reference`.
 
     Returns:
@@ -67,10 +80,12 @@ def apply(
         _validate.boolean("attention", "mask", mask)
         _validate.shape("attention", "mask", mask, x.shape[:2], "(B, T)")
         keys = mask[:, None, None, :]  # (B, 1, 1, T): no query attends to padding
-    q, k, v = (_heads(ops, x, p[f"w_{c}"], p[f"b_{c}"]) for c in "qkv")
+    lora = lora or {}
+    q, k, v = (_heads(ops, x, p[f"w_{c}"], p[f"b_{c}"], lora.get(c), lora_scale) for c in "qkv")
     o = ops.dot_product_attention(q, k, v, mask=keys, is_causal=is_causal)  # (B, T, N, H)
     n, h, d = p["w_o"].shape
-    return ops.dense(o.reshape(*o.shape[:2], n * h), p["w_o"].reshape(n * h, d), p["b_o"])
+    o = o.reshape(*o.shape[:2], n * h)
+    return project(ops, o, p["w_o"].reshape(n * h, d), p["b_o"], lora.get("o"), lora_scale)
 
 
 def from_torch(state_dict: Mapping[str, np.ndarray], num_heads: int) -> Params:

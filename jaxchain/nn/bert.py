@@ -63,6 +63,10 @@ def apply(
     *,
     eps: float = EPS,
     num_blocks: int | None = None,
+    lora: list[dict] | None = None,
+    lora_scale: float = 1.0,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
     ops: ModuleType = rules,
 ) -> jax.Array:
     """Hidden states ``(B, T, D)`` of integer ``tokens (B, T)``.
@@ -74,6 +78,10 @@ def apply(
         ``attention_mask``); no position attends to padding.
       token_types: optional ``(B, T)`` segment ids (default all 0).
       num_blocks: run only the first this many blocks (default all).
+      lora: optional LoRA adapters, one dict per block (:mod:`jaxchain.nn.lora`), with the
+        scale ``lora_scale``.
+      dropout: with a ``key``, dropout at this rate after the embeddings and on each residual
+        branch, as BERT was trained (``hidden_dropout_prob``); none by default.
       ops: :mod:`jaxchain.rules` or :mod:`jaxchain.reference`.
     """
     emb = params["embeddings"]
@@ -91,8 +99,14 @@ def apply(
         + emb["position"][None, :t]
     )
     x = ops.layer_norm(x, emb["norm"]["scale"], emb["norm"]["bias"], eps)
-    for block in params["blocks"][:num_blocks]:
-        x = transformer.apply_block(block, x, mask, eps=eps, ops=ops)
+    if key is not None and dropout > 0:
+        x = ops.dropout(x, jax.random.fold_in(key, 0), dropout)
+    blocks = params["blocks"][:num_blocks]
+    adapters = [None] * len(blocks) if lora is None else lora[: len(blocks)]
+    for i, (block, adapter) in enumerate(zip(blocks, adapters, strict=True)):
+        k = None if key is None else jax.random.fold_in(key, i + 1)
+        x = transformer.apply_block(block, x, mask, eps=eps, lora=adapter, lora_scale=lora_scale,
+                                    dropout=dropout, key=k, ops=ops)  # fmt: skip
     return x
 
 

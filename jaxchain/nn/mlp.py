@@ -42,7 +42,13 @@ def init(
 
 
 def apply(
-    params: Params, x: jax.Array, *, activation: str = "relu", ops: ModuleType = rules
+    params: Params,
+    x: jax.Array,
+    *,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
+    ops: ModuleType = rules,
 ) -> jax.Array:
     """The network on ``x (..., sizes[0])``; no activation after the last layer.
 
@@ -50,6 +56,7 @@ def apply(
       params: from :func:`init`.
       x: ``(..., I)``.
       activation: the name given to :func:`init`.
+      dropout: with a ``key``, dropout at this rate after each hidden activation.
       ops: :mod:`jaxchain.rules` (hand-written backward) or :mod:`jaxchain.reference`.
 
     Returns:
@@ -58,6 +65,8 @@ def apply(
     _check_activation(activation)
     act = getattr(ops, activation)
     *hidden, last = params["layers"]
-    for layer in hidden:
+    for i, layer in enumerate(hidden):
         x = act(ops.dense(x, layer["w"], layer["b"]))
+        if key is not None and dropout > 0:
+            x = ops.dropout(x, jax.random.fold_in(key, i), dropout)
     return ops.dense(x, last["w"], last["b"])

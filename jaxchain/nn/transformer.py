@@ -40,8 +40,9 @@ def init_block(
     }
 
 
-def _feed_forward(p, x, ops):
-    return ops.dense(ops.gelu(ops.dense(x, p["w1"], p["b1"])), p["w2"], p["b2"])
+def _feed_forward(p, x, ops, lora, lora_scale):
+    h = ops.gelu(attention.project(ops, x, p["w1"], p["b1"], lora.get("ffn1"), lora_scale))
+    return attention.project(ops, h, p["w2"], p["b2"], lora.get("ffn2"), lora_scale)
 
 
 def apply_block(
@@ -52,18 +53,32 @@ def apply_block(
     is_causal: bool = False,
     pre_norm: bool = False,
     eps: float = 1e-5,
+    lora: dict | None = None,
+    lora_scale: float = 1.0,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
     ops: ModuleType = rules,
 ) -> jax.Array:
-    """One block on ``x (B, T, D)``; ``mask (B, T)`` True = a real token."""
+    """One block on ``x (B, T, D)``; ``mask (B, T)`` True = a real token. ``lora``: adapters
+    of this block's projections (:mod:`jaxchain.nn.lora`); ``dropout`` (with a ``key``) on
+    the output of each residual branch, as BERT trains."""
+    lora = lora or {}
 
     def norm(name, y):
         return ops.layer_norm(y, params[name]["scale"], params[name]["bias"], eps)
 
     def attend(y):
-        return attention.apply(params["attention"], y, mask, is_causal=is_causal, ops=ops)
+        y = attention.apply(params["attention"], y, mask, is_causal=is_causal, lora=lora,
+                            lora_scale=lora_scale, ops=ops)  # fmt: skip
+        return drop(y, 0)
 
     def ffn(y):
-        return _feed_forward(params["ffn"], y, ops)
+        return drop(_feed_forward(params["ffn"], y, ops, lora, lora_scale), 1)
+
+    def drop(y, i):
+        if key is None or dropout == 0:
+            return y
+        return ops.dropout(y, jax.random.fold_in(key, i), dropout)
 
     if pre_norm:
         x = x + attend(norm("norm1", x))
@@ -106,6 +121,8 @@ def apply(
     is_causal: bool = False,
     pre_norm: bool = False,
     eps: float = 1e-5,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
     ops: ModuleType = rules,
 ) -> jax.Array:
     """Hidden states ``(B, T, D)`` of integer ``tokens (B, T)``.
@@ -116,6 +133,7 @@ def apply(
       mask: optional boolean ``(B, T)``, True = a real token.
       is_causal: each position attends only to earlier ones (a language model).
       pre_norm: pre-norm blocks and a final layer norm.
+      dropout: with a ``key``, dropout at this rate on each block's residual branches.
       ops: :mod:`jaxchain.rules` or :mod:`jaxchain.reference`.
     """
     _validate.rank("transformer", "tokens", tokens, 2, "(B, T)")
@@ -125,8 +143,10 @@ def apply(
     if pre_norm != ("final_norm" in params):
         raise ValueError(f"transformer: pre_norm={pre_norm} but params were made with the other")
     x = ops.embedding(tokens, params["embed"]) + params["position"][None, :t]
-    for block in params["blocks"]:
-        x = apply_block(block, x, mask, is_causal=is_causal, pre_norm=pre_norm, eps=eps, ops=ops)
+    for i, block in enumerate(params["blocks"]):
+        k = None if key is None else jax.random.fold_in(key, i)
+        x = apply_block(block, x, mask, is_causal=is_causal, pre_norm=pre_norm, eps=eps,
+                        dropout=dropout, key=k, ops=ops)  # fmt: skip
     if pre_norm:
         x = ops.layer_norm(x, params["final_norm"]["scale"], params["final_norm"]["bias"], eps)
     return x

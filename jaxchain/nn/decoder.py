@@ -1,0 +1,285 @@
+"""A Llama-style decoder-only language model: token embedding, pre-norm blocks (RMSNorm,
+rotary position embedding, grouped-query causal attention, a SwiGLU feed-forward unit), a
+final RMSNorm and a language-model head; and sampling from it with a KV cache.
+
+Shape letters: B batch, T length, D model width, N query heads, K key/value heads, H head
+size (D = N H), F feed-forward width, V vocabulary. Params are plain dicts; the head counts
+live in the shapes::
+
+    embed (V, D)     head (D, V)  (absent with tie_embeddings: the head is embed^T)
+    blocks[i]: norm1 (D,)  w_q (D, N, H)  w_k, w_v (D, K, H)  w_o (N, H, D)
+               norm2 (D,)  w_gate, w_up (D, F)  w_down (F, D)
+    final_norm (D,)
+
+Like Llama, no projection has a bias.
+"""
+
+from functools import partial
+from types import ModuleType
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxchain import _validate, rules
+
+Params = dict
+
+ROPE_BASE = 10000.0
+EPS = 1e-6  # RMSNorm's
+
+
+def init(
+    key: jax.Array,
+    vocab_size: int,
+    *,
+    d_model: int,
+    num_heads: int,
+    num_kv_heads: int,
+    num_layers: int,
+    d_ff: int,
+    tie_embeddings: bool = False,
+    dtype=jnp.float32,
+) -> Params:
+    """Normal weights of standard deviation 0.02 (Llama's ``initializer_range``), the output
+    projections of each block (``w_o``, ``w_down``) scaled down by ``sqrt(2 num_layers)`` so
+    that the residual stream's variance does not grow with depth (GPT-2's); norms at one."""
+    if num_heads < 1 or d_model % num_heads:
+        raise ValueError(f"decoder: d_model {d_model} is not divisible by num_heads {num_heads}")
+    if num_kv_heads < 1 or num_heads % num_kv_heads:
+        raise ValueError(
+            f"decoder: num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"
+        )
+    h = d_model // num_heads
+    if h % 2:
+        raise ValueError(f"decoder: the head size d_model / num_heads = {h} must be even (RoPE)")
+    ke, kh, *kb = jax.random.split(key, 2 + num_layers)
+    out_std = 0.02 / (2 * num_layers) ** 0.5
+
+    def normal(k, shape, std=0.02):
+        return std * jax.random.normal(k, shape, dtype)
+
+    def block(k):
+        kq, kk, kv, ko, kg, ku, kd = jax.random.split(k, 7)
+        return {
+            "norm1": jnp.ones((d_model,), dtype),
+            "w_q": normal(kq, (d_model, num_heads, h)),
+            "w_k": normal(kk, (d_model, num_kv_heads, h)),
+            "w_v": normal(kv, (d_model, num_kv_heads, h)),
+            "w_o": normal(ko, (num_heads, h, d_model), out_std),
+            "norm2": jnp.ones((d_model,), dtype),
+            "w_gate": normal(kg, (d_model, d_ff)),
+            "w_up": normal(ku, (d_model, d_ff)),
+            "w_down": normal(kd, (d_ff, d_model), out_std),
+        }
+
+    params = {
+        "embed": normal(ke, (vocab_size, d_model)),
+        "blocks": [block(k) for k in kb],
+        "final_norm": jnp.ones((d_model,), dtype),
+    }
+    if not tie_embeddings:
+        params["head"] = normal(kh, (d_model, vocab_size))
+    return params
+
+
+def head_weights(params: Params) -> jax.Array:
+    """The ``(D, V)`` language-model head: its own, or the embedding's transpose when tied."""
+    return params["head"] if "head" in params else params["embed"].T
+
+
+def _project(ops, x, w):
+    """``x (B, T, D) @ w (D, ...)`` through the dense rule (no bias: a zero one)."""
+    d, *out = w.shape
+    flat = w.reshape(d, -1)
+    y = ops.dense(x, flat, jnp.zeros((flat.shape[1],), x.dtype))
+    return y.reshape(*x.shape[:-1], *out)
+
+
+def _drop(ops, x, key, rate, i):
+    """Dropout of ``x`` with the ``i``-th key folded from ``key`` (none without a key)."""
+    return x if key is None or rate == 0 else ops.dropout(x, jax.random.fold_in(key, i), rate)
+
+
+def _causal(start, t: int, s: int):
+    """``(1, 1, t, s)``: queries at positions ``start ..< start + t`` see keys ``<=`` theirs."""
+    return (jnp.arange(s)[None, :] <= start + jnp.arange(t)[:, None])[None, None]
+
+
+def apply_block(
+    params: Params,
+    x: jax.Array,
+    positions: jax.Array,
+    *,
+    cache: tuple[jax.Array, jax.Array] | None = None,
+    key: jax.Array | None = None,
+    dropout: float = 0.0,
+    rope_base: float = ROPE_BASE,
+    ops: ModuleType = rules,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """One pre-norm block on ``x (B, T, D)`` at integer ``positions (B, T)``:
+    ``x + attend(norm(x))``, then ``x + swiglu(norm(x)) W_down``.
+
+    Without ``cache``, causal self-attention over ``x``; returns the block's output and its
+    keys and values ``(B, T, K, H)``. With ``cache = (keys, values)`` ``(B, S, K, H)``, the
+    new keys and values are written at ``positions`` (one start for the batch, ``positions[0,
+    0]``) and the queries attend to every cached position up to theirs; returns the updated
+    cache.
+    """
+    p = params
+    y = ops.rms_norm(x, p["norm1"], EPS)
+    q, k, v = (_project(ops, y, p[f"w_{c}"]) for c in "qkv")  # (B, T, N|K, H)
+    q, k = (ops.rope(a, positions, base=rope_base) for a in (q, k))
+    t = x.shape[1]
+    if cache is None:
+        o = ops.dot_product_attention(q, k, v, is_causal=True)
+        cache = (k, v)
+    else:
+        start = positions[0, 0]
+        cache = tuple(lax.dynamic_update_slice_in_dim(c, a.astype(c.dtype), start, axis=1)
+                      for c, a in zip(cache, (k, v), strict=True))  # fmt: skip
+        mask = _causal(start, t, cache[0].shape[1])
+        o = ops.dot_product_attention(q, *cache, mask=mask)
+    n, h, d = p["w_o"].shape
+    o = ops.dense(o.reshape(*o.shape[:2], n * h), p["w_o"].reshape(n * h, d),
+                  jnp.zeros((d,), x.dtype))  # fmt: skip
+    x = x + _drop(ops, o, key, dropout, 0)
+    y = ops.rms_norm(x, p["norm2"], EPS)
+    f = _project(ops, ops.swiglu(y, p["w_gate"], p["w_up"]), p["w_down"])
+    return x + _drop(ops, f, key, dropout, 1), cache
+
+
+def hidden(
+    params: Params,
+    tokens: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    dropout: float = 0.0,
+    rope_base: float = ROPE_BASE,
+    ops: ModuleType = rules,
+) -> jax.Array:
+    """The final hidden states ``(B, T, D)`` (after the final norm) of ``tokens (B, T)``: the
+    input of the head, and of the fused ``linear_softmax_cross_entropy`` in training.
+    ``dropout`` (with a ``key``) drops on each residual branch and on the embeddings."""
+    _validate.rank("decoder", "tokens", tokens, 2, "(B, T)")
+    _validate.integer("decoder", "tokens", tokens)
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    x = _drop(ops, ops.embedding(tokens, params["embed"]), key, dropout, 0)
+    for i, block in enumerate(params["blocks"]):
+        k = None if key is None else jax.random.fold_in(key, i + 1)
+        x, _ = apply_block(block, x, positions, key=k, dropout=dropout, rope_base=rope_base,
+                           ops=ops)  # fmt: skip
+    return ops.rms_norm(x, params["final_norm"], EPS)
+
+
+def apply(
+    params: Params, tokens: jax.Array, *, rope_base: float = ROPE_BASE, ops: ModuleType = rules
+) -> jax.Array:
+    """Next-token logits ``(B, T, V)`` of ``tokens (B, T)``."""
+    h = hidden(params, tokens, rope_base=rope_base, ops=ops)
+    w = head_weights(params)
+    return ops.dense(h, w, jnp.zeros((w.shape[1],), h.dtype))
+
+
+def loss(
+    params: Params,
+    tokens: jax.Array,
+    targets: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    dropout: float = 0.0,
+    ops: ModuleType = rules,
+) -> jax.Array:
+    """Mean next-token cross-entropy (nats per token) of ``targets (B, T)``, through the
+    fused ``linear_softmax_cross_entropy``: the ``(B, T, V)`` logits are never stored."""
+    h = hidden(params, tokens, key=key, dropout=dropout, ops=ops)
+    return jnp.mean(ops.linear_softmax_cross_entropy(h, head_weights(params), targets))
+
+
+def generate(
+    params: Params,
+    prompt: jax.Array,
+    steps: int,
+    *,
+    key: jax.Array,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    rope_base: float = ROPE_BASE,
+    ops: ModuleType = rules,
+) -> jax.Array:
+    """``steps`` tokens sampled after ``prompt (B, P)``; returns ``(B, P + steps)``.
+
+    The prompt runs once through every block, filling a KV cache of ``P + steps`` positions
+    per layer; each new token then runs alone, its query attending to the cached keys and
+    values, so a step costs ``O(P + steps)`` rather than a whole recomputation. The steps are
+    a ``lax.scan`` inside one ``jit`` (compiled once per shape and setting).
+
+    Args:
+      params: from :func:`init`.
+      prompt: ``(B, P)`` token ids, ``P >= 1``.
+      steps: how many tokens to add.
+      key: a PRNG key for sampling.
+      temperature: logits are divided by it before sampling; ``0`` is greedy (argmax).
+      top_k: sample among the ``top_k`` most likely tokens only.
+    """
+    _validate.rank("generate", "prompt", prompt, 2, "(B, P)")
+    _validate.integer("generate", "prompt", prompt)
+    if prompt.shape[1] < 1:
+        raise ValueError(f"generate: prompt must hold at least one token, got {prompt.shape}")
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"generate: steps must be a non-negative int, got {steps!r}")
+    if not temperature >= 0:
+        raise ValueError(f"generate: temperature must be >= 0, got {temperature!r}")
+    vocab = params["embed"].shape[0]
+    if top_k is not None and not 1 <= top_k <= vocab:
+        raise ValueError(f"generate: top_k must be in [1, {vocab}], got {top_k!r}")
+    if steps == 0:
+        return prompt
+    return _generate(params, prompt, key, float(temperature), steps, top_k, rope_base, ops)
+
+
+def _sample(logits, key, temperature: float, top_k: int | None):
+    """A token per row of ``logits (B, V)``."""
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1)
+    logits = logits.astype(jnp.float32) / temperature
+    if top_k is not None:
+        kth = lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits >= kth, logits, -jnp.inf)
+    return jax.random.categorical(key, logits, axis=-1)
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _generate(params, prompt, key, temperature, steps, top_k, rope_base, ops):
+    b, p = prompt.shape
+    length = p + steps
+    w_head = head_weights(params)
+
+    def forward(tokens, caches, start):
+        """The tokens ``(B, t)`` at positions ``start ..``: the last one's logits, caches."""
+        positions = jnp.broadcast_to(start + jnp.arange(tokens.shape[1]), tokens.shape)
+        x = ops.embedding(tokens, params["embed"])
+        new = []
+        for block, cache in zip(params["blocks"], caches, strict=True):
+            x, cache = apply_block(block, x, positions, cache=cache, rope_base=rope_base,
+                                   ops=ops)  # fmt: skip
+            new.append(cache)
+        h = ops.rms_norm(x[:, -1], params["final_norm"], EPS)
+        return h @ w_head, new
+
+    dtype = params["embed"].dtype
+    caches = [tuple(jnp.zeros((b, length, *blk["w_k"].shape[1:]), dtype) for _ in "kv")
+              for blk in params["blocks"]]  # fmt: skip
+    logits, caches = forward(prompt, caches, 0)
+    keys = jax.random.split(key, steps)
+    first = _sample(logits, keys[0], temperature, top_k)
+
+    def step(carry, i):
+        token, caches = carry
+        logits, caches = forward(token[:, None], caches, p + i)
+        nxt = _sample(logits, keys[i + 1], temperature, top_k)
+        return (nxt, caches), nxt
+
+    _, rest = lax.scan(step, (first, caches), jnp.arange(steps - 1))
+    new = jnp.concatenate([first[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
+    return jnp.concatenate([prompt, new.astype(prompt.dtype)], axis=1)
