@@ -175,7 +175,7 @@ def _generate(args: argparse.Namespace) -> int:
     dims = tasks.decoder_dims(config.hidden, config.layers)
     vocab = tokenizer.get_vocab_size()
     params = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), vocab, **dims))
-    tx = config.optimizer_for(tasks.Task(None, None, None, None, "language"))
+    tx = config.optimizer_for()
     like = {"params": params, "opt_state": jax.eval_shape(tx.init, params)}
     checkpoints = runs.Checkpoints(run / "checkpoints")
     restored = checkpoints.restore(like)

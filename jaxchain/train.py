@@ -106,11 +106,12 @@ class Config:
             self.model, self.data, batch_size=self.batch_size, seed=self.seed, **options
         )
 
-    def optimizer_for(self, task: Task):
+    def optimizer_for(self, trainable: Callable[[dict], dict] | None = None):
+        """The run's optax optimizer; ``trainable`` as :func:`make_optimizer` takes it."""
         return make_optimizer(self.optimizer, self.lr, steps=self.steps,
                               schedule_kind=self.schedule, warmup=self.warmup, clip=self.clip,
                               accumulate=self.accumulate, weight_decay=self.weight_decay,
-                              trainable=task.trainable)  # fmt: skip
+                              trainable=trainable)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -184,7 +185,7 @@ def train(
     runs.prepare(out, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
     if task.tokenizer is not None:  # the run's own tokens, for `jaxchain generate`
         task.tokenizer.save(str(out / TOKENIZER_FILE))
-    tx = config.optimizer_for(task)
+    tx = config.optimizer_for(task.trainable)
     params = task.init(jax.random.key(config.seed))
     state, history, start = {"params": params, "opt_state": tx.init(params)}, History(), 0
     checkpoints = Checkpoints(out / "checkpoints")

@@ -185,7 +185,7 @@ for name, mib in memory.items():
 
 auto, manual = memory.values()
 assert np.all(manual <= auto)
-assert manual[1] < 0.6 * auto[1]  # T = 512, whole: no saved copy of P
+assert manual[1] < 0.8 * auto[1]  # T = 512, whole: no saved copy of P
 assert auto[-1] / auto[2] > 10  # autodiff, T = 1024 -> 4096: T x T arrays, quadratic
 assert manual[-1] / manual[2] < 2  # blockwise, T = 1024 -> 4096: not even 2x the memory
 assert manual[-1] < 0.02 * auto[-1]

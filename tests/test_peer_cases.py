@@ -82,34 +82,33 @@ def _vjp(f, *args, cotangent):
 
 
 @pytest.mark.parametrize("dtype", [BF16, F16])
-@pytest.mark.parametrize("mode", ["plain", "causal", "custom", "padding"])
-def test_jax_dot_product_attention(dtype, mode):
-    """testDotProductAttention (group_num 1) and testDotProductAttentionMask: B, S, T, N, H =
-    2, 128, 128, 4, 32 in bfloat16 and float16, outputs and dQ, dK, dV against
-    jax.nn.dot_product_attention within atol = rtol = 0.01 (0.02 for masked gradients)."""
+@pytest.mark.parametrize(
+    ("mode", "groups"), [("plain", 1), ("causal", 2), ("custom", 4), ("padding", 2)]
+)
+def test_jax_dot_product_attention(dtype, mode, groups):
+    """testDotProductAttention (group_num 1, 2, 4) and testDotProductAttentionMask: B, S, T, N,
+    H = 2, 128, 128, 4, 32 (key and value with N / group_num heads) in bfloat16 and float16,
+    outputs and dQ, dK, dV against jax.nn.dot_product_attention within atol = rtol = 0.01
+    (0.02 for masked gradients); the padding case passes key_value_seq_lengths to both."""
     b, s, t, n, h = 2, 128, 128, 4, 32
     keys = jax.random.split(jax.random.key(0), 4)
     q = jax.random.normal(keys[0], (b, t, n, h), dtype)
-    k, v = (jax.random.normal(key, (b, s, n, h), dtype) for key in keys[1:3])
+    k, v = (jax.random.normal(key, (b, s, n // groups, h), dtype) for key in keys[1:3])
     grad = jax.random.normal(keys[3], (b, t, n, h), dtype)
     mask, kv_lengths, causal = None, None, mode == "causal"
     if mode == "custom":
         mask = jnp.tril(jnp.ones((t, s), bool))[None, None]
-    if mode == "padding":  # the key padding of key_value_seq_lengths, as a mask
+    if mode == "padding":
         kv_lengths = jnp.array([s // 4, s // 2], jnp.int32)
-        mask = (jnp.arange(s)[None, :] < kv_lengths[:, None])[:, None, None, :]
-    with jax.numpy_dtype_promotion("standard"):
-        want = _vjp(
-            lambda q, k, v: jax.nn.dot_product_attention(
-                q, k, v, mask=None if mode == "padding" else mask, is_causal=causal,
-                key_value_seq_lengths=kv_lengths, implementation="xla",
-            ),
-            q, k, v, cotangent=grad,
-        )  # fmt: skip
+    options = dict(mask=mask, is_causal=causal, key_value_seq_lengths=kv_lengths)
+    want = _vjp(
+        lambda q, k, v: jax.nn.dot_product_attention(q, k, v, **options, implementation="xla"),
+        q, k, v, cotangent=grad,
+    )  # fmt: skip
     for block_size in (None, 64):
         got = _vjp(
             lambda q, k, v, b=block_size: rules.dot_product_attention(
-                q, k, v, mask=mask, is_causal=causal, block_size=b
+                q, k, v, **options, block_size=b
             ),
             q, k, v, cotangent=grad,
         )  # fmt: skip

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchain import _validate, rules
-from jaxchain.nn import transformer
+from jaxchain.nn import _dropout, transformer
 from jaxchain.nn._torch import require
 
 Params = dict
@@ -99,8 +99,7 @@ def apply(
         + emb["position"][None, :t]
     )
     x = ops.layer_norm(x, emb["norm"]["scale"], emb["norm"]["bias"], eps)
-    if key is not None and dropout > 0:
-        x = ops.dropout(x, jax.random.fold_in(key, 0), dropout)
+    x = _dropout.maybe(ops, x, dropout, key, 0)
     blocks = params["blocks"][:num_blocks]
     adapters = [None] * len(blocks) if lora is None else lora[: len(blocks)]
     for i, (block, adapter) in enumerate(zip(blocks, adapters, strict=True)):

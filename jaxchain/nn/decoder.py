@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxchain import _validate, rules
+from jaxchain.nn import _dropout
 
 Params = dict
 
@@ -96,11 +97,6 @@ def _project(ops, x, w):
     return y.reshape(*x.shape[:-1], *out)
 
 
-def _drop(ops, x, key, rate, i):
-    """Dropout of ``x`` with the ``i``-th key folded from ``key`` (none without a key)."""
-    return x if key is None or rate == 0 else ops.dropout(x, jax.random.fold_in(key, i), rate)
-
-
 def _causal(start, t: int, s: int):
     """``(1, 1, t, s)``: queries at positions ``start ..< start + t`` see keys ``<=`` theirs."""
     return (jnp.arange(s)[None, :] <= start + jnp.arange(t)[:, None])[None, None]
@@ -143,10 +139,10 @@ def apply_block(
     n, h, d = p["w_o"].shape
     o = ops.dense(o.reshape(*o.shape[:2], n * h), p["w_o"].reshape(n * h, d),
                   jnp.zeros((d,), x.dtype))  # fmt: skip
-    x = x + _drop(ops, o, key, dropout, 0)
+    x = x + _dropout.maybe(ops, o, dropout, key, 0)
     y = ops.rms_norm(x, p["norm2"], EPS)
     f = _project(ops, ops.swiglu(y, p["w_gate"], p["w_up"]), p["w_down"])
-    return x + _drop(ops, f, key, dropout, 1), cache
+    return x + _dropout.maybe(ops, f, dropout, key, 1), cache
 
 
 def hidden(
@@ -164,7 +160,7 @@ def hidden(
     _validate.rank("decoder", "tokens", tokens, 2, "(B, T)")
     _validate.integer("decoder", "tokens", tokens)
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    x = _drop(ops, ops.embedding(tokens, params["embed"]), key, dropout, 0)
+    x = _dropout.maybe(ops, ops.embedding(tokens, params["embed"]), dropout, key, 0)
     for i, block in enumerate(params["blocks"]):
         k = None if key is None else jax.random.fold_in(key, i + 1)
         x, _ = apply_block(block, x, positions, key=k, dropout=dropout, rope_base=rope_base,

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchain import rules
-from jaxchain.nn import _init
+from jaxchain.nn import _dropout, _init
 from jaxchain.nn._torch import recurrent_from_torch
 
 Params = dict[str, jax.Array]
@@ -46,17 +46,24 @@ def apply(
     carry: Carry | None = None,
     *,
     lengths: jax.Array | None = None,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
     ops: ModuleType = rules,
 ) -> tuple[jax.Array, Carry]:
     """Run over ``xs (B, T, I)`` from ``carry = (h0, c0)``, each ``(B, H)`` (zeros if None).
 
     With ``lengths (B,)``, steps past each sequence's length keep the carry and output zeros.
 
+    ``dropout`` (with a ``key``): on the non-recurrent connections, the inputs and the
+    outputs ``hs`` (Zaremba et al., 2014), never on the state carried between steps.
+
     Returns:
       ``(hs, (h_last, c_last))``: ``(B, T, H)`` and the carry at each sequence's length.
     """
     h0, c0 = (None, None) if carry is None else carry
-    return ops.lstm(xs, h0, c0, params["w_x"], params["w_h"], params["b"], lengths)
+    xs = _dropout.maybe(ops, xs, dropout, key, 0)
+    hs, last = ops.lstm(xs, h0, c0, params["w_x"], params["w_h"], params["b"], lengths)
+    return _dropout.maybe(ops, hs, dropout, key, 1), last
 
 
 def from_torch(state_dict: Mapping[str, np.ndarray]) -> Params:

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxchain import rules
-from jaxchain.nn import _init
+from jaxchain.nn import _dropout, _init
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
 Params = dict[str, list[dict[str, jax.Array]]]
@@ -66,7 +66,5 @@ def apply(
     act = getattr(ops, activation)
     *hidden, last = params["layers"]
     for i, layer in enumerate(hidden):
-        x = act(ops.dense(x, layer["w"], layer["b"]))
-        if key is not None and dropout > 0:
-            x = ops.dropout(x, jax.random.fold_in(key, i), dropout)
+        x = _dropout.maybe(ops, act(ops.dense(x, layer["w"], layer["b"])), dropout, key, i)
     return ops.dense(x, last["w"], last["b"])

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchain import rules
-from jaxchain.nn import _init
+from jaxchain.nn import _dropout, _init
 from jaxchain.nn._torch import recurrent_from_torch
 
 Params = dict[str, jax.Array]
@@ -32,16 +32,23 @@ def apply(
     h0: jax.Array | None = None,
     *,
     lengths: jax.Array | None = None,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
     ops: ModuleType = rules,
 ) -> tuple[jax.Array, jax.Array]:
     """Run over ``xs (B, T, I)`` from ``h0 (B, H)`` (zeros if None).
 
     With ``lengths (B,)``, steps past each sequence's length keep the state and output zeros.
 
+    ``dropout`` (with a ``key``): on the non-recurrent connections, the inputs and the
+    outputs ``hs`` (Zaremba et al., 2014), never on the state carried between steps.
+
     Returns:
       ``(hs, h_last)``: ``(B, T, H)`` and ``(B, H)``, the state at each sequence's length.
     """
-    return ops.rnn(xs, h0, params["w_x"], params["w_h"], params["b"], lengths)
+    xs = _dropout.maybe(ops, xs, dropout, key, 0)
+    hs, last = ops.rnn(xs, h0, params["w_x"], params["w_h"], params["b"], lengths)
+    return _dropout.maybe(ops, hs, dropout, key, 1), last
 
 
 def from_torch(state_dict: Mapping[str, np.ndarray]) -> Params:

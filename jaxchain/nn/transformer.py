@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxchain import _validate, rules
-from jaxchain.nn import _init, attention
+from jaxchain.nn import _dropout, _init, attention
 
 Params = dict
 
@@ -70,15 +70,11 @@ def apply_block(
     def attend(y):
         y = attention.apply(params["attention"], y, mask, is_causal=is_causal, lora=lora,
                             lora_scale=lora_scale, ops=ops)  # fmt: skip
-        return drop(y, 0)
+        return _dropout.maybe(ops, y, dropout, key, 0)
 
     def ffn(y):
-        return drop(_feed_forward(params["ffn"], y, ops, lora, lora_scale), 1)
-
-    def drop(y, i):
-        if key is None or dropout == 0:
-            return y
-        return ops.dropout(y, jax.random.fold_in(key, i), dropout)
+        y = _feed_forward(params["ffn"], y, ops, lora, lora_scale)
+        return _dropout.maybe(ops, y, dropout, key, 1)
 
     if pre_norm:
         x = x + attend(norm("norm1", x))

@@ -135,11 +135,14 @@ def _positive_int(x) -> bool:
 
 
 def _grouped(x, kv: int):
-    """A ``(B|1, N|1, T|1, S|1)`` bias or mask as ``(B|1, K|1, G|1, T|1, S|1)``."""
+    """A ``(B|1, N|1, T|1, S|1)`` bias or mask in the logits' layout,
+    ``(B|1, K|1, T|1, G|1, S|1)``."""
     if x is None:
         return None
     b1, n1, t1, s1 = x.shape
-    return x[:, :, None] if n1 == 1 else x.reshape(b1, kv, n1 // kv, t1, s1)
+    if n1 == 1:
+        return x[:, :, :, None]
+    return jnp.moveaxis(x.reshape(b1, kv, n1 // kv, t1, s1), 2, 3)
 
 
 def _and(a, b):
@@ -148,7 +151,7 @@ def _and(a, b):
 
 def _allowed(span: Span, mask, q_len, kv_len, q0, k0, tq: int, tk: int, padded=False):
     """What queries ``q0 ..< q0 + tq`` may see of keys ``k0 ..< k0 + tk`` (``padded``: some
-    lie past the real keys): boolean, broadcastable to ``(B, K, G, tq, tk)``; None when
+    lie past the real keys): boolean, broadcastable to ``(B, K, tq, G, tk)``; None when
     everything may be seen."""
     q_idx, k_idx = q0 + jnp.arange(tq)[:, None], k0 + jnp.arange(tk)[None, :]
     ok = None
@@ -158,20 +161,25 @@ def _allowed(span: Span, mask, q_len, kv_len, q0, k0, tq: int, tk: int, padded=F
         ok = _and(ok, k_idx >= q_idx - span.left)
     if padded:
         ok = _and(ok, k_idx < span.keys)
-    ok = None if ok is None else ok[None, None, None]
+    ok = None if ok is None else _positions(ok)
     if q_len is not None:
-        ok = _and(ok, q_idx[None, None, None] < q_len[:, None, None, None, None])
+        ok = _and(ok, _positions(q_idx) < q_len[:, None, None, None, None])
     if kv_len is not None:
-        ok = _and(ok, k_idx[None, None, None] < kv_len[:, None, None, None, None])
+        ok = _and(ok, _positions(k_idx) < kv_len[:, None, None, None, None])
     if mask is not None:
         ok = _and(ok, _block_of(mask, q0, k0, tq, tk))
     return ok
 
 
+def _positions(x):
+    """A ``(tq|1, tk|1)`` array in the logits' layout, ``(1, 1, tq|1, 1, tk|1)``."""
+    return x[None, None, :, None, :]
+
+
 def _block_of(x, q0, k0, tq: int, tk: int):
     """The ``(.., tq|1, tk|1)`` block of a bias or mask at queries ``q0``, keys ``k0``."""
-    if x.shape[3] > 1:
-        x = lax.dynamic_slice_in_dim(x, q0, tq, axis=3)
+    if x.shape[2] > 1:
+        x = lax.dynamic_slice_in_dim(x, q0, tq, axis=2)
     if x.shape[4] > 1:
         x = lax.dynamic_slice_in_dim(x, k0, tk, axis=4)
     return x
@@ -183,9 +191,30 @@ def _sum_to(x, shape):
     return jnp.sum(x, axis=axes, keepdims=True) if axes else x
 
 
+def _rows(x):
+    """Queries ``(B, T, K, G, H)`` as rows of their key/value head, ``(B, K, T G, H)``: the
+    products with keys are then plain batched matrix products, whose ``(T G, S)`` results
+    need no transposing (reshaped to ``(B, K, T, G, S)`` for free)."""
+    b, t, kv, g, h = x.shape
+    return jnp.moveaxis(x, 1, 2).reshape(b, kv, t * g, h)
+
+
+def _unrows(x, t: int):
+    """The inverse of :func:`_rows`."""
+    b, kv, tg, h = x.shape
+    return jnp.moveaxis(x.reshape(b, kv, t, tg // t, h), 2, 1)
+
+
+def _flat(p):
+    """``(B, K, T, G, S) -> (B, K, T G, S)`` (free)."""
+    b, kv, t, g, s = p.shape
+    return p.reshape(b, kv, t * g, s)
+
+
 def _logits(q, k, bias, allowed, scale):
-    """``Z = c Q K^T + B`` ``(B, K, G, T, S)``, ``-inf`` where a query may not see a key."""
-    z = jnp.einsum("btkgh,bskh->bkgts", wide(q), wide(k)) * scale
+    """``Z = c Q K^T + B`` ``(B, K, T, G, S)``, ``-inf`` where a query may not see a key."""
+    b, t, kv, g, _ = q.shape
+    z = jnp.einsum("bkqh,bskh->bkqs", _rows(wide(q)), wide(k)).reshape(b, kv, t, g, -1) * scale
     if bias is not None:
         z = z + wide(bias).astype(z.dtype)
     return z if allowed is None else jnp.where(allowed, z, -jnp.inf)
@@ -206,17 +235,18 @@ def _probabilities(z, m, log_l):
 def _gradients(p, g, q, k, v, d_out, scale):
     """The backward pass of one block of queries by keys, from its probabilities ``p``:
     ``(dQ, dK, dV, dZ)``, ``dQ`` in ``(B, T, K, G, H)``, ``dK, dV`` summed over the group."""
-    dv = jnp.einsum("bkgts,btkgh->bskh", p, g)  # dV = P^T dO
-    dp = jnp.einsum("btkgh,bskh->bkgts", g, wide(v))  # dP = dO V^T
+    g_ = _rows(g)
+    dv = jnp.einsum("bkqs,bkqh->bskh", _flat(p), g_)  # dV = P^T dO
+    dp = jnp.einsum("bkqh,bskh->bkqs", g_, wide(v)).reshape(p.shape)  # dP = dO V^T
     dz = p * (dp - d_out[..., None])  # dZ = P (dP - D)
-    dq = jnp.einsum("bkgts,bskh->btkgh", dz, wide(k)) * scale  # dQ = c dZ K
-    dk = jnp.einsum("bkgts,btkgh->bskh", dz, wide(q)) * scale  # dK = c dZ^T Q
+    dq = _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(dz), wide(k)), g.shape[1]) * scale
+    dk = jnp.einsum("bkqs,bkqh->bskh", _flat(dz), _rows(wide(q))) * scale  # dK = c dZ^T Q
     return dq, dk, dv, dz
 
 
 def _row_dot(g, o):
-    """``D = rowsum(dO * O)`` ``(B, K, G, T)``."""
-    return jnp.einsum("btkgh,btkgh->bkgt", g, wide(o))
+    """``D = rowsum(dO * O)`` ``(B, K, T, G)``."""
+    return jnp.einsum("btkgh,btkgh->bktg", g, wide(o))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -225,11 +255,12 @@ def _attention(q, k, v, bias, allowed, scale):
 
 
 def _attention_fwd(q, k, v, bias, allowed, scale):
-    z = _logits(q, k, bias, allowed, scale)  # (B, K, G, T, S)
-    m = finite_or_zero(jnp.max(z, axis=-1, initial=-jnp.inf))  # (B, K, G, T)
+    z = _logits(q, k, bias, allowed, scale)  # (B, K, T, G, S)
+    m = finite_or_zero(jnp.max(z, axis=-1, initial=-jnp.inf))  # (B, K, T, G)
     log_l = _log_normaliser(jnp.sum(jnp.exp(z - m[..., None]), axis=-1))
     p = _probabilities(z, m, log_l)
-    o = jnp.einsum("bkgts,bskh->btkgh", p, wide(v)).astype(q.dtype)  # (B, T, K, G, H)
+    o = _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(p), wide(v)), q.shape[1])  # O = P V
+    o = o.astype(q.dtype)  # (B, T, K, G, H)
     return o, (q, k, v, bias, allowed, o, m, log_l)
 
 
@@ -294,8 +325,8 @@ class _Layout:
     def pad(self, q, k, v, bias, mask):
         """T and S padded to whole blocks: zero queries and keys, zero bias, a False mask."""
         q, k, v = _pad_to(q, 1, self.tp), _pad_to(k, 1, self.sp), _pad_to(v, 1, self.sp)
-        bias = _pad_to(_pad_to(bias, 3, self.tp), 4, self.sp)
-        mask = _pad_to(_pad_to(mask, 3, self.tp, False), 4, self.sp, False)
+        bias = _pad_to(_pad_to(bias, 2, self.tp), 4, self.sp)
+        mask = _pad_to(_pad_to(mask, 2, self.tp, False), 4, self.sp, False)
         return q, k, v, bias, mask
 
 
@@ -324,7 +355,7 @@ def _blockwise_fwd(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
             return layout.skip_hidden(i, j, partial(visible_block, j), carry)
 
         def visible_block(j, carry):
-            m, l, acc = carry  # (B, K, G, bq), (B, K, G, bq), (B, bq, K, G, H)
+            m, l, acc = carry  # (B, K, bq, G), (B, K, bq, G), (B, bq, K, G, H)
             k_j, v_j = _slice(kp, j * bk, bk), _slice(vp, j * bk, bk)
             b_ij = None if bp is None else _block_of(bp, i * bq, j * bk, bq, bk)
             z = _logits(q_i, k_j, b_ij, layout.allowed(mp, i, j), scale)
@@ -333,19 +364,19 @@ def _blockwise_fwd(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
             p = jnp.exp(z - m_safe[..., None])
             rescale = jnp.exp(m - m_safe)  # 0 while m is -inf
             l = l * rescale + jnp.sum(p, axis=-1)
-            acc = acc * jnp.moveaxis(rescale, 3, 1)[..., None]
-            acc = acc + jnp.einsum("bkgts,bskh->btkgh", p, wide(v_j))
+            acc = acc * jnp.moveaxis(rescale, 2, 1)[..., None]
+            acc = acc + _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(p), wide(v_j)), bq)
             return m_new, l, acc
 
-        init = (jnp.full((b, kv, g, bq), -jnp.inf, f), jnp.zeros((b, kv, g, bq), f),
+        init = (jnp.full((b, kv, bq, g), -jnp.inf, f), jnp.zeros((b, kv, bq, g), f),
                 jnp.zeros((b, bq, kv, g, h), f))  # fmt: skip
         m, l, acc = lax.fori_loop(0, layout.nk, key_block, init)
-        o = acc / jnp.moveaxis(jnp.where(l > 0, l, 1), 3, 1)[..., None]  # normalised by l
+        o = acc / jnp.moveaxis(jnp.where(l > 0, l, 1), 2, 1)[..., None]  # normalised by l
         return o.astype(q.dtype), (finite_or_zero(m), _log_normaliser(l))
 
     o, (m, log_l) = lax.map(query_block, jnp.arange(layout.nq))  # (nq, B, bq, K, G, H)
     o = jnp.moveaxis(o, 0, 1).reshape(b, layout.tp, kv, g, h)[:, :t]
-    m, log_l = (jnp.moveaxis(a, 0, 3).reshape(b, kv, g, layout.tp) for a in (m, log_l))
+    m, log_l = (jnp.moveaxis(a, 0, 2).reshape(b, kv, layout.tp, g) for a in (m, log_l))
     return o, (q, k, v, bias, mask, q_len, kv_len, o, m, log_l)  # m, log_l: T padded
 
 
@@ -355,7 +386,7 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
     layout = _Layout(t, span, bq, bk, q_len, kv_len)
     qp, kp, vp, bp, mp = layout.pad(q, k, v, bias, mask)
     gp = _pad_to(wide(g), 1, layout.tp)
-    d = _pad_to(_row_dot(wide(g), o), 3, layout.tp)  # D = rowsum(dO * O)
+    d = _pad_to(_row_dot(wide(g), o), 2, layout.tp)  # D = rowsum(dO * O)
 
     def key_block(carry, j):
         k_j, v_j = _slice(kp, j * bk, bk), _slice(vp, j * bk, bk)
@@ -366,14 +397,14 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
         def visible_block(i, carry):
             dq, db, dk_j, dv_j = carry
             q_i, g_i = _slice(qp, i * bq, bq), _slice(gp, i * bq, bq)
-            m_i, log_l_i, d_i = (_slice(a, i * bq, bq, axis=3) for a in (m, log_l, d))
+            m_i, log_l_i, d_i = (_slice(a, i * bq, bq, axis=2) for a in (m, log_l, d))
             b_ij = None if bp is None else _block_of(bp, i * bq, j * bk, bq, bk)
             z = _logits(q_i, k_j, b_ij, layout.allowed(mp, i, j), scale)
             p = _probabilities(z, m_i, log_l_i)  # recomputed P of the block
             dq_i, dk, dv, dz = _gradients(p, g_i, q_i, k_j, v_j, d_i, scale)
             dq = lax.dynamic_update_slice_in_dim(dq, _slice(dq, i * bq, bq) + dq_i, i * bq, 1)
             if db is not None:  # add dZ, summed to the bias's shape, into its block
-                starts = (0, 0, 0, i * bq if db.shape[3] > 1 else 0,
+                starts = (0, 0, i * bq if db.shape[2] > 1 else 0, 0,
                           j * bk if db.shape[4] > 1 else 0)  # fmt: skip
                 part = _sum_to(dz, b_ij.shape) + lax.dynamic_slice(db, starts, b_ij.shape)
                 db = lax.dynamic_update_slice(db, part, starts)
@@ -391,7 +422,7 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
     s = k.shape[1]
     dk, dv = (jnp.moveaxis(a, 0, 1).reshape(b, layout.sp, kv, h)[:, :s] for a in (dk, dv))
     if db is not None:
-        db = db[:, :, :, : bias.shape[3], : bias.shape[4]].astype(bias.dtype)
+        db = db[:, :, : bias.shape[2], :, : bias.shape[4]].astype(bias.dtype)
     return (dq[:, :t].astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), db,
             None, None, None)  # fmt: skip
 

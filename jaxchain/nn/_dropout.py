@@ -1,0 +1,13 @@
+"""Dropout as the models apply it while training."""
+
+from types import ModuleType
+
+import jax
+
+
+def maybe(ops: ModuleType, x: jax.Array, rate: float, key: jax.Array | None, index: int = 0):
+    """``ops.dropout`` of ``x`` with the ``index``-th key folded from ``key``; ``x`` itself
+    without a key or at rate 0 (evaluation)."""
+    if key is None or rate == 0:
+        return x
+    return ops.dropout(x, jax.random.fold_in(key, index), rate)
