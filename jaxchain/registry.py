@@ -474,7 +474,6 @@ MODELS: dict[str, Case] = {
             _ENCODER,
         ),
         _model("bert(finetune)", _bert_finetune, _bert_args, _ENCODER),
-        _model("decoder", _decoder(0.0), _decoder_args(False), _DECODER),
-        _model("decoder(tied, dropout)", _decoder(0.2), _decoder_args(True), _DECODER),
+        _model("decoder(dropout)", _decoder(0.2), _decoder_args(False), _DECODER),
     ]
 }

@@ -21,6 +21,16 @@ from jaxchain.check import tolerance
 from jaxchain.rules.attention import Span, _Layout
 
 B, H, K = 2, 4, 2
+
+
+@pytest.fixture(autouse=True)
+def _standard_promotion():
+    """jax.nn is written for JAX's standard dtype promotion (its float32 softmax against
+    float64 inputs); the rest of the suite runs strict."""
+    with jax.numpy_dtype_promotion("standard"):
+        yield
+
+
 GRID = list(itertools.product(
     (1, 2, 4), (False, True), (False, True), (None, (2, 1)), (False, True), ((5, 5), (5, 7)),
     (None, 2),
@@ -80,9 +90,8 @@ def _parity(dtype, groups, use_bias, causal, window, lengths, ts, block):
     def loss(f, **extra):
         return lambda *a: jnp.sum(f(*a, **options, **extra) * ct * weight)
 
-    with jax.numpy_dtype_promotion("standard"):  # jax.nn: int32 lengths against int64 indices
-        want = jax.jit(jax.value_and_grad(loss(jax.nn.dot_product_attention, implementation="xla"),
-                                          tuple(range(len(args)))))(*args)  # fmt: skip
+    want = jax.jit(jax.value_and_grad(loss(jax.nn.dot_product_attention, implementation="xla"),
+                                      tuple(range(len(args)))))(*args)  # fmt: skip
     ours = loss(rules.dot_product_attention, block_size=block)
     got = jax.jit(jax.value_and_grad(ours, tuple(range(len(args)))))(*args)
     return got, want, args, loss

@@ -112,7 +112,14 @@ def _unchanged(a, b) -> list[bool]:
 
 def test_strategies_freeze_what_they_say(minilm):
     params = {"encoder": minilm.params, "head": {"w": jnp.zeros((384, 2)), "b": jnp.zeros(2)}}
-    flags = {s: tasks.trainable_blocks(s, 6, top_k=2)(params) for s in tasks.STRATEGIES}
+    adapters = nn.lora.init(jax.random.key(0), minilm.params["blocks"], 2)
+    params_lora = {**params, "lora": adapters}
+    flags = {s: tasks.trainable_blocks(s, 6, top_k=2)(params_lora if s == "lora" else params)
+             for s in tasks.STRATEGIES}  # fmt: skip
+    assert not any(jax.tree.leaves(flags["lora"]["encoder"]))
+    assert all(jax.tree.leaves(flags["lora"]["lora"])) and all(
+        jax.tree.leaves(flags["lora"]["head"])
+    )
     assert not any(jax.tree.leaves(flags["probe"]["encoder"])) and all(
         jax.tree.leaves(flags["probe"]["head"])
     )
@@ -204,20 +211,29 @@ def test_bad_input(call, match):
 
 
 def test_compare_writes_one_table(tmp_path, monkeypatch):
-    """`finetune --compare` runs the four strategies, each with its default learning rate, into
+    """`finetune --compare` runs every strategy, each with its default learning rate, into
     its own directory, and writes one table."""
     runs = []
 
     def fake_run(config, task, out, args, *, sample=False):
         runs.append((config.strategy, config.lr, config.optimizer, out.name))
-        return {"test_accuracy": 0.5, "val_accuracy": 0.5, "steps": 1, "seconds": 1.0}
+        return {
+            "test_accuracy": 0.5,
+            "val_accuracy": 0.5,
+            "steps": 1,
+            "seconds": 1.0,
+            "parameters": 100,
+            "trainable_parameters": 1,
+            "optimizer_bytes": 2**20,
+        }
 
     monkeypatch.setattr(cli, "_run", fake_run)
     monkeypatch.setattr(cli, "_task", lambda config: None)  # no encoder needed
     assert cli.main(["finetune", "--compare", "--steps", "1", "--out", str(tmp_path)]) == 0
     assert runs == [(s, cli.FINETUNE_LR[s], "adamw", s) for s in tasks.STRATEGIES]
     table = (tmp_path / "compare.md").read_text().splitlines()
-    assert len(table) == 2 + 4 and table[2].startswith("| probe | 0.003 | 0.5000")
+    assert len(table) == 2 + len(tasks.STRATEGIES)
+    assert table[2] == "| probe | 0.003 | 0.5000 | 0.5000 | 1.00% | 1.0 MiB | 1 | 1 |"
     assert [r["strategy"] for r in json.loads((tmp_path / "compare.json").read_text())] == list(
         tasks.STRATEGIES
     )

@@ -133,7 +133,10 @@ def test_the_oracle_catches_a_softmax_that_loses_its_normaliser():
     assert check.check_vjp(rules.softmax, reference.softmax, x, finite_differences=False).ok
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize(
+    "dtype",
+    ["bfloat16", pytest.param("float16", marks=pytest.mark.slow)],  # float16: thorough
+)
 def test_every_rule_in_low_precision_is_no_worse_than_its_counterpart(dtype):
     """What `jaxchain check --dtype bfloat16` (and float16) reports: each rule's error against
     a float64 truth, output and gradients, no worse than its jax.nn/optax/flax counterpart's

@@ -15,7 +15,14 @@ RECURRENT = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
 B, T, I, H = 3, 6, 3, 4
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+# the fine-tuning loss of BERT runs in `make thorough`; `make test` checks the whole MiniLM
+# training step against autodiff in test_bert.py
+SLOW = {"bert(finetune)"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(MODELS)]
+)
 def test_model_matches_reference(name):
     """jax.grad through apply(ops=rules) equals it through apply(ops=reference), with finite
     differences and second order, under jit and vmap, padded lengths and masks included."""

@@ -36,11 +36,12 @@ def test_long_sequences_go_blockwise_and_match_autodiff(is_causal, monkeypatch):
     calls = []
     blockwise = attention_rules._blockwise
     monkeypatch.setattr(
-        attention_rules, "_blockwise", lambda *a: calls.append(a[4:]) or blockwise(*a)
+        attention_rules, "_blockwise", lambda *a: calls.append(a[8:]) or blockwise(*a)
     )
     q, k, v, ct = _qkv(1100, h=4, n=1)
     got = _grads(rules, q, k, v, ct, is_causal=is_causal)
-    assert calls == [(is_causal, 512, 256)]
+    span = attention_rules.Span(None, 0 if is_causal else None, 1100)
+    assert calls == [(span, 512, 256)]
     assert_close(got, _grads(reference, q, k, v, ct, is_causal=is_causal))
 
 
@@ -51,14 +52,14 @@ def test_blockwise_with_a_mask_and_padding(block_size):
     mask = jax.random.bernoulli(jax.random.key(2), 0.6, (2, 1, 7, 5)).at[1, 0, 3].set(False)
     got = _grads(rules, q, k, v, ct, mask=mask, block_size=block_size)
     assert_close(got, _grads(reference, q, k, v, ct, mask=mask))
-    out = rules.dot_product_attention(q, k, v, mask, block_size=block_size)
+    out = rules.dot_product_attention(q, k, v, mask=mask, block_size=block_size)
     assert np.all(out[1, 3] == 0)  # the row with nothing to attend to
 
 
 def test_blockwise_fully_masked_gives_zero_gradients():
     q, k, v, _ = _qkv(4, 6)
     mask = jnp.zeros((1, 1, 4, 6), bool)
-    loss = lambda q, k, v: jnp.sum(rules.dot_product_attention(q, k, v, mask, block_size=2))  # noqa: E731
+    loss = lambda q, k, v: jnp.sum(rules.dot_product_attention(q, k, v, mask=mask, block_size=2))  # noqa: E731
     out, grads = jax.value_and_grad(loss, (0, 1, 2))(q, k, v)
     assert out == 0 and all(np.all(g == 0) for g in grads)
 

@@ -199,10 +199,10 @@ def _rows(x):
     return jnp.moveaxis(x, 1, 2).reshape(b, kv, t * g, h)
 
 
-def _unrows(x, t: int):
+def _unrows(x, t: int, g: int):
     """The inverse of :func:`_rows`."""
-    b, kv, tg, h = x.shape
-    return jnp.moveaxis(x.reshape(b, kv, t, tg // t, h), 2, 1)
+    b, kv, _, h = x.shape
+    return jnp.moveaxis(x.reshape(b, kv, t, g, h), 2, 1)
 
 
 def _flat(p):
@@ -239,7 +239,7 @@ def _gradients(p, g, q, k, v, d_out, scale):
     dv = jnp.einsum("bkqs,bkqh->bskh", _flat(p), g_)  # dV = P^T dO
     dp = jnp.einsum("bkqh,bskh->bkqs", g_, wide(v)).reshape(p.shape)  # dP = dO V^T
     dz = p * (dp - d_out[..., None])  # dZ = P (dP - D)
-    dq = _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(dz), wide(k)), g.shape[1]) * scale
+    dq = _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(dz), wide(k)), *g.shape[1:4:2]) * scale
     dk = jnp.einsum("bkqs,bkqh->bskh", _flat(dz), _rows(wide(q))) * scale  # dK = c dZ^T Q
     return dq, dk, dv, dz
 
@@ -259,7 +259,7 @@ def _attention_fwd(q, k, v, bias, allowed, scale):
     m = finite_or_zero(jnp.max(z, axis=-1, initial=-jnp.inf))  # (B, K, T, G)
     log_l = _log_normaliser(jnp.sum(jnp.exp(z - m[..., None]), axis=-1))
     p = _probabilities(z, m, log_l)
-    o = _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(p), wide(v)), q.shape[1])  # O = P V
+    o = _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(p), wide(v)), *q.shape[1:4:2])  # O = P V
     o = o.astype(q.dtype)  # (B, T, K, G, H)
     return o, (q, k, v, bias, allowed, o, m, log_l)
 
@@ -365,7 +365,7 @@ def _blockwise_fwd(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
             rescale = jnp.exp(m - m_safe)  # 0 while m is -inf
             l = l * rescale + jnp.sum(p, axis=-1)
             acc = acc * jnp.moveaxis(rescale, 2, 1)[..., None]
-            acc = acc + _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(p), wide(v_j)), bq)
+            acc = acc + _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(p), wide(v_j)), bq, g)
             return m_new, l, acc
 
         init = (jnp.full((b, kv, bq, g), -jnp.inf, f), jnp.zeros((b, kv, bq, g), f),

@@ -92,7 +92,8 @@ def _log_softmax_fwd(x, where, axis):
     z = _kept(wide(x), where)
     m = row_max(z, axis) if where is None else finite_or_zero(row_max(z, axis))
     shifted = z - m
-    y = (shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))).astype(x.dtype)
+    y = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+    y = (y if where is None else jnp.where(where, y, -jnp.inf)).astype(x.dtype)  # none kept: -inf
     return y, (y, where)
 
 
