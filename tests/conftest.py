@@ -5,6 +5,7 @@ import os
 
 import hypothesis
 import jax
+import pytest
 
 import jaxchain.testing  # noqa: F401  (registers the hypothesis profiles)
 
@@ -14,3 +15,13 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 _PROFILES = {"default": "jaxchain", "thorough": "jaxchain-thorough"}
 hypothesis.settings.load_profile(_PROFILES[os.environ.get("HYPOTHESIS_PROFILE", "default")])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programs():
+    """Each test module's compiled XLA programs are dropped after it: a long-lived pytest
+    worker otherwise accumulates thousands of them, each holding memory mappings, until the
+    process meets Linux's limit of 65,530 mappings (and a later import fails to map a
+    library)."""
+    yield
+    jax.clear_caches()

@@ -100,7 +100,7 @@ def _parity(dtype, groups, use_bias, causal, window, lengths, ts, block):
 @pytest.mark.parametrize(
     ("groups", "bias", "causal", "window", "lengths", "ts", "block"), COVERING,
 )  # fmt: skip
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("dtype", [jnp.float64, pytest.param(jnp.float32, marks=pytest.mark.slow)])
 def test_matches_jax_nn(dtype, groups, bias, causal, window, lengths, ts, block):
     got, want, args, loss = _parity(dtype, groups, bias, causal, window, lengths, ts, block)
     tol = 2 * tolerance(jnp.float32)

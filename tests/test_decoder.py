@@ -211,8 +211,9 @@ def test_decoder_trains_and_generates_from_the_command_line(tmp_path, capsys):
         texts.append(capsys.readouterr().out)
     assert texts[0] == texts[1] and texts[0].startswith("ROMEO:")
     assert main(["generate", "--run", str(tmp_path), "--prompt", "x"]) == 2
-    with pytest.raises(SystemExit):
-        main(["train", "--model", "decoder", "--data", "digits", "--out", str(tmp_path / "d")])
+    assert (
+        main(["train", "--model", "decoder", "--data", "digits", "--out", str(tmp_path / "d")]) == 2
+    )
 
 
 def test_every_model_that_trains_takes_dropout():

@@ -14,8 +14,17 @@ from jaxchain.registry import RULES
 OPS = (rules, reference)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
-@pytest.mark.parametrize("name", sorted(RULES))
+def _cases():
+    """Every rule in float64 and float32; the blockwise attention cases' float32 draws run in
+    `make thorough` (their float32 path is compared with jax.nn in test_attention.py and
+    test_performance.py)."""
+    for name in sorted(RULES):
+        yield pytest.param(name, jnp.float64, id=f"{name}-float64")
+        slow = [pytest.mark.slow] if "blocks" in name else []
+        yield pytest.param(name, jnp.float32, id=f"{name}-float32", marks=slow)
+
+
+@pytest.mark.parametrize(("name", "dtype"), _cases())
 def test_rule_matches_reference(name, dtype):
     """The generic property: VJP, second order, jit and vmap equal the twin's; finite
     differences (always float64) run once, with the float64 draw."""

@@ -214,7 +214,8 @@ def _flat(p):
 def _logits(q, k, bias, allowed, scale):
     """``Z = c Q K^T + B`` ``(B, K, T, G, S)``, ``-inf`` where a query may not see a key."""
     b, t, kv, g, _ = q.shape
-    z = jnp.einsum("bkqh,bskh->bkqs", _rows(wide(q)), wide(k)).reshape(b, kv, t, g, -1) * scale
+    z = jnp.einsum("bkqh,bskh->bkqs", _rows(wide(q)), wide(k)).reshape(b, kv, t, g, k.shape[1])
+    z = z * scale
     if bias is not None:
         z = z + wide(bias).astype(z.dtype)
     return z if allowed is None else jnp.where(allowed, z, -jnp.inf)
