@@ -115,25 +115,22 @@ def check_pair(
     return a, b
 
 
+def check_rms_norm(op: str, x, scale, **more) -> tuple[jax.Array, ...]:
+    """x ``(..., D)``, scale (and any ``more`` named vectors, layer norm's bias) ``(D,)``, one
+    floating dtype."""
+    named = {"x": x, "scale": scale, **more}
+    arrays = {n: _validate.as_array(op, n, a) for n, a in named.items()}
+    _validate.floating(op, **arrays)
+    x = arrays.pop("x")
+    _validate.min_rank(op, "x", x, 1)
+    for name, a in arrays.items():
+        _validate.shape(op, name, a, x.shape[-1:], f"D = x.shape[-1] = {x.shape[-1]}")
+    return x, *arrays.values()
+
+
 def check_layer_norm(op: str, x, scale, bias) -> tuple[jax.Array, jax.Array, jax.Array]:
     """x ``(..., D)``, scale and bias ``(D,)``, one floating dtype."""
-    arrays = {"x": x, "scale": scale, "bias": bias}
-    x, scale, bias = (_validate.as_array(op, n, a) for n, a in arrays.items())
-    _validate.floating(op, x=x, scale=scale, bias=bias)
-    _validate.min_rank(op, "x", x, 1)
-    d = x.shape[-1]
-    _validate.shape(op, "scale", scale, (d,), f"D = x.shape[-1] = {d}")
-    _validate.shape(op, "bias", bias, (d,), f"D = x.shape[-1] = {d}")
-    return x, scale, bias
-
-
-def check_rms_norm(op: str, x, scale) -> tuple[jax.Array, jax.Array]:
-    """x ``(..., D)``, scale ``(D,)``, one floating dtype."""
-    x, scale = _validate.as_array(op, "x", x), _validate.as_array(op, "scale", scale)
-    _validate.floating(op, x=x, scale=scale)
-    _validate.min_rank(op, "x", x, 1)
-    _validate.shape(op, "scale", scale, x.shape[-1:], f"D = x.shape[-1] = {x.shape[-1]}")
-    return x, scale
+    return check_rms_norm(op, x, scale, bias=bias)
 
 
 def check_swiglu(op: str, x, w_gate, w_up) -> tuple[jax.Array, jax.Array, jax.Array]:

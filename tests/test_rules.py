@@ -24,7 +24,7 @@ def _cases():
         yield pytest.param(name, jnp.float32, id=f"{name}-float32", marks=slow)
 
 
-@pytest.mark.parametrize(("name", "dtype"), _cases())
+@pytest.mark.parametrize(("name", "dtype"), list(_cases()))
 def test_rule_matches_reference(name, dtype):
     """The generic property: VJP, second order, jit and vmap equal the twin's; finite
     differences (always float64) run once, with the float64 draw."""
