@@ -238,6 +238,14 @@ def _variant(name: str, op: str, make_args, dims, **kwargs) -> Case:
     return _case(name, make_args, dims, rule, ref)
 
 
+def _everything(variant: str, **kwargs) -> Case:
+    """An attention case with grouped queries, a bias and both lengths (by name), and
+    ``kwargs``."""
+    names = ("bias", "query_seq_lengths", "key_value_seq_lengths")
+    op = "dot_product_attention"
+    return _case(op + variant, _qkv_everything, _GQA, *_bind(op, names, **kwargs))
+
+
 RULES: dict[str, Case] = {
     c.name: c
     for c in [
@@ -289,16 +297,7 @@ RULES: dict[str, Case] = {
             _ATTENTION,
             *_bind("dot_product_attention", ("mask",)),
         ),
-        _case(  # grouped queries, a bias, lengths, a window of (2, 1)
-            "dot_product_attention(gqa, bias, lengths, window)",
-            _qkv_everything,
-            _GQA,
-            *_bind(
-                "dot_product_attention",
-                ("bias", "query_seq_lengths", "key_value_seq_lengths"),
-                local_window_size=(2, 1),
-            ),
-        ),
+        _everything("(gqa, bias, lengths, window)", local_window_size=(2, 1)),
         _variant(  # blocks of 2 on T, S in {3, 4, 5}: padding, and causal blocks skipped
             "dot_product_attention(blocks, causal)",
             "dot_product_attention",
@@ -313,17 +312,11 @@ RULES: dict[str, Case] = {
             _ATTENTION,
             *_bind("dot_product_attention", ("mask",), block_size=2),
         ),
-        _case(  # all of it, causal, on blocks: hidden blocks skipped by the window and lengths
-            "dot_product_attention(blocks, gqa, bias, lengths, window, causal)",
-            _qkv_everything,
-            _GQA,
-            *_bind(
-                "dot_product_attention",
-                ("bias", "query_seq_lengths", "key_value_seq_lengths"),
-                local_window_size=(1, 2),
-                is_causal=True,
-                block_size=2,
-            ),
+        _everything(  # on blocks: hidden blocks skipped by causality, the window and lengths
+            "(blocks, gqa, bias, lengths, window, causal)",
+            local_window_size=(1, 2),
+            is_causal=True,
+            block_size=2,
         ),
         *[_case(op, _recurrent(*n, padded=False), _SEQUENCE) for op, n in _RECURRENT.items()],
         *[

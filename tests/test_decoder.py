@@ -138,9 +138,11 @@ def test_lora_dense_computes_no_gradient_for_the_frozen_weights():
     )
     assert np.all(grads[1] == 0) and np.all(grads[2] == 0)
     grad_w = jax.grad(lambda w: jnp.sum(rules.lora_dense(x, w, b, a, bb, scale=0.5)))
-    jaxpr = jax.make_jaxpr(grad_w)(w).jaxpr
-    assert jaxpr.outvars[0].aval.shape == w.shape  # a symbolic zero: nothing computes it
-    assert "broadcast_in_dim" in str(jaxpr.eqns[-1]) or not jaxpr.eqns[-1:]
+    products = [
+        e for e in jax.make_jaxpr(grad_w)(w).jaxpr.eqns if e.primitive.name == "dot_general"
+    ]
+    assert products  # the backward's other products are there (dx, dA, dB) ...
+    assert all(e.outvars[0].aval.shape != w.shape for e in products)  # ... but no dW = x^T g
 
 
 def test_merged_adapters_give_the_adapted_model():
