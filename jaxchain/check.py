@@ -1,4 +1,5 @@
-"""Gradient checking for any function: is its vector-Jacobian product right?
+"""Derivative checking for any function: is its vector-Jacobian product right (reverse mode,
+:func:`check_vjp`)? Is its Jacobian-vector product right (forward mode, :func:`check_jvp`)?
 
 :func:`check_vjp` compares the VJP of ``f`` with
 
@@ -9,7 +10,10 @@
 and runs ``f`` eagerly, under ``jit`` and under ``vmap``. The :class:`Report` names each input
 leaf with its largest absolute and relative error and the index of the worst element.
 Inputs that are not floating point (integer labels, boolean masks) are passed through and
-not differentiated; Python scalars are held static.
+not differentiated; Python scalars are held static. :func:`check_jvp` is the same for the
+forward mode: JVPs along random tangents against the reference's and against central
+differences, under ``jit`` and ``vmap``, forward over forward, and the VJP that JAX derives by
+transposing the JVP.
 
 >>> import jaxchain
 >>> x = jnp.linspace(-2.0, 2.0, 5)
@@ -36,7 +40,9 @@ __all__ = [
     "TOLERANCES",
     "LeafError",
     "Report",
+    "assert_jvp",
     "assert_vjp",
+    "check_jvp",
     "check_vjp",
     "tolerance",
     "working_dtype",
@@ -355,10 +361,11 @@ def check_vjp(
     return Report(name or _name_of(f), _worst_per_leaf(errors))
 
 
-def _cotangent_contract(names, diff, grads, zero_grads) -> list[LeafError]:
+def _cotangent_contract(names, diff, grads, zero_grads, zero="zero cotangent") -> list[LeafError]:
     """What every backward owes: cotangents in the primals' dtypes (``dtype``), and nothing
     from nothing — a zero output cotangent gives exactly zero gradients (``zero
-    cotangent``)."""
+    cotangent``). The same holds for a JVP: tangents in the outputs' dtypes, and a zero
+    input tangent gives exactly zero output tangents (``zero tangent``)."""
     errors = []
     for name, x, g, z in zip(names, diff, jax.tree.leaves(grads), jax.tree.leaves(zero_grads),
                              strict=True):  # fmt: skip
@@ -368,7 +375,7 @@ def _cotangent_contract(names, diff, grads, zero_grads) -> list[LeafError]:
         size = float(np.max(np.abs(np.asarray(z, np.float64)), initial=0.0))
         off = math.inf if size != 0 or np.isnan(np.asarray(z, np.float64)).any() else 0.0
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(np.abs(z))), z.shape))
-        errors.append(LeafError("zero cotangent", name, size, off, index if z.ndim else (), 0.0))
+        errors.append(LeafError(zero, name, size, off, index if z.ndim else (), 0.0))
     return errors
 
 
@@ -491,6 +498,149 @@ def assert_close(got, want, *, tol: float | None = None, name: str = "values") -
 def assert_vjp(f: Callable, reference: Callable | None, *args: Any, **options: Any) -> Report:
     """:func:`check_vjp`, raising ``AssertionError`` with the report if any check fails."""
     report = check_vjp(f, reference, *args, **options)
+    if not report.ok:
+        raise AssertionError(str(report))
+    return report
+
+
+# --- forward mode ----------------------------------------------------------------------------
+
+
+def _jvp_impl(spec: _Spec, diff, other, t):
+    return jax.jvp(lambda *d: spec.call(d, other), diff, t)
+
+
+def _jvp2_impl(spec: _Spec, diff, other, t, s):
+    """Forward over forward: the derivative of the JVP along ``t`` in the direction ``s``."""
+    return jax.jvp(lambda *d: _jvp_impl(spec, d, other, t)[1], diff, s)[1]
+
+
+_jvp = jax.jit(_jvp_impl, static_argnums=0)
+_jvp_vmapped = jax.jit(lambda spec, *a: jax.vmap(partial(_jvp_impl, spec))(*a), static_argnums=0)
+_jvp2 = jax.jit(_jvp2_impl, static_argnums=0)
+
+
+@partial(jax.jit, static_argnums=0)
+def _along(spec: _Spec, diff, other, t, h):
+    """Central differences of ``f`` along the direction ``t`` with step ``h``."""
+    up = spec.call(tuple(x + h * d for x, d in zip(diff, t, strict=True)), other)
+    down = spec.call(tuple(x - h * d for x, d in zip(diff, t, strict=True)), other)
+    return jax.tree.map(lambda a, b: (a - b) / (2 * h), up, down), up
+
+
+def check_jvp(
+    f: Callable,
+    reference: Callable | None,
+    *args: Any,
+    tangents: int = 3,
+    seed: int = 0,
+    rtol: float | None = None,
+    finite_differences: bool = True,
+    second_order: bool = True,
+    transpose: bool = True,
+    vmap: bool = True,
+    fd_eps: float = 1e-6,
+    name: str | None = None,
+) -> Report:
+    """Check the JVP of ``f`` at ``args``: against the ``reference``'s JVP along random
+    tangents, against central differences along them (in float64), eagerly, under ``jit``
+    and under ``vmap``; forward over forward (``second_order``, the JVP's own JVP, what
+    ``jacfwd(jacfwd(f))`` needs); and the VJP that JAX derives by transposing the JVP
+    (``transpose``: against the reference's VJP, and by the identity
+    :math:`\\langle u, J t\\rangle = \\langle J^\\top u, t\\rangle`, which any linear map and
+    its transpose satisfy).
+
+    The arguments, options and :class:`Report` are those of :func:`check_vjp` (``tangents``
+    in place of ``cotangents``). A wrong JVP makes ``report.ok`` false.
+    """
+    spec, diff, other, names = _split(f, args)
+    if not diff:
+        raise ValueError("check_jvp: no floating-point array among args, nothing to differentiate")
+    ref_spec = None if reference is None else dataclasses.replace(spec, f=reference)
+    out_shape = jax.eval_shape(lambda *d: spec.call(d, other), *diff)
+    if ref_spec is not None:
+        _same_structure(out_shape, jax.eval_shape(lambda *d: ref_spec.call(d, other), *diff))
+    out_names = _out_names(out_shape)
+    dtypes = [x.dtype for x in diff] + [o.dtype for o in jax.tree.leaves(out_shape)]
+    dtypes.append(working_dtype(lambda *d: spec.call(d, other), *diff))
+    tol = rtol if rtol is not None else tolerance(*dtypes)
+    key_t, key_s, key_v, key_u = jax.random.split(jax.random.key(seed), 4)
+    ts = [_normal_like(k, diff) for k in jax.random.split(key_t, max(tangents, 1))]
+
+    results = [_jvp(spec, diff, other, t) for t in ts]
+    errors = _compare("eager vs jit", out_names, _jvp_impl(spec, diff, other, ts[0])[1],
+                      results[0][1], tol)  # fmt: skip
+    trusted = results
+    if ref_spec is not None:
+        trusted = [_jvp(ref_spec, diff, other, t) for t in ts]
+        errors += _compare("forward", out_names, results[0][0], trusted[0][0], tol)
+        for (_, got), (_, want) in zip(results, trusted, strict=True):
+            errors += _compare("jvp", out_names, got, want, tol)
+    zeros = jax.tree.map(jnp.zeros_like, ts[0])
+    errors += _cotangent_contract(out_names, jax.tree.leaves(results[0][0]), results[0][1],
+                                  _jvp(spec, diff, other, zeros)[1], "zero tangent")  # fmt: skip
+    if vmap:
+        moved = tuple(0.5 * x + 0.3 * n for x, n in zip(diff, _normal_like(key_v, diff),
+                                                        strict=True))  # fmt: skip
+        pairs = _stack(diff, moved), _stack(other, other), _stack(ts[0], ts[-1])
+        batched = _jvp_vmapped(spec, *pairs)[1]
+        want = [_jvp(ref_spec or spec, p, other, t)[1] for p, t in ((diff, ts[0]), (moved, ts[-1]))]
+        errors += _compare("vmap", out_names, batched, _stack(*want), tol)
+    if second_order and ref_spec is not None:
+        s = _normal_like(key_s, diff)
+        want = _jvp2(ref_spec, diff, other, ts[0], s)
+        errors += _compare("second order", out_names, _jvp2(spec, diff, other, ts[0], s), want, tol)
+    if transpose:
+        errors += _transposed(spec, ref_spec, names, diff, other, ts[0], key_u, tol)
+    if finite_differences:
+        errors += _jvp_finite_differences(spec, out_names, diff, other, ts[0], fd_eps)
+    return Report(name or _name_of(f), _worst_per_leaf(errors), "check_jvp")
+
+
+def _transposed(spec, ref_spec, names, diff, other, t, key, tol) -> list[LeafError]:
+    """The VJP that JAX derives from ``f``'s JVP (by linearizing and transposing it): against
+    the reference's VJP, and ``<u, J t> = <J^T u, t>`` against the JVP itself."""
+    out, jt = _jvp(spec, diff, other, t)
+    u = _normal_like(key, out)
+    _, grads = _vjp(spec, diff, other, u)
+    errors = []
+    if ref_spec is not None:
+        errors += _compare("vjp (transposed)", names, grads, _vjp(ref_spec, diff, other, u)[1], tol)
+    lhs, rhs = float(_inner(u, jt)), float(_inner(grads, t))
+    scale = max(float(_inner(jax.tree.map(jnp.abs, u), jax.tree.map(jnp.abs, jt))), _ABS_FLOOR)
+    off = abs(lhs - rhs)
+    errors.append(LeafError("<u, Jt> = <J^T u, t>", "all", off, off / scale, (), tol))
+    return errors
+
+
+def _jvp_finite_differences(spec, out_names, diff, other, t, eps) -> list[LeafError]:
+    """The JVP along ``t`` against central differences along it, in float64, trusted as far
+    as the function's own precision goes (as :func:`_finite_differences`); each output
+    element may be off by its rounding noise, ``10 eps |f| / h``."""
+    with jax.enable_x64(True):
+        diff = tuple(x.astype(jnp.float64) for x in diff)
+        t = tuple(d.astype(jnp.float64) for d in t)
+        bits = jnp.finfo(working_dtype(lambda *d: spec.call(d, other), *diff)).bits
+        if bits < 32:
+            return []
+        eps, rtol = (eps, FD_RTOL) if bits == 64 else (FD_FLOAT32["step"], FD_FLOAT32["rtol"])
+        size = max((float(np.max(np.abs(np.asarray(x)), initial=0.0)) for x in diff), default=0)
+        h = eps * max(1.0, size)
+        jt = _jvp(spec, diff, other, t)[1]
+        fd, out = _along(spec, diff, other, t, h)
+        unit = float(2.0 ** -(53 if bits == 64 else 24))
+        floor = _floor(jax.tree.leaves(fd))
+        return [
+            _leaf_error("finite differences", n, a, b, rtol, floor,
+                        slack=10 * unit * np.abs(np.asarray(o, np.float64)).ravel() / h)
+            for n, a, b, o in zip(out_names, jax.tree.leaves(jt), jax.tree.leaves(fd),
+                                  jax.tree.leaves(out), strict=True)
+        ]  # fmt: skip
+
+
+def assert_jvp(f: Callable, reference: Callable | None, *args: Any, **options: Any) -> Report:
+    """:func:`check_jvp`, raising ``AssertionError`` with the report if any check fails."""
+    report = check_jvp(f, reference, *args, **options)
     if not report.ok:
         raise AssertionError(str(report))
     return report

@@ -3,6 +3,8 @@
 The registry is what ``jaxchain check`` runs and what the generic property tests iterate: a
 rule added here is checked the moment it exists. :data:`RULES` holds the ops; :data:`MODELS`
 holds each model's ``apply`` with ``ops=rules`` against the same with ``ops=reference``.
+Each case also carries its forward-mode twin from :mod:`jaxchain.tangents` (``Case.tangent``),
+checked by ``jaxchain check --mode forward`` against the same reference.
 """
 
 import dataclasses
@@ -13,9 +15,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxchain import nn, reference, rules
+from jaxchain import nn, reference, rules, tangents
 
 Args = tuple[Any, ...]
+MODES = ("reverse", "forward")  # the hand-written families: rules (custom_vjp), tangents (jvp)
+FAMILIES = (rules, reference, tangents)  # what each case binds: rule, reference, tangent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Case:
       make_args: ``(key, dtype, scale, dims) -> args``; floating arrays in ``dtype`` with
         values of roughly ``scale``.
       dims: for each named dimension, the sizes to draw from; the first is the default.
+      tangent: the same op from the forward-mode family (:mod:`jaxchain.tangents`), if any.
     """
 
     name: str
@@ -36,6 +41,14 @@ class Case:
     reference: Callable
     make_args: Callable[[jax.Array, Any, float, Mapping[str, Any]], Args]
     dims: Mapping[str, tuple]
+    tangent: Callable | None = None
+
+    def of(self, mode: str) -> Callable:
+        """The function checked in ``mode``: the rule (``"reverse"``) or its forward-mode
+        twin (``"forward"``)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        return self.rule if mode == "reverse" else self.tangent
 
     def args(self, key: jax.Array, dtype: Any = jnp.float64, scale: float = 1.0, **dims) -> Args:
         """Arguments for the rule; dims not given take their first (default) size."""
@@ -127,8 +140,8 @@ def _qkv_everything(key, dtype, scale, d):
     return (*_qkv(key, dtype, scale, d), bias, *lengths)
 
 
-def _bind(op: str, keywords: tuple[str, ...] = (), **kwargs) -> tuple[Callable, Callable]:
-    """``op`` of the rules and of the reference, the last ``len(keywords)`` positional
+def _bind(op: str, keywords: tuple[str, ...] = (), **kwargs) -> tuple[Callable, ...]:
+    """``op`` of each family (:data:`FAMILIES`), the last ``len(keywords)`` positional
     arguments passed by these names, and ``kwargs`` bound."""
 
     def bound(fn):
@@ -139,7 +152,7 @@ def _bind(op: str, keywords: tuple[str, ...] = (), **kwargs) -> tuple[Callable, 
         call.func = fn  # the op under the binding, as functools.partial has it
         return call
 
-    return bound(getattr(rules, op)), bound(getattr(reference, op))
+    return tuple(bound(getattr(family, op)) for family in FAMILIES)
 
 
 def _where(key, dtype, scale, d):
@@ -227,15 +240,15 @@ _SEQUENCE = {"B": (3,), "T": (6, 3), "I": (3,), "H": (4,)}
 _RECURRENT = {"rnn": (1, 1, 1), "lstm": (4, 2, 1), "gru": (3, 1, 2)}  # gates, states, biases
 
 
-def _case(name, make_args, dims, rule=None, ref=None) -> Case:
-    rule, ref = rule or getattr(rules, name), ref or getattr(reference, name)
-    return Case(name, rule, ref, make_args, dims)
+def _case(name, make_args, dims, *bound: Callable) -> Case:
+    """A case of op ``name``, or of the functions ``bound`` for each family."""
+    rule, ref, tangent = bound or (getattr(family, name) for family in FAMILIES)
+    return Case(name, rule, ref, make_args, dims, tangent)
 
 
 def _variant(name: str, op: str, make_args, dims, **kwargs) -> Case:
     """A case for ``op`` with keyword arguments bound."""
-    rule, ref = partial(getattr(rules, op), **kwargs), partial(getattr(reference, op), **kwargs)
-    return _case(name, make_args, dims, rule, ref)
+    return _case(name, make_args, dims, *(partial(getattr(f, op), **kwargs) for f in FAMILIES))
 
 
 def _everything(variant: str, **kwargs) -> Case:
@@ -280,8 +293,7 @@ RULES: dict[str, Case] = {
             "lora_dense",
             _lora,
             {**_ROWS, "I": (4,), "O": (5,), "R": (2,)},
-            _lora_call(rules),
-            _lora_call(reference),
+            *(_lora_call(family) for family in FAMILIES),
         ),
         _case("dot_product_attention", _qkv, _ATTENTION),
         _variant(
@@ -331,8 +343,10 @@ RULES: dict[str, Case] = {
 
 
 def _model(name: str, call, make_args, dims) -> Case:
-    """A case whose rule is ``call(rules, *args)`` and reference ``call(reference, *args)``."""
-    return Case(name, partial(call, rules), partial(call, reference), make_args, dims)
+    """A case whose rule is ``call(rules, *args)``, reference ``call(reference, *args)`` and
+    tangent ``call(tangents, *args)``."""
+    rule, ref, tangent = (partial(call, family) for family in FAMILIES)
+    return Case(name, rule, ref, make_args, dims, tangent)
 
 
 def _mlp_args(activation):

@@ -101,6 +101,16 @@ def dot_product_attention(
     Returns:
       The shape of ``query``.
     """
+    return attend(_attention, _blockwise, query, key, value, bias, mask, scale, is_causal,
+                  query_seq_lengths, key_value_seq_lengths, local_window_size,
+                  block_size)  # fmt: skip
+
+
+def attend(whole, blocks, query, key, value, bias, mask, scale, is_causal, query_seq_lengths,
+           key_value_seq_lengths, local_window_size, block_size):  # fmt: skip
+    """:func:`dot_product_attention`'s checks and layout around its kernels,
+    ``whole(q, k, v, bias, allowed, scale)`` and ``blocks(q, k, v, bias, mask, q_len, kv_len,
+    scale, span, bq, bk)`` (shared with :mod:`jaxchain.tangents`)."""
     a = check_attention(query, key, value, bias, mask, scale, query_seq_lengths,
                         key_value_seq_lengths, local_window_size)  # fmt: skip
     b, t, n, h = a.query.shape
@@ -116,7 +126,7 @@ def dot_product_attention(
         block_size = BLOCK
     if block_size is None or min(t, s) == 0:  # nothing to split into blocks
         allowed = _allowed(span, mask, *lengths, 0, 0, t, s)
-        o = _attention(q, a.key, a.value, bias, allowed, a.scale)
+        o = whole(q, a.key, a.value, bias, allowed, a.scale)
     else:
         sizes = block_size if isinstance(block_size, tuple) else (block_size, block_size)
         if len(sizes) != 2 or not all(_positive_int(x) for x in sizes):
@@ -124,8 +134,8 @@ def dot_product_attention(
                 f"{_OP}: block_size must be a positive int, a pair of them, or None, "
                 f"got {block_size!r}"
             )
-        blocks = (min(sizes[0], t), min(sizes[1], s))
-        o = _blockwise(q, a.key, a.value, bias, mask, *lengths, a.scale, span, *blocks)
+        sizes = (min(sizes[0], t), min(sizes[1], s))
+        o = blocks(q, a.key, a.value, bias, mask, *lengths, a.scale, span, *sizes)
     o = o.reshape(b, t, n, h)
     return o if a.batched else o[0]
 
@@ -255,13 +265,23 @@ def _attention(q, k, v, bias, allowed, scale):
     return _attention_fwd(q, k, v, bias, allowed, scale)[0]
 
 
-def _attention_fwd(q, k, v, bias, allowed, scale):
-    z = _logits(q, k, bias, allowed, scale)  # (B, K, T, G, S)
-    m = finite_or_zero(jnp.max(z, axis=-1, initial=-jnp.inf))  # (B, K, T, G)
+def _weights(q, k, bias, allowed, scale):
+    """``P`` ``(B, K, T, G, S)``, the row maximum ``m`` and ``log l`` ``(B, K, T, G)``."""
+    z = _logits(q, k, bias, allowed, scale)
+    m = finite_or_zero(jnp.max(z, axis=-1, initial=-jnp.inf))
     log_l = _log_normaliser(jnp.sum(jnp.exp(z - m[..., None]), axis=-1))
-    p = _probabilities(z, m, log_l)
-    o = _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(p), wide(v)), *q.shape[1:4:2])  # O = P V
-    o = o.astype(q.dtype)  # (B, T, K, G, H)
+    return _probabilities(z, m, log_l), m, log_l
+
+
+def _weighted(p, v):
+    """``P V``: probabilities ``(B, K, T, G, S)`` times values ``(B, S, K, H)``, in the queries'
+    layout ``(B, T, K, G, H)``."""
+    return _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(p), wide(v)), p.shape[2], p.shape[3])
+
+
+def _attention_fwd(q, k, v, bias, allowed, scale):
+    p, m, log_l = _weights(q, k, bias, allowed, scale)
+    o = _weighted(p, v).astype(q.dtype)  # O = P V   (B, T, K, G, H)
     return o, (q, k, v, bias, allowed, o, m, log_l)
 
 
@@ -341,12 +361,33 @@ def _blockwise(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
 
 
 def _blockwise_fwd(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
+    o, m, log_l, _ = online(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk)
+    return o, (q, k, v, bias, mask, q_len, kv_len, o, m, log_l)  # m, log_l: T padded
+
+
+def _rescaled(acc, r):
+    """An accumulator in the queries' layout ``(B, bq, K, G, H)`` or the rows' ``(B, K, bq,
+    G)``, times the row factors ``r`` ``(B, K, bq, G)``."""
+    return acc * (r if acc.ndim == r.ndim else jnp.moveaxis(r, 2, 1)[..., None])
+
+
+def online(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk, tangents=None):
+    r"""The blockwise forward pass: ``(O, m, log l, dO)``, ``m`` and ``log l`` with T padded.
+
+    With ``tangents`` ``(dQ, dK, dV, dB)`` it also computes the JVP ``dO`` in the same pass
+    (for :mod:`jaxchain.tangents`): with :math:`\dot Z = c(\dot Q K^\top + Q \dot
+    K^\top) + \dot B` and :math:`S = P \odot \dot Z` of each block, it accumulates
+    :math:`S V + P \dot V` and :math:`\operatorname{rowsum} S`, rescaled as the output is,
+    and :math:`\dot O = (S V + P \dot V) / l - (\operatorname{rowsum} S / l)\, O`; else
+    ``dO`` is None."""
     b, t, kv, g, h = q.shape
     # key blocks twice as long as the backward's: the forward holds two block-sized arrays
     # (logits, probabilities) where the backward holds four, so its peak stays below
     bk = min(2 * bk, span.keys)
     layout = _Layout(t, span, bq, bk, q_len, kv_len)
     qp, kp, vp, bp, mp = layout.pad(q, k, v, bias, mask)
+    if tangents is not None:
+        dqp, dkp, dvp, dbp, _ = layout.pad(*tangents, None)
     f = wide(q).dtype  # float32 accumulators for narrower inputs
 
     def query_block(i):
@@ -356,7 +397,7 @@ def _blockwise_fwd(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
             return layout.skip_hidden(i, j, partial(visible_block, j), carry)
 
         def visible_block(j, carry):
-            m, l, acc = carry  # (B, K, bq, G), (B, K, bq, G), (B, bq, K, G, H)
+            m, l, acc, *more = carry  # (B, K, bq, G), (B, K, bq, G), (B, bq, K, G, H)
             k_j, v_j = _slice(kp, j * bk, bk), _slice(vp, j * bk, bk)
             b_ij = None if bp is None else _block_of(bp, i * bq, j * bk, bq, bk)
             z = _logits(q_i, k_j, b_ij, layout.allowed(mp, i, j), scale)
@@ -365,20 +406,32 @@ def _blockwise_fwd(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
             p = jnp.exp(z - m_safe[..., None])
             rescale = jnp.exp(m - m_safe)  # 0 while m is -inf
             l = l * rescale + jnp.sum(p, axis=-1)
-            acc = acc * jnp.moveaxis(rescale, 2, 1)[..., None]
-            acc = acc + _unrows(jnp.einsum("bkqs,bskh->bkqh", _flat(p), wide(v_j)), bq, g)
-            return m_new, l, acc
+            acc = _rescaled(acc, rescale) + _weighted(p, v_j)
+            if tangents is None:
+                return m_new, l, acc
+            t_acc, t_sum = more  # the tangent's: S V + P dV and rowsum S
+            db_ij = None if dbp is None else _block_of(dbp, i * bq, j * bk, bq, bk)
+            dz = _logits(_slice(dqp, i * bq, bq), k_j, db_ij, None, scale)
+            s = p * (dz + _logits(q_i, _slice(dkp, j * bk, bk), None, None, scale))
+            t_acc = _rescaled(t_acc, rescale) + _weighted(s, v_j)
+            t_acc = t_acc + _weighted(p, _slice(dvp, j * bk, bk))
+            return m_new, l, acc, t_acc, t_sum * rescale + jnp.sum(s, axis=-1)
 
-        init = (jnp.full((b, kv, bq, g), -jnp.inf, f), jnp.zeros((b, kv, bq, g), f),
-                jnp.zeros((b, bq, kv, g, h), f))  # fmt: skip
-        m, l, acc = lax.fori_loop(0, layout.nk, key_block, init)
-        o = acc / jnp.moveaxis(jnp.where(l > 0, l, 1), 2, 1)[..., None]  # normalised by l
-        return o.astype(q.dtype), (finite_or_zero(m), _log_normaliser(l))
+        rows, out = jnp.zeros((b, kv, bq, g), f), jnp.zeros((b, bq, kv, g, h), f)
+        init = (jnp.full((b, kv, bq, g), -jnp.inf, f), rows, out)
+        m, l, acc, *more = lax.fori_loop(
+            0, layout.nk, key_block, init if tangents is None else (*init, out, rows)
+        )
+        l_out = jnp.moveaxis(jnp.where(l > 0, l, 1), 2, 1)[..., None]
+        o = acc / l_out  # normalised by l
+        do = None if tangents is None else (more[0] - _rescaled(o, more[1])) / l_out
+        return o.astype(q.dtype), (finite_or_zero(m), _log_normaliser(l)), do
 
-    o, (m, log_l) = lax.map(query_block, jnp.arange(layout.nq))  # (nq, B, bq, K, G, H)
-    o = jnp.moveaxis(o, 0, 1).reshape(b, layout.tp, kv, g, h)[:, :t]
+    o, (m, log_l), do = lax.map(query_block, jnp.arange(layout.nq))  # (nq, B, bq, K, G, H)
+    o, do = (None if a is None else jnp.moveaxis(a, 0, 1).reshape(b, layout.tp, kv, g, h)[:, :t]
+             for a in (o, do))  # fmt: skip
     m, log_l = (jnp.moveaxis(a, 0, 2).reshape(b, kv, layout.tp, g) for a in (m, log_l))
-    return o, (q, k, v, bias, mask, q_len, kv_len, o, m, log_l)  # m, log_l: T padded
+    return o, m, log_l, do
 
 
 def _blockwise_bwd(scale, span, bq, bk, res, g):

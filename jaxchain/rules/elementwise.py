@@ -135,11 +135,12 @@ def _gelu(x, approximate):
 
 
 def _gelu_fwd(x, approximate):
-    y, dy = _gelu_and_derivative(wide(x), approximate)
+    y, dy = gelu_and_derivative(wide(x), approximate)
     return y.astype(x.dtype), dy.astype(x.dtype)
 
 
-def _gelu_and_derivative(x, approximate):
+def gelu_and_derivative(x, approximate):
+    """``gelu(x)`` and its derivative (shared with :mod:`jaxchain.tangents`)."""
     if approximate:
         t = jnp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)  # du/dx
@@ -224,16 +225,19 @@ def _dropout(x, key, rate):
     return _dropout_fwd(x, key, rate)[0]
 
 
-def _dropout_fwd(x, key, rate):
+def dropped(x, key, rate: float):
+    """``m * x / (1 - rate)`` with the mask ``m`` drawn from ``key``: the forward pass, and
+    (dropout being linear) its backward and its JVP, on the cotangent or the tangent."""
     kept = _kept(key, rate, x.shape)
-    y = jnp.where(kept, wide(x) / (1 - rate) if rate < 1 else 0, 0).astype(x.dtype)
-    return y, key
+    return jnp.where(kept, wide(x) / (1 - rate) if rate < 1 else 0, 0).astype(x.dtype)
+
+
+def _dropout_fwd(x, key, rate):
+    return dropped(x, key, rate), key
 
 
 def _dropout_bwd(rate, key, g):
-    kept = _kept(key, rate, g.shape)  # the mask, drawn again from the key
-    dx = jnp.where(kept, wide(g) / (1 - rate) if rate < 1 else 0, 0)
-    return dx.astype(g.dtype), None
+    return dropped(g, key, rate), None  # the mask, drawn again from the key
 
 
 _dropout.defvjp(_dropout_fwd, _dropout_bwd)

@@ -43,9 +43,13 @@ def _dense(x, w, b):
     return _dense_fwd(x, w, b)[0]
 
 
+def affine(x, w, b):
+    """``x W + b``, in float32 for narrower inputs (shared with :mod:`jaxchain.tangents`)."""
+    return (wide(x) @ wide(w) + _validate.along_last_axis(wide(b), x.ndim)).astype(x.dtype)
+
+
 def _dense_fwd(x, w, b):
-    y = wide(x) @ wide(w) + _validate.along_last_axis(wide(b), x.ndim)
-    return y.astype(x.dtype), (x, w)
+    return affine(x, w, b), (x, w)
 
 
 def _dense_bwd(res, g):
@@ -84,10 +88,15 @@ def _valid(ids, table):
     return (ids >= 0) & (ids < table.shape[0])
 
 
-@jax.custom_vjp
-def _embedding(ids, table):
+def lookup(ids, table):
+    """The rows of ``table`` at ``ids``; NaN rows at invalid ids."""
     rows = jnp.take(table, jnp.clip(ids, 0, max(table.shape[0] - 1, 0)), axis=0)
     return jnp.where(_valid(ids, table)[..., None], rows, jnp.nan)
+
+
+@jax.custom_vjp
+def _embedding(ids, table):
+    return lookup(ids, table)
 
 
 def _embedding_fwd(ids, table):
@@ -198,11 +207,17 @@ def _lora_dense(x, w, b, lora_a, lora_b, scale):
     return _lora_dense_fwd(x, w, b, lora_a, lora_b, scale)[0]
 
 
-def _lora_dense_fwd(x, w, b, lora_a, lora_b, scale):
+def low_rank(x, w, b, lora_a, lora_b, scale):
+    """``(x W + b + s (x A) B, x A)``, in float32 for narrower inputs."""
     x_ = wide(x)
     h = x_ @ wide(lora_a)  # (..., R)
     y = x_ @ wide(w) + _validate.along_last_axis(wide(b), x.ndim) + scale * (h @ wide(lora_b))
-    return y.astype(x.dtype), (x, w, lora_a, lora_b, h.astype(x.dtype))
+    return y.astype(x.dtype), h
+
+
+def _lora_dense_fwd(x, w, b, lora_a, lora_b, scale):
+    y, h = low_rank(x, w, b, lora_a, lora_b, scale)
+    return y, (x, w, lora_a, lora_b, h.astype(x.dtype))
 
 
 def _lora_dense_bwd(scale, res, g):

@@ -50,13 +50,19 @@ def _softmax(x, where, axis):
     return _softmax_fwd(x, where, axis)[0]
 
 
-def _softmax_fwd(x, where, axis):
+def softmax_of(x, where, axis: int):
+    """The softmax itself, in x's dtype (shared with :mod:`jaxchain.tangents`)."""
     z = _kept(wide(x), where)
     m = row_max(z, axis)
     e = jnp.exp(z - (m if where is None else finite_or_zero(m)))  # a row with none kept: 0
     total = jnp.sum(e, axis=axis, keepdims=True)
     y = e / (total if where is None else jnp.where(total > 0, total, 1))
-    return y.astype(x.dtype), y.astype(x.dtype)
+    return y.astype(x.dtype)
+
+
+def _softmax_fwd(x, where, axis):
+    y = softmax_of(x, where, axis)
+    return y, y
 
 
 def _softmax_bwd(axis, y, g):
@@ -88,12 +94,17 @@ def _log_softmax(x, where, axis):
     return _log_softmax_fwd(x, where, axis)[0]
 
 
-def _log_softmax_fwd(x, where, axis):
+def log_softmax_of(x, where, axis: int):
+    """The log-softmax itself, in x's dtype."""
     z = _kept(wide(x), where)
     m = row_max(z, axis) if where is None else finite_or_zero(row_max(z, axis))
     shifted = z - m
     y = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
-    y = (y if where is None else jnp.where(where, y, -jnp.inf)).astype(x.dtype)  # none kept: -inf
+    return (y if where is None else jnp.where(where, y, -jnp.inf)).astype(x.dtype)  # none: -inf
+
+
+def _log_softmax_fwd(x, where, axis):
+    y = log_softmax_of(x, where, axis)
     return y, (y, where)
 
 
@@ -145,13 +156,20 @@ def _softmax_cross_entropy(logits, labels):
     return _softmax_cross_entropy_fwd(logits, labels)[0]
 
 
-def _softmax_cross_entropy_fwd(logits, labels):
+def cross_entropy_of(logits, labels):
+    """``(loss, m, total)``: the losses in the logits' dtype, the row maximum and the shifted
+    normaliser ``sum exp(z - m)`` (kept, float32 for narrower logits)."""
     z = wide(logits)
     m = finite_or_zero(row_max(z, -1))  # (..., 1)
     total = jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)  # e^(lse - m)
     picked = jnp.take_along_axis(z, labels[..., None], axis=-1)  # z_y
     loss = (m - picked) + jnp.log(total)  # lse - z_y, without rounding lse near large logits
-    return loss[..., 0].astype(logits.dtype), (logits, labels, m, total)
+    return loss[..., 0].astype(logits.dtype), m, total
+
+
+def _softmax_cross_entropy_fwd(logits, labels):
+    loss, m, total = cross_entropy_of(logits, labels)
+    return loss, (logits, labels, m, total)
 
 
 def _softmax_cross_entropy_bwd(res, g):
@@ -196,6 +214,12 @@ def linear_softmax_cross_entropy(
     Returns:
       ``(...,)`` losses.
     """
+    return over_rows(_linear_ce, x, w, labels, chunk_size)
+
+
+def over_rows(kernel, x, w, labels, chunk_size):
+    """:func:`linear_softmax_cross_entropy`'s checks around ``kernel(rows, w, labels,
+    chunk)`` on the rows of ``x`` flattened (shared with :mod:`jaxchain.tangents`)."""
     op = "linear_softmax_cross_entropy"
     x, w, labels = check_linear_labels(op, x, w, labels)
     chunk = CHUNK if chunk_size is None else chunk_size
@@ -203,11 +227,11 @@ def linear_softmax_cross_entropy(
         raise ValueError(f"{op}: chunk_size must be a positive int or None, got {chunk_size!r}")
     lead = x.shape[:-1]
     rows = poison_rows(x, labels, w.shape[1]).reshape(-1, x.shape[-1])
-    loss = _linear_ce(rows, w, labels.reshape(-1), min(chunk, w.shape[1]))
+    loss = kernel(rows, w, labels.reshape(-1), min(chunk, w.shape[1]))
     return loss.reshape(lead)
 
 
-def _over_chunks(v: int, chunk: int, body, carry):
+def over_chunks(v: int, chunk: int, body, carry):
     """``body(carry, start, size)`` over the columns ``[0, v)`` in chunks: a loop over the
     whole chunks (static bounds, so the rule stays differentiable) and one remainder."""
     full, rest = divmod(v, chunk)
@@ -223,15 +247,17 @@ def _linear_ce(x, w, labels, chunk):
     return _linear_ce_fwd(x, w, labels, chunk)[0]
 
 
-def _logits(x, w_c):
+def chunk_logits(x, w_c):
     """A chunk's logits, in float32 for narrower inputs."""
     return wide(x) @ wide(w_c)
 
 
-def _linear_ce_fwd(x, w, labels, chunk):
+def chunked_cross_entropy(x, w, labels, chunk: int):
+    """``(loss, m, total)`` a chunk of columns at a time (an online log-sum-exp)."""
+
     def online(carry, start, size):
         m, total = carry  # running max and sum of exp(z - m), per row
-        z = _logits(x, lax.dynamic_slice_in_dim(w, start, size, axis=1))  # (N, size)
+        z = chunk_logits(x, lax.dynamic_slice_in_dim(w, start, size, axis=1))  # (N, size)
         m_new = jnp.maximum(m, jnp.max(z, axis=-1, initial=-jnp.inf))
         shift = finite_or_zero(m_new)
         total = total * jnp.exp(finite_or_zero(m) - shift) + jnp.sum(
@@ -241,11 +267,16 @@ def _linear_ce_fwd(x, w, labels, chunk):
 
     n, f = x.shape[0], wide(x).dtype
     start = (jnp.full((n,), -jnp.inf, f), jnp.zeros((n,), f))
-    m, total = _over_chunks(w.shape[1], chunk, online, start)
+    m, total = over_chunks(w.shape[1], chunk, online, start)
     m = finite_or_zero(m)
     picked = jnp.einsum("nd,dn->n", wide(x), wide(jnp.take(w, labels, axis=1)))  # z_y
     loss = (m - picked) + jnp.log(total)
-    return loss.astype(x.dtype), (x, w, labels, m, total)
+    return loss.astype(x.dtype), m, total
+
+
+def _linear_ce_fwd(x, w, labels, chunk):
+    loss, m, total = chunked_cross_entropy(x, w, labels, chunk)
+    return loss, (x, w, labels, m, total)
 
 
 def _linear_ce_bwd(chunk, res, g):
@@ -255,7 +286,7 @@ def _linear_ce_bwd(chunk, res, g):
     def grads(carry, start, size):
         dx, dw = carry
         w_c = lax.dynamic_slice_in_dim(w, start, size, axis=1)
-        y_hat = jnp.exp(_logits(x, w_c) - m[:, None]) / total[:, None]  # softmax, recomputed
+        y_hat = jnp.exp(chunk_logits(x, w_c) - m[:, None]) / total[:, None]  # recomputed
         columns = jnp.asarray(start, labels.dtype) + jnp.arange(size, dtype=labels.dtype)
         y = (labels[:, None] == columns[None, :]).astype(y_hat.dtype)  # one-hot of the chunk
         dz = g_[:, None] * (y_hat - y)  # y_hat - y
@@ -264,7 +295,7 @@ def _linear_ce_bwd(chunk, res, g):
         return dx, lax.dynamic_update_slice_in_dim(dw, dw_c, start, axis=1)
 
     zeros = (jnp.zeros(x.shape, g_.dtype), jnp.zeros_like(w))
-    dx, dw = _over_chunks(w.shape[1], chunk, grads, zeros)
+    dx, dw = over_chunks(w.shape[1], chunk, grads, zeros)
     return dx.astype(x.dtype), dw, None
 
 
@@ -293,10 +324,15 @@ def _sigmoid_bce(x, z):
     return _sigmoid_bce_fwd(x, z)[0]
 
 
-def _sigmoid_bce_fwd(x, z):
+def binary_cross_entropy_of(x, z):
+    """The losses themselves, in x's dtype."""
     x_, z_ = wide(x), wide(z)
     linear = jnp.where(x_ > 0, (1 - z_) * x_, -z_ * x_)  # max(x, 0) - z x
-    return (linear + jnp.log1p(jnp.exp(-jnp.abs(x_)))).astype(x.dtype), (x, z)
+    return (linear + jnp.log1p(jnp.exp(-jnp.abs(x_)))).astype(x.dtype)
+
+
+def _sigmoid_bce_fwd(x, z):
+    return binary_cross_entropy_of(x, z), (x, z)
 
 
 def _sigmoid_bce_bwd(res, g):

@@ -46,6 +46,16 @@ def prepare(xs, carry: tuple, w_h, lengths):
     return xs, carry, (steps < lengths[None, :]) | ~valid[None, :]
 
 
+def run(op: str, kernel, xs, carry: dict, w_x, w_h, biases: dict, lengths, gates: int):
+    """A whole-sequence op: its checks, :func:`prepare`, ``kernel(xs, *states, w_x, w_h,
+    *biases, mask)`` in float32 for narrower inputs, and :func:`narrow` (shared by the rules
+    here and by :mod:`jaxchain.tangents`)."""
+    xs = check_recurrent(op, xs, carry, w_x, w_h, biases, lengths, gates)
+    xs, states, mask = prepare(xs, tuple(carry.values()), w_h, lengths)
+    weights = (wide(a) for a in (w_x, w_h, *biases.values()))
+    return narrow(kernel(xs, *states, *weights, mask), w_h.dtype)
+
+
 def narrow(outputs, dtype):
     """The rule's float32 results in the input dtype (their gradients come back cast)."""
     return jax.tree.map(lambda a: a.astype(dtype), outputs)
@@ -117,9 +127,7 @@ def rnn(xs, h0, w_x, w_h, b, lengths=None):
     Returns:
       ``(hs, h_last)``: ``(B, T, H)`` (zero past each length) and ``(B, H)``.
     """
-    xs = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
-    xs, (h0,), mask = prepare(xs, (h0,), w_h, lengths)
-    return narrow(_rnn(xs, h0, wide(w_x), wide(w_h), wide(b), mask), w_h.dtype)
+    return run("rnn", _rnn, xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
 
 
 @jax.custom_vjp
@@ -183,10 +191,7 @@ def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
     Returns:
       ``(hs, (h_last, c_last))``.
     """
-    carry = {"h0": h0, "c0": c0}
-    xs = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
-    xs, (h0, c0), mask = prepare(xs, (h0, c0), w_h, lengths)
-    return narrow(_lstm(xs, h0, c0, wide(w_x), wide(w_h), wide(b), mask), w_h.dtype)
+    return run("lstm", _lstm, xs, {"h0": h0, "c0": c0}, w_x, w_h, {"b": b}, lengths, 4)
 
 
 @jax.custom_vjp
@@ -263,10 +268,7 @@ def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
       ``(hs, h_last)``.
     """
     biases = {"b_x": b_x, "b_h": b_h}
-    xs = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
-    xs, (h0,), mask = prepare(xs, (h0,), w_h, lengths)
-    weights = (wide(a) for a in (w_x, w_h, b_x, b_h))
-    return narrow(_gru(xs, h0, *weights, mask), w_h.dtype)
+    return run("gru", _gru, xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
 
 
 @jax.custom_vjp

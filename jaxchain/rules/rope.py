@@ -61,16 +61,19 @@ def _rope(x, positions, base):
     return _rope_fwd(x, positions, base)[0]
 
 
-def _rope_fwd(x, positions, base):
+def rotated(x, positions, base: float, sign: int = 1):
+    """``x`` rotated by the angles at ``positions`` (by minus them for ``sign=-1``)."""
     x_ = wide(x)
     cos, sin = _cos_sin(positions, x.shape[-1], base, x_.dtype)
-    return _rotate(x_, cos, sin).astype(x.dtype), positions
+    return _rotate(x_, cos, sign * sin).astype(x.dtype)
+
+
+def _rope_fwd(x, positions, base):
+    return rotated(x, positions, base), positions
 
 
 def _rope_bwd(base, positions, g):
-    g_ = wide(g)
-    cos, sin = _cos_sin(positions, g.shape[-1], base, g_.dtype)
-    return _rotate(g_, cos, -sin).astype(g.dtype), None  # rotated back, by -theta
+    return rotated(g, positions, base, -1), None  # rotated back, by -theta
 
 
 _rope.defvjp(_rope_fwd, _rope_bwd)

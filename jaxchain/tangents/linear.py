@@ -1,0 +1,114 @@
+"""Forward-mode rules of the affine layer, the embedding lookup, SwiGLU and LoRA.
+
+Products are bilinear, so each JVP is the product rule: one term per factor that moves,
+:math:`(x W)^\\cdot = \\dot x W + x \\dot W`.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from jaxchain import _validate
+from jaxchain._checks import check_dense, check_embedding, check_lora, check_swiglu
+from jaxchain.rules import linear as reverse
+from jaxchain.rules._precision import wide
+from jaxchain.rules.elementwise import silu_and_derivative
+
+
+def _bias(b, ndim: int):
+    return _validate.along_last_axis(wide(b), ndim)
+
+
+def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    r"""Affine map over the last axis, :math:`y = x W + b`; JVP
+    :math:`\dot y = \dot x W + x \dot W + \dot b`. See :func:`jaxchain.rules.dense`."""
+    return _dense(*check_dense("dense", x, w, b))
+
+
+@jax.custom_jvp
+def _dense(x, w, b):
+    return reverse.affine(x, w, b)
+
+
+@_dense.defjvp
+def _dense_jvp(primals, tangents):
+    (x, w, b), (dx, dw, db) = primals, tangents
+    dy = wide(dx) @ wide(w) + wide(x) @ wide(dw) + _bias(db, x.ndim)
+    return _dense(x, w, b), dy.astype(x.dtype)
+
+
+def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
+    r"""Row lookup, :math:`y = E[\text{ids}]`; linear in the table, so its JVP is the same
+    lookup of the table's tangent, :math:`\dot y = \dot E[\text{ids}]` (zero rows where an
+    id is invalid, whose output is NaN). See :func:`jaxchain.rules.embedding`."""
+    return _embedding(*check_embedding("embedding", ids, table))
+
+
+@jax.custom_jvp
+def _embedding(ids, table):
+    return reverse.lookup(ids, table)
+
+
+@_embedding.defjvp
+def _embedding_jvp(primals, tangents):
+    (ids, table), (_, d_table) = primals, tangents
+    rows = jnp.take(d_table, jnp.clip(ids, 0, max(table.shape[0] - 1, 0)), axis=0)
+    valid = (ids >= 0) & (ids < table.shape[0])
+    return _embedding(ids, table), jnp.where(valid[..., None], rows, 0)
+
+
+def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array) -> jax.Array:
+    r""":math:`y = \operatorname{silu}(a) \odot u`, :math:`a = x W_g`, :math:`u = x W_u`; JVP
+
+    .. math:: \dot a = \dot x W_g + x \dot W_g, \quad \dot u = \dot x W_u + x \dot W_u, \quad
+              \dot y = \operatorname{silu}'(a)\,\dot a \odot u + \operatorname{silu}(a)\,\dot u.
+
+    See :func:`jaxchain.rules.swiglu`."""
+    return _swiglu(*check_swiglu("swiglu", x, w_gate, w_up))
+
+
+@jax.custom_jvp
+def _swiglu(x, w_gate, w_up):
+    x_ = wide(x)
+    return (jax.nn.silu(x_ @ wide(w_gate)) * (x_ @ wide(w_up))).astype(x.dtype)
+
+
+@_swiglu.defjvp
+def _swiglu_jvp(primals, tangents):
+    (x, w_gate, w_up), (dx, d_gate, d_up) = primals, tangents
+    x_, dx_, w_g, w_u = wide(x), wide(dx), wide(w_gate), wide(w_up)
+    a, u = x_ @ w_g, x_ @ w_u
+    act, d_act = silu_and_derivative(a)
+    da = dx_ @ w_g + x_ @ wide(d_gate)
+    du = dx_ @ w_u + x_ @ wide(d_up)
+    return (act * u).astype(x.dtype), (d_act * da * u + act * du).astype(x.dtype)
+
+
+def lora_dense(
+    x: jax.Array, w: jax.Array, b: jax.Array, lora_a: jax.Array, lora_b: jax.Array, *,
+    scale: float,
+) -> jax.Array:  # fmt: skip
+    r""":math:`y = x W + b + s\,(x A) B` with ``W`` and ``b`` frozen: their tangents are not
+    read (constants of the function, as the reverse rule gives them no gradient). JVP
+
+    .. math:: \dot y = \dot x W + s\,\big((\dot x A + x \dot A) B + (x A) \dot B\big).
+
+    See :func:`jaxchain.rules.lora_dense`."""
+    x, w, b, lora_a, lora_b, scale = check_lora("lora_dense", x, w, b, lora_a, lora_b, scale)
+    return _lora_dense(x, w, b, lora_a, lora_b, scale)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(5,))
+def _lora_dense(x, w, b, lora_a, lora_b, scale):
+    return reverse.low_rank(x, w, b, lora_a, lora_b, scale)[0]
+
+
+@_lora_dense.defjvp
+def _lora_dense_jvp(scale, primals, tangents):
+    (x, w, b, lora_a, lora_b), (dx, _, _, d_a, d_b) = primals, tangents
+    x_, dx_, a_, b_ = wide(x), wide(dx), wide(lora_a), wide(lora_b)
+    h = x_ @ a_
+    dh = dx_ @ a_ + x_ @ wide(d_a)
+    dy = dx_ @ wide(w) + scale * (dh @ b_ + h @ wide(d_b))
+    return _lora_dense(x, w, b, lora_a, lora_b, scale), dy.astype(x.dtype)
