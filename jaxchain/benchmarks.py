@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxchain import nn, reference, rules
+from jaxchain import nn, reference, rules, tangents
 
 F32 = jnp.float32  # every benchmark runs in float32
 
@@ -267,6 +267,44 @@ def bench_mlp(width: int = 1024, layers: int = 4, batch: int = 1024, *, rounds: 
     return measure("mlp", config, steps, params, x, flops=flops, rounds=rounds)
 
 
+# --- forward mode ----------------------------------------------------------------------------
+
+
+def bench_jacobian(sizes: tuple[int, ...] = (32, 256, 256, 512), *, rounds: int = 10) -> Row:
+    """The forward-mode Jacobian (``jax.jacfwd``) of an MLP's output with respect to its input,
+    ``(out, in)``: through the hand-written JVPs (``manual``, :mod:`jaxchain.tangents`) and
+    through autodiff's (``autodiff``, :mod:`jaxchain.reference`)."""
+    params = nn.mlp.init(jax.random.key(0), list(sizes), activation="tanh")
+    x = jax.random.normal(jax.random.key(1), (sizes[0],), F32)
+
+    def jacobian(ops):
+        return jax.jacfwd(lambda x, params: nn.mlp.apply(params, x, activation="tanh", ops=ops))
+
+    steps = {"manual": jacobian(tangents), "autodiff": jacobian(reference)}
+    config = {"sizes": "-".join(map(str, sizes))}
+    return measure("jacobian (jacfwd)", config, steps, x, params, rounds=rounds)
+
+
+def bench_hvp(t: int, b: int, h: int, *, rounds: int = 10) -> Row:
+    """A Hessian-vector product of an LSTM layer's loss by forward over reverse,
+    ``jvp(grad(loss), (params,), (v,))``: through the forward-mode family (``manual``), the
+    reverse-mode rules (``rules``: the outer JVP differentiates their backward passes) and
+    autodiff (``autodiff``)."""
+    params = nn.lstm.init(jax.random.key(0), h, h)
+    xs = jax.random.normal(jax.random.key(1), (b, t, h), F32)
+    v = jax.tree.map(lambda a: jax.random.normal(jax.random.key(2), a.shape, a.dtype), params)
+
+    def hvp(ops):
+        def loss(params):
+            hs, _ = nn.lstm.apply(params, xs, ops=ops)
+            return jnp.mean(hs**2)
+
+        return lambda params, v: jax.jvp(jax.grad(loss), (params,), (v,))
+
+    steps = {"manual": hvp(tangents), "autodiff": hvp(reference), "rules": hvp(rules)}
+    return measure("lstm hvp", {"T": t, "B": b, "H": h}, steps, params, v, rounds=rounds)
+
+
 # --- the suite -------------------------------------------------------------------------------
 
 PRESETS: dict[str, dict[str, list[Callable[[], Row]]]] = {
@@ -277,12 +315,14 @@ PRESETS: dict[str, dict[str, list[Callable[[], Row]]]] = {
         "lstm": [lambda t=t, b=b, h=h: bench_lstm(t, b, h, others=(t, b, h) == (100, 32, 128))
                  for t in (50, 100, 500) for b in (8, 32, 64) for h in (32, 128, 256)],
         "mlp": [lambda: bench_mlp()],
+        "forward": [lambda: bench_jacobian(), lambda: bench_hvp(100, 32, 128)],
     },
     "quick": {
         "attention": [lambda t=t: bench_attention(t, is_causal=True) for t in (256, 1024)],
         "linear_cross_entropy": [lambda: bench_linear_cross_entropy(1024, 256, 8192)],
         "lstm": [lambda: bench_lstm(100, 32, 128)],
         "mlp": [lambda: bench_mlp(512, 4, 512)],
+        "forward": [lambda: bench_jacobian(), lambda: bench_hvp(50, 16, 64)],
     },
 }  # fmt: skip
 
@@ -373,6 +413,8 @@ __all__ = [
     "PRESETS",
     "Row",
     "bench_attention",
+    "bench_hvp",
+    "bench_jacobian",
     "bench_linear_cross_entropy",
     "bench_lstm",
     "bench_mlp",

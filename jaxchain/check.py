@@ -223,9 +223,15 @@ def _central_differences(spec: _Spec, order: int, diff, other, u, v, coords, eps
 # attention, say) is then compared at the scale of the whole gradient, not at the scale of
 # its own rounding noise.
 _SCALE_FLOOR = 1e-2
-# And never to less than this: leaves whose values are all below it in magnitude (a gradient
-# that is exactly zero, computed as rounding noise of order 1e-17) are compared absolutely.
-_ABS_FLOOR = 1e-6
+
+
+# And never to less than the square root of the tolerance (1e-5 for float64, 1e-2 for float32):
+# leaves whose values are all below it in magnitude are compared absolutely, with an allowance
+# of a few ulps of order-one values — the rounding noise of a value that is small by
+# cancellation (a gradient that is exactly zero, computed as noise of order 1e-17; a softmax
+# gradient of 1e-7 where one probability is nearly one).
+def _abs_floor(tol: float) -> float:
+    return math.sqrt(tol)
 
 
 def _leaf_error(
@@ -242,7 +248,7 @@ def _leaf_error(
     nan = np.isnan(diff).any()
     worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
     max_abs = math.nan if nan else float(np.max(diff, initial=0.0))
-    scale = max(float(np.max(np.abs(b), initial=0.0)), floor, _ABS_FLOOR)
+    scale = max(float(np.max(np.abs(b), initial=0.0)), floor, _abs_floor(tol))
     shape = np.shape(want) if shape is None else shape
     flat = worst if coords is None else int(coords[worst])
     index = tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
@@ -607,7 +613,8 @@ def _transposed(spec, ref_spec, names, diff, other, t, key, tol) -> list[LeafErr
     if ref_spec is not None:
         errors += _compare("vjp (transposed)", names, grads, _vjp(ref_spec, diff, other, u)[1], tol)
     lhs, rhs = float(_inner(u, jt)), float(_inner(grads, t))
-    scale = max(float(_inner(jax.tree.map(jnp.abs, u), jax.tree.map(jnp.abs, jt))), _ABS_FLOOR)
+    scale = max(float(_inner(jax.tree.map(jnp.abs, u), jax.tree.map(jnp.abs, jt))),
+                _abs_floor(tol))  # fmt: skip
     off = abs(lhs - rhs)
     errors.append(LeafError("<u, Jt> = <J^T u, t>", "all", off, off / scale, (), tol))
     return errors

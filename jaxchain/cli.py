@@ -8,11 +8,12 @@ from collections.abc import Sequence
 
 
 def _check(args: argparse.Namespace) -> int:
-    """Check every registered rule against its reference and finite differences."""
+    """Check every registered rule (``--mode reverse``: jaxchain.rules; ``forward``:
+    jaxchain.tangents) against its reference and finite differences."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from jaxchain.check import check_vjp
+    from jaxchain.check import check_jvp, check_vjp
     from jaxchain.registry import MODELS, RULES
 
     known = {**RULES, **MODELS} if args.models else RULES
@@ -22,22 +23,32 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     cases = [c for name, c in known.items() if not args.only or name in args.only]
     if args.dtype in LOW_PRECISION:
+        if args.mode == "forward":
+            raise UsageError("--dtype bfloat16/float16 compares the reverse-mode rules only")
         return _check_precision(cases, args)
+    forward = args.mode == "forward"
     width = max(len(c.name) for c in cases)
-    print(f"{'op':<{width}}  {'vs autodiff':>11}  {'vs fin.diff':>11}  {'2nd order':>9}  result")
+    transposed = f"  {'transposed':>10}" if forward else ""
+    print(f"{'op':<{width}}  {'vs autodiff':>11}  {'vs fin.diff':>11}  {'2nd order':>9}"
+          f"{transposed}  result")  # fmt: skip
     failed = []
     for case in cases:
         key = jax.random.key(args.seed)
-        report = check_vjp(case.rule, case.reference, *case.args(key, args.dtype), name=case.name)
-        autodiff = max(report.max_rel("vjp"), report.max_rel("forward"))
+        check = check_jvp if forward else check_vjp
+        report = check(case.of(args.mode), case.reference, *case.args(key, args.dtype),
+                       name=case.name)  # fmt: skip
+        autodiff = max(report.max_rel("jvp" if forward else "vjp"), report.max_rel("forward"))
         fd, second = report.max_rel("finite differences"), report.max_rel("second order")
         verdict = "ok" if report.ok else "FAIL"
-        print(f"{case.name:<{width}}  {autodiff:>11.1e}  {fd:>11.1e}  {second:>9.1e}  {verdict}")
+        row = f"{case.name:<{width}}  {autodiff:>11.1e}  {fd:>11.1e}  {second:>9.1e}"
+        if forward:
+            row += f"  {report.max_rel('vjp (transposed)'):>10.1e}"
+        print(f"{row}  {verdict}")
         if not report.ok:
             failed.append(report)
     for report in failed:
         print(f"\n{report}")
-    print(f"\n{len(cases) - len(failed)} passed, {len(failed)} failed ({args.dtype})")
+    print(f"\n{len(cases) - len(failed)} passed, {len(failed)} failed ({args.dtype}, {args.mode})")
     return 1 if failed else 0
 
 
@@ -331,10 +342,13 @@ def parser() -> argparse.ArgumentParser:
                        help="the dtype of the arguments; bfloat16 and float16 compare each "
                        "rule's error against float64 with its jax.nn/optax/flax "
                        "counterpart's")  # fmt: skip
+    check.add_argument("--mode", choices=["reverse", "forward"], default="reverse",
+                       help="reverse: the rules' VJPs (jaxchain.rules); forward: the JVPs of "
+                       "jaxchain.tangents and the VJPs JAX derives from them")  # fmt: skip
     check.add_argument("--seed", type=int, default=0, help="seeds the arguments")
     check.add_argument("--only", nargs="*", default=[], metavar="OP", help="check just these ops")
     check.add_argument(
-        "--models", action="store_true", help="also check every model's apply(ops=rules)"
+        "--models", action="store_true", help="also check every model's apply(ops=...)"
     )
     check.set_defaults(run=_check)
 

@@ -21,7 +21,7 @@ import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 
-from jaxchain.check import assert_vjp
+from jaxchain.check import assert_jvp, assert_vjp
 from jaxchain.registry import Case
 
 __all__ = ["arrays", "case_args", "check_property", "keys", "scales", "shapes"]
@@ -77,22 +77,28 @@ def check_property(
     args: st.SearchStrategy,
     *,
     settings: hypothesis.settings | None = None,
+    mode: str = "reverse",
     **options: Any,
 ) -> None:
     """Property-test a rule: for every ``args`` hypothesis draws (an array or a tuple of
-    arguments), :func:`jaxchain.check.assert_vjp` must pass.
+    arguments), :func:`jaxchain.check.assert_vjp` (``mode="reverse"``) or
+    :func:`jaxchain.check.assert_jvp` (``mode="forward"``, for a forward-mode rule) must pass.
 
     Args:
       rule: the function under test.
       reference: its trusted twin, or None for finite differences alone.
       args: a strategy of argument tuples (a single array is taken as one argument).
       settings: hypothesis settings; by default the loaded profile.
-      **options: passed to :func:`jaxchain.check.check_vjp`.
+      mode: ``"reverse"`` or ``"forward"``.
+      **options: passed to :func:`jaxchain.check.check_vjp` (or ``check_jvp``).
     """
+    checks = {"reverse": assert_vjp, "forward": assert_jvp}
+    if mode not in checks:
+        raise ValueError(f"check_property: mode must be 'reverse' or 'forward', got {mode!r}")
 
     @hypothesis.given(args)
     def run(drawn):
         drawn = drawn if isinstance(drawn, tuple) else (drawn,)
-        assert_vjp(rule, reference, *drawn, **options)
+        checks[mode](rule, reference, *drawn, **options)
 
     (settings(run) if settings is not None else run)()

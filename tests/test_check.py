@@ -240,3 +240,74 @@ def test_check_dtype_bfloat16_prints_errors_against_counterparts(capsys):
     out = capsys.readouterr().out
     assert "jax.nn.softmax" in out and "flax.linen.LayerNorm" in out
     assert "2 no worse than their counterpart, 0 worse (bfloat16" in out
+
+
+# --- forward mode: planted wrong JVPs fail ----------------------------------------------------
+
+
+def _with_jvp(forward, jvp):
+    """A custom_jvp with ``forward`` and a (planted) JVP ``jvp(args, tangents) -> tangent``."""
+    f = jax.custom_jvp(forward)
+    f.defjvp(lambda a, t: (forward(*a), jvp(a, t)))
+    return f
+
+
+PLANTED_JVPS = {
+    "factor 1.0001 off": (
+        _with_jvp(jnp.tanh, lambda a, t: t[0] * (1 - jnp.tanh(a[0]) ** 2) * 1.0001),
+        reference.tanh,
+        "tanh",
+    ),
+    "dropped product-rule term": (  # d(x W) = dx W + x dW, the second term forgotten
+        _with_jvp(lambda x, w, b: x @ w + b[None], lambda a, t: t[0] @ a[1] + t[2][None]),
+        reference.dense,
+        "dense",
+    ),
+    "dropped softmax term": (  # y (dx - <y, dx>) without the correction
+        _with_jvp(lambda x: jax.nn.softmax(x), lambda a, t: jax.nn.softmax(a[0]) * t[0]),
+        reference.softmax,
+        "softmax",
+    ),
+}
+
+
+@pytest.mark.parametrize("planted", sorted(PLANTED_JVPS))
+@pytest.mark.parametrize("against", ["reference", "finite differences"])
+def test_planted_wrong_jvps_fail(planted, against):
+    f, ref, name = PLANTED_JVPS[planted]
+    report = check.check_jvp(f, ref if against == "reference" else None, *_args(name))
+    failing = {e.check for e in report.errors if not e.ok}
+    assert not report.ok and ("jvp" if against == "reference" else "finite differences") in failing
+    if against == "reference":
+        assert "vjp (transposed)" in failing  # the VJP JAX derives from it is as wrong
+    with pytest.raises(AssertionError, match=r"check_jvp\(.*\): FAILED"):
+        check.assert_jvp(f, ref if against == "reference" else None, *_args(name))
+
+
+def test_forward_over_forward_catches_a_jvp_that_is_not_differentiable():
+    def jvp(a, t):
+        slope = jax.lax.stop_gradient(1 - jnp.tanh(a[0]) ** 2)  # right value, no derivative
+        return t[0] * slope
+
+    report = check.check_jvp(_with_jvp(jnp.tanh, jvp), reference.tanh, *_args("tanh"))
+    assert {e.check for e in report.errors if not e.ok} == {"second order"}
+
+
+def test_a_jvp_that_moves_without_a_tangent_fails():
+    """A zero tangent in must give exactly zero out (a JVP is linear in its tangents)."""
+    f = _with_jvp(jnp.tanh, lambda a, t: t[0] * (1 - jnp.tanh(a[0]) ** 2) + 1e-9)
+    report = check.check_jvp(f, reference.tanh, *_args("tanh"), transpose=False)
+    assert {e.check for e in report.errors if not e.ok} >= {"zero tangent"}
+
+
+def test_correct_jvp_passes_and_report_reads_well():
+    from jaxchain import tangents
+
+    report = check.check_jvp(tangents.softmax_cross_entropy, reference.softmax_cross_entropy,
+                             *_args("softmax_cross_entropy"))  # fmt: skip
+    assert report.ok and report.kind == "check_jvp"
+    assert {e.check for e in report.errors} == {
+        "eager vs jit", "forward", "jvp", "dtype", "zero tangent", "vmap", "second order",
+        "vjp (transposed)", "<u, Jt> = <J^T u, t>", "finite differences",
+    }  # fmt: skip
+    assert str(report).startswith("check_jvp(softmax_cross_entropy): ok")

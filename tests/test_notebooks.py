@@ -13,8 +13,8 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).parents[1] / "notebooks").glob("[0-9]
 IDS = [p.stem for p in NOTEBOOKS]
 
 
-def test_there_are_seven():
-    assert len(NOTEBOOKS) == 7
+def test_there_are_eight():
+    assert len(NOTEBOOKS) == 8
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=IDS)

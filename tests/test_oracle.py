@@ -103,18 +103,19 @@ def test_the_oracle_imports_nothing_of_the_rules():
     assert done.stdout.strip() == "[]"
 
 
-def test_rules_and_reference_implement_one_interface():
-    """Both modules expose exactly the names of jaxchain.ops.Ops, with its signatures."""
+def test_every_family_implements_one_interface():
+    """The rules, their forward-mode twins and the reference expose exactly the names of
+    jaxchain.ops.Ops, with its signatures."""
     import inspect
 
-    from jaxchain import ops
+    from jaxchain import ops, tangents
 
-    for module in (rules, reference):
+    for module in (rules, tangents, reference):
         assert sorted(module.__all__) == sorted(ops.NAMES)
     for name in ops.NAMES:
         want = inspect.signature(getattr(ops.Ops, name))
         want = want.replace(parameters=list(want.parameters.values())[1:])  # without self
-        for module in (rules, reference):
+        for module in (rules, tangents, reference):
             got = inspect.signature(getattr(module, name))
             shape = [(p.name, p.kind, p.default) for p in got.parameters.values()]
             assert shape == [(p.name, p.kind, p.default) for p in want.parameters.values()], (

@@ -1,5 +1,7 @@
 """Every registered rule against its autodiff twin; stability, invariants and bad input."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,37 +9,46 @@ import pytest
 from hypothesis import given
 
 import jaxchain.testing as jt
-from jaxchain import reference, rules
+from jaxchain import reference, rules, tangents
 from jaxchain.check import tolerance
-from jaxchain.registry import RULES
+from jaxchain.registry import MODES, RULES
 
 OPS = (rules, reference)
 
 
 def _cases():
-    """Every rule in float64 and float32; the blockwise attention cases' float32 draws run in
-    `make thorough` (their float32 path is compared with jax.nn in test_attention.py and
-    test_performance.py)."""
-    for name in sorted(RULES):
-        yield pytest.param(name, jnp.float64, id=f"{name}-float64")
-        slow = [pytest.mark.slow] if "blocks" in name else []
-        yield pytest.param(name, jnp.float32, id=f"{name}-float32", marks=slow)
+    """Every rule of both families (``reverse``: jaxchain.rules, ``forward``:
+    jaxchain.tangents) in float64 and float32. In `make thorough` only: the float32 draws of
+    the blockwise attention cases (their float32 path is compared with jax.nn in
+    test_attention.py and test_performance.py) and of the forward family (whose float64
+    draws check it exactly in `make test`)."""
+    for mode in MODES:
+        for name in sorted(RULES):
+            yield pytest.param(name, mode, jnp.float64, id=f"{name}-{mode}-float64")
+            slow = mode == "forward" or "blocks" in name
+            marks = [pytest.mark.slow] if slow else []
+            yield pytest.param(name, mode, jnp.float32, id=f"{name}-{mode}-float32", marks=marks)
 
 
-@pytest.mark.parametrize(("name", "dtype"), list(_cases()))
-def test_rule_matches_reference(name, dtype):
-    """The generic property: VJP, second order, jit and vmap equal the twin's; finite
-    differences (always float64) run once, with the float64 draw."""
+@pytest.mark.parametrize(("name", "mode", "dtype"), list(_cases()))
+def test_rule_matches_reference(name, mode, dtype):
+    """The generic property, in both modes: the VJP (rules) or the JVP and its transpose
+    (tangents), second order, jit and vmap equal the twin's; finite differences (always
+    float64) run once, with the float64 draw. The forward family is drawn at each case's
+    default sizes (one compilation; the reverse family draws the others)."""
     case = RULES[name]
+    if mode == "forward":
+        case = dataclasses.replace(case, dims={k: sizes[:1] for k, sizes in case.dims.items()})
     fd = dtype == jnp.float64
-    jt.check_property(
-        case.rule, case.reference, jt.case_args(case, dtype), finite_differences=fd, name=name
-    )
+    jt.check_property(case.of(mode), case.reference, jt.case_args(case, dtype),
+                      finite_differences=fd, name=name, mode=mode)  # fmt: skip
 
 
-def test_registry_covers_every_rule():
-    assert {c.rule.func if hasattr(c.rule, "func") else c.rule for c in RULES.values()} >= {
-        getattr(rules, n) for n in rules.__all__
+@pytest.mark.parametrize("family", [rules, tangents], ids=["rules", "tangents"])
+def test_registry_covers_every_rule(family):
+    cases = {c.of("reverse" if family is rules else "forward") for c in RULES.values()}
+    assert {c.func if hasattr(c, "func") else c for c in cases} >= {
+        getattr(family, n) for n in family.__all__
     }
 
 
