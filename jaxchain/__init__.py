@@ -1,12 +1,13 @@
 """jaxchain: the chain rule written by hand, in JAX.
 
-The submodules load on first use (``jaxchain.rules``, ``jaxchain.reference``, ...), so that
-importing the autodiff oracle never imports the rules it checks.
+The submodules load on first use (``jaxchain.rules``, ``jaxchain.tangents``,
+``jaxchain.reference``, ...), so that importing the autodiff oracle never imports the rules it
+checks.
 """
 
 import importlib
 
-__all__ = ["check", "nn", "reference", "rules"]
+__all__ = ["check", "nn", "reference", "rules", "tangents"]
 __version__ = "0.1.0"
 
 

@@ -259,7 +259,7 @@ np.testing.assert_allclose(grads["layers"][0]["w"], want[0]["w"], rtol=1e-12)
 
 
 # %%
-def timed(fn, *args, repeats=20):
+def timed(fn, *args, repeats=10):
     jax.block_until_ready(fn(*args))  # compile
     best = np.inf
     for _ in range(repeats):
@@ -269,7 +269,7 @@ def timed(fn, *args, repeats=20):
     return best
 
 
-shapes = [(2**k, 2 ** (12 - k)) for k in range(1, 12, 2)]  # (n, m)
+shapes = [(2**k, 2 ** (12 - k)) for k in range(1, 12, 3)]  # (n, m)
 times = {"jacfwd": [], "jacrev": []}
 for n, m in shapes:
     net = nn.mlp.init(jax.random.key(n), [n, 64, 64, m], activation="tanh", dtype=jnp.float64)

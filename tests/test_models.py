@@ -15,9 +15,10 @@ RECURRENT = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
 B, T, I, H = 3, 6, 3, 4
 
 
-# the fine-tuning loss of BERT runs in `make thorough`; `make test` checks the whole MiniLM
-# training step against autodiff in test_bert.py
-SLOW = {"bert(finetune)"}
+# in `make thorough` only: the fine-tuning loss of BERT (`make test` checks the whole MiniLM
+# training step against autodiff in test_bert.py) and the post-norm transformer (`make test`
+# checks the pre-norm one, made of the same ops)
+SLOW = {"bert(finetune)", "transformer"}
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Models as pure functions: ``init(key, ...)`` and ``apply(params, ..., ops=jaxchain.rules)``.
 
-Every ``apply`` gives the same results with ``ops=jaxchain.reference`` (autodiff), within
-float tolerance.
+Every ``apply`` gives the same results with ``ops=jaxchain.reference`` (autodiff) and with
+``ops=jaxchain.tangents`` (hand-written forward mode: ``jax.jvp``, ``jacfwd``, ``linearize``),
+within float tolerance.
 """
 
 from jaxchain.nn import attention, bert, decoder, gru, lora, lstm, mlp, rnn, transformer

@@ -67,7 +67,7 @@ def apply(
       is_causal: position t attends only to positions ``<= t``.
       lora: optional LoRA adapters of the projections, ``{"q"|"k"|"v"|"o": {"a", "b"}}``
         (see :mod:`jaxchain.nn.lora`), with the scale ``lora_scale``.
-      ops: :mod:`jaxchain.rules` or :mod:`jaxchain.reference`.
+      ops: :mod:`jaxchain.rules`, :mod:`jaxchain.tangents` or :mod:`jaxchain.reference`.
 
     Returns:
       ``(B, T, D)``.

@@ -82,7 +82,7 @@ def apply(
         scale ``lora_scale``.
       dropout: with a ``key``, dropout at this rate after the embeddings and on each residual
         branch, as BERT was trained (``hidden_dropout_prob``); none by default.
-      ops: :mod:`jaxchain.rules` or :mod:`jaxchain.reference`.
+      ops: :mod:`jaxchain.rules`, :mod:`jaxchain.tangents` or :mod:`jaxchain.reference`.
     """
     emb = params["embeddings"]
     _validate.rank("bert", "tokens", tokens, 2, "(B, T)")

@@ -57,7 +57,8 @@ def apply(
       x: ``(..., I)``.
       activation: the name given to :func:`init`.
       dropout: with a ``key``, dropout at this rate after each hidden activation.
-      ops: :mod:`jaxchain.rules` (hand-written backward) or :mod:`jaxchain.reference`.
+      ops: :mod:`jaxchain.rules` (hand-written backward), :mod:`jaxchain.tangents` (forward
+        mode) or :mod:`jaxchain.reference`.
 
     Returns:
       ``(..., O)`` (logits, for a classifier).

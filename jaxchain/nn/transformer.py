@@ -130,7 +130,7 @@ def apply(
       is_causal: each position attends only to earlier ones (a language model).
       pre_norm: pre-norm blocks and a final layer norm.
       dropout: with a ``key``, dropout at this rate on each block's residual branches.
-      ops: :mod:`jaxchain.rules` or :mod:`jaxchain.reference`.
+      ops: :mod:`jaxchain.rules`, :mod:`jaxchain.tangents` or :mod:`jaxchain.reference`.
     """
     _validate.rank("transformer", "tokens", tokens, 2, "(B, T)")
     t, max_len = tokens.shape[1], params["position"].shape[0]
