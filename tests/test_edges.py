@@ -7,9 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxchain import check, nn, reference, rules
+from jaxchain import check, nn, reference, rules, tangents
 
-OPS = (rules, reference)
+OPS = (rules, tangents, reference)
 F32, BF16 = jnp.float32, jnp.bfloat16
 
 
