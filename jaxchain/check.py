@@ -329,16 +329,8 @@ def check_vjp(
     Returns:
       A :class:`Report`; ``report.ok`` is False if any check exceeds its tolerance.
     """
-    spec, diff, other, names = _split(f, args)
-    if not diff:
-        raise ValueError("check_vjp: no floating-point array among args, nothing to differentiate")
-    ref_spec = None if reference is None else dataclasses.replace(spec, f=reference)
-    out_shape = jax.eval_shape(lambda *d: spec.call(d, other), *diff)
-    if ref_spec is not None:
-        _same_structure(out_shape, jax.eval_shape(lambda *d: ref_spec.call(d, other), *diff))
-    dtypes = [x.dtype for x in diff] + [o.dtype for o in jax.tree.leaves(out_shape)]
-    dtypes.append(working_dtype(lambda *d: spec.call(d, other), *diff))  # its own precision
-    tol = rtol if rtol is not None else tolerance(*dtypes)
+    spec, ref_spec, diff, other, names, out_shape, tol = _prepare("check_vjp", f, reference,
+                                                                  args, rtol)  # fmt: skip
     key_ct, key_u, key_v, key_fd = jax.random.split(jax.random.key(seed), 4)
     cts = [_normal_like(k, out_shape) for k in jax.random.split(key_ct, max(cotangents, 1))]
     zeros = jax.tree.map(jnp.zeros_like, cts[0])
@@ -354,7 +346,8 @@ def check_vjp(
             errors += _compare("vjp", names, grads, want, tol)
     errors += _cotangent_contract(names, diff, results[0][1], _vjp(spec, diff, other, zeros)[1])
     if vmap:
-        errors += _vmap_check(spec, ref_spec or spec, names, diff, other, cts, key_v, tol)
+        batched, single = partial(_vjp_vmapped, spec), partial(_vjp, ref_spec or spec)
+        errors += _vmap_check(batched, single, names, diff, other, cts, key_v, tol)
     if second_order and ref_spec is not None:
         u, v = _normal_like(key_u, out_shape), _normal_like(key_v, diff)
         want = _hvp(ref_spec, other, u, v, diff)
@@ -385,15 +378,35 @@ def _cotangent_contract(names, diff, grads, zero_grads, zero="zero cotangent") -
     return errors
 
 
-def _vmap_check(spec, trusted_spec, names, diff, other, cts, key, tol) -> list[LeafError]:
+def _prepare(kind: str, f, reference, args, rtol):
+    """What both checks start from: ``f`` and the reference as :class:`_Spec` s, the
+    differentiated and passed-through leaves, the leaves' names, the output's shape (the
+    reference's must match) and the tolerance (``rtol``, or the table's entry for the least
+    precise dtype among the inputs, the outputs and what ``f`` computes inside)."""
+    spec, diff, other, names = _split(f, args)
+    if not diff:
+        raise ValueError(f"{kind}: no floating-point array among args, nothing to differentiate")
+    ref_spec = None if reference is None else dataclasses.replace(spec, f=reference)
+    out_shape = jax.eval_shape(lambda *d: spec.call(d, other), *diff)
+    if ref_spec is not None:
+        _same_structure(out_shape, jax.eval_shape(lambda *d: ref_spec.call(d, other), *diff))
+    dtypes = [x.dtype for x in diff] + [o.dtype for o in jax.tree.leaves(out_shape)]
+    dtypes.append(working_dtype(lambda *d: spec.call(d, other), *diff))  # its own precision
+    tol = rtol if rtol is not None else tolerance(*dtypes)
+    return spec, ref_spec, diff, other, names, out_shape, tol
+
+
+def _vmap_check(batched, single, names, diff, other, seeds, key, tol) -> list[LeafError]:
     """``f`` under ``vmap`` over two *different* primals (the second moved by noise), each
-    against the trusted VJP at its own primal: a backward that mixes up batch elements, or
-    that ignores the batch, fails."""
+    with its own cotangent or tangent (``seeds[0]``, ``seeds[-1]``), against the trusted
+    ``single(primals, other, seed)`` at its own primal: a rule that mixes up batch elements,
+    or that ignores the batch, fails. ``batched`` and ``single`` are the jitted VJP (or JVP)
+    helpers bound to their specs."""
     moved = tuple(0.5 * x + 0.3 * n for x, n in zip(diff, _normal_like(key, diff), strict=True))
-    pairs = _stack(diff, moved), _stack(other, other), _stack(cts[0], cts[-1])
-    batched = _vjp_vmapped(spec, *pairs)[1]
-    want = [_vjp(trusted_spec, p, other, ct)[1] for p, ct in ((diff, cts[0]), (moved, cts[-1]))]
-    return _compare("vmap", names, batched, _stack(*want), tol)
+    pairs = _stack(diff, moved), _stack(other, other), _stack(seeds[0], seeds[-1])
+    got = batched(*pairs)[1]
+    want = [single(p, other, s)[1] for p, s in ((diff, seeds[0]), (moved, seeds[-1]))]
+    return _compare("vmap", names, got, _stack(*want), tol)
 
 
 def _worst_per_leaf(errors: list[LeafError]) -> tuple[LeafError, ...]:
@@ -559,17 +572,9 @@ def check_jvp(
     The arguments, options and :class:`Report` are those of :func:`check_vjp` (``tangents``
     in place of ``cotangents``). A wrong JVP makes ``report.ok`` false.
     """
-    spec, diff, other, names = _split(f, args)
-    if not diff:
-        raise ValueError("check_jvp: no floating-point array among args, nothing to differentiate")
-    ref_spec = None if reference is None else dataclasses.replace(spec, f=reference)
-    out_shape = jax.eval_shape(lambda *d: spec.call(d, other), *diff)
-    if ref_spec is not None:
-        _same_structure(out_shape, jax.eval_shape(lambda *d: ref_spec.call(d, other), *diff))
+    spec, ref_spec, diff, other, names, out_shape, tol = _prepare("check_jvp", f, reference,
+                                                                  args, rtol)  # fmt: skip
     out_names = _out_names(out_shape)
-    dtypes = [x.dtype for x in diff] + [o.dtype for o in jax.tree.leaves(out_shape)]
-    dtypes.append(working_dtype(lambda *d: spec.call(d, other), *diff))
-    tol = rtol if rtol is not None else tolerance(*dtypes)
     key_t, key_s, key_v, key_u = jax.random.split(jax.random.key(seed), 4)
     ts = [_normal_like(k, diff) for k in jax.random.split(key_t, max(tangents, 1))]
 
@@ -586,12 +591,8 @@ def check_jvp(
     errors += _cotangent_contract(out_names, jax.tree.leaves(results[0][0]), results[0][1],
                                   _jvp(spec, diff, other, zeros)[1], "zero tangent")  # fmt: skip
     if vmap:
-        moved = tuple(0.5 * x + 0.3 * n for x, n in zip(diff, _normal_like(key_v, diff),
-                                                        strict=True))  # fmt: skip
-        pairs = _stack(diff, moved), _stack(other, other), _stack(ts[0], ts[-1])
-        batched = _jvp_vmapped(spec, *pairs)[1]
-        want = [_jvp(ref_spec or spec, p, other, t)[1] for p, t in ((diff, ts[0]), (moved, ts[-1]))]
-        errors += _compare("vmap", out_names, batched, _stack(*want), tol)
+        batched, single = partial(_jvp_vmapped, spec), partial(_jvp, ref_spec or spec)
+        errors += _vmap_check(batched, single, out_names, diff, other, ts, key_v, tol)
     if second_order and ref_spec is not None:
         s = _normal_like(key_s, diff)
         want = _jvp2(ref_spec, diff, other, ts[0], s)

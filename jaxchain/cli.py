@@ -27,6 +27,7 @@ def _check(args: argparse.Namespace) -> int:
             raise UsageError("--dtype bfloat16/float16 compares the reverse-mode rules only")
         return _check_precision(cases, args)
     forward = args.mode == "forward"
+    check = check_jvp if forward else check_vjp
     width = max(len(c.name) for c in cases)
     transposed = f"  {'transposed':>10}" if forward else ""
     print(f"{'op':<{width}}  {'vs autodiff':>11}  {'vs fin.diff':>11}  {'2nd order':>9}"
@@ -34,7 +35,6 @@ def _check(args: argparse.Namespace) -> int:
     failed = []
     for case in cases:
         key = jax.random.key(args.seed)
-        check = check_jvp if forward else check_vjp
         report = check(case.of(args.mode), case.reference, *case.args(key, args.dtype),
                        name=case.name)  # fmt: skip
         autodiff = max(report.max_rel("jvp" if forward else "vjp"), report.max_rel("forward"))

@@ -88,10 +88,11 @@ def _valid(ids, table):
     return (ids >= 0) & (ids < table.shape[0])
 
 
-def lookup(ids, table):
-    """The rows of ``table`` at ``ids``; NaN rows at invalid ids."""
+def lookup(ids, table, fill=jnp.nan):
+    """The rows of ``table`` at ``ids``; rows of ``fill`` at invalid ids (NaN for the op; 0
+    for its tangent, in :mod:`jaxchain.tangents`)."""
     rows = jnp.take(table, jnp.clip(ids, 0, max(table.shape[0] - 1, 0)), axis=0)
-    return jnp.where(_valid(ids, table)[..., None], rows, jnp.nan)
+    return jnp.where(_valid(ids, table)[..., None], rows, fill)
 
 
 @jax.custom_vjp
@@ -146,11 +147,17 @@ def _swiglu(x, w_gate, w_up):
     return _swiglu_fwd(x, w_gate, w_up)[0]
 
 
-def _swiglu_fwd(x, w_gate, w_up):
+def gated(x, w_gate, w_up):
+    """``(silu(a) u, a, u)`` with ``a = x W_g``, ``u = x W_u``; ``y`` in x's dtype, the
+    pre-activations in float32 for narrower inputs (shared with :mod:`jaxchain.tangents`)."""
     x_ = wide(x)
     a, u = x_ @ wide(w_gate), x_ @ wide(w_up)
-    y = a * jax.nn.sigmoid(a) * u
-    return y.astype(x.dtype), (x, w_gate, w_up, a.astype(x.dtype), u.astype(x.dtype))
+    return (a * jax.nn.sigmoid(a) * u).astype(x.dtype), a, u
+
+
+def _swiglu_fwd(x, w_gate, w_up):
+    y, a, u = gated(x, w_gate, w_up)
+    return y, (x, w_gate, w_up, a.astype(x.dtype), u.astype(x.dtype))
 
 
 def _swiglu_bwd(res, g):

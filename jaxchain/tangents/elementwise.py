@@ -33,21 +33,24 @@ def _diagonal(value_and_slope: Callable) -> Callable:
     return op
 
 
-def _relu_slope(x):
+def relu_and_slope(x):
     return jnp.maximum(x, 0), (x > 0).astype(x.dtype)  # d relu(x) = [x > 0]
 
 
-def _sigmoid_slope(x):
+def sigmoid_and_slope(x):
+    """``sigma(x)`` and its derivative (also the recurrent JVPs' gates)."""
     y = jax.nn.sigmoid(x)
     return y, y * (1 - y)  # d sigma = sigma (1 - sigma)
 
 
-def _tanh_slope(x):
+def tanh_and_slope(x):
+    """``tanh(x)`` and its derivative (also the recurrent JVPs' gates)."""
     y = jnp.tanh(x)
     return y, 1 - y * y  # d tanh = 1 - tanh**2
 
 
-_relu, _sigmoid, _tanh = (_diagonal(f) for f in (_relu_slope, _sigmoid_slope, _tanh_slope))
+_relu, _sigmoid, _tanh = (_diagonal(f) for f in (relu_and_slope, sigmoid_and_slope,
+                                                 tanh_and_slope))  # fmt: skip
 _silu = _diagonal(reverse.silu_and_derivative)
 _gelu = {a: _diagonal(partial(reverse.gelu_and_derivative, approximate=a)) for a in (False, True)}
 

@@ -7,7 +7,6 @@ Products are bilinear, so each JVP is the product rule: one term per factor that
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 
 from jaxchain import _validate
 from jaxchain._checks import check_dense, check_embedding, check_lora, check_swiglu
@@ -35,7 +34,7 @@ def _dense(x, w, b):
 def _dense_jvp(primals, tangents):
     (x, w, b), (dx, dw, db) = primals, tangents
     dy = wide(dx) @ wide(w) + wide(x) @ wide(dw) + _bias(db, x.ndim)
-    return _dense(x, w, b), dy.astype(x.dtype)
+    return reverse.affine(x, w, b), dy.astype(x.dtype)
 
 
 def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
@@ -53,9 +52,7 @@ def _embedding(ids, table):
 @_embedding.defjvp
 def _embedding_jvp(primals, tangents):
     (ids, table), (_, d_table) = primals, tangents
-    rows = jnp.take(d_table, jnp.clip(ids, 0, max(table.shape[0] - 1, 0)), axis=0)
-    valid = (ids >= 0) & (ids < table.shape[0])
-    return _embedding(ids, table), jnp.where(valid[..., None], rows, 0)
+    return reverse.lookup(ids, table), reverse.lookup(ids, d_table, fill=0)
 
 
 def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array) -> jax.Array:
@@ -70,19 +67,18 @@ def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array) -> jax.Array:
 
 @jax.custom_jvp
 def _swiglu(x, w_gate, w_up):
-    x_ = wide(x)
-    return (jax.nn.silu(x_ @ wide(w_gate)) * (x_ @ wide(w_up))).astype(x.dtype)
+    return reverse.gated(x, w_gate, w_up)[0]
 
 
 @_swiglu.defjvp
 def _swiglu_jvp(primals, tangents):
     (x, w_gate, w_up), (dx, d_gate, d_up) = primals, tangents
-    x_, dx_, w_g, w_u = wide(x), wide(dx), wide(w_gate), wide(w_up)
-    a, u = x_ @ w_g, x_ @ w_u
+    y, a, u = reverse.gated(x, w_gate, w_up)
+    x_, dx_ = wide(x), wide(dx)
     act, d_act = silu_and_derivative(a)
-    da = dx_ @ w_g + x_ @ wide(d_gate)
-    du = dx_ @ w_u + x_ @ wide(d_up)
-    return (act * u).astype(x.dtype), (d_act * da * u + act * du).astype(x.dtype)
+    da = dx_ @ wide(w_gate) + x_ @ wide(d_gate)
+    du = dx_ @ wide(w_up) + x_ @ wide(d_up)
+    return y, (d_act * da * u + act * du).astype(x.dtype)
 
 
 def lora_dense(
@@ -107,8 +103,8 @@ def _lora_dense(x, w, b, lora_a, lora_b, scale):
 @_lora_dense.defjvp
 def _lora_dense_jvp(scale, primals, tangents):
     (x, w, b, lora_a, lora_b), (dx, _, _, d_a, d_b) = primals, tangents
-    x_, dx_, a_, b_ = wide(x), wide(dx), wide(lora_a), wide(lora_b)
-    h = x_ @ a_
-    dh = dx_ @ a_ + x_ @ wide(d_a)
-    dy = dx_ @ wide(w) + scale * (dh @ b_ + h @ wide(d_b))
-    return _lora_dense(x, w, b, lora_a, lora_b, scale), dy.astype(x.dtype)
+    y, h = reverse.low_rank(x, w, b, lora_a, lora_b, scale)
+    dx_ = wide(dx)
+    dh = dx_ @ wide(lora_a) + wide(x) @ wide(d_a)
+    dy = dx_ @ wide(w) + scale * (dh @ wide(lora_b) + h @ wide(d_b))
+    return y, dy.astype(x.dtype)

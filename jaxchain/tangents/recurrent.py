@@ -13,21 +13,12 @@ from jax import lax
 
 from jaxchain.rules import recurrent as reverse
 from jaxchain.rules.recurrent import keep, outputs, project, run, time_major
+from jaxchain.tangents.elementwise import sigmoid_and_slope, tanh_and_slope
 
 
 def _tangent_projection(xs, dxs, w_x, dw_x, db):
     """:math:`\\dot x_t W_x + x_t \\dot W_x + \\dot b` for every step, ``(T, B, G)``."""
     return project(dxs, w_x, db) + project(xs, dw_x, jnp.zeros_like(db))
-
-
-def _sigmoid_and_slope(a):
-    s = jax.nn.sigmoid(a)
-    return s, s * (1 - s)
-
-
-def _tanh_and_slope(a):
-    t = jnp.tanh(a)
-    return t, 1 - t * t
 
 
 def _results(hs, dhs, last, d_last, mask):
@@ -57,7 +48,7 @@ def _rnn_jvp(primals, tangents):
 
     def step(carry, inputs):
         (h, dh), (a_x, da_x, m) = carry, inputs
-        h_new, slope = _tanh_and_slope(a_x + h @ w_h)
+        h_new, slope = tanh_and_slope(a_x + h @ w_h)
         dh_new = slope * (da_x + dh @ w_h + h @ dw_h)
         h_new, dh_new = keep(m, h_new, h), keep(m, dh_new, dh)
         return (h_new, dh_new), (h_new, dh_new)
@@ -94,12 +85,12 @@ def _lstm_jvp(primals, tangents):
         (h, c, dh, dc), (x, da_x, m) = carry, inputs
         a_i, a_f, a_g, a_o = jnp.split(x @ w_x + h @ w_h + b[None], 4, axis=-1)
         da_i, da_f, da_g, da_o = jnp.split(da_x + dh @ w_h + h @ dw_h, 4, axis=-1)
-        (i, si), (f, sf), (o, so) = (_sigmoid_and_slope(z) for z in (a_i, a_f, a_o))
-        g, sg = _tanh_and_slope(a_g)
+        (i, si), (f, sf), (o, so) = (sigmoid_and_slope(z) for z in (a_i, a_f, a_o))
+        g, sg = tanh_and_slope(a_g)
         di, df, dg, do = si * da_i, sf * da_f, sg * da_g, so * da_o
         c_new = f * c + i * g
         dc_new = df * c + f * dc + di * g + i * dg
-        tc, s_tc = _tanh_and_slope(c_new)
+        tc, s_tc = tanh_and_slope(c_new)
         h_new, dh_new = o * tc, do * tc + o * s_tc * dc_new
         h_new, c_new = keep(m, h_new, h), keep(m, c_new, c)
         dh_new, dc_new = keep(m, dh_new, dh), keep(m, dc_new, dc)
@@ -140,8 +131,8 @@ def _gru_jvp(primals, tangents):
         da_r, da_z, da_n = jnp.split(da_x, 3, axis=-1)
         u_r, u_z, u_n = jnp.split(h @ w_h + b_h[None], 3, axis=-1)
         du_r, du_z, du_n = jnp.split(dh @ w_h + h @ dw_h + db_h[None], 3, axis=-1)
-        (r, sr), (z, sz) = _sigmoid_and_slope(a_r + u_r), _sigmoid_and_slope(a_z + u_z)
-        n, sn = _tanh_and_slope(a_n + r * u_n)
+        (r, sr), (z, sz) = sigmoid_and_slope(a_r + u_r), sigmoid_and_slope(a_z + u_z)
+        n, sn = tanh_and_slope(a_n + r * u_n)
         dr, dz = sr * (da_r + du_r), sz * (da_z + du_z)
         dn = sn * (da_n + dr * u_n + r * du_n)
         h_new = keep(m, n + z * (h - n), h)
