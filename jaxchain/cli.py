@@ -1,6 +1,7 @@
 """The ``jaxchain`` command."""
 
 import argparse
+import os
 import pathlib
 import sys
 import time
@@ -70,18 +71,36 @@ def _setup(args: argparse.Namespace, out, *, with_task: bool = True, **fixed):
     directory."""
     import dataclasses
 
-    from jaxchain import runs, train
+    import jax
+
+    from jaxchain import distributed, runs, train
 
     fields = {f.name for f in dataclasses.fields(train.Config)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if jax.process_count() > 1 and given.get("devices", 1) == 1:  # all processes' devices
+        given["devices"] = jax.device_count()
     try:
         config = train.Config(**{**given, **fixed})
         task = _task(config) if with_task else None
-        train.shardings(config.devices, config.batch_size)
+        distributed.mesh_shardings(config.devices, config.batch_size, config.shard)
         runs.check(out, dataclasses.asdict(config), resume=args.resume, overwrite=args.overwrite)
     except (ValueError, ModuleNotFoundError) as e:
         raise UsageError(str(e)) from None
     return config, task
+
+
+def _join(args: argparse.Namespace) -> None:
+    """Join the processes of a multi-process run (``--coordinator`` and the rest, or their
+    environment variables), before anything touches JAX's backends."""
+    from jaxchain import distributed
+
+    try:
+        cluster = distributed.Cluster.from_flags(args.coordinator, args.num_processes,
+                                                 args.process_id)  # fmt: skip
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    cluster.initialize()
+    args.cluster = cluster
 
 
 def _task(config):
@@ -125,7 +144,7 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     a terminal); write and return its metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from jaxchain import tasks, train
+    from jaxchain import distributed, tasks, train
 
     stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} steps/s")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), stats)
@@ -150,6 +169,9 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
             stop_at=args.stop_at, checks=args.checks, log=bar.console.print,
             progress=progress, task=task,
         )  # fmt: skip
+    params = distributed.local(params)  # every process: a gather when params are sharded
+    if not distributed.is_main():
+        return metrics
     if sample and task.tokenizer is not None:
         metrics["sample"] = tasks.generate_text(params, task.tokenizer, "ROMEO:\n", 100)
         print(metrics["sample"])
@@ -206,6 +228,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     """Train a model on a packaged data set; write metrics.json, loss.png and checkpoints."""
+    _join(args)
     out = pathlib.Path(args.out)
     config, task = _setup(args, out)
     _run(config, task, out, args, sample=config.data == "shakespeare")
@@ -222,6 +245,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
     from jaxchain.tasks import STRATEGIES
 
+    _join(args)
     out = pathlib.Path(args.out)
     strategies = STRATEGIES if args.compare else (args.strategy,)
     if args.compare and not (args.resume or args.overwrite) and out.exists() and any(out.iterdir()):
@@ -238,7 +262,9 @@ def _finetune(args: argparse.Namespace) -> int:
         keep = ("test_accuracy", "val_accuracy", "parameters", "trainable_parameters",
                 "optimizer_bytes", "steps", "seconds")  # fmt: skip
         rows.append({"strategy": config.strategy, "lr": config.lr, **{k: metrics[k] for k in keep}})
-    if args.compare:
+    from jaxchain import distributed
+
+    if args.compare and distributed.is_main():
         lines = ["| strategy | lr | test accuracy | val accuracy | trainable | optimizer state "
                  "| steps | seconds |", "|" + " --- |" * 8]  # fmt: skip
         lines += [
@@ -282,7 +308,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
     """The flags ``train`` and ``finetune`` share, with their defaults."""
-    from jaxchain import runs, train
+    from jaxchain import distributed, runs, train
 
     helps = {
         "lr": "peak learning rate", "warmup": "linear warm-up steps",
@@ -294,7 +320,7 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
         "checkpoint-every": "steps between checkpoints",
         "patience": "evaluations without improvement before stopping early",
         "devices": "data-parallel devices (on the CPU: XLA_FLAGS="
-                   "--xla_force_host_platform_device_count=N)",
+                   "--xla_force_host_platform_device_count=N); over several processes, all",
         "time-limit": "seconds of training; then evaluate, checkpoint and stop",
         "weight-decay": "decoupled weight decay (adamw)",
         "vocab": "BPE vocabulary size (decoder, trained on the training split)",
@@ -320,6 +346,24 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--checks", action="store_true",
                    help="checked steps: an out-of-range label or id, or a non-finite loss or "
                    "gradient, stops the run with an error (slower)")  # fmt: skip
+    p.add_argument("--shard", choices=distributed.SHARDS, default="none",
+                   help="params: split every large parameter and its optimizer state over "
+                   "the devices (FSDP / ZeRO-3); none: replicate them")  # fmt: skip
+    env = distributed.ENV
+    p.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help=f"process 0's address, for a multi-process run (or {env['coordinator']})",
+    )
+    p.add_argument("--num-processes", type=int, metavar="N",
+                   help=f"processes in the run (or {env['num_processes']}); each trains on its "
+                   "slice of every batch over the devices of all")  # fmt: skip
+    p.add_argument(
+        "--process-id",
+        type=int,
+        metavar="I",
+        help=f"this process, 0 to N-1 (or {env['process_id']}); 0 writes and logs",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -408,10 +452,23 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
     except UsageError as e:
         print(f"jaxchain {args.command}: error: {e}".replace(": train: ", ": "), file=sys.stderr)
-        return 2
+        status = 2
+    except Exception as e:
+        cluster = getattr(args, "cluster", None)
+        if cluster is None or not cluster.multi:
+            raise
+        # Most likely another process died: a collective with it fails at once. Leave now;
+        # JAX's orderly shutdown would wait for the lost process at a barrier.
+        print(f"jaxchain {args.command}: error: process {cluster.process_id} of "
+              f"{cluster.num_processes} stopped: {type(e).__name__}: {e}\n"
+              f"another process has probably died; the run's last checkpoint is kept: start "
+              f"all {cluster.num_processes} processes again with --resume",
+              file=sys.stderr, flush=True)  # fmt: skip
+        os._exit(1)
+    return status
 
 
 if __name__ == "__main__":

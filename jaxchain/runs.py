@@ -21,7 +21,9 @@ import jax
 import orbax.checkpoint as ocp
 
 RUN_FILE = "run.json"
-MAY_CHANGE = frozenset({"time_limit", "eval_every", "checkpoint_every", "patience", "devices"})
+MAY_CHANGE = frozenset(
+    {"time_limit", "eval_every", "checkpoint_every", "patience", "devices", "shard"}
+)
 
 
 class RunError(ValueError):

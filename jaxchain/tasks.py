@@ -41,6 +41,11 @@ class Task:
     trainable: Callable[[dict], dict] | None = None  # params -> bools; None: all trainable
     loss_fn: Callable[[dict, tuple, ModuleType], jax.Array] | None = None  # else CE of logits
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The keys of what ``evaluate`` returns."""
+        return ("accuracy",) if self.kind == "classification" else ("loss",)
+
     def loss(self, params: dict, batch, ops: ModuleType) -> jax.Array:
         """Mean cross-entropy (nats) of the model's logits against the batch's labels.
 

@@ -4,7 +4,8 @@ stopping, and the run's outputs.
 The parts live apart: :mod:`jaxchain.optim` composes the optimizer and makes the jitted step;
 :mod:`jaxchain.runs` keeps a run directory a unit (refusal, ``--overwrite``, ``--resume``
 with a checked configuration) and its orbax checkpoints; this module runs the loop with a
-typed :class:`History`, data parallelism over a 1-D device mesh included.
+typed :class:`History`: data parallelism over a 1-D device mesh, over several processes
+(:mod:`jaxchain.distributed`) and with sharded parameters included.
 """
 
 import dataclasses
@@ -15,10 +16,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from jaxchain import reference, rules, runs
+from jaxchain import distributed, reference, rules, runs
 from jaxchain.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_step, schedule
 from jaxchain.runs import Checkpoints
 from jaxchain.tasks import Task, make_task
@@ -30,6 +29,7 @@ __all__ = [
     "Checkpoints",
     "Config",
     "History",
+    "evaluate",
     "make_optimizer",
     "make_step",
     "sample",
@@ -75,6 +75,7 @@ class Config:
     top_k: int = 2  # the number of trainable blocks of the top-k strategy
     vocab: int = 1024  # the BPE vocabulary of the decoder on shakespeare
     rank: int = 8  # the rank of the LoRA adapters (strategy lora)
+    shard: str = "none"  # "params": params and optimizer state split over the devices
 
     def __post_init__(self):
         positive = ("steps", "batch_size", "hidden", "layers", "seq_len", "eval_every",
@@ -88,7 +89,7 @@ class Config:
             if value is not None and value < 0:
                 raise ValueError(f"train: --{name.replace('_', '-')} must be >= 0, got {value}")
         for name, choices in (("backward", BACKWARDS), ("optimizer", OPTIMIZERS),
-                              ("schedule", SCHEDULES)):  # fmt: skip
+                              ("schedule", SCHEDULES), ("shard", distributed.SHARDS)):  # fmt: skip
             if getattr(self, name) not in choices:
                 raise ValueError(
                     f"train: --{name} must be one of {', '.join(choices)}, "
@@ -136,22 +137,6 @@ class History:
             self.since_best += 1
 
 
-def shardings(devices: int, batch_size: int):
-    """``(replicated, batch)`` shardings over a 1-D mesh of ``devices``, or None for one."""
-    if devices == 1:
-        return None
-    if devices > jax.device_count():
-        raise ValueError(
-            f"train: --devices {devices} but only {jax.device_count()} available; on the CPU, "
-            f"set XLA_FLAGS=--xla_force_host_platform_device_count={devices}"
-        )
-    if batch_size % devices:
-        raise ValueError(f"train: --batch-size {batch_size} is not divisible by {devices}")
-    # Auto axes: XLA's SPMD partitioner decides how the gradient reductions are sharded
-    mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-
-
 TOKENIZER_FILE = "tokenizer.json"
 SYNC_SECONDS = 1.0  # read the losses (waiting for the device) at least this often
 
@@ -179,28 +164,54 @@ def train(
       checks: run every step checked (:func:`jaxchain.optim.make_step`).
       progress: called about every second with ``(step, latest loss)``.
       task: ``config.task()``, if the caller already has it.
+
+    In a multi-process run (:mod:`jaxchain.distributed`; every process calls this alike)
+    process 0 writes the run directory, logs and evaluates; the checkpoints are written by
+    all together (each its own shards).
     """
     task = task or config.task()
-    mesh = shardings(config.devices, config.batch_size)
-    runs.prepare(out, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
-    if task.tokenizer is not None:  # the run's own tokens, for `jaxchain generate`
-        task.tokenizer.save(str(out / TOKENIZER_FILE))
+    mesh = distributed.mesh_shardings(config.devices, config.batch_size, config.shard)
+    fields = dataclasses.asdict(config)
+    runs.check(out, fields, resume=resume, overwrite=overwrite)  # every process, then one writes
+    distributed.barrier("jaxchain: run directory checked")
+    if distributed.is_main():
+        runs.prepare(out, fields, resume=resume, overwrite=overwrite)
+        if task.tokenizer is not None:  # the run's own tokens, for `jaxchain generate`
+            task.tokenizer.save(str(out / TOKENIZER_FILE))
+    else:  # one process writes and logs
+        log, progress = (lambda _: None), None
+    distributed.barrier("jaxchain: run directory ready")
     tx = config.optimizer_for(task.trainable)
     params = task.init(jax.random.key(config.seed))
     state, history, start = {"params": params, "opt_state": tx.init(params)}, History(), 0
+    if mesh:  # placed before a restore, which then reads each shard where it belongs
+        state = jax.device_put(state, mesh[0](state))
     checkpoints = Checkpoints(out / "checkpoints")
     if resume and (restored := checkpoints.restore(state)) is not None:
         state, meta = restored
         start, history = meta["step"], History(**meta["history"])
         log(f"resumed at step {start}")
-    if mesh:
-        state = jax.device_put(state, mesh[0])
     step_fn = make_step(lambda p, b: task.loss(p, b, BACKWARDS[config.backward]), tx,
                         checks=checks)  # fmt: skip
     loop = _Loop(config, task, step_fn, checkpoints, history, log, progress)
     params, opt_state, step = loop.run(state, start, stop_at, mesh and mesh[1])
     checkpoints.close()
     return _summary(task, params, opt_state, step, history), params
+
+
+def evaluate(task: Task, params, split: str, *, merged: bool = False) -> dict[str, float]:
+    """``task.evaluate`` run once, by process 0 on its own copy of ``params`` (the task's
+    ``merge`` of them, with ``merged``); every process returns its result."""
+    mine = distributed.local(params)  # a collective when params are sharded over processes
+    values = np.zeros(len(task.metric_names), np.float64)
+    if distributed.is_main():
+        metrics = task.evaluate(task.merge(mine) if merged else mine, split)
+        values = np.array([metrics[k] for k in task.metric_names], np.float64)
+    values = distributed.broadcast(values)
+    return {k: float(v) for k, v in zip(task.metric_names, values, strict=True)}
+
+
+TIME_CHECK_STEPS = 8  # in a multi-process run, process 0 decides on the time limit this often
 
 
 class _Loop:
@@ -237,7 +248,7 @@ class _Loop:
     def evaluate(self, step, params) -> bool:
         """Record validation metrics; True when early stopping should stop the run."""
         self.flush()
-        metrics = self.task.evaluate(params, "val")
+        metrics = evaluate(self.task, params, "val")
         self.history.record(step, self.elapsed(), metrics)
         self.log(f"step {step}: " + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
         patience = self.config.patience
@@ -246,19 +257,25 @@ class _Loop:
             return True
         return False
 
-    def out_of_time(self, step_seconds: float) -> bool:
-        """Whether one more step would run past the time limit."""
+    def out_of_time(self, step: int, step_seconds: float) -> bool:
+        """Whether one more step would run past the time limit; over several processes,
+        process 0's answer every :data:`TIME_CHECK_STEPS` steps."""
         limit = self.config.time_limit
-        return limit is not None and self.elapsed() + step_seconds > limit
+        if limit is None:
+            return False
+        if jax.process_count() == 1:
+            return self.elapsed() + step_seconds > limit
+        if step % TIME_CHECK_STEPS:
+            return False
+        return bool(distributed.broadcast(np.array(self.elapsed() + step_seconds > limit)))
 
     def run(self, state, start: int, stop_at: int | None, batch_sharding):
         c = self.config
         params, opt_state, step = state["params"], state["opt_state"], start
         synced, step_seconds = (time.perf_counter(), start), 0.0
-        while step < c.steps and not self.out_of_time(step_seconds):
-            batch = self.task.batch(step)
-            if batch_sharding is not None:
-                batch = jax.device_put(batch, batch_sharding)
+        out_of_time = self.out_of_time(step, 0.0)
+        while step < c.steps and not out_of_time:
+            batch = distributed.shard_batch(self.task.batch(step), batch_sharding)
             params, opt_state, metrics = self.step_fn(params, opt_state, batch)
             step += 1
             self.pending.append((step, metrics["loss"]))
@@ -267,7 +284,8 @@ class _Loop:
                 now = time.perf_counter()
                 step_seconds = (now - synced[0]) / (step - synced[1])
                 synced = (now, step)
-            last = step == c.steps or step == stop_at or self.out_of_time(step_seconds)
+            out_of_time = self.out_of_time(step, step_seconds)
+            last = step == c.steps or step == stop_at or out_of_time
             if (step % c.eval_every == 0 or last) and self.evaluate(step, params):
                 break
             if step % c.checkpoint_every == 0 or last:
@@ -282,19 +300,21 @@ def _summary(task, params, opt_state, step, history: History) -> dict:
     trainable = task.trainable(params) if task.trainable else jax.tree.map(lambda _: True, params)
     counts = [(x.size, t) for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(trainable),
                                           strict=True)]  # fmt: skip
+    whole, per_device = distributed.device_bytes({"params": params, "opt_state": opt_state})
     result = {"parameters": sum(n for n, _ in counts),
               "trainable_parameters": sum(n for n, t in counts if t),
               "optimizer_bytes": sum(x.nbytes for x in jax.tree.leaves(opt_state)),
+              "state_bytes": whole, "state_bytes_per_device": per_device,
               "steps": step, "seconds": round(history.seconds, 2),
               "train_loss": history.train_loss, "val": history.val,
               "skipped_steps": int(opt_state.total_notfinite)}  # fmt: skip
     if task.kind == "classification":
-        result["test_accuracy"] = task.evaluate(params, "test")["accuracy"]
+        result["test_accuracy"] = evaluate(task, params, "test")["accuracy"]
         result["val_accuracy"] = history.val[-1]["accuracy"] if history.val else None
         if task.merge is not None:  # the adapters folded into the weights: the same model
-            result["merged_test_accuracy"] = task.evaluate(task.merge(params), "test")["accuracy"]
+            result["merged_test_accuracy"] = evaluate(task, params, "test", merged=True)["accuracy"]
     else:
-        result["val_loss"] = task.evaluate(params, "val")["loss"]
+        result["val_loss"] = evaluate(task, params, "val")["loss"]
     return result
 
 

@@ -1,0 +1,130 @@
+"""Beyond one process: two real processes on 127.0.0.1 (JAX's distributed runtime, gloo
+collectives) train as one process does, resume across processes, and stop with a clear
+error when one dies; parameters sharded over 8 host devices train as one device does."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from jaxchain import distributed, train
+
+MLP = ["--model", "mlp", "--steps", "8", "--batch-size", "32", "--hidden", "16",
+       "--layers", "1", "--eval-every", "4", "--checkpoint-every", "4"]  # fmt: skip
+QUIET = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(command, *flags, process, port, env=QUIET, log=None):
+    argv = [sys.executable, "-m", "jaxchain.cli", command, *flags,
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+            "--process-id", str(process)]  # fmt: skip
+    out = subprocess.PIPE if log is None else log
+    return subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _together(command, *flags, env=QUIET):
+    """Run ``command`` as two processes; both must succeed."""
+    port = _port()
+    procs = [_start(command, *flags, process=i, port=port, env=env) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    return outs
+
+
+def _alone(command, *flags, env=QUIET):
+    argv = [sys.executable, "-m", "jaxchain.cli", command, *flags]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _state(out):
+    """The final ``(params and optimizer state, metadata)`` of the mlp run in ``out``."""
+    config = train.Config(model="mlp", data="digits", hidden=16, layers=1)
+    params = config.task().init(jax.random.key(0))
+    tx = config.optimizer_for()
+    checkpoints = train.Checkpoints(out / "checkpoints")
+    state, meta = checkpoints.restore({"params": params, "opt_state": tx.init(params)})
+    checkpoints.close()
+    return state, meta
+
+
+def test_two_processes_train_and_resume_as_one(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _alone("train", *MLP, "--out", str(one))
+    first, _ = _together("train", *MLP, "--out", str(two), "--stop-at", "4")
+    assert "step 4: val accuracy" in first[0] and "val accuracy" not in first[1]  # logs once
+    resumed, _ = _together("train", *MLP, "--out", str(two), "--resume")
+    assert "resumed at step 4" in resumed[0]
+    assert {p.name for p in two.iterdir()} == {"run.json", "checkpoints", "metrics.json",
+                                               "loss.png"}  # fmt: skip
+    assert json.loads((two / "run.json").read_text())["config"]["devices"] == 2
+    (a, meta_a), (b, meta_b) = _state(one), _state(two)
+    assert meta_a["step"] == meta_b["step"] == 8
+    # the same batches, split over two processes: equal up to float32 summation order
+    np.testing.assert_allclose(meta_b["history"]["train_loss"], meta_a["history"]["train_loss"],
+                               rtol=1e-5)  # fmt: skip
+    assert [v["accuracy"] for v in meta_b["history"]["val"]] == [
+        v["accuracy"] for v in meta_a["history"]["val"]
+    ]
+    chex.assert_trees_all_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_a_dead_process_stops_the_other_with_a_clear_error(tmp_path):
+    flags = [*MLP, "--steps", "1000000", "--eval-every", "1000000",
+             "--checkpoint-every", "1000000", "--out", str(tmp_path / "run")]  # fmt: skip
+    port = _port()
+    with open(tmp_path / "log", "w") as log:
+        survivor = _start("train", *flags, process=0, port=port, log=log)
+        victim = _start("train", *flags, process=1, port=port)
+        deadline = time.monotonic() + 120
+        while "steps/s" not in (tmp_path / "log").read_text():  # training: a progress line
+            assert survivor.poll() is None and time.monotonic() < deadline, survivor.stderr.read()
+            time.sleep(0.5)
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate()  # closes its pipes
+        start = time.monotonic()
+        _, err = survivor.communicate(timeout=90)
+    assert survivor.returncode == 1, err[-3000:]
+    assert time.monotonic() - start < 60
+    assert "jaxchain train: error: process 0 of 2 stopped" in err
+    assert "another process has probably died" in err and "--resume" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "says"),
+    [
+        (dict(num_processes=2), {}, "needs --coordinator HOST:PORT and --process-id"),
+        (dict(num_processes=2, process_id=2, coordinator="h:1"), {}, "must be in [0, 1]"),
+        (dict(num_processes=2, process_id=0, coordinator="nowhere"), {}, "HOST:PORT"),
+        (dict(process_id=1), {}, "needs --num-processes"),
+        ({}, {"JAXCHAIN_NUM_PROCESSES": "two"}, "JAXCHAIN_NUM_PROCESSES must be an integer"),
+    ],
+)
+def test_a_cluster_that_cannot_be_is_a_clear_error(flags, env, says):
+    with pytest.raises(ValueError, match=f"^train: .*{re.escape(says)}"):
+        distributed.Cluster.from_flags(**flags, environ=env)
+
+
+def test_the_environment_names_the_cluster_and_flags_win():
+    env = {"JAXCHAIN_COORDINATOR": "10.0.0.1:1234", "JAXCHAIN_NUM_PROCESSES": "4",
+           "JAXCHAIN_PROCESS_ID": "3"}  # fmt: skip
+    assert distributed.Cluster.from_flags(environ=env) == distributed.Cluster("10.0.0.1:1234", 4, 3)
+    assert distributed.Cluster.from_flags(process_id=1, environ=env).process_id == 1
+    assert not distributed.Cluster.from_flags(environ={}).multi
