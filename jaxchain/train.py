@@ -9,6 +9,7 @@ typed :class:`History`: data parallelism over a 1-D device mesh, over several pr
 """
 
 import dataclasses
+import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ __all__ = [
     "evaluate",
     "make_optimizer",
     "make_step",
+    "read_config",
+    "restore_params",
     "sample",
     "schedule",
     "train",
@@ -197,6 +200,33 @@ def train(
     params, opt_state, step = loop.run(state, start, stop_at, mesh and mesh[1])
     checkpoints.close()
     return _summary(task, params, opt_state, step, history), params
+
+
+def read_config(run: pathlib.Path) -> Config:
+    """The configuration of the run in ``run``; :class:`jaxchain.runs.RunError` if it is
+    not a run."""
+    record = run / runs.RUN_FILE
+    if not record.is_file():
+        raise runs.RunError(f"--run: {run} is not a jaxchain run (no {runs.RUN_FILE})")
+    return Config(**json.loads(record.read_text())["config"])
+
+
+def restore_params(
+    run: pathlib.Path, config: Config, like, trainable: Callable[[dict], dict] | None = None
+):
+    """The params of the latest checkpoint of the run in ``run`` (``like``: their structure,
+    e.g. from :func:`jax.eval_shape`; ``trainable`` as the run's task has it); None when the
+    run has no checkpoint yet."""
+    tx = config.optimizer_for(trainable)
+    here = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # however the run was sharded
+    like = {"params": like, "opt_state": jax.eval_shape(tx.init, like)}
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here), like)
+    checkpoints = Checkpoints(run / "checkpoints")
+    try:
+        restored = checkpoints.restore(like)
+    finally:
+        checkpoints.close()
+    return None if restored is None else restored[0]["params"]
 
 
 def evaluate(task: Task, params, split: str, *, merged: bool = False) -> dict[str, float]:

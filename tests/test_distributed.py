@@ -128,3 +128,62 @@ def test_the_environment_names_the_cluster_and_flags_win():
     assert distributed.Cluster.from_flags(environ=env) == distributed.Cluster("10.0.0.1:1234", 4, 3)
     assert distributed.Cluster.from_flags(process_id=1, environ=env).process_id == 1
     assert not distributed.Cluster.from_flags(environ={}).multi
+
+
+# --- sharded parameters, and the fine-tuned encoder out to Hugging Face -----------------------
+
+FINETUNE = ["--strategy", "full", "--steps", "4", "--batch-size", "8", "--seq-len", "8",
+            "--eval-every", "2", "--warmup", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """Two short MiniLM fine-tuning runs: on one device, and over 8 host devices with the
+    params and optimizer state sharded (both tests below use them: one xdist group)."""
+    root = tmp_path_factory.mktemp("finetune")
+    env = {**QUIET, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    _alone("finetune", *FINETUNE, "--out", str(root / "one"), env=env)
+    _alone("finetune", *FINETUNE, "--devices", "8", "--shard", "params",
+           "--out", str(root / "eight"), env=env)  # fmt: skip
+    return root
+
+
+@pytest.mark.xdist_group("finetuned")
+def test_sharded_params_train_as_one_device_in_an_eighth_of_the_memory(finetuned):
+    one, eight = (
+        json.loads((finetuned / d / "metrics.json").read_text()) for d in ("one", "eight")
+    )
+    assert eight["config"]["shard"] == "params" and eight["config"]["devices"] == 8
+    np.testing.assert_allclose(np.array(eight["train_loss"]), np.array(one["train_loss"]),
+                               rtol=1e-5)  # fmt: skip
+    assert [v["accuracy"] for v in eight["val"]] == [v["accuracy"] for v in one["val"]]
+    assert eight["test_accuracy"] == one["test_accuracy"]
+    # params + Adam's two moments: about 260 MiB whole; each device holds about an eighth
+    assert one["state_bytes_per_device"] == one["state_bytes"] == eight["state_bytes"]
+    assert one["state_bytes"] / 8 < eight["state_bytes_per_device"] < one["state_bytes"] / 7.9
+
+
+@pytest.mark.xdist_group("finetuned")
+def test_export_writes_the_fine_tuned_encoder_for_hugging_face(finetuned):
+    from safetensors.numpy import load_file
+
+    from jaxchain import pretrained
+
+    for run in ("one", "eight"):  # the sharded run's checkpoint is read on one device
+        _alone("export", "--run", str(finetuned / run), "--out", str(finetuned / f"hf-{run}"))
+    config = train.read_config(finetuned / "eight")
+    task = config.task()
+    like = jax.eval_shape(task.init, jax.random.key(0))
+    params = train.restore_params(finetuned / "eight", config, like, task.trainable)
+    exported = pretrained.load_minilm(finetuned / "hf-eight")
+    chex.assert_trees_all_equal(exported.params, params["encoder"])  # bit for bit
+    head = load_file(finetuned / "hf-eight" / pretrained.HEAD_FILE)
+    np.testing.assert_array_equal(head["weight"], np.asarray(params["head"]["w"]).T)
+    # the one-device run's: 4 Adam steps of at most lr = 1e-4 each, equal to within 1e-5
+    # (the key biases, whose gradient is zero but for rounding, move by Adam's noise)
+    chex.assert_trees_all_close(pretrained.load_minilm(finetuned / "hf-one").params,
+                                exported.params, rtol=0, atol=1e-5)  # fmt: skip
+    again = subprocess.run([sys.executable, "-m", "jaxchain.cli", "export", "--run",
+                            str(finetuned / "one"), "--out", str(finetuned / "hf-one")],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 2 and "is not empty" in again.stderr

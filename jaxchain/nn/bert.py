@@ -9,7 +9,8 @@ own. Params::
      "blocks": [transformer block, ...]}
 
 :func:`from_torch` reads a Hugging Face ``BertModel`` state dict (the names of its
-``model.safetensors``), which is how :mod:`jaxchain.pretrained` loads MiniLM-L6.
+``model.safetensors``), which is how :mod:`jaxchain.pretrained` loads MiniLM-L6; :func:`to_torch`
+writes one, which is how a fine-tuned encoder leaves (:func:`jaxchain.pretrained.save_bert`).
 """
 
 from collections.abc import Mapping
@@ -162,6 +163,36 @@ def from_torch(state_dict: Mapping[str, np.ndarray], num_heads: int) -> Params:
     if not blocks:
         raise ValueError("bert.from_torch: state_dict has no encoder.layer.0.* weights")
     return {"embeddings": embeddings, "blocks": blocks}
+
+
+def to_torch(params: Params) -> dict[str, np.ndarray]:
+    """The Hugging Face ``BertModel`` state dict of ``params`` (NumPy arrays under the names
+    of its ``model.safetensors``): :func:`from_torch` reversed, so that
+    ``from_torch(to_torch(p), n)`` is ``p`` bit for bit. Plain params only: fold LoRA adapters
+    in first (:func:`jaxchain.nn.lora.merge`)."""
+    e = params["embeddings"]
+    sd = {f"embeddings.{name}_embeddings.weight": e[key] for key, name in
+          (("word", "word"), ("position", "position"), ("token_type", "token_type"))}  # fmt: skip
+    sd |= _norm_to_torch(e["norm"], "embeddings.LayerNorm")
+    d = e["word"].shape[1]
+    for i, block in enumerate(params["blocks"]):
+        p, a, f = f"encoder.layer.{i}.", block["attention"], block["ffn"]
+        for c, name in zip("qkv", ("query", "key", "value"), strict=True):
+            sd[f"{p}attention.self.{name}.weight"] = np.asarray(a[f"w_{c}"]).reshape(d, d).T
+            sd[f"{p}attention.self.{name}.bias"] = np.asarray(a[f"b_{c}"]).reshape(d)
+        sd[f"{p}attention.output.dense.weight"] = np.asarray(a["w_o"]).reshape(d, d).T
+        sd[f"{p}attention.output.dense.bias"] = a["b_o"]
+        sd |= _norm_to_torch(block["norm1"], f"{p}attention.output.LayerNorm")
+        sd[f"{p}intermediate.dense.weight"] = np.asarray(f["w1"]).T
+        sd[f"{p}intermediate.dense.bias"] = f["b1"]
+        sd[f"{p}output.dense.weight"] = np.asarray(f["w2"]).T
+        sd[f"{p}output.dense.bias"] = f["b2"]
+        sd |= _norm_to_torch(block["norm2"], f"{p}output.LayerNorm")
+    return {k: np.ascontiguousarray(v) for k, v in sd.items()}
+
+
+def _norm_to_torch(norm: dict, prefix: str) -> dict:
+    return {f"{prefix}.weight": norm["scale"], f"{prefix}.bias": norm["bias"]}
 
 
 def _norm(sd: Mapping[str, np.ndarray], prefix: str) -> dict[str, jax.Array]:
