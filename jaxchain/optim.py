@@ -2,9 +2,9 @@
 
 :func:`make_optimizer` composes optax transformations as the options ask; :func:`make_step`
 turns a loss into a jitted ``(params, opt_state, batch) -> (params, opt_state, metrics)`` that
-never applies a non-finite update, and that can run checked (``checks=True``): the rules'
-:mod:`~jax.experimental.checkify` checks (labels, ids and lengths in range) and a finite loss
-and gradient then raise on the host.
+never applies a non-finite update, and that can run checked (``checks=True``, through
+:func:`chex.chexify`): the rules' :mod:`~jax.experimental.checkify` checks (labels, ids and
+lengths in range) and a finite loss and gradient then raise on the host.
 
 >>> import jax.numpy as jnp
 >>> tx = make_optimizer("adam", 1e-3, steps=100, clip=1.0, accumulate=2)
@@ -16,6 +16,7 @@ and gradient then raise on the host.
 from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -97,10 +98,13 @@ def make_step(
       loss: ``loss(params, batch)``, a scalar (or ``(scalar, aux)`` with ``has_aux``).
       tx: the optimizer (from :func:`make_optimizer`, or any optax transformation).
       has_aux: ``loss`` returns ``(value, aux)``.
-      checks: run under :func:`jax.experimental.checkify.checkify`: a failed check in a rule
-        (a label, id or length out of range) or a non-finite loss or gradient raises
-        ``jax.experimental.checkify.JaxRuntimeError`` naming it, after the step, before its
-        result can be used. Costs a host sync per step.
+      checks: run under :func:`chex.chexify` (:func:`jax.experimental.checkify.checkify`):
+        a failed check in a rule (a label, id or length out of range) or a non-finite loss or
+        gradient raises ``jax.experimental.checkify.JaxRuntimeError`` naming it. The checks
+        are read asynchronously (no host sync per step): the error is raised by a later call,
+        or by ``step.wait_checks()``, which the training loop calls before it reads the
+        losses, evaluates or saves a checkpoint, so a failed step never reaches a
+        checkpoint.
       donate: donate ``params`` and ``opt_state`` (their buffers are reused for the result;
         the arrays passed in must not be used afterwards).
     """
@@ -122,13 +126,7 @@ def make_step(
         return optax.apply_updates(params, updates), opt_state, metrics
 
     donated = (0, 1) if donate else ()
+    jitted = jax.jit(step, donate_argnums=donated)
     if not checks:
-        return jax.jit(step, donate_argnums=donated)
-    checked = jax.jit(checkify.checkify(step, errors=checkify.user_checks), donate_argnums=donated)
-
-    def run(params, opt_state, batch):
-        error, result = checked(params, opt_state, batch)
-        error.throw()
-        return result
-
-    return run
+        return jitted
+    return chex.chexify(jitted, async_check=True, errors=checkify.user_checks)

@@ -263,6 +263,8 @@ class _Loop:
         return self.seconds0 + time.perf_counter() - self.clock
 
     def flush(self) -> None:
+        """Read the pending losses, after the checked steps' checks (``--checks``)."""
+        getattr(self.step_fn, "wait_checks", lambda: None)()
         self.history.train_loss.extend([s, float(loss)] for s, loss in self.pending)
         if self.pending and self.progress:
             self.progress(*self.history.train_loss[-1])

@@ -378,17 +378,24 @@ def test_an_out_of_range_label_in_a_checked_step_raises():
     from jax.experimental import checkify
 
     step, params, state = _classifier_step(checks=True)
+    params, state, _ = step(params, state, (jnp.ones((4, 3), F32), jnp.array([0, 1, 2, 2])))
+    step.wait_checks()  # a good step passes
+    step(params, state, (jnp.ones((4, 3), F32), jnp.array([0, 1, 5, 2])))  # checked meanwhile
     with pytest.raises(checkify.JaxRuntimeError, match=r"labels must lie in \[0, 5\)"):
-        step(params, state, (jnp.ones((4, 3), F32), jnp.array([0, 1, 5, 2])))
+        step.wait_checks()
 
 
-def test_make_step_has_aux_and_donates():
+@pytest.mark.parametrize("checks", [False, True])
+def test_make_step_has_aux_and_donates(checks):
     tx = train.make_optimizer("sgd", 0.1)
     params = _params()
-    step = train.make_step(lambda p, b: (_quadratic(p, b), {"w0": p["w"][0]}), tx, has_aux=True)
+    step = train.make_step(lambda p, b: (_quadratic(p, b), {"w0": p["w"][0]}), tx, has_aux=True,
+                           checks=checks)  # fmt: skip
     new, _, metrics = step(params, tx.init(params), jnp.zeros(3, F32))
     assert float(metrics["aux"]["w0"]) == 1.0 and float(new["w"][0]) < 1.0
     assert params["w"].is_deleted()  # donated: its buffer was reused
+    if checks:
+        step.wait_checks()
 
 
 def test_data_layer_refuses_bad_labels_on_the_host():

@@ -1,0 +1,254 @@
+"""flax nnx modules whose derivatives are jaxchain's hand-written rules.
+
+Each module holds the parameters of its nnx counterpart — same names, shapes and
+initialisation — so ``nnx.update(ours, nnx.state(theirs, nnx.Param))`` moves weights either
+way, and ``nnx.grad``, ``nnx.Optimizer`` and ``nnx.jit`` work as with nnx's own. Only the
+computation differs: it goes through :mod:`jaxchain.rules`, whose backward passes are written
+out.
+
+===================  ============================================  ============================
+module               parameters of                                 computed by
+===================  ============================================  ============================
+:class:`Linear`      ``nnx.Linear``                                ``rules.dense``
+:class:`LayerNorm`   ``nnx.LayerNorm``                             ``rules.layer_norm``
+:class:`RMSNorm`     ``nnx.RMSNorm``                               ``rules.rms_norm``
+:class:`LSTM`        ``nnx.RNN(nnx.OptimizedLSTMCell(I, H))``      ``rules.lstm`` (one sweep)
+:class:`MultiHeadAttention`  ``nnx.MultiHeadAttention``            ``rules.dense``,
+                                                                   ``rules.dot_product_attention``
+:class:`DecoderBlock`  :mod:`jaxchain.nn.decoder`'s block           ``decoder.apply_block``
+===================  ============================================  ============================
+
+:func:`attention_fn` is ``rules.dot_product_attention`` with the signature
+``nnx.MultiHeadAttention(attention_fn=...)`` calls.
+
+What the rules do not compute is refused with a ``ValueError`` when the module is made
+(attention dropout, ``decode``, ``normalize_qk``; norms over other than the last axis), never
+computed differently.
+
+>>> import jax.numpy as jnp
+>>> from flax import nnx
+>>> layer = Linear(3, 4, rngs=nnx.Rngs(0))
+>>> layer(jnp.ones((2, 3))).shape
+(2, 4)
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxchain import rules
+from jaxchain.nn import decoder
+
+__all__ = [
+    "LSTM",
+    "DecoderBlock",
+    "LayerNorm",
+    "Linear",
+    "MultiHeadAttention",
+    "RMSNorm",
+    "attention_fn",
+]
+
+
+def _same_dtype(dtype, *arrays):
+    """``arrays`` in ``dtype``, or in their common dtype (nnx's ``promote_dtype``)."""
+    dtype = dtype or jnp.result_type(*(a for a in arrays if a is not None))
+    return [None if a is None else jnp.asarray(a, dtype) for a in arrays]
+
+
+def _refuse(what: str, **unsupported) -> None:
+    given = [name for name, bad in unsupported.items() if bad]
+    if given:
+        raise ValueError(f"jaxchain.nnx.{what}: the rules do not compute {', '.join(given)}")
+
+
+class Linear(nnx.Linear):
+    """``nnx.Linear`` through ``rules.dense``: ``kernel (I, O)``, ``bias (O,)``."""
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        bias = None if self.bias is None else self.bias[...]
+        x, kernel, bias = _same_dtype(self.dtype, inputs, self.kernel[...], bias)
+        if bias is None:
+            bias = jnp.zeros(kernel.shape[-1], kernel.dtype)
+        return rules.dense(x, kernel, bias)
+
+
+def _check_norm(what: str, module) -> None:
+    _refuse(what, **{"reduction_axes other than -1": module.reduction_axes != -1,
+                     "feature_axes other than -1": module.feature_axes != -1,
+                     "axis_name": module.axis_name is not None})  # fmt: skip
+
+
+class LayerNorm(nnx.LayerNorm):
+    """``nnx.LayerNorm`` over the last axis through ``rules.layer_norm``: ``scale (D,)``,
+    ``bias (D,)`` (either may be switched off, as in nnx)."""
+
+    def __init__(self, num_features: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        _check_norm("LayerNorm", self)
+
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        _refuse("LayerNorm", mask=mask is not None)
+        d = x.shape[-1]
+        scale = self.scale[...] if self.scale is not None else jnp.ones(d, self.param_dtype)
+        bias = self.bias[...] if self.bias is not None else jnp.zeros(d, self.param_dtype)
+        x, scale, bias = _same_dtype(self.dtype, x, scale, bias)
+        return rules.layer_norm(x, scale, bias, self.epsilon)
+
+
+class RMSNorm(nnx.RMSNorm):
+    """``nnx.RMSNorm`` over the last axis through ``rules.rms_norm``: ``scale (D,)``."""
+
+    def __init__(self, num_features: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        _check_norm("RMSNorm", self)
+
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        _refuse("RMSNorm", mask=mask is not None)
+        scale = self.scale[...] if self.scale is not None else jnp.ones(x.shape[-1])
+        x, scale = _same_dtype(self.dtype, x, scale)
+        return rules.rms_norm(x, scale, self.epsilon)
+
+
+class LSTM(nnx.Module):
+    """A whole batch-major sequence ``(B, T, I)`` through ``rules.lstm`` (the backward pass
+    through time written out), with the parameters of
+    ``nnx.RNN(nnx.OptimizedLSTMCell(in_features, hidden_features))``: ``cell.dense_i.kernel
+    (I, 4H)``, ``cell.dense_h.kernel (H, 4H)``, ``cell.dense_h.bias (4H,)``, gates in the
+    order i, f, g, o. Like ``nnx.RNN``, the carry is ``(c, h)``; with ``seq_lengths`` it is
+    the state at each sequence's end (the outputs after it are zeros)."""
+
+    def __init__(self, in_features: int, hidden_features: int, *, rngs: nnx.Rngs, **cell):
+        self.cell = nnx.OptimizedLSTMCell(in_features, hidden_features, rngs=rngs, **cell)
+        _refuse("LSTM", **{"gate_fn other than sigmoid": self.cell.gate_fn is not jax.nn.sigmoid,
+                           "activation_fn other than tanh": self.cell.activation_fn
+                           is not jnp.tanh})  # fmt: skip
+
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        initial_carry: tuple[jax.Array, jax.Array] | None = None,
+        seq_lengths: jax.Array | None = None,
+        return_carry: bool = False,
+    ):
+        c0, h0 = (None, None) if initial_carry is None else initial_carry
+        cell = self.cell
+        xs, w_x, w_h, b, h0, c0 = _same_dtype(cell.dtype, inputs, cell.dense_i.kernel[...],
+                                              cell.dense_h.kernel[...], cell.dense_h.bias[...],
+                                              h0, c0)  # fmt: skip
+        hs, (h, c) = rules.lstm(xs, h0, c0, w_x, w_h, b, seq_lengths)
+        return ((c, h), hs) if return_carry else hs
+
+
+def attention_fn(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    broadcast_dropout: bool = True,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    deterministic: bool = False,
+    dtype=None,
+    precision=None,
+    module: nnx.Module | None = None,
+    promote_dtype: Callable | None = None,
+    is_causal: bool = False,
+) -> jax.Array:
+    """``rules.dot_product_attention`` as ``nnx.MultiHeadAttention(attention_fn=...)`` calls
+    it: ``query (B, T, N, H)``, ``key``/``value (B, S, K, H)`` (grouped-query when K < N),
+    ``mask`` broadcastable to ``(B, N, T, S)`` (True: may attend). Attention dropout and
+    ``sow_weights`` (the weights are never formed whole) are refused."""
+    _refuse("attention_fn", **{"attention dropout": dropout_rate > 0 and not deterministic,
+                               "sow_weights": module is not None})  # fmt: skip
+    query, key, value, bias = _same_dtype(dtype, query, key, value, bias)
+    return rules.dot_product_attention(query, key, value, bias, mask, is_causal=is_causal)
+
+
+class MultiHeadAttention(nnx.MultiHeadAttention):
+    """``nnx.MultiHeadAttention`` whose projections go through ``rules.dense`` and whose
+    attention is ``rules.dot_product_attention``: the same ``query``, ``key``, ``value``
+    (``kernel (D, N, H)``, ``bias (N, H)``) and ``out`` (``kernel (N, H, D)``) params; self-
+    and cross-attention, ``mask``, ``is_causal``, grouped-query heads."""
+
+    def __init__(self, num_heads: int, in_features: int, *args, **kwargs):
+        kwargs.setdefault("attention_fn", attention_fn)
+        kwargs.setdefault("decode", False)
+        super().__init__(num_heads, in_features, *args, **kwargs)
+        _refuse("MultiHeadAttention", **{"attention dropout": self.dropout_rate > 0,
+                                         "decode": bool(self.decode),
+                                         "normalize_qk": self.normalize_qk})  # fmt: skip
+
+    def __call__(
+        self,
+        inputs_q: jax.Array,
+        inputs_k: jax.Array | None = None,
+        inputs_v: jax.Array | None = None,
+        *,
+        mask: jax.Array | None = None,
+        is_causal: bool = False,
+        **unused,
+    ) -> jax.Array:
+        inputs_k = inputs_q if inputs_k is None else inputs_k
+        inputs_v = inputs_k if inputs_v is None else inputs_v
+        pairs = ((self.query, inputs_q), (self.key, inputs_k), (self.value, inputs_v))
+        q, k, v = (_project(self.dtype, layer, x) for layer, x in pairs)
+        o = self.attention_fn(q, k, v, mask=mask, dtype=self.dtype, is_causal=is_causal)
+        n, h, d = self.out.kernel.shape
+        bias = None if self.out.bias is None else self.out.bias[...]
+        o, kernel, bias = _same_dtype(self.dtype, o, self.out.kernel[...].reshape(n * h, d), bias)
+        bias = jnp.zeros(d, kernel.dtype) if bias is None else bias
+        return rules.dense(o.reshape(*o.shape[:-2], n * h), kernel, bias)
+
+
+def _project(dtype, layer: nnx.LinearGeneral, x: jax.Array) -> jax.Array:
+    """``x (..., D) @ kernel (D, N, H) + bias (N, H)`` through ``rules.dense``."""
+    d, *heads = layer.kernel.shape
+    kernel = layer.kernel[...].reshape(d, -1)
+    bias = None if layer.bias is None else layer.bias[...].reshape(-1)
+    x, kernel, bias = _same_dtype(dtype, x, kernel, bias)
+    bias = jnp.zeros(kernel.shape[1], kernel.dtype) if bias is None else bias
+    return rules.dense(x, kernel, bias).reshape(*x.shape[:-1], *heads)
+
+
+class DecoderBlock(nnx.Module):
+    """One block of :mod:`jaxchain.nn.decoder` (Llama's: RMSNorm, rotary grouped-query causal
+    self-attention, RMSNorm, SwiGLU; no biases) as an nnx module: its params are the
+    functional block's (``norm1``, ``w_q (D, N, H)``, ``w_k``/``w_v (D, K, H)``, ``w_o``,
+    ``norm2``, ``w_gate``/``w_up (D, F)``, ``w_down``), initialised as
+    :func:`jaxchain.nn.decoder.init` does for a stack of ``num_layers``, and its call is
+    :func:`jaxchain.nn.decoder.apply_block` through the rules."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        num_kv_heads: int,
+        d_ff: int,
+        *,
+        num_layers: int = 1,
+        rope_base: float = decoder.ROPE_BASE,
+        rngs: nnx.Rngs,
+    ):
+        dims = dict(d_model=d_model, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                    num_layers=num_layers, d_ff=d_ff)  # fmt: skip
+        block = decoder.init(rngs.params(), 1, **dims)["blocks"][0]
+        for name, value in block.items():
+            setattr(self, name, nnx.Param(value))
+        self.rope_base = rope_base
+
+    def params(self) -> dict:
+        """The block's params as :func:`jaxchain.nn.decoder.apply_block` takes them."""
+        names = ("norm1", "w_q", "w_k", "w_v", "w_o", "norm2", "w_gate", "w_up", "w_down")
+        return {name: getattr(self, name)[...] for name in names}
+
+    def __call__(self, x: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+        """``x (B, T, D)`` at ``positions (B, T)`` (default ``0 ..< T``)."""
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
+        y, _ = decoder.apply_block(self.params(), x, positions, rope_base=self.rope_base)
+        return y
