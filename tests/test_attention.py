@@ -11,6 +11,7 @@ zeros), so the comparison weights the output by whether its row sees anything.
 
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,8 +111,7 @@ def test_matches_jax_nn(dtype, groups, bias, causal, window, lengths, ts, block)
     if dtype == jnp.float64:  # and the twin, to float64's precision
         twin = jax.jit(jax.value_and_grad(loss(reference.dot_product_attention),
                                           tuple(range(len(args)))))(*args)  # fmt: skip
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(twin), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        chex.assert_trees_all_close(got, twin, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.slow

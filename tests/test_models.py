@@ -1,5 +1,6 @@
 """Models: apply(ops=rules) against apply(ops=reference), invariants, bad input."""
 
+import chex
 import hypothesis
 import jax
 import jax.numpy as jnp
@@ -64,8 +65,7 @@ def test_scan_equals_the_unrolled_loop(name, ops):
         )
         outputs.append(y)
     np.testing.assert_allclose(hs, jnp.concatenate(outputs, axis=1), rtol=1e-12, atol=1e-14)
-    for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(carry), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(last, carry, rtol=1e-12, atol=1e-14)
 
 
 @OPS

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,8 +130,7 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path):
         _final_params(tmp_path / d) for d in ("whole", "split")
     )
     assert meta_whole["step"] == meta_split["step"] == 12
-    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(split), strict=True):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(whole, split)
     assert meta_whole["history"]["train_loss"] == meta_split["history"]["train_loss"]
 
 
@@ -338,8 +338,7 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path):
     assert "resumed at step 6" in resumed.stdout
     (a, meta_a), (b, meta_b) = (_final_params(d) for d in (whole, split))
     assert meta_a["step"] == meta_b["step"] == 16
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)  # params and optimizer state, bit for bit
+    chex.assert_trees_all_equal(a, b)  # params and optimizer state, bit for bit
     assert meta_a["history"]["train_loss"] == meta_b["history"]["train_loss"]
     assert meta_a["history"]["val"] == [
         {**v, "seconds": meta_a["history"]["val"][i]["seconds"]}
