@@ -30,9 +30,13 @@ def _port() -> int:
 
 
 def _start(command, *flags, process, port, env=QUIET, log=None):
-    argv = [sys.executable, "-m", "jaxchain.cli", command, *flags,
-            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-            "--process-id", str(process)]  # fmt: skip
+    """Process ``process`` of two: process 0 told by flags, process 1 by the environment."""
+    cluster = {"coordinator": f"127.0.0.1:{port}", "num_processes": "2", "process_id": str(process)}
+    argv = [sys.executable, "-m", "jaxchain.cli", command, *flags]
+    if process == 0:
+        argv += [f"--{k.replace('_', '-')}={v}" for k, v in cluster.items()]
+    else:
+        env = {**env, **{distributed.ENV[k]: v for k, v in cluster.items()}}
     out = subprocess.PIPE if log is None else log
     return subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
 

@@ -34,20 +34,21 @@ def _params(module):
 
 def _same(ours, theirs, *args, where=None, rtol=1e-10, atol=1e-12, **kwargs):
     """``ours`` holds ``theirs``'s params; then their outputs and parameter gradients agree
-    (outputs compared where ``where`` is True)."""
+    (the gradient of the outputs' sum against fixed weights, zero where ``where`` is False);
+    returns both outputs."""
     nnx.update(ours, _params(theirs))
     chex.assert_trees_all_equal(_params(ours), _params(theirs))
-    weight = _x(*theirs(*args, **kwargs).shape, seed=7)
-    if where is not None:
-        weight = weight * where
 
     def loss(module):
-        return jnp.sum(module(*args, **kwargs) * weight)
+        out = module(*args, **kwargs)
+        weight = jax.random.normal(jax.random.key(7), out.shape, out.dtype)
+        return jnp.sum(out * (weight if where is None else weight * where)), out
 
-    (a, ga), (b, gb) = (nnx.value_and_grad(loss)(m) for m in (ours, theirs))
+    run = nnx.jit(nnx.value_and_grad(loss, has_aux=True))
+    ((a, out_a), ga), ((b, out_b), gb) = run(ours), run(theirs)
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
     chex.assert_trees_all_close(ga, gb, rtol=rtol, atol=atol)
-    return ours(*args, **kwargs), theirs(*args, **kwargs)
+    return out_a, out_b
 
 
 def test_linear_is_nnx_linear():
@@ -91,21 +92,29 @@ def test_lstm_is_nnx_rnn_of_an_optimized_lstm_cell():
     np.testing.assert_array_equal(h[2], carry[1][2])
 
 
-@pytest.mark.parametrize("kv_heads", [None, 1], ids=["mha", "gqa"])
-def test_multi_head_attention_is_nnx_multi_head_attention(kv_heads):
+@pytest.mark.parametrize(
+    ("kv_heads", "memory", "call"),
+    [(None, False, {}), (None, False, {"is_causal": True}), (1, True, {"mask": True})],
+    ids=["self", "causal", "gqa-cross-mask"],
+)
+def test_multi_head_attention_is_nnx_multi_head_attention(kv_heads, memory, call):
     """nnx's own float64 attention is off by ~2e-7 (measured against a float64 einsum and
     softmax), so against nnx the tolerance is 1e-6; nnx's module with jaxchain's
-    ``attention_fn`` (its projections, ours attention) agrees with ours to 1e-12."""
-    x, memory = _x(2, 5, 8), _x(2, 6, 8, seed=2)
-    mask = jax.random.bernoulli(jax.random.key(3), 0.7, (2, 1, 5, 6)).at[..., 0].set(True)
+    ``attention_fn`` (its projections, our attention) agrees with ours to 1e-12."""
+    args = (_x(2, 5, 8), _x(2, 6, 8, seed=2)) if memory else (_x(2, 5, 8),)
+    if call.get("mask"):
+        call = {
+            "mask": jax.random.bernoulli(jax.random.key(3), 0.7, (2, 1, 5, 6)).at[..., 0].set(True)
+        }
     kwargs = dict(num_kv_heads=kv_heads, decode=False, **F64)
     ours = jn.MultiHeadAttention(2, 8, rngs=nnx.Rngs(0), **kwargs)
     theirs = nnx.MultiHeadAttention(2, 8, rngs=nnx.Rngs(0), **kwargs)
-    plain = nnx.MultiHeadAttention(2, 8, attention_fn=jn.attention_fn, rngs=nnx.Rngs(0), **kwargs)
     chex.assert_trees_all_equal(_params(ours), _params(theirs))  # the same initialisation
-    for args, call in (((x,), {}), ((x,), {"is_causal": True}), ((x, memory), {"mask": mask})):
-        a, b = _same(ours, theirs, *args, rtol=1e-6, atol=1e-6, **call)
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    a, b = _same(ours, theirs, *args, rtol=1e-6, atol=1e-6, **call)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    if memory:
+        plain = nnx.MultiHeadAttention(2, 8, attention_fn=jn.attention_fn, rngs=nnx.Rngs(0),
+                                       **kwargs)  # fmt: skip
         a, b = _same(ours, plain, *args, **call)
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
@@ -116,13 +125,18 @@ def test_decoder_block_is_the_functional_block():
     x = _x(2, 6, 8)
     positions = jnp.broadcast_to(jnp.arange(6), (2, 6)) + 3
 
-    def theirs(params):
-        return decoder.apply_block(params, x, positions, ops=reference)[0]
+    def ours(module):
+        out = module(x, positions)
+        return jnp.sum(out**2), out
 
-    np.testing.assert_allclose(block(x, positions), theirs(block.params()), rtol=1e-12)
-    grads = nnx.grad(lambda m: jnp.sum(m(x, positions) ** 2))(block)
-    want = jax.grad(lambda p: jnp.sum(theirs(p) ** 2))(block.params())
-    chex.assert_trees_all_close({k: grads[k][...] for k in want}, want, rtol=1e-10)
+    def theirs(params):
+        out = decoder.apply_block(params, x, positions, ops=reference)[0]
+        return jnp.sum(out**2), out
+
+    (_, got), grads = nnx.jit(nnx.value_and_grad(ours, has_aux=True))(block)
+    (_, want), want_grads = jax.jit(jax.value_and_grad(theirs, has_aux=True))(block.params())
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    chex.assert_trees_all_close({k: grads[k][...] for k in want_grads}, want_grads, rtol=1e-10)
     assert block.w_q.shape == (8, 4, 2) and block.w_k.shape == (8, 2, 2)
 
 

@@ -143,13 +143,20 @@ def test_command_writes_metrics_plot_and_checkpoints(tmp_path):
     assert any((tmp_path / "checkpoints").iterdir())
 
 
-def test_two_devices_give_the_same_curve(tmp_path):
+def test_two_devices_give_the_same_curve_replicated_or_sharded(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     flags = ["--model", "mlp", "--steps", "6", "--batch-size", "32", "--eval-every", "6"]
-    for n in ("1", "2"):
-        _cli(*flags, "--devices", n, "--out", str(tmp_path / n), env=env)
-    one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("1", "2"))
+    for n, shard in (("1", "none"), ("2", "none"), ("2s", "params")):
+        _cli(*flags, "--devices", n[0], "--shard", shard, "--out", str(tmp_path / n), env=env)
+    one, two, sharded = (json.loads((tmp_path / n / "metrics.json").read_text())
+                         for n in ("1", "2", "2s"))  # fmt: skip
     np.testing.assert_allclose(np.array(one["train_loss"]), np.array(two["train_loss"]), rtol=1e-5)
+    np.testing.assert_allclose(np.array(sharded["train_loss"]), np.array(one["train_loss"]),
+                               rtol=1e-5)  # fmt: skip
+    # the (128, 128) weight and its Adam moments split in two; the rest is too small to split
+    assert two["state_bytes_per_device"] == two["state_bytes"]
+    split = 3 * 128 * 128 * 4 // 2
+    assert sharded["state_bytes_per_device"] == sharded["state_bytes"] - split
 
 
 def test_bad_configuration_is_a_clear_error(tmp_path):
