@@ -53,8 +53,11 @@ __all__ = [
 
 
 def _same_dtype(dtype, *arrays):
-    """``arrays`` in ``dtype``, or in their common dtype (nnx's ``promote_dtype``)."""
-    dtype = dtype or jnp.result_type(*(a for a in arrays if a is not None))
+    """``arrays`` in ``dtype``, or in their common dtype as numpy promotes (nnx's
+    ``promote_dtype``, whatever ``jax_numpy_dtype_promotion`` says)."""
+    if dtype is None:
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.result_type(*(a for a in arrays if a is not None))
     return [None if a is None else jnp.asarray(a, dtype) for a in arrays]
 
 

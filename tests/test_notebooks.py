@@ -17,7 +17,17 @@ def test_there_are_eight():
     assert len(NOTEBOOKS) == 8
 
 
-@pytest.mark.parametrize("source", NOTEBOOKS, ids=IDS)
+# The longest executions (25-35 s each) run in `make thorough`; `make test` runs the others
+# and checks every .ipynb against its source below.
+THOROUGH = {"02_backprop_through_time", "03_attention", "06_training_and_finetuning",
+            "07_modern_decoder", "08_autodiff_from_scratch"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "source",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in THOROUGH else p for p in NOTEBOOKS],
+    ids=IDS,
+)
 def test_notebook_runs(source):
     env = {**os.environ, "MPLBACKEND": "Agg"}
     result = subprocess.run([sys.executable, source.name], cwd=source.parent, env=env,
