@@ -1,7 +1,13 @@
 """Strict JAX settings for the whole suite: float64 available, no implicit rank promotion,
-strict dtype promotion. Hypothesis runs few examples unless HYPOTHESIS_PROFILE=thorough."""
+strict dtype promotion. Hypothesis runs few examples unless HYPOTHESIS_PROFILE=thorough.
+
+Compiled programs are shared through JAX's persistent compilation cache in
+``.pytest_cache/jax-compilation`` (programs that took at least a second to compile), by both
+workers and by the ``jaxchain`` commands the tests start, which compile the same training
+steps again and again; ``make clean`` removes it."""
 
 import os
+import pathlib
 
 import hypothesis
 import jax
@@ -9,6 +15,9 @@ import pytest
 
 import jaxchain.testing  # noqa: F401  (registers the hypothesis profiles)
 
+CACHE = pathlib.Path(__file__).parents[1] / ".pytest_cache" / "jax-compilation"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE))  # the commands tests start
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")

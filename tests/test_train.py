@@ -119,6 +119,7 @@ def _final_params(out):
     return state, meta
 
 
+@pytest.mark.slow  # make test: the SIGKILL test below, and the two-process run's --resume
 def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path):
     flags = ["--model", "mlp", "--steps", "12", "--batch-size", "32", "--hidden", "16",
              "--layers", "1", "--eval-every", "6", "--checkpoint-every", "4"]  # fmt: skip
@@ -143,6 +144,7 @@ def test_command_writes_metrics_plot_and_checkpoints(tmp_path):
     assert any((tmp_path / "checkpoints").iterdir())
 
 
+@pytest.mark.slow  # make test: two processes (test_distributed), and --shard over 8 devices
 def test_two_devices_give_the_same_curve_replicated_or_sharded(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     flags = ["--model", "mlp", "--steps", "6", "--batch-size", "32", "--eval-every", "6"]
