@@ -13,6 +13,7 @@ lengths in range) and a finite loss and gradient then raise on the host.
 0
 """
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -130,3 +131,18 @@ def make_step(
     if not checks:
         return jitted
     return chex.chexify(jitted, async_check=True, errors=checkify.user_checks)
+
+
+def finish_checks(step: Callable) -> None:
+    """The last checks of a checked step (:func:`make_step` with ``checks=True``): raise the
+    first failure not yet raised; then chex need not warn at exit that some checks may not
+    have been read (it warns for every checked function it still lists). Nothing for an
+    unchecked step."""
+    wait = getattr(step, "wait_checks", None)
+    if wait is None:
+        return
+    wait()
+    from chex._src import asserts_internal  # where chex lists the checked functions' waits
+
+    with contextlib.suppress(AttributeError, ValueError):
+        asserts_internal.CHEXIFY_STORAGE.wait_fns.remove(wait)

@@ -19,7 +19,14 @@ import jax
 import numpy as np
 
 from jaxchain import distributed, reference, rules, runs
-from jaxchain.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_step, schedule
+from jaxchain.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    finish_checks,
+    make_optimizer,
+    make_step,
+    schedule,
+)
 from jaxchain.runs import Checkpoints
 from jaxchain.tasks import Task, make_task
 
@@ -31,6 +38,7 @@ __all__ = [
     "Config",
     "History",
     "evaluate",
+    "finish_checks",
     "make_optimizer",
     "make_step",
     "read_config",
@@ -198,6 +206,7 @@ def train(
                         checks=checks)  # fmt: skip
     loop = _Loop(config, task, step_fn, checkpoints, history, log, progress)
     params, opt_state, step = loop.run(state, start, stop_at, mesh and mesh[1])
+    finish_checks(step_fn)
     checkpoints.close()
     return _summary(task, params, opt_state, step, history), params
 
