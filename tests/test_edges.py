@@ -134,22 +134,27 @@ def test_the_oracle_catches_a_softmax_that_loses_its_normaliser():
     assert check.check_vjp(rules.softmax, reference.softmax, x, finite_differences=False).ok
 
 
-@pytest.mark.parametrize(
-    "dtype",
-    ["bfloat16", pytest.param("float16", marks=pytest.mark.slow)],  # float16: thorough
-)
-def test_every_rule_in_low_precision_is_no_worse_than_its_counterpart(dtype):
+def _low_precision_cases():
+    from jaxchain.registry import RULES
+
+    for dtype in ("bfloat16", "float16"):  # float16: thorough
+        marks = [pytest.mark.slow] if dtype == "float16" else []
+        for name in sorted(RULES):
+            yield pytest.param(dtype, name, id=f"{dtype}-{name}", marks=marks)
+
+
+@pytest.mark.parametrize(("dtype", "name"), list(_low_precision_cases()))
+def test_every_rule_in_low_precision_is_no_worse_than_its_counterpart(dtype, name):
     """What `jaxchain check --dtype bfloat16` (and float16) reports: each rule's error against
     a float64 truth, output and gradients, no worse than its jax.nn/optax/flax counterpart's
     on the same inputs (up to a quarter, or half an ulp)."""
     from jaxchain import peers
     from jaxchain.registry import RULES
 
-    for name, case in RULES.items():
-        result = peers.compare(case, dtype, jax.random.key(0))
-        assert result.peer is not None, f"{name} has no counterpart"
-        assert result.ok, result
-        assert result.error < 2e-2 if dtype == "bfloat16" else result.error < 2e-3
+    result = peers.compare(RULES[name], dtype, jax.random.key(0))
+    assert result.peer is not None, f"{name} has no counterpart"
+    assert result.ok, result
+    assert result.error < 2e-2 if dtype == "bfloat16" else result.error < 2e-3
 
 
 def test_every_rule_returns_what_its_forward_pass_computes():
