@@ -21,17 +21,19 @@ def _cases():
     jaxchain.tangents) in float64 and float32. In `make thorough` only: the float32 draws of
     the blockwise attention cases (their float32 path is compared with jax.nn in
     test_attention.py and test_performance.py) and of the forward family (whose float64
-    draws check it exactly in `make test`), and the forward family's float64 draws of two of
+    draws check it exactly in `make test`), the forward family's float64 draws of two of
     the three blockwise cases (`make test` keeps the one with grouped queries, a bias, both
     lengths, a window and causality; test_tangents.py compares the blockwise JVP with
-    autodiff's at T = 2048)."""
+    autodiff's at T = 2048), and the reverse family's float64 draw of "(blocks, causal)"
+    (causality is in the all-options case too)."""
     blocks_thorough = {
         "dot_product_attention(blocks, causal)",
         "dot_product_attention(blocks, mask)",
     }
     for mode in MODES:
         for name in sorted(RULES):
-            marks = [pytest.mark.slow] if mode == "forward" and name in blocks_thorough else []
+            thorough = name in blocks_thorough and (mode == "forward" or "causal" in name)
+            marks = [pytest.mark.slow] if thorough else []
             yield pytest.param(name, mode, jnp.float64, id=f"{name}-{mode}-float64", marks=marks)
             slow = mode == "forward" or "blocks" in name
             marks = [pytest.mark.slow] if slow else []

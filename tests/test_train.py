@@ -250,6 +250,7 @@ def test_resume_needs_a_run_and_overwrite_needs_a_run(tmp_path):
     assert (other / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow  # make test: the same checks through train's flags (the test above)
 def test_finetune_refuses_an_existing_run(tmp_path):
     flags = ["--strategy", "probe", "--steps", "2", "--batch-size", "4", "--eval-every", "2",
              "--warmup", "1", "--out", str(tmp_path)]  # fmt: skip
