@@ -61,6 +61,21 @@ def _same_dtype(dtype, *arrays):
     return [None if a is None else jnp.asarray(a, dtype) for a in arrays]
 
 
+def _param(variable):
+    """A parameter's value, or None where the module has none (``use_bias=False``)."""
+    return None if variable is None else variable[...]
+
+
+def _dense(dtype, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """``x (..., I) @ kernel (I, *out) + bias (*out)`` (zero when None) through
+    ``rules.dense``, in nnx's promoted dtype."""
+    d, *out = kernel.shape
+    flat = None if bias is None else bias.reshape(-1)
+    x, kernel, flat = _same_dtype(dtype, x, kernel.reshape(d, -1), flat)
+    flat = jnp.zeros(kernel.shape[1], kernel.dtype) if flat is None else flat
+    return rules.dense(x, kernel, flat).reshape(*x.shape[:-1], *out)
+
+
 def _refuse(what: str, **unsupported) -> None:
     given = [name for name, bad in unsupported.items() if bad]
     if given:
@@ -71,11 +86,7 @@ class Linear(nnx.Linear):
     """``nnx.Linear`` through ``rules.dense``: ``kernel (I, O)``, ``bias (O,)``."""
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        bias = None if self.bias is None else self.bias[...]
-        x, kernel, bias = _same_dtype(self.dtype, inputs, self.kernel[...], bias)
-        if bias is None:
-            bias = jnp.zeros(kernel.shape[-1], kernel.dtype)
-        return rules.dense(x, kernel, bias)
+        return _dense(self.dtype, inputs, self.kernel[...], _param(self.bias))
 
 
 def _check_norm(what: str, module) -> None:
@@ -110,7 +121,9 @@ class RMSNorm(nnx.RMSNorm):
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         _refuse("RMSNorm", mask=mask is not None)
-        scale = self.scale[...] if self.scale is not None else jnp.ones(x.shape[-1])
+        scale = (
+            self.scale[...] if self.scale is not None else jnp.ones(x.shape[-1], self.param_dtype)
+        )
         x, scale = _same_dtype(self.dtype, x, scale)
         return rules.rms_norm(x, scale, self.epsilon)
 
@@ -199,23 +212,13 @@ class MultiHeadAttention(nnx.MultiHeadAttention):
         inputs_k = inputs_q if inputs_k is None else inputs_k
         inputs_v = inputs_k if inputs_v is None else inputs_v
         pairs = ((self.query, inputs_q), (self.key, inputs_k), (self.value, inputs_v))
-        q, k, v = (_project(self.dtype, layer, x) for layer, x in pairs)
+        q, k, v = (
+            _dense(self.dtype, x, layer.kernel[...], _param(layer.bias)) for layer, x in pairs
+        )
         o = self.attention_fn(q, k, v, mask=mask, dtype=self.dtype, is_causal=is_causal)
         n, h, d = self.out.kernel.shape
-        bias = None if self.out.bias is None else self.out.bias[...]
-        o, kernel, bias = _same_dtype(self.dtype, o, self.out.kernel[...].reshape(n * h, d), bias)
-        bias = jnp.zeros(d, kernel.dtype) if bias is None else bias
-        return rules.dense(o.reshape(*o.shape[:-2], n * h), kernel, bias)
-
-
-def _project(dtype, layer: nnx.LinearGeneral, x: jax.Array) -> jax.Array:
-    """``x (..., D) @ kernel (D, N, H) + bias (N, H)`` through ``rules.dense``."""
-    d, *heads = layer.kernel.shape
-    kernel = layer.kernel[...].reshape(d, -1)
-    bias = None if layer.bias is None else layer.bias[...].reshape(-1)
-    x, kernel, bias = _same_dtype(dtype, x, kernel, bias)
-    bias = jnp.zeros(kernel.shape[1], kernel.dtype) if bias is None else bias
-    return rules.dense(x, kernel, bias).reshape(*x.shape[:-1], *heads)
+        kernel = self.out.kernel[...].reshape(n * h, d)
+        return _dense(self.dtype, o.reshape(*o.shape[:-2], n * h), kernel, _param(self.out.bias))
 
 
 class DecoderBlock(nnx.Module):
