@@ -6,6 +6,7 @@ after warm-up, its ratio to autodiff, and XLA's compiled temporary memory.
 recorded for this project are in ``bench/RESULTS.md``.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -75,9 +76,20 @@ class TorchPeer:
                                           stdout=subprocess.PIPE, stderr=self._stderr,
                                           text=True)  # fmt: skip
         except OSError as e:
+            self._stderr.close()
             raise PeerError(f"--torch {python}: cannot run it ({e})") from None
-        hello = self._receive()
+        try:
+            hello = self._receive()
+        except PeerError:
+            self.close()
+            raise
         self.version, self.threads = hello["torch"], hello["threads"]
+
+    def __enter__(self) -> "TorchPeer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _receive(self) -> dict:
         line = self._proc.stdout.readline()
@@ -105,8 +117,16 @@ class TorchPeer:
         return self._ask(step=True)["seconds"]
 
     def close(self) -> None:
-        self._proc.stdin.close()
-        self._proc.wait(timeout=60)
+        """End the worker (its end of input), or kill it if it does not end in 60 s."""
+        if self._stderr.closed:
+            return
+        try:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait()
+        self._proc.stdout.close()
         self._stderr.close()
 
 
@@ -127,29 +147,6 @@ def matmul_flops_per_second(n: int = 2048, rounds: int = 10) -> float:
         jax.block_until_ready(f(a, a))
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
-
-
-def report(result: dict, dims: list[str], json_path=None) -> None:
-    """Print one ``manual`` against ``autodiff`` result (``{dim: value, ..., manual_seconds,
-    autodiff_seconds, manual_temp_bytes, autodiff_temp_bytes}``) as a markdown table, with
-    the speed-up and temp ratio; write it with the machine to ``json_path`` if given."""
-    r = dict(result)
-    r["speedup"] = r["autodiff_seconds"] / r["manual_seconds"]
-    r["temp_ratio"] = r["manual_temp_bytes"] / r["autodiff_temp_bytes"]
-    mib = 2**20
-    print(
-        f"| {' | '.join(dims)} | manual ms | autodiff ms | speed-up | temp MiB manual / autodiff |"
-    )
-    print("|" + "---|" * (len(dims) + 4))
-    print(
-        f"| {' | '.join(str(r[d]) for d in dims)} | {1e3 * r['manual_seconds']:.2f} "
-        f"| {1e3 * r['autodiff_seconds']:.2f} | {r['speedup']:.2f}x "
-        f"| {r['manual_temp_bytes'] / mib:.2f} / {r['autodiff_temp_bytes'] / mib:.2f} "
-        f"({r['temp_ratio']:.2f}x) |"
-    )
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({**r, **machine()}, indent=2))
 
 
 @dataclasses.dataclass
@@ -533,8 +530,8 @@ def run(preset: str = "full", only: tuple[str, ...] = (), log: Callable[[str], N
     """Run a preset's benchmarks (or ``only`` some of them), with PyTorch's counterparts run by
     the interpreter ``torch`` if given (:class:`TorchPeer`); returns the rows and the matmul
     rate (flop/s) measured in the same run."""
-    peer = None if torch is None else TorchPeer(torch)
-    try:
+    with contextlib.ExitStack() as stack:
+        peer = None if torch is None else stack.enter_context(TorchPeer(torch))
         if peer is not None:
             log(f"PyTorch {peer.version} ({peer.threads} threads), run by {torch}")
         peak = matmul_flops_per_second()
@@ -547,9 +544,6 @@ def run(preset: str = "full", only: tuple[str, ...] = (), log: Callable[[str], N
                 row = case(peer)
                 log(table([row], peak, header=False))
                 rows.append(row)
-    finally:
-        if peer is not None:
-            peer.close()
     return rows, peak
 
 
@@ -637,7 +631,6 @@ __all__ = [
     "measure",
     "median_seconds",
     "plot",
-    "report",
     "run",
     "table",
     "temp_bytes",

@@ -3,6 +3,7 @@ their twins beyond the property tests' small shapes, and the benchmark suite's p
 Speed itself is measured by `jaxchain bench`, not here."""
 
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -156,13 +157,78 @@ def test_bench_rows_and_table():
     assert row.ratio("autodiff") == 1.0
     lines = benchmarks.table([row], peak=1e9).splitlines()
     assert len(lines) == 2 + 4 and lines[2].startswith("| attention | T=32 causal=False")
-    lstm = benchmarks.bench_lstm(4, 2, 3, rounds=1)
+    lstm = benchmarks.bench_lstm(4, 2, 3, rounds=1, others=True)
     assert set(lstm.seconds) == {"manual", "autodiff", "flax"}
 
 
+FAKE_WORKER = """
+import json, sys
+print(json.dumps({"torch": "0.0-fake", "threads": 3}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    if "setup" in request:
+        case = request["setup"]
+        if case != "gru":
+            print(json.dumps({"error": f"KeyError: {case!r}"}), flush=True)
+            continue
+        print(json.dumps({"impl": f"fake {case} {sorted(request['config'].items())}"}), flush=True)
+    else:
+        print(json.dumps({"seconds": 0.25}), flush=True)
+"""
+
+
+def _interpreter(tmp_path, program: str) -> str:
+    """An executable that, run as ``PYTHON -u WORKER``, runs ``program`` instead."""
+    (tmp_path / "worker.py").write_text(program)
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'worker.py'}\n")
+    python.chmod(0o755)
+    return str(python)
+
+
+def test_torch_peer_is_timed_with_the_rules_and_named_in_the_table(tmp_path):
+    peer = benchmarks.TorchPeer(_interpreter(tmp_path, FAKE_WORKER))
+    assert (peer.version, peer.threads) == ("0.0-fake", 3)
+    assert (
+        peer.setup("gru", T=4, B=2, I=3, H=3) == "fake gru [('B', 2), ('H', 3), ('I', 3), ('T', 4)]"
+    )
+    row = benchmarks.bench_gru(4, 2, 3, rounds=3, peer=peer)
+    assert row.seconds["torch"] == 0.25 and "torch" not in row.temp
+    assert row.ratio("manual", "torch") == 0.25 / row.seconds["manual"]
+    line = next(x for x in benchmarks.table([row], 1e9).splitlines() if "| torch |" in x)
+    assert f"| torch | 250.00 | {row.ratio('torch'):.2f}x | 1.00x | - | - |" in line
+    with pytest.raises(benchmarks.PeerError, match="KeyError: 'lstm'"):
+        benchmarks.bench_lstm(4, 2, 3, rounds=1, peer=peer)  # the worker's error, named
+    peer.close()
+
+
+def test_the_torch_worker_reports_what_failed(tmp_path):
+    """The real worker, started with a stand-in ``torch`` that has no ``nn``: it says hello,
+    and the failure of a setup comes back as an error, not a hang."""
+    (tmp_path / "torch.py").write_text("__version__ = '0.0-stand-in'\n"
+                                       "def get_num_threads(): return 1\n"
+                                       "def manual_seed(seed): pass\n")  # fmt: skip
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path} exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    with benchmarks.TorchPeer(str(python)) as peer:
+        assert peer.version == "0.0-stand-in"
+        with pytest.raises(benchmarks.PeerError, match=r"AttributeError: .*'nn'"):
+            peer.setup("lstm", T=2, B=1, I=1, H=1)
+
+
+def test_bench_without_a_torch_interpreter_is_a_clear_error(tmp_path, capsys):
+    missing = str(tmp_path / "no-such-python")
+    assert cli.main(["bench", "--only", "gru", "--torch", missing, "--out", str(tmp_path)]) == 2
+    assert f"--torch {missing}: cannot run it" in capsys.readouterr().err
+    crash = _interpreter(tmp_path, "import sys; sys.exit('no torch here')")
+    with pytest.raises(benchmarks.PeerError, match=r"worker stopped \(exit 1\): no torch here"):
+        benchmarks.TorchPeer(crash)
+
+
 def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch):
-    tiny = {"attention": [lambda c=c: benchmarks.bench_attention(16, is_causal=c, head_size=4, rounds=1) for c in (False, True)],
-            "mlp": [lambda: benchmarks.bench_mlp(8, 2, 4, rounds=1)]}  # fmt: skip
+    tiny = {"attention": [lambda p, c=c: benchmarks.bench_attention(16, is_causal=c, head_size=4, rounds=1) for c in (False, True)],
+            "mlp": [lambda p: benchmarks.bench_mlp(8, 2, 4, rounds=1)]}  # fmt: skip
     monkeypatch.setitem(benchmarks.PRESETS, "quick", tiny)
     monkeypatch.setattr(benchmarks, "matmul_flops_per_second", lambda: 1e9)
     assert cli.main(["bench", "--preset", "quick", "--out", str(tmp_path)]) == 0
