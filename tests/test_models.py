@@ -17,9 +17,13 @@ B, T, I, H = 3, 6, 3, 4
 
 
 # in `make thorough` only: the fine-tuning loss of BERT (`make test` checks the whole MiniLM
-# training step against autodiff in test_bert.py) and the post-norm transformer (`make test`
-# checks the pre-norm one, made of the same ops)
-SLOW = {"bert(finetune)", "transformer"}
+# training step against autodiff in test_bert.py); both transformers (`make test` checks the
+# decoder, pre-norm and causal, and MiniLM's encoder, made of the same attention, norms and
+# dense layers); the recurrent models without lengths and the non-causal attention layer
+# (each is its rule with dense layers around it, and test_rules.py property-tests the rules;
+# `make test` keeps the models with lengths and the causal attention layer)
+SLOW = {"bert(finetune)", "transformer", "transformer(pre-norm, causal)", "rnn", "lstm", "gru",
+        "attention"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
