@@ -5,8 +5,7 @@ Compiled programs are shared through JAX's persistent compilation cache in
 ``.pytest_cache/jax-compilation`` — every program, however quick its compilation: each module
 drops its compiled programs (below) and the next compiles many of them again, and the
 ``jaxchain`` commands the tests start compile the same small programs in every process — by
-both workers and by those commands; ``make clean`` removes it. (Caching only programs that
-took a second or more, JAX's default, the suite took 16:30 here; caching all, 13:10.)"""
+both workers and by those commands; ``make clean`` removes it."""
 
 import os
 import pathlib
