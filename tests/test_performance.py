@@ -237,6 +237,15 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch):
     assert "| mlp | width=8 layers=2 batch=4 | manual |" in (tmp_path / "bench.md").read_text()
     assert (tmp_path / "attention.png").stat().st_size > 0
     assert cli.main(["bench", "--only", "nothing", "--out", str(tmp_path)]) == 2
+    # with PyTorch (a stand-in worker): its row, its ratios, its interpreter in the header
+    tiny["gru"] = [lambda p: benchmarks.bench_gru(4, 2, 3, rounds=2, peer=p)]
+    python = _interpreter(tmp_path, FAKE_WORKER)
+    out = tmp_path / "with-torch"
+    assert cli.main(["bench", "--preset", "quick", "--only", "gru", "--torch", python,
+                     "--out", str(out)]) == 0  # fmt: skip
+    table = (out / "bench.md").read_text()
+    assert f"PyTorch run by {python}" in table.splitlines()[0]
+    assert "| gru | T=4 B=2 I=3 H=3 | torch | 250.00 | " in table
 
 
 def test_language_model_heads_use_the_fused_loss():
