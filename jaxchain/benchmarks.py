@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
 from jaxchain import nn, reference, rules, tangents
@@ -306,11 +307,8 @@ def _recurrent_step(ops, name: str):
     ``mean(hs^2) + mean(h c)`` for the LSTM, ``mean(hs^2) + mean(h^2)`` for the GRU."""
 
     def loss(params, xs):
-        if name == "lstm":
-            hs, (h, c) = nn.lstm.apply(params, xs, ops=ops)
-        else:
-            hs, h = nn.gru.apply(params, xs, ops=ops)
-            c = h
+        hs, last = getattr(nn, name).apply(params, xs, ops=ops)
+        h, c = last if name == "lstm" else (last, last)
         return jnp.mean(hs**2) + jnp.mean(h * c)
 
     return jax.value_and_grad(loss)
@@ -351,7 +349,10 @@ def bench_gru(t: int, b: int, h: int, **kwargs) -> Row:
 
 
 def _update_step(loss: Callable, tx) -> Callable:
-    """``(params, opt_state, batch) -> (params, opt_state, loss)``: gradients and ``tx``."""
+    """``(params, opt_state, batch) -> (params, opt_state, loss)``: gradients and ``tx``, and
+    nothing else — the step PyTorch's counterpart takes (``loss.backward(); opt.step()``), not
+    the training loop's :func:`jaxchain.optim.make_step`, whose finite-loss guard and gradient
+    norm PyTorch's step has no counterpart of."""
 
     def step(params, opt_state, batch):
         value, grads = jax.value_and_grad(loss)(params, batch)
@@ -369,7 +370,7 @@ def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10,
     Hugging Face's ``BertModel``."""
     import numpy as np
 
-    from jaxchain import optim, pretrained
+    from jaxchain import pretrained
 
     encoder = pretrained.load_minilm()
     head = nn.mlp.init(jax.random.key(0), [encoder.config["hidden_size"], 2])["layers"][0]
@@ -390,7 +391,7 @@ def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10,
         return f
 
     with jax.numpy_dtype_promotion("standard"):
-        tx = optim.make_optimizer("adamw", 1e-4, weight_decay=0.01)
+        tx = optax.adamw(1e-4, weight_decay=0.01)  # torch.optim.AdamW's update
         state = tx.init(params)
         steps = {name: _update_step(loss(ops), tx)
                  for name, ops in (("manual", rules), ("autodiff", reference))}  # fmt: skip
@@ -403,7 +404,7 @@ def bench_decoder(b: int = 16, t: int = 128, *, hidden: int = 192, layers: int =
     """A training step (loss, gradients, AdamW) of the Llama-style decoder of
     ``jaxchain train --model decoder`` (``tasks.decoder_dims``: heads of 64, grouped-query
     attention, SwiGLU, RMSNorm, RoPE, the fused cross-entropy head) on random tokens."""
-    from jaxchain import optim, tasks
+    from jaxchain import tasks
 
     params = nn.decoder.init(jax.random.key(0), vocab, **tasks.decoder_dims(hidden, layers))
     tokens = jax.random.randint(jax.random.key(1), (b, t + 1), 0, vocab)
@@ -413,7 +414,7 @@ def bench_decoder(b: int = 16, t: int = 128, *, hidden: int = 192, layers: int =
         return lambda params, batch: nn.decoder.loss(params, *batch, ops=ops)
 
     with jax.numpy_dtype_promotion("standard"):
-        tx = optim.make_optimizer("adamw", 1e-3)
+        tx = optax.adamw(1e-3)
         state = tx.init(params)
         steps = {name: _update_step(loss(ops), tx)
                  for name, ops in (("manual", rules), ("autodiff", reference))}  # fmt: skip

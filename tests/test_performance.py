@@ -187,19 +187,21 @@ def _interpreter(tmp_path, program: str) -> str:
 
 
 def test_torch_peer_is_timed_with_the_rules_and_named_in_the_table(tmp_path):
-    peer = benchmarks.TorchPeer(_interpreter(tmp_path, FAKE_WORKER))
-    assert (peer.version, peer.threads) == ("0.0-fake", 3)
-    assert (
-        peer.setup("gru", T=4, B=2, I=3, H=3) == "fake gru [('B', 2), ('H', 3), ('I', 3), ('T', 4)]"
-    )
-    row = benchmarks.bench_gru(4, 2, 3, rounds=3, peer=peer)
-    assert row.seconds["torch"] == 0.25 and "torch" not in row.temp
-    assert row.ratio("manual", "torch") == 0.25 / row.seconds["manual"]
-    line = next(x for x in benchmarks.table([row], 1e9).splitlines() if "| torch |" in x)
-    assert f"| torch | 250.00 | {row.ratio('torch'):.2f}x | 1.00x | - | - |" in line
-    with pytest.raises(benchmarks.PeerError, match="KeyError: 'lstm'"):
-        benchmarks.bench_lstm(4, 2, 3, rounds=1, peer=peer)  # the worker's error, named
-    peer.close()
+    with benchmarks.TorchPeer(_interpreter(tmp_path, FAKE_WORKER)) as peer:
+        assert (peer.version, peer.threads) == ("0.0-fake", 3)
+        config = "[('B', 2), ('H', 3), ('I', 3), ('T', 4)]"
+        assert peer.setup("gru", T=4, B=2, I=3, H=3) == f"fake gru {config}"
+        row = benchmarks.bench_gru(4, 2, 3, rounds=3, peer=peer)
+        assert row.seconds["torch"] == 0.25 and "torch" not in row.temp  # the worker's time
+        lines = {x.split(" | ")[2]: x for x in benchmarks.table([row], 1e9).splitlines()[2:]}
+        manual, autodiff = row.seconds["manual"], row.seconds["autodiff"]
+        assert (
+            f"| {1e3 * manual:.2f} | {autodiff / manual:.2f}x | {0.25 / manual:.2f}x |"
+            in (lines["manual"])
+        )
+        assert f"| torch | 250.00 | {autodiff / 0.25:.2f}x | 1.00x | - | - |" in lines["torch"]
+        with pytest.raises(benchmarks.PeerError, match="KeyError: 'lstm'"):
+            benchmarks.bench_lstm(4, 2, 3, rounds=1, peer=peer)  # the worker's error, named
 
 
 def test_the_torch_worker_reports_what_failed(tmp_path):
