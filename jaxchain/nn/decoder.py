@@ -3,15 +3,21 @@ rotary position embedding, grouped-query causal attention, a SwiGLU feed-forward
 final RMSNorm and a language-model head; and sampling from it with a KV cache.
 
 Shape letters: B batch, T length, D model width, N query heads, K key/value heads, H head
-size (D = N H), F feed-forward width, V vocabulary. Params are plain dicts; the head counts
-live in the shapes::
+size (``D / N`` unless ``head_dim`` says otherwise), F feed-forward width, V vocabulary.
+Params are plain dicts; the head counts and sizes live in the shapes::
 
     embed (V, D)     head (D, V)  (absent with tie_embeddings: the head is embed^T)
     blocks[i]: norm1 (D,)  w_q (D, N, H)  w_k, w_v (D, K, H)  w_o (N, H, D)
                norm2 (D,)  w_gate, w_up (D, F)  w_down (F, D)
     final_norm (D,)
 
-Like Llama, no projection has a bias.
+Like Llama, no projection has a bias. The forward functions take the two constants that are
+not shapes, ``rope_base`` (Llama's ``rope_theta``) and ``eps`` (its ``rms_norm_eps``); ``init``
+takes them too, so that its keyword arguments (``dims``) describe a model whole, and
+:func:`forward_options` picks them out of ``dims``. ``lora``: adapters of every block's
+projections (:mod:`jaxchain.nn.lora`) applied through ``rules.lora_dense``. Hugging Face's
+``LlamaForCausalLM`` state dicts and configs are mapped by :func:`from_torch`,
+:func:`to_torch`, :func:`dims_from_config` and :func:`to_config`.
 """
 
 from functools import partial
@@ -23,6 +29,10 @@ from jax import lax
 
 from jaxchain import _validate, rules
 from jaxchain.nn import _dropout
+from jaxchain.nn._llama import dims_from_config as dims_from_config
+from jaxchain.nn._llama import from_torch as from_torch
+from jaxchain.nn._llama import to_config as to_config
+from jaxchain.nn._llama import to_torch as to_torch
 
 Params = dict
 
@@ -39,21 +49,20 @@ def init(
     num_kv_heads: int,
     num_layers: int,
     d_ff: int,
+    head_dim: int | None = None,
     tie_embeddings: bool = False,
+    rope_base: float = ROPE_BASE,
+    eps: float = EPS,
     dtype=jnp.float32,
 ) -> Params:
     """Normal weights of standard deviation 0.02 (Llama's ``initializer_range``), the output
     projections of each block (``w_o``, ``w_down``) scaled down by ``sqrt(2 num_layers)`` so
-    that the residual stream's variance does not grow with depth (GPT-2's); norms at one."""
-    if num_heads < 1 or d_model % num_heads:
-        raise ValueError(f"decoder: d_model {d_model} is not divisible by num_heads {num_heads}")
-    if num_kv_heads < 1 or num_heads % num_kv_heads:
-        raise ValueError(
-            f"decoder: num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"
-        )
-    h = d_model // num_heads
-    if h % 2:
-        raise ValueError(f"decoder: the head size d_model / num_heads = {h} must be even (RoPE)")
+    that the residual stream's variance does not grow with depth (GPT-2's); norms at one.
+    ``head_dim`` defaults to ``d_model / num_heads``; ``rope_base`` and ``eps`` are checked
+    here and used by the forward functions (:func:`forward_options`)."""
+    h = _head_size(d_model, num_heads, num_kv_heads, head_dim)
+    if not rope_base > 0 or not eps >= 0:
+        raise ValueError(f"decoder: rope_base must be > 0 and eps >= 0, got {rope_base}, {eps}")
     ke, kh, *kb = jax.random.split(key, 2 + num_layers)
     out_std = 0.02 / (2 * num_layers) ** 0.5
 
@@ -84,17 +93,52 @@ def init(
     return params
 
 
+def _head_size(d_model: int, num_heads: int, num_kv_heads: int, head_dim: int | None) -> int:
+    if num_heads < 1 or (head_dim is None and d_model % num_heads):
+        raise ValueError(f"decoder: d_model {d_model} is not divisible by num_heads {num_heads}")
+    if num_kv_heads < 1 or num_heads % num_kv_heads:
+        raise ValueError(
+            f"decoder: num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"
+        )
+    h = d_model // num_heads if head_dim is None else head_dim
+    if h < 2 or h % 2:
+        raise ValueError(f"decoder: the head size {h} must be even and positive (RoPE)")
+    return h
+
+
+def forward_options(dims: dict) -> dict:
+    """``{"rope_base", "eps"}`` of ``dims`` (``init``'s keyword arguments), with their
+    defaults: the keyword arguments of :func:`apply`, :func:`loss` and :func:`generate` that
+    are not shapes."""
+    return {"rope_base": dims.get("rope_base", ROPE_BASE), "eps": dims.get("eps", EPS)}
+
+
 def head_weights(params: Params) -> jax.Array:
     """The ``(D, V)`` language-model head: its own, or the embedding's transpose when tied."""
     return params["head"] if "head" in params else params["embed"].T
 
 
-def _project(ops, x, w):
-    """``x (B, T, D) @ w (D, ...)`` through the dense rule (no bias: a zero one)."""
+def _project(ops, x, w, lora=None, lora_scale=1.0):
+    """``x (B, T, D) @ w (D, ...)`` through the dense rule (no bias: a zero one), or with a
+    LoRA adapter ``{"a" (D, R), "b" (R, O)}`` through ``lora_dense``."""
     d, *out = w.shape
     flat = w.reshape(d, -1)
-    y = ops.dense(x, flat, jnp.zeros((flat.shape[1],), x.dtype))
+    zero = jnp.zeros((flat.shape[1],), x.dtype)
+    if lora is None:
+        y = ops.dense(x, flat, zero)
+    else:
+        y = ops.lora_dense(x, flat, zero, lora["a"], lora["b"], scale=lora_scale)
     return y.reshape(*x.shape[:-1], *out)
+
+
+def _feed_forward(ops, p, y, lora, lora_scale):
+    """SwiGLU then ``W_down``: the fused rule, or silu and two adapted projections."""
+    if "gate" in lora or "up" in lora:
+        gate, up = (_project(ops, y, p[f"w_{c}"], lora.get(c), lora_scale) for c in ("gate", "up"))
+        f = ops.silu(gate) * up
+    else:
+        f = ops.swiglu(y, p["w_gate"], p["w_up"])
+    return _project(ops, f, p["w_down"], lora.get("down"), lora_scale)
 
 
 def _causal(start, t: int, s: int):
@@ -111,6 +155,9 @@ def apply_block(
     key: jax.Array | None = None,
     dropout: float = 0.0,
     rope_base: float = ROPE_BASE,
+    eps: float = EPS,
+    lora: dict | None = None,
+    lora_scale: float = 1.0,
     ops: ModuleType = rules,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """One pre-norm block on ``x (B, T, D)`` at integer ``positions (B, T)``:
@@ -120,28 +167,30 @@ def apply_block(
     keys and values ``(B, T, K, H)``. With ``cache = (keys, values)`` ``(B, S, K, H)``, the
     new keys and values are written at ``positions`` (one start for the batch, ``positions[0,
     0]``) and the queries attend to every cached position up to theirs; returns the updated
-    cache.
+    cache. ``lora``: this block's adapters (``{"q": {"a", "b"}, ...}``), scaled by
+    ``lora_scale``.
     """
-    p = params
-    y = ops.rms_norm(x, p["norm1"], EPS)
-    q, k, v = (_project(ops, y, p[f"w_{c}"]) for c in "qkv")  # (B, T, N|K, H)
-    q, k = (ops.rope(a, positions, base=rope_base) for a in (q, k))
-    t = x.shape[1]
+    p, lora = params, lora or {}
+    y = ops.rms_norm(x, p["norm1"], eps)
+    q, k, v = (_project(ops, y, p[f"w_{c}"], lora.get(c), lora_scale) for c in "qkv")
+    q, k = (ops.rope(a, positions, base=rope_base) for a in (q, k))  # (B, T, N|K, H)
     if cache is None:
         o = ops.dot_product_attention(q, k, v, is_causal=True)
         cache = (k, v)
     else:
         start = positions[0, 0]
-        cache = tuple(lax.dynamic_update_slice_in_dim(c, a.astype(c.dtype), start, axis=1)
-                      for c, a in zip(cache, (k, v), strict=True))  # fmt: skip
-        mask = _causal(start, t, cache[0].shape[1])
+        cache = tuple(
+            lax.dynamic_update_slice_in_dim(c, a.astype(c.dtype), start, axis=1)
+            for c, a in zip(cache, (k, v), strict=True)
+        )
+        mask = _causal(start, x.shape[1], cache[0].shape[1])
         o = ops.dot_product_attention(q, *cache, mask=mask)
     n, h, d = p["w_o"].shape
-    o = ops.dense(o.reshape(*o.shape[:2], n * h), p["w_o"].reshape(n * h, d),
-                  jnp.zeros((d,), x.dtype))  # fmt: skip
+    o = _project(
+        ops, o.reshape(*o.shape[:2], n * h), p["w_o"].reshape(n * h, d), lora.get("o"), lora_scale
+    )
     x = x + _dropout.maybe(ops, o, dropout, key, 0)
-    y = ops.rms_norm(x, p["norm2"], EPS)
-    f = _project(ops, ops.swiglu(y, p["w_gate"], p["w_up"]), p["w_down"])
+    f = _feed_forward(ops, p, ops.rms_norm(x, p["norm2"], eps), lora, lora_scale)
     return x + _dropout.maybe(ops, f, dropout, key, 1), cache
 
 
@@ -152,27 +201,51 @@ def hidden(
     key: jax.Array | None = None,
     dropout: float = 0.0,
     rope_base: float = ROPE_BASE,
+    eps: float = EPS,
+    lora: list[dict] | None = None,
+    lora_scale: float = 1.0,
     ops: ModuleType = rules,
 ) -> jax.Array:
     """The final hidden states ``(B, T, D)`` (after the final norm) of ``tokens (B, T)``: the
     input of the head, and of the fused ``linear_softmax_cross_entropy`` in training.
-    ``dropout`` (with a ``key``) drops on each residual branch and on the embeddings."""
+    ``dropout`` (with a ``key``) drops on each residual branch and on the embeddings;
+    ``lora``: one adapter dict per block."""
     _validate.rank("decoder", "tokens", tokens, 2, "(B, T)")
     _validate.integer("decoder", "tokens", tokens)
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     x = _dropout.maybe(ops, ops.embedding(tokens, params["embed"]), dropout, key, 0)
-    for i, block in enumerate(params["blocks"]):
+    adapters = lora or [None] * len(params["blocks"])
+    for i, (block, adapter) in enumerate(zip(params["blocks"], adapters, strict=True)):
         k = None if key is None else jax.random.fold_in(key, i + 1)
-        x, _ = apply_block(block, x, positions, key=k, dropout=dropout, rope_base=rope_base,
-                           ops=ops)  # fmt: skip
-    return ops.rms_norm(x, params["final_norm"], EPS)
+        x, _ = apply_block(
+            block,
+            x,
+            positions,
+            key=k,
+            dropout=dropout,
+            rope_base=rope_base,
+            eps=eps,
+            lora=adapter,
+            lora_scale=lora_scale,
+            ops=ops,
+        )
+    return ops.rms_norm(x, params["final_norm"], eps)
 
 
 def apply(
-    params: Params, tokens: jax.Array, *, rope_base: float = ROPE_BASE, ops: ModuleType = rules
+    params: Params,
+    tokens: jax.Array,
+    *,
+    rope_base: float = ROPE_BASE,
+    eps: float = EPS,
+    lora: list[dict] | None = None,
+    lora_scale: float = 1.0,
+    ops: ModuleType = rules,
 ) -> jax.Array:
     """Next-token logits ``(B, T, V)`` of ``tokens (B, T)``."""
-    h = hidden(params, tokens, rope_base=rope_base, ops=ops)
+    h = hidden(
+        params, tokens, rope_base=rope_base, eps=eps, lora=lora, lora_scale=lora_scale, ops=ops
+    )
     w = head_weights(params)
     return ops.dense(h, w, jnp.zeros((w.shape[1],), h.dtype))
 
@@ -184,11 +257,25 @@ def loss(
     *,
     key: jax.Array | None = None,
     dropout: float = 0.0,
+    rope_base: float = ROPE_BASE,
+    eps: float = EPS,
+    lora: list[dict] | None = None,
+    lora_scale: float = 1.0,
     ops: ModuleType = rules,
 ) -> jax.Array:
     """Mean next-token cross-entropy (nats per token) of ``targets (B, T)``, through the
     fused ``linear_softmax_cross_entropy``: the ``(B, T, V)`` logits are never stored."""
-    h = hidden(params, tokens, key=key, dropout=dropout, ops=ops)
+    h = hidden(
+        params,
+        tokens,
+        key=key,
+        dropout=dropout,
+        rope_base=rope_base,
+        eps=eps,
+        lora=lora,
+        lora_scale=lora_scale,
+        ops=ops,
+    )
     return jnp.mean(ops.linear_softmax_cross_entropy(h, head_weights(params), targets))
 
 
@@ -201,6 +288,7 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     rope_base: float = ROPE_BASE,
+    eps: float = EPS,
     ops: ModuleType = rules,
 ) -> jax.Array:
     """``steps`` tokens sampled after ``prompt (B, P)``; returns ``(B, P + steps)``.
@@ -208,7 +296,8 @@ def generate(
     The prompt runs once through every block, filling a KV cache of ``P + steps`` positions
     per layer; each new token then runs alone, its query attending to the cached keys and
     values, so a step costs ``O(P + steps)`` rather than a whole recomputation. The steps are
-    a ``lax.scan`` inside one ``jit`` (compiled once per shape and setting).
+    a ``lax.scan`` inside one ``jit`` (compiled once per shape and setting). LoRA adapters:
+    merge them first (:func:`jaxchain.nn.lora.merge`).
 
     Args:
       params: from :func:`init`.
@@ -217,6 +306,7 @@ def generate(
       key: a PRNG key for sampling.
       temperature: logits are divided by it before sampling; ``0`` is greedy (argmax).
       top_k: sample among the ``top_k`` most likely tokens only.
+      rope_base, eps: as for :func:`apply`.
     """
     _validate.rank("generate", "prompt", prompt, 2, "(B, P)")
     _validate.integer("generate", "prompt", prompt)
@@ -231,7 +321,8 @@ def generate(
         raise ValueError(f"generate: top_k must be in [1, {vocab}], got {top_k!r}")
     if steps == 0:
         return prompt
-    return _generate(params, prompt, key, float(temperature), steps, top_k, rope_base, ops)
+    constants = (float(rope_base), float(eps))
+    return _generate(params, prompt, key, float(temperature), steps, top_k, constants, ops)
 
 
 def _sample(logits, key, temperature: float, top_k: int | None):
@@ -246,10 +337,11 @@ def _sample(logits, key, temperature: float, top_k: int | None):
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
-def _generate(params, prompt, key, temperature, steps, top_k, rope_base, ops):
+def _generate(params, prompt, key, temperature, steps, top_k, constants, ops):
     b, p = prompt.shape
     length = p + steps
     w_head = head_weights(params)
+    rope_base, eps = constants
 
     def forward(tokens, caches, start):
         """The tokens ``(B, t)`` at positions ``start ..``: the last one's logits, caches."""
@@ -257,15 +349,18 @@ def _generate(params, prompt, key, temperature, steps, top_k, rope_base, ops):
         x = ops.embedding(tokens, params["embed"])
         new = []
         for block, cache in zip(params["blocks"], caches, strict=True):
-            x, cache = apply_block(block, x, positions, cache=cache, rope_base=rope_base,
-                                   ops=ops)  # fmt: skip
+            x, cache = apply_block(
+                block, x, positions, cache=cache, rope_base=rope_base, eps=eps, ops=ops
+            )
             new.append(cache)
-        h = ops.rms_norm(x[:, -1], params["final_norm"], EPS)
+        h = ops.rms_norm(x[:, -1], params["final_norm"], eps)
         return h @ w_head, new
 
     dtype = params["embed"].dtype
-    caches = [tuple(jnp.zeros((b, length, *blk["w_k"].shape[1:]), dtype) for _ in "kv")
-              for blk in params["blocks"]]  # fmt: skip
+    caches = [
+        tuple(jnp.zeros((b, length, *blk["w_k"].shape[1:]), dtype) for _ in "kv")
+        for blk in params["blocks"]
+    ]
     logits, caches = forward(prompt, caches, 0)
     keys = jax.random.split(key, steps)
     first = _sample(logits, keys[0], temperature, top_k)

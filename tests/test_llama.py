@@ -1,0 +1,188 @@
+"""Hugging Face Llama in and out: :func:`jaxchain.pretrained.load_llama` of tiny random
+``LlamaForCausalLM`` directories gives transformers' logits, gradients and greedy tokens, RoPE
+is transformers' own, and what :func:`jaxchain.pretrained.save_llama` writes is what
+transformers read (``tests/fixtures/make_llama_fixture.py`` made the records with torch and
+transformers; none is needed here)."""
+
+import hashlib
+import importlib.util
+import json
+import pathlib
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxchain import nn, pretrained, rules
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+MODELS = ("untied", "tied")  # llama_tied/ is sharded: model.safetensors.index.json
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return dict(np.load(FIXTURES / "llama_reference.npz"))
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: pretrained.load_llama(FIXTURES / f"llama_{name}") for name in MODELS}
+
+
+def _fixture_module():
+    path = FIXTURES / "make_llama_fixture.py"
+    spec = importlib.util.spec_from_file_location("make_llama_fixture", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _close(actual, expected, what, atol=2e-5):
+    """Within float32 rounding: errors relative to the largest magnitude."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=atol * scale, err_msg=what)
+
+
+def test_the_fixtures_are_what_the_config_says(models):
+    dims = models["untied"].dims
+    assert (dims["num_heads"], dims["num_kv_heads"], dims["head_dim"]) == (4, 2, 12)
+    assert dims["head_dim"] != dims["d_model"] // dims["num_heads"]
+    assert (dims["rope_base"], dims["eps"]) == (5000.0, 1e-5)
+    assert "head" in models["untied"].params and "head" not in models["tied"].params
+    assert (FIXTURES / "llama_tied" / pretrained.LLAMA_INDEX).is_file()
+    assert not (FIXTURES / "llama_tied" / pretrained.LLAMA_WEIGHTS).exists()
+    assert models["untied"].params["blocks"][0]["w_q"].shape == (32, 4, 12)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_logits_and_gradients_are_transformers(name, models, hf):
+    model = models[name]
+    tokens, targets = hf[f"{name}/tokens"], hf[f"{name}/targets"]
+    _close(model.logits(tokens), hf[f"{name}/logits"], "logits")
+    options = nn.decoder.forward_options(model.dims)
+
+    def loss(p):
+        return nn.decoder.loss(p, jnp.asarray(tokens), jnp.asarray(targets), **options)
+
+    value, grads = jax.value_and_grad(loss)(model.params)
+    _close(value, hf[f"{name}/loss"], "loss")
+    # the gradients under transformers' names: to_torch maps layouts linearly
+    named = nn.decoder.to_torch(grads, model.dims)
+    expected = {k.split("/grad/")[1]: v for k, v in hf.items() if k.startswith(f"{name}/grad/")}
+    assert set(named) == set(expected)
+    for k, g in named.items():
+        _close(g, expected[k], k, atol=5e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_greedy_generate_with_the_kv_cache_is_transformers(name, models, hf):
+    out = models[name].generate(hf[f"{name}/prompt"], hf[f"{name}/generated"].shape[1] - 4)
+    np.testing.assert_array_equal(out, hf[f"{name}/generated"])
+
+
+def test_rope_is_transformers_rotary_embedding(hf):
+    x = jnp.asarray(hf["rope/x"]).transpose(0, 2, 1, 3)  # (B, N, T, H) -> (B, T, N, H)
+    y = rules.rope(x, jnp.asarray(hf["rope/positions"]), base=5000.0)
+    # positions up to 1011: angles of ~1e3 radians, float32's rounding of them ~1e-4
+    _close(y.transpose(0, 2, 1, 3), hf["rope/out"], "rope", atol=5e-4)
+    near = hf["rope/positions"][0]  # the first row, positions 0 ..< 12
+    _close(y.transpose(0, 2, 1, 3)[0], hf["rope/out"][0], "rope near 0", atol=2e-6)
+    assert near[-1] < 20
+
+
+def test_to_torch_is_from_torch_reversed(models):
+    from safetensors.numpy import load_file
+
+    original = load_file(FIXTURES / "llama_untied" / pretrained.LLAMA_WEIGHTS)
+    state = nn.decoder.to_torch(models["untied"].params, models["untied"].dims)
+    assert set(state) == set(original)
+    for k, v in state.items():
+        np.testing.assert_array_equal(v, original[k], err_msg=k)
+    tied = nn.decoder.to_torch(models["tied"].params)
+    assert "lm_head.weight" not in tied  # as save_pretrained writes tied embeddings
+    chex.assert_trees_all_equal(
+        nn.decoder.from_torch(state, models["untied"].dims), models["untied"].params
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rope_scaling", {"rope_type": "llama3", "factor": 8.0}),
+        ("attention_bias", True),
+        ("mlp_bias", True),
+        ("hidden_act", "gelu"),
+        ("rope_parameters", {"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}),
+        ("model_type", "mistral"),
+    ],
+)
+def test_configs_the_decoder_does_not_implement_are_refused_by_name(tmp_path, field, value):
+    directory = tmp_path / "llama"
+    shutil.copytree(FIXTURES / "llama_untied", directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, field: value}))
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        pretrained.load_llama(directory)
+
+
+def test_unset_optional_fields_and_a_legacy_rope_theta_are_read():
+    config = json.loads((FIXTURES / "llama_untied" / "config.json").read_text())
+    del config["head_dim"], config["rope_parameters"]
+    config |= {"rope_theta": 500000.0, "rope_scaling": None, "mlp_bias": None}
+    dims = nn.decoder.dims_from_config(config)
+    assert (dims["head_dim"], dims["rope_base"]) == (8, 500000.0)
+
+
+def test_a_shard_missing_a_tensor_is_an_error(tmp_path):
+    directory = tmp_path / "llama"
+    shutil.copytree(FIXTURES / "llama_tied", directory)
+    index = json.loads((directory / pretrained.LLAMA_INDEX).read_text())
+    index["weight_map"]["model.layers.9.mlp.up_proj.weight"] = "model-00001-of-00003.safetensors"
+    (directory / pretrained.LLAMA_INDEX).write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"model\.layers\.9"):
+        pretrained.load_llama(directory)
+
+
+# --- out: save_llama, as `jaxchain export` writes a decoder run -------------------------------
+
+
+def test_what_jaxchain_writes_is_what_transformers_read(tmp_path, hf):
+    from tokenizers import Tokenizer
+
+    written = Tokenizer.from_file(str(FIXTURES / "llama_export" / "tokenizer.json"))
+    params, dims, tokenizer = _fixture_module().exported(written)
+    out = pretrained.save_llama(tmp_path / "hf", params, dims, tokenizer=tokenizer)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"]
+    for name in names:  # the very bytes transformers read when the fixture was made
+        digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
+        fixture = hashlib.sha256((FIXTURES / "llama_export" / name).read_bytes()).hexdigest()
+        assert digest == fixture, name
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~_umask(), name
+    assert hf["export/missing"].size == hf["export/unexpected"].size == 0  # no warnings
+    loaded = pretrained.load_llama(out)
+    chex.assert_trees_all_equal(loaded.params, params)  # bit for bit
+    assert loaded.dims == {**dims, "tie_embeddings": False}
+    _close(loaded.logits(hf["export/tokens"]), hf["export/logits"], "export logits")
+    generated = loaded.generate(hf["export/prompt"], hf["export/generated"].shape[1] - 4)
+    np.testing.assert_array_equal(generated, hf["export/generated"])
+    assert loaded.tokenizer.encode(str(hf["export/text"])).ids == hf["export/ids"].tolist()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+def test_save_llama_never_writes_into_a_directory_that_holds_files(tmp_path, models):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is not empty"):
+        pretrained.save_llama(tmp_path, models["tied"].params, models["tied"].dims)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
