@@ -244,6 +244,8 @@ def _export(args: argparse.Namespace) -> int:
 
     run, out = pathlib.Path(args.run_dir), pathlib.Path(args.out)
     config = _read_run(run)
+    if config.model == "decoder":
+        return _export_decoder(run, out, config)
     if config.data != "vader":
         raise UsageError(f"--run: {run} is a {config.model} run; export writes fine-tuned "
                          "MiniLM encoders (jaxchain finetune)")  # fmt: skip
@@ -258,6 +260,26 @@ def _export(args: argparse.Namespace) -> int:
     pretrained.save_bert(out, params["encoder"], source, head=params["head"])
     print(f"{config.strategy} run {run} -> {out} (config.json, model.safetensors, "
           f"{pretrained.HEAD_FILE}, tokenizer files)")  # fmt: skip
+    return 0
+
+
+def _export_decoder(run: pathlib.Path, out: pathlib.Path, config) -> int:
+    """Write a decoder run's latest params as a Hugging Face Llama directory."""
+    import jax
+    from tokenizers import Tokenizer
+
+    from jaxchain import nn, pretrained, tasks, train
+
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out: {out} is not empty; export writes a new directory")
+    tokenizer = Tokenizer.from_file(str(run / train.TOKENIZER_FILE))
+    dims = {"vocab_size": tokenizer.get_vocab_size()}
+    dims |= tasks.decoder_dims(config.hidden, config.layers)
+    like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), **dims))
+    params = _restore(run, config, like)
+    pretrained.save_llama(out, params, dims, tokenizer=run / train.TOKENIZER_FILE)
+    files = "config.json, model.safetensors, tokenizer.json, generation_config.json"
+    print(f"decoder run {run} -> {out} ({files})")
     return 0
 
 
@@ -480,8 +502,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seeds the sampling")
     g.set_defaults(run=_generate)
 
-    x = command("export", "write a fine-tuned MiniLM run as a Hugging Face BERT directory")
-    x.add_argument("--run", dest="run_dir", required=True, help="a jaxchain finetune run")
+    x = command("export", "write a MiniLM run as Hugging Face BERT, a decoder run as Llama")
+    x.add_argument("--run", dest="run_dir", required=True,
+                   help="a jaxchain finetune run, or a decoder run")  # fmt: skip
     x.add_argument("--out", required=True, help="the new directory: config.json, "
                    "model.safetensors, head.safetensors, tokenizer.json")  # fmt: skip
     x.set_defaults(run=_export)

@@ -122,15 +122,46 @@ def load_minilm(path: str | pathlib.Path | None = None, *, dtype=jnp.float32) ->
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"load_minilm: {directory} lacks {missing}")
-    config = json.loads(files[0].read_text())
+    config = _read(files[0], lambda: json.loads(files[0].read_text()))
     if config.get("model_type", "bert") != "bert":
         raise ValueError(f"load_minilm: model_type is {config['model_type']!r}, not 'bert'")
-    state = {k: v.astype(dtype) for k, v in load_file(files[1]).items() if v.dtype.kind == "f"}
-    params = bert.from_torch(state, config["num_attention_heads"])
-    tokenizer = Tokenizer.from_file(str(files[2]))
+    raw = _read(files[1], lambda: load_file(files[1]))
+    state = {k: v.astype(dtype) for k, v in raw.items() if v.dtype.kind == "f"}
+    params = _read(files[1], lambda: bert.from_torch(state, config["num_attention_heads"]))
+    _check_shapes(files[1], params, config)
+    tokenizer = _read(files[2], lambda: Tokenizer.from_file(str(files[2])))
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return Encoder(params, config, tokenizer)
+
+
+def _read(path: pathlib.Path, parse):
+    """``parse()`` of ``path``; a ``ValueError`` naming the file when it fails."""
+    try:
+        return parse()
+    except Exception as e:  # json, safetensors and tokenizers raise their own kinds
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"load_minilm: {path} cannot be read: {reason}") from None
+
+
+def _check_shapes(path: pathlib.Path, params: dict, config: dict) -> None:
+    """A ``ValueError`` naming the first tensor of ``path`` whose shape is not the one
+    ``config`` gives it."""
+    names = ("vocab_size", "max_position_embeddings", "hidden_size", "num_attention_heads")
+    dims = [config[n] for n in (*names, "num_hidden_layers", "intermediate_size")]
+    like = jax.eval_shape(
+        lambda: bert.init(jax.random.key(0), *dims, type_vocab_size=config["type_vocab_size"])
+    )
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    expected = dict(jax.tree_util.tree_flatten_with_path(like)[0])
+    for where, value in flat:
+        want = expected.get(where)
+        if want is not None and tuple(value.shape) != tuple(want.shape):
+            name = jax.tree_util.keystr(where)
+            raise ValueError(
+                f"load_minilm: {path}: {name} has shape {tuple(value.shape)}; config.json "
+                f"gives {tuple(want.shape)}"
+            )
 
 
 TOKENIZER_FILES = (
@@ -322,7 +353,8 @@ def save_llama(
     that ``transformers.LlamaForCausalLM.from_pretrained`` and :func:`load_llama` read:
     ``config.json``, ``model.safetensors`` (float32; tied embeddings without
     ``lm_head.weight``, as ``save_pretrained`` writes them), ``generation_config.json`` and,
-    with a ``tokenizers.Tokenizer``, ``tokenizer.json``. The directory must be missing or
+    with a ``tokenizers.Tokenizer`` (or the path of a ``tokenizer.json``, copied),
+    ``tokenizer.json``. The directory must be missing or
     empty; it is written whole (into a temporary directory, then renamed) or not at all.
     Plain params only: merge LoRA adapters first."""
     directory = pathlib.Path(directory)
@@ -336,6 +368,11 @@ def save_llama(
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    source = None
+    if isinstance(tokenizer, str | os.PathLike):  # a tokenizer.json: copied byte for byte
+        from tokenizers import Tokenizer
+
+        source, tokenizer = pathlib.Path(tokenizer), Tokenizer.from_file(str(tokenizer))
     ids = {} if tokenizer is None else _token_ids(tokenizer)
     config = decoder.to_config(dims, max_position_embeddings=max_position_embeddings, **ids)
     _write(tmp / "config.json", (json.dumps(config, indent=2) + "\n").encode())
@@ -344,7 +381,8 @@ def save_llama(
     state = {k: np.asarray(v, np.float32) for k, v in decoder.to_torch(params, dims).items()}
     _write(tmp / LLAMA_WEIGHTS, safetensors_bytes(state))
     if tokenizer is not None:
-        _write(tmp / "tokenizer.json", tokenizer.to_str().encode())
+        text = tokenizer.to_str().encode() if source is None else source.read_bytes()
+        _write(tmp / "tokenizer.json", text)
     if directory.exists():
         directory.rmdir()
     os.replace(tmp, directory)

@@ -211,10 +211,36 @@ def test_decoder_trains_and_generates_from_the_command_line(tmp_path, capsys):
         assert main(greedy) == 0
         texts.append(capsys.readouterr().out)
     assert texts[0] == texts[1] and texts[0].startswith("ROMEO:")
+    _exports_as_llama(main, out, tmp_path / "hf")
     assert main(["generate", "--run", str(tmp_path), "--prompt", "x"]) == 2
     assert (
         main(["train", "--model", "decoder", "--data", "digits", "--out", str(tmp_path / "d")]) == 2
     )
+
+
+def _exports_as_llama(main, run, out):
+    """`jaxchain export` of a decoder run writes a Hugging Face Llama directory (what
+    transformers reads: tests/test_llama.py) holding the run's params bit for bit and its
+    tokenizer file byte for byte, with the files' default mode."""
+    import os
+
+    from jaxchain import pretrained, train
+
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    files = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
+    assert sorted(p.name for p in out.iterdir()) == list(files)
+    mask = os.umask(0o22)
+    os.umask(mask)
+    assert all((out / f).stat().st_mode & 0o777 == 0o666 & ~mask for f in files)
+    assert (out / "tokenizer.json").read_bytes() == (run / "tokenizer.json").read_bytes()
+    loaded = pretrained.load_llama(out)
+    like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), **loaded.dims))
+    restored = train.restore_params(run, train.read_config(run), like)
+    jax.tree.map(np.testing.assert_array_equal, loaded.params, restored)
+    ids = jnp.array([loaded.tokenizer.encode("ROMEO:").ids])
+    greedy = nn.decoder.generate(restored, ids, 5, key=jax.random.key(0), temperature=0.0)
+    np.testing.assert_array_equal(loaded.generate(ids, 5), greedy)
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 2  # not empty
 
 
 def test_every_model_that_trains_takes_dropout():
