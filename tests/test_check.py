@@ -81,7 +81,8 @@ def test_second_order_catches_a_backward_that_is_not_differentiable():
         report = check_vjp(f, ref, *x)
         assert not report.ok
         failing = {e.check for e in report.errors if not e.ok}
-        assert failing == {"second order" if ref else "second order (fd)"}
+        assert ("second order" if ref else "second order (fd)") in failing
+        assert failing <= {"second order", "second order (fd)", "second order (fd) (direction)"}
 
 
 def test_report_names_the_leaf_and_the_index_of_the_worst_element():
@@ -93,7 +94,7 @@ def test_report_names_the_leaf_and_the_index_of_the_worst_element():
     f = _with_bwd(lambda x, w, b: x @ w + b[None], bwd)
     report = check_vjp(f, reference.dense, *_args("dense"))
     bad = [e for e in report.errors if not e.ok]
-    assert {e.leaf for e in bad} == {"w"}
+    assert {e.leaf for e in bad} - {"all"} == {"w"}  # "all": the random direction's row
     assert all(e.index == (1, 2) for e in bad if e.check in ("vjp", "finite differences"))
     text = str(report)
     assert "FAILED" in text and "<-- FAIL" in text and "(1, 2)" in text
@@ -103,7 +104,8 @@ def test_correct_rule_passes_and_report_reads_well():
     report = check_vjp(rules.softmax_cross_entropy, reference.softmax_cross_entropy,
                        *_args("softmax_cross_entropy"))  # fmt: skip
     assert report.ok and report.max_rel("vjp") < TOLERANCES[jnp.dtype(jnp.float64)]
-    assert {e.leaf for e in report.errors} == {"logits", "out"}  # integer labels not differentiated
+    leaves = {e.leaf for e in report.errors}
+    assert leaves - {"all"} == {"logits", "out"}  # integer labels not differentiated
     checks = {e.check for e in report.errors}
     assert checks == {
         "eager vs jit",
@@ -111,11 +113,16 @@ def test_correct_rule_passes_and_report_reads_well():
         "vjp",
         "dtype",
         "zero cotangent",
+        "linearity",
+        "determinism",
         "vmap",
         "second order",
+        "second order (cotangent)",
         "finite differences",
+        "finite differences (direction)",
     }
     assert str(report).startswith("check_vjp(softmax_cross_entropy): ok")
+    assert repr(report) == str(report)  # the table, not a dataclass dump
 
 
 def test_pytree_arguments_and_outputs():
@@ -230,7 +237,8 @@ def test_planted_bug_that_mixes_up_batch_elements_under_vmap():
     x = jnp.linspace(-1.0, 1.0, 3)
     assert check.check_vjp(mixing, jnp.sin, x, vmap=False, second_order=False).ok
     report = check.check_vjp(mixing, jnp.sin, x, second_order=False, finite_differences=False)
-    assert not report.ok and report.max_rel("vmap") > 0.1
+    assert not report.ok and report.max_rel("vmap") > 1e-2
+    assert "vmap (cotangents, nested)" in report.skipped  # the rule needs batched primals
 
 
 def test_check_dtype_bfloat16_prints_errors_against_counterparts(capsys):
@@ -307,7 +315,7 @@ def test_correct_jvp_passes_and_report_reads_well():
                              *_args("softmax_cross_entropy"))  # fmt: skip
     assert report.ok and report.kind == "check_jvp"
     assert {e.check for e in report.errors} == {
-        "eager vs jit", "forward", "jvp", "dtype", "zero tangent", "vmap", "second order",
-        "vjp (transposed)", "<u, Jt> = <J^T u, t>", "finite differences",
+        "eager vs jit", "forward", "jvp", "dtype", "zero tangent", "linearity", "determinism",
+        "vmap", "second order", "vjp (transposed)", "<u, Jt> = <J^T u, t>", "finite differences",
     }  # fmt: skip
     assert str(report).startswith("check_jvp(softmax_cross_entropy): ok")

@@ -1,0 +1,179 @@
+"""Comparing two values: the tolerance table, the working precision of a function, and the
+error of one leaf against another (relative to its own scale, with floors for values that
+are zero by symmetry)."""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchain.check.leaves import unravel
+from jaxchain.check.report import LeafError, Report
+
+# Largest relative error accepted against autodiff, by the least precise dtype involved.
+# The relative error of a leaf is max|a - b| / max|b| (norm-wise, so that entries that are
+# zero in one formula and 1e-17 in the other do not count as large; see _SCALE_FLOOR).
+# Scaled up, never down, by the input's size and conditioning (see scaled_tolerance).
+TOLERANCES: dict[jnp.dtype, float] = {
+    jnp.dtype(jnp.float64): 1e-10,
+    jnp.dtype(jnp.float32): 1e-4,
+    jnp.dtype(jnp.float16): 1e-2,
+    jnp.dtype(jnp.bfloat16): 5e-2,
+}
+# Against central differences in float64 (truncation ~h**2, rounding ~noise / h), at least.
+FD_RTOL = 1e-6
+# A function that computes in float32 (or less) inside takes a step of this size relative to
+# each leaf's scale; its tolerance follows from the noise measured in its outputs.
+FD_FLOAT32 = {"step": float(np.finfo(np.float32).eps) ** (1 / 3), "rtol": 5e-3}
+# The size-and-conditioning term of scaled_tolerance: SIZE_FACTOR * sqrt(n) * kappa * eps.
+SIZE_FACTOR = 100.0
+
+
+def tolerance(*dtypes: Any) -> float:
+    """The tolerance of the least precise of ``dtypes`` (from :data:`TOLERANCES`); complex
+    dtypes count as their real parts."""
+    floats = [_real(d) for d in dtypes if jnp.issubdtype(d, jnp.inexact)]
+    return max((TOLERANCES[d] for d in floats), default=TOLERANCES[jnp.dtype(jnp.float64)])
+
+
+def _real(dtype) -> jnp.dtype:
+    return jnp.dtype(jnp.finfo(dtype).dtype)
+
+
+def scaled_tolerance(base: float, dtype, size: int, kappa: float) -> float:
+    """``base`` (the table's entry), raised to ``SIZE_FACTOR * sqrt(size) * kappa * eps``
+    where that is larger: rounding errors grow with the number of inputs summed over and
+    with the condition number ``kappa = sum|x| |grad| / sum|u| |f|`` of ``<u, f>``; never
+    with the output's size (jax#3130: a long output is not less accurate per element)."""
+    eps = float(jnp.finfo(dtype).eps)
+    kappa = kappa if math.isfinite(kappa) else 1.0
+    return max(base, SIZE_FACTOR * math.sqrt(max(size, 1)) * max(kappa, 1.0) * eps)
+
+
+def working_dtype(f: Callable, *args) -> jnp.dtype:
+    """The least precise floating-point dtype among the values ``f(*args)`` computes, read off
+    its jaxpr (sub-jaxprs of loops, conditionals and custom rules included)."""
+    jaxpr = jax.make_jaxpr(f)(*args)
+    dtypes = {_real(a.dtype) for a in _avals(jaxpr.jaxpr) if jnp.issubdtype(a.dtype, jnp.inexact)}
+    return max(dtypes, key=lambda d: jnp.finfo(d).eps, default=jnp.dtype(jnp.float64))
+
+
+def _avals(jaxpr):
+    for eqn in jaxpr.eqns:
+        yield from (v.aval for v in eqn.outvars if hasattr(v.aval, "dtype"))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, list | tuple) else (param,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds a Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from _avals(inner)
+
+
+# A leaf's error is relative to its own largest value, but never to less than this fraction of
+# the largest value over all leaves: a gradient that is zero by symmetry (the key bias of
+# attention, say) is then compared at the scale of the whole gradient, not at the scale of
+# its own rounding noise.
+_SCALE_FLOOR = 1e-2
+
+
+def natural_floor(tol: float, natural: float) -> float:
+    """Leaves whose values are all below ``sqrt(tol) * natural`` are compared absolutely
+    (``natural`` is the size a derivative of this function has: ``mean|u| max|f| / max|x|``
+    for a VJP), with an allowance of a few ulps of values of that size: the rounding noise
+    of a value that is small by cancellation. Relative to the function, not to 1, so that a
+    function of scale 1e-10 is not compared at 1e-5."""
+    return math.sqrt(tol) * natural
+
+
+def leaf_error(check, name, got, want, tol, floor, *, shape=None, coords=None, slack=None,
+               note="") -> LeafError:  # fmt: skip
+    """Error of ``got`` against ``want``, relative to ``max(max|want|, floor)``; with
+    ``coords``, they are the values at those flat coordinates of a leaf of ``shape``; with
+    ``slack``, differences up to it (per element: the rounding noise of ``want``) count as
+    none."""
+    a, b = _flat(got), _flat(want)
+    diff = np.abs(a - b)
+    if slack is not None:
+        diff = np.maximum(diff - slack, 0.0)
+    nan = np.isnan(diff).any()
+    worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
+    max_abs = math.nan if nan else float(np.max(diff, initial=0.0))
+    scale = max(float(np.max(np.abs(b), initial=0.0)), floor)
+    shape = np.shape(want) if shape is None else shape
+    flat = worst if coords is None or not len(coords) else int(coords[worst])
+    got_w, want_w = (_value(a, worst), _value(b, worst)) if diff.size else (math.nan,) * 2
+    rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+    index = unravel(flat, shape)
+    return LeafError(check, name, max_abs, rel, index, tol, got_w, want_w, note)
+
+
+def _flat(x) -> np.ndarray:
+    a = np.asarray(x)
+    return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64).ravel()
+
+
+def _value(a: np.ndarray, i: int):
+    v = a[i]
+    return complex(v) if np.iscomplexobj(a) else float(v)
+
+
+def max_abs(leaves) -> float:
+    return max((float(np.max(np.abs(_flat(x)), initial=0.0)) for x in leaves), default=0.0)
+
+
+def compare(check: str, names, got, want, tol: float, natural: float = 1.0) -> list[LeafError]:
+    """One row per leaf: ``got`` against ``want``, each leaf relative to its own scale but
+    never to less than 1% of the largest leaf's nor than :func:`natural_floor`."""
+    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
+    floor = max(_SCALE_FLOOR * max_abs(want), natural_floor(tol, natural))
+    pairs = zip(names, got, want, strict=True)
+    return [leaf_error(check, n, a, b, tol, floor) for n, a, b in pairs]
+
+
+def assert_close(got, want, *, tol: float | None = None, name: str = "values") -> Report:
+    """Two pytrees of arrays are equal within ``tol`` (by default the tolerance table's entry
+    for ``want``'s dtypes), each leaf relative to its largest value but never to less than
+    1% of the largest value of all leaves — the rule :func:`check_vjp` compares by.
+    Raises ``AssertionError`` with the per-leaf report if any leaf is off.
+
+    >>> assert_close({"w": jnp.ones(3)}, {"w": jnp.ones(3) + 1e-12}).ok
+    True
+    """
+    want_leaves = jax.tree.leaves(want)
+    if tol is None:
+        tol = tolerance(*(jnp.result_type(x) for x in want_leaves))
+    if jax.tree.structure(got) != jax.tree.structure(want):
+        raise AssertionError(
+            f"{name}: structures differ: {jax.tree.structure(got)} != {jax.tree.structure(want)}"
+        )
+    names = [
+        jax.tree_util.keystr(p) or "value" for p, _ in jax.tree_util.tree_leaves_with_path(want)
+    ]
+    report = Report(name, tuple(compare("values", names, got, want, tol)), "assert_close")
+    if not report.ok:
+        raise AssertionError(str(report))
+    return report
+
+
+def choose_tolerance(io_dtypes, inside, forward_error, size: int, kappa: float):
+    """The tolerance against a reference, and what to say about it: the table's entry for
+    the least precise dtype among the inputs and outputs (``io_dtypes``) and what ``f``
+    computes in (``inside``) — unless ``f``'s outputs match the reference's to within 1% of
+    the inputs' tolerance (``forward_error``), so that one low-precision op that does not
+    matter does not loosen the whole check — scaled by :func:`scaled_tolerance`."""
+    base_io, base = tolerance(*io_dtypes), tolerance(*io_dtypes, inside)
+    notes = []
+    if base > base_io and forward_error is not None and forward_error <= 1e-2 * base_io:
+        notes.append(f"f computes in {inside} inside, but its outputs match the reference's "
+                     f"to {forward_error:.0e}: compared at {base_io:.0e}")  # fmt: skip
+        base = base_io
+    elif base > base_io:
+        notes.append(f"f computes in {inside} inside: compared at its tolerance {base:.0e}")
+    floats = [_real(d) for d in io_dtypes if jnp.issubdtype(d, jnp.inexact)]
+    least = max(floats, key=lambda d: jnp.finfo(d).eps, default=jnp.dtype(jnp.float64))
+    tol = scaled_tolerance(base, least, size, kappa)
+    if tol > base:
+        notes.append(f"tolerance {tol:.1e}: {size} inputs, condition number {kappa:.1e}")
+    return tol, notes

@@ -1,0 +1,192 @@
+"""A function seen as a function of its inexact leaves: which leaves are differentiated,
+what they are called, random directions shaped like them, and one flat real vector of them
+all (a complex number is two real coordinates) for finite differences."""
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_inexact(leaf) -> bool:
+    """A floating-point or complex array: differentiated."""
+    return isinstance(leaf, jax.Array | np.ndarray) and jnp.issubdtype(leaf.dtype, jnp.inexact)
+
+
+def inexact_dtype(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.inexact)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """``f`` as a function of its differentiated leaves; hashable, so that the jitted helpers
+    compile once per function and shape, however often a check is run."""
+
+    f: Callable
+    treedef: Any
+    kinds: tuple[str, ...]  # per leaf: "diff", "other" (an array held fixed) or "static"
+    static: tuple
+
+    def call(self, diff: Sequence, other: Sequence):
+        pools = {"diff": iter(diff), "other": iter(other), "static": iter(self.static)}
+        return self.f(*self.treedef.unflatten([next(pools[k]) for k in self.kinds]))
+
+    def outputs(self, diff: Sequence, other: Sequence) -> list:
+        """The output's leaves, as a flat list."""
+        return jax.tree.leaves(self.call(diff, other))
+
+
+def split(f: Callable, args: tuple, argnums=None) -> tuple[Spec, tuple, tuple, list[str], list]:
+    """``f``'s :class:`Spec`, its differentiated leaves (inexact arrays of the positional
+    arguments in ``argnums``, all by default), the arrays held fixed, the differentiated
+    leaves' names, and the names of the integer and boolean array leaves."""
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(args)
+    kinds, diff, other, static, names, integers = [], [], [], [], [], []
+    params = parameter_names(f, len(args))
+    for path, leaf in paths_leaves:
+        name = params[path[0].idx] + jax.tree_util.keystr(path[1:])
+        chosen = argnums is None or path[0].idx in argnums
+        if is_inexact(leaf) and chosen:
+            kinds.append("diff")
+            diff.append(jnp.asarray(leaf))
+            names.append(name)
+        elif isinstance(leaf, jax.Array | np.ndarray):
+            kinds.append("other")
+            other.append(jnp.asarray(leaf))
+            if not is_inexact(leaf):
+                integers.append(name)
+        else:
+            kinds.append("static")
+            static.append(leaf)
+    spec = Spec(f, treedef, tuple(kinds), tuple(static))
+    return spec, tuple(diff), tuple(other), names, integers
+
+
+def parameter_names(f: Callable, n: int) -> list[str]:
+    """The names of ``f``'s first ``n`` positional parameters (``args[i]`` where unknown)."""
+    try:
+        names = [
+            p.name
+            for p in inspect.signature(f).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        names = []
+    return [names[i] if i < len(names) else f"args[{i}]" for i in range(n)]
+
+
+def out_names(out) -> list[str]:
+    """``out`` followed by each output leaf's path (``out['h']``, ``out[0]``)."""
+    paths = jax.tree_util.tree_flatten_with_path(out)[0]
+    return ["out" + jax.tree_util.keystr(p) for p, _ in paths]
+
+
+def inner(a, b) -> jax.Array:
+    """``Re sum(a * b)`` over all leaves: the real pairing under which JAX's VJP is the
+    transpose of its JVP, for complex leaves too (``Re <u, J t> = Re <J^T u, t>``)."""
+    total = jnp.zeros((), jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        total = total + jnp.sum(x * y).real
+    return total
+
+
+def normal_like(key, leaves) -> tuple:
+    """Standard normal arrays (complex normal for complex leaves) shaped like ``leaves``."""
+    keys = jax.random.split(key, max(len(leaves), 1))[: len(leaves)]
+    return tuple(jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True))
+
+
+def full_cotangent(out_leaves, inexact_cts):
+    """A cotangent for every output leaf: ``inexact_cts`` for the inexact ones, float0 zeros
+    (what JAX expects) for integer and boolean outputs, which are not differentiated."""
+    it = iter(inexact_cts)
+    return [
+        next(it) if inexact_dtype(o.dtype) else np.zeros(o.shape, jax.dtypes.float0)
+        for o in out_leaves
+    ]
+
+
+def stack(*trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def name_of(f: Callable) -> str:
+    while isinstance(f, partial):
+        f = f.func
+    return getattr(f, "__name__", type(f).__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where each leaf lies in one flat real vector: a real leaf is its raveled values, a
+    complex leaf its real parts then its imaginary parts."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    complex_: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, leaves) -> "Layout":
+        shapes = tuple(tuple(x.shape) for x in leaves)
+        return cls(shapes, tuple(bool(jnp.iscomplexobj(x)) for x in leaves))
+
+    def sizes(self) -> list[int]:
+        """Real coordinates per leaf."""
+        return [
+            int(np.prod(s)) * (2 if c else 1)
+            for s, c in zip(self.shapes, self.complex_, strict=True)
+        ]
+
+    def offsets(self) -> np.ndarray:
+        return np.cumsum([0, *self.sizes()])
+
+    def flatten(self, leaves, *, gradient: bool = False):
+        """One real vector; with ``gradient``, a JAX gradient ``a - i b`` of a real function
+        becomes its partial derivatives ``(a, b)``."""
+        parts = []
+        for x, c in zip(leaves, self.complex_, strict=True):
+            x = jnp.ravel(x)
+            parts += [x.real, -x.imag if gradient else x.imag] if c else [x]
+        return jnp.concatenate(parts) if parts else jnp.zeros((0,))
+
+    def unflatten(self, flat) -> tuple:
+        leaves, at = [], 0
+        for shape, c in zip(self.shapes, self.complex_, strict=True):
+            n = int(np.prod(shape))
+            x = flat[at : at + n].reshape(shape)
+            if c:
+                x = x + 1j * flat[at + n : at + 2 * n].reshape(shape)
+            leaves.append(x)
+            at += 2 * n if c else n
+        return tuple(leaves)
+
+    def element(self, leaf: int, coord: int) -> tuple[tuple[int, ...], str]:
+        """The index (and ``re``/``im`` part) of a leaf's real coordinate ``coord``."""
+        n = int(np.prod(self.shapes[leaf]))
+        part = "" if not self.complex_[leaf] else ("re" if coord < n else "im")
+        return unravel(coord % max(n, 1), self.shapes[leaf]), part
+
+
+def unravel(flat: int, shape) -> tuple[int, ...]:
+    """``np.unravel_index`` that is safe for scalars and empty shapes."""
+    if not shape or int(np.prod(shape)) == 0:
+        return ()
+    return tuple(int(i) for i in np.unravel_index(flat, shape))
+
+
+def leaf_scale(x) -> float:
+    """The scale over which a leaf varies: its spread if it has one (so that ``1e4 + N(0, 1)``
+    has scale 1, not 1e4), else its magnitude, else 1."""
+    a = np.asarray(x)
+    if a.size == 0:
+        return 1.0
+    a = np.abs(a - a.mean()) if a.size > 1 else np.abs(a)
+    spread = float(np.sqrt(np.mean(a**2)))
+    if spread > 0 and np.isfinite(spread):
+        return spread
+    magnitude = float(np.max(np.abs(np.asarray(x))))
+    return magnitude if magnitude > 0 and np.isfinite(magnitude) else 1.0

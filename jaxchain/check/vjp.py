@@ -1,0 +1,516 @@
+"""Reverse mode: is the VJP of ``f`` right? :func:`check_vjp` and :func:`assert_vjp`.
+
+The checks (each a row of the :class:`Report`; those that cannot run are reported skipped,
+with why — a crash is never the answer):
+
+============================  ==============================================================
+check                         what it compares
+============================  ==============================================================
+eager vs jit                  the backward run eagerly and under ``jit``
+forward, vjp                  the outputs and the VJP under random cotangents, vs reference
+contract                      the backward's structure, shapes and dtypes; an integer or
+                              boolean input's cotangent is ``None`` or float0
+dtype, zero cotangent         cotangents in the primals' dtypes; nothing from nothing
+linearity                     ``vjp(a u + w) = a vjp(u) + vjp(w)``, ``a`` = 1e3 and 1e-3
+determinism                   the backward twice on the same inputs, bit for bit
+symbolic zeros                an unused output's cotangent left symbolic = materialized zeros
+vmap                          over primals and cotangents, over cotangents at fixed primals
+                              (``check_batched_grad``), and both nested
+second order                  the gradient of ``<grad <u, f>, v>`` in the primals (a Hessian-
+second order (cotangent)      vector product) and in the cotangent ``u`` (``gradgradcheck``)
+finite differences            sampled coordinates and ``v^T J u`` over the whole input
+second order (fd)             without a reference: the Hessian-vector product and ``J v``
+============================  ==============================================================
+"""
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchain.check import differences as fd
+from jaxchain.check.compare import (
+    choose_tolerance,
+    compare,
+    leaf_error,
+    tolerance,
+    working_dtype,
+)
+from jaxchain.check.leaves import (
+    Spec,
+    full_cotangent,
+    inexact_dtype,
+    is_inexact,
+    leaf_scale,
+    name_of,
+    normal_like,
+    out_names,
+    parameter_names,
+    split,
+    stack,
+)
+from jaxchain.check.report import LeafError, Report, failure, skipped
+
+SCALES = (1e3, 1e-3)  # the linearity check's cotangent scales
+MOVE = 0.9  # the vmap check's second primal: this multiple of the first (inside any cone)
+
+
+def _vjp_impl(spec: Spec, diff, other, ct):
+    """The outputs and the VJP of ``f`` under the inexact outputs' cotangents ``ct``."""
+    out, pull = jax.vjp(lambda *d: spec.outputs(d, other), *diff)
+    return out, pull(full_cotangent(out, ct))
+
+
+def _grads(spec, diff, other, ct):
+    return _vjp_impl(spec, diff, other, ct)[1]
+
+
+def _batched_impl(spec: Spec, diffs, other, cts):
+    """``vmap`` over two primals each with its cotangent, and ``vmap`` over primals of
+    ``vmap`` over two cotangents at each (``cts`` leaves are ``(2, 2, ...)``)."""
+    over_both = jax.vmap(lambda d, c: _grads(spec, d, other, c))(diffs, _first(cts))
+    over_cts = lambda d, c: jax.vmap(lambda cc: _grads(spec, d, other, cc))(c)  # noqa: E731
+    return over_both, jax.vmap(over_cts)(diffs, cts)
+
+
+def _batched_once_impl(spec: Spec, diffs, other, cts):
+    """The first half of :func:`_batched_impl` alone."""
+    return jax.vmap(lambda d, c: _grads(spec, d, other, c))(diffs, _first(cts))
+
+
+def _first(tree):
+    return jax.tree.map(lambda x: x[:, 0], tree)
+
+
+_vjp = jax.jit(_vjp_impl, static_argnums=0)
+_batched = jax.jit(_batched_impl, static_argnums=0)
+_batched_once = jax.jit(_batched_once_impl, static_argnums=0)
+
+
+def batched(helpers, spec, diffs, other, cts):
+    """Both batchings of :func:`_batched_impl` (``helpers``: its jitted pair and single
+    versions), or, where the rule cannot be batched over cotangents alone (a
+    ``custom_vmap`` rule written for batched primals only), the first and why not the
+    second."""
+    pair, once = helpers
+    try:
+        return (*pair(spec, diffs, other, cts), None)
+    except Exception as e:  # a rule that cannot take the nested batching
+        return once(spec, diffs, other, cts), None, _why(e)
+
+
+def check_vjp(
+    f: Callable,
+    reference: Callable | None,
+    *args: Any,
+    cotangents: int = 3,
+    seed: int = 0,
+    rtol: float | None = None,
+    finite_differences: bool = True,
+    second_order: bool = True,
+    vmap: bool = True,
+    fd_eps: float | None = None,
+    fd_points: int = 16,
+    argnums: tuple[int, ...] | None = None,
+    nondet_tol: float = 0.0,
+    name: str | None = None,
+) -> Report:
+    """Check the VJP of ``f`` at ``args`` against ``reference`` and finite differences.
+
+    Args:
+      f: the function under test, ``f(*args)`` returning an array or a pytree of arrays
+        (integer and boolean outputs are passed through, not differentiated).
+      reference: a function with the same signature and outputs whose VJP is trusted
+        (typically the autodiff twin), or ``None`` to check against finite differences alone
+        (then second order is checked by finite differences of the first-order gradient).
+      *args: the arguments. Floating-point and complex array leaves are differentiated;
+        other array leaves (integer labels, boolean masks) are held fixed, and their
+        cotangents must be ``None`` or float0; other leaves are static.
+      cotangents: how many random output cotangents to pull back.
+      seed: seeds the cotangents, directions and sampled coordinates.
+      rtol: tolerance against the reference; default from :data:`TOLERANCES` by the least
+        precise dtype among the inputs, the outputs and what ``f`` computes inside, scaled
+        by the input's size and conditioning (:func:`scaled_tolerance`).
+      finite_differences: compare with finite differences, in float64.
+      second_order: compare the gradient of ``<grad <u, f>, v>`` in the primals and in ``u``.
+      vmap: check ``f`` under ``jax.vmap`` over primals and cotangents, and nested.
+      fd_eps: relative finite-difference step (default: from the working precision).
+      fd_points: coordinates per leaf checked by finite differences (all if fewer), on top
+        of a random direction over the whole input.
+      argnums: the positional arguments to differentiate (default: every inexact one); the
+        others are held fixed (float labels, say, across whose values f is not smooth).
+      nondet_tol: how far two runs of the backward may differ (default: not at all).
+      name: what to call ``f`` in the report.
+
+    Returns:
+      A :class:`Report`; ``report.ok`` is False if any check exceeds its tolerance.
+    """
+    spec, diff, other, names, integers = split(f, args, argnums)
+    if not diff:
+        raise ValueError("check_vjp: no floating-point array among args, nothing to differentiate")
+    ref = None if reference is None else Spec(reference, spec.treedef, spec.kinds, spec.static)
+    out, onames = _out_leaves(spec, ref, diff, other)
+    key_ct, key_u, key_v, key_fd = jax.random.split(jax.random.key(seed), 4)
+    outs = [o for o in out if inexact_dtype(o.dtype)]
+    cts = [normal_like(k, outs) for k in jax.random.split(key_ct, max(cotangents, 1))]
+    run = _Run(spec, ref, diff, other, names, out, cts)
+    run.onames = onames
+    rows = run.first_order(integers, args, f)
+    if run.results is None:
+        return Report(name or name_of(f), tuple(rows), "check_vjp", tuple(run.notes))
+    run.tol = rtol if rtol is not None else run.tolerance()
+    rows += run.eager_vs_jit() + run.against_reference()
+    rows += _cotangent_contract(names, diff, run.grads, run.call(spec, run.zeros())[1])
+    rows += run.linearity() + run.determinism(nondet_tol) + run.symbolic_zeros()
+    if vmap:
+        rows += _attempt("vmap", run.batching)
+    u, v = normal_like(key_u, outs), _scaled_normal(key_v, diff)
+    if second_order and ref is not None:
+        rows += _attempt("second order", lambda: run.second_order(u, v))
+    if finite_differences:
+        rows += _attempt(
+            "finite differences",
+            lambda: run.differences(u, v, key_fd, fd_eps, fd_points, second_order),
+        )
+    else:  # fmt: skip
+        run.notes.append("finite differences off (finite_differences=False)")
+    return Report(name or name_of(f), _worst_per_leaf(rows), "check_vjp", tuple(run.notes))
+
+
+def _out_leaves(spec, ref, diff, other) -> tuple[list, list[str]]:
+    """The output's leaves (shapes and dtypes) and names; the reference's must match."""
+    tree = jax.eval_shape(lambda *d: spec.call(d, other), *diff)
+    out = jax.tree.leaves(tree)
+    if ref is not None:
+        want = jax.eval_shape(lambda *d: ref.outputs(d, other), *diff)
+        got_sd = [(tuple(o.shape), o.dtype) for o in out]
+        want_sd = [(tuple(o.shape), o.dtype) for o in want]
+        same = jax.tree.structure(spec.call(diff, other)) == jax.tree.structure(
+            ref.call(diff, other)
+        )
+        if not same or got_sd != want_sd:
+            raise ValueError(f"check_vjp: f returns {got_sd} but reference returns {want_sd}")
+    return out, out_names(tree)
+
+
+def _scaled_normal(key, diff) -> tuple:
+    """A random direction in each leaf's own units (its spread)."""
+    return tuple(n * leaf_scale(x) for n, x in zip(normal_like(key, diff), diff, strict=True))
+
+
+def _attempt(check: str, run: Callable[[], list[LeafError]]) -> list[LeafError]:
+    """``run()``'s rows, or one skipped row saying why it could not run (a backward that
+    uses ``pure_callback`` cannot be differentiated again, one with ``custom_vmap`` maybe
+    not batched the other way)."""
+    try:
+        return run()
+    except Exception as e:  # a transform the rule cannot take: reported
+        return [skipped(check, _why(e))]
+
+
+def _why(e: Exception) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first[:240]}"
+
+
+class _Run:
+    """The state one :func:`check_vjp` builds up: the specs, the leaves, the cotangents and
+    the first-order results every later check compares with."""
+
+    def __init__(self, spec, ref, diff, other, names, out, cts):
+        self.spec, self.ref, self.diff, self.other = spec, ref, diff, other
+        self.names, self.out, self.cts = names, out, cts
+        self.notes: list[str] = []
+        self.results = self.trusted = None
+        self.jit = True
+        self.tol = math.nan
+
+    def call(self, spec, ct, diff=None):
+        helper = _vjp if self.jit else _vjp_impl
+        return helper(spec, self.diff if diff is None else diff, self.other, ct)
+
+    @property
+    def grads(self):
+        return self.results[0][1]
+
+    def zeros(self):
+        return tuple(jnp.zeros_like(c) for c in self.cts[0])
+
+    def first_order(self, integers, args, f) -> list[LeafError]:
+        """The VJP under every cotangent, jitted (eagerly if ``jit`` fails), with the
+        backward's contract; a broken contract is a failing row, not a traceback."""
+        rows = _raw_contract(f, args, self.out, self.cts[0])
+        try:
+            eager = _vjp_impl(self.spec, self.diff, self.other, self.cts[0])
+        except Exception as e:  # the backward broke its contract
+            return [*rows, failure("contract", _leaf_of(e, f, args), _why(e))]
+        try:
+            self.results = [self.call(self.spec, ct) for ct in self.cts]
+        except Exception as e:
+            self.jit = False
+            rows.append(skipped("eager vs jit", _why(e)))
+            self.results = [self.call(self.spec, ct) for ct in self.cts]
+        self._eager = eager
+        if integers:
+            self.notes.append(f"held fixed (integer or boolean): {', '.join(integers)}")
+        return rows
+
+    def eager_vs_jit(self) -> list[LeafError]:
+        if not self.jit:
+            return []
+        return compare("eager vs jit", self.names, self._eager[1], self.grads, self.tol)
+
+    def tolerance(self) -> float:
+        """:func:`choose_tolerance` for this function at these inputs."""
+        io = [x.dtype for x in self.diff] + [o.dtype for o in self.out]
+        inside = working_dtype(lambda *d: self.spec.call(d, self.other), *self.diff)
+        err = None
+        if self.ref is not None and tolerance(*io, inside) > tolerance(*io):
+            want = self.call(self.ref, self.cts[0])[0]
+            rows = compare("f", self.onames, self.results[0][0], want, tolerance(*io))
+            err = max(e.max_rel for e in rows)
+        size = sum(int(x.size) for x in self.diff)
+        tol, notes = choose_tolerance(io, inside, err, size, self._kappa())
+        self.notes += notes
+        return tol
+
+    def _kappa(self) -> float:
+        num = sum(float(np.sum(np.abs(np.asarray(x)) * np.abs(np.asarray(g))))
+                  for x, g in zip(self.diff, self.grads, strict=True))  # fmt: skip
+        outs = [o for o in self.results[0][0] if inexact_dtype(o.dtype)]
+        den = sum(float(np.nansum(np.abs(np.asarray(u)) * np.abs(np.asarray(o))))
+                  for u, o in zip(self.cts[0], outs, strict=True))  # fmt: skip
+        return num / den if den > 0 and math.isfinite(num) else 1.0
+
+    def natural(self) -> float:
+        """The size a derivative of this function has (capped at 1): ``mean|u| max|f| /
+        max scale(x)``."""
+        outs = [np.asarray(o) for o in self.results[0][0] if inexact_dtype(o.dtype)]
+        top = max((float(np.max(np.abs(o[np.isfinite(o)]), initial=0.0)) for o in outs), default=0)
+        mean_u = float(np.mean([np.mean(np.abs(np.asarray(u))) for u in self.cts[0]] or [1.0]))
+        scale = max(leaf_scale(x) for x in self.diff)
+        return min(1.0, mean_u * top / scale) if top > 0 else 1.0
+
+    def against_reference(self) -> list[LeafError]:
+        if self.ref is None:
+            return []
+        self.trusted = [self.call(self.ref, ct) for ct in self.cts]
+        names = self.onames
+        rows = compare("forward", names, self.results[0][0], self.trusted[0][0], self.tol)
+        for (_, got), (_, want) in zip(self.results, self.trusted, strict=True):
+            rows += compare("vjp", self.names, got, want, self.tol, self.natural())
+        return rows
+
+    def linearity(self) -> list[LeafError]:
+        """``vjp(a u + w) = a vjp(u) + vjp(w)`` for cotangents of very different scales: a
+        backward that clips, squares or normalises its cotangent fails (jax#2930)."""
+        u, w = self.cts[0], self.cts[-1] if len(self.cts) > 1 else self.zeros()
+        gu, gw = self.grads, self.results[-1][1] if len(self.cts) > 1 else self.zeros_grads()
+        rows = []
+        for a in SCALES:
+            got = self.call(self.spec, tuple(a * x + y for x, y in zip(u, w, strict=True)))[1]
+            want = tuple(a * x + y for x, y in zip(gu, gw, strict=True))
+            rows += compare("linearity", self.names, got, want, self.tol, self.natural() * a)
+        return rows
+
+    def zeros_grads(self):
+        return tuple(jnp.zeros_like(x) for x in self.diff)
+
+    def determinism(self, nondet_tol: float) -> list[LeafError]:
+        again = self.call(self.spec, self.cts[0])[1]
+        rows = []
+        for n, a, b in zip(self.names, again, self.grads, strict=True):
+            d = np.abs(np.asarray(a) - np.asarray(b))
+            off = float(np.max(d, initial=0.0)) if not np.isnan(d).all() else 0.0
+            rows.append(LeafError("determinism", n, off, off, (), nondet_tol))
+        return rows
+
+    def symbolic_zeros(self) -> list[LeafError]:
+        """With an output unused, JAX passes its cotangent as a symbolic zero (to a
+        ``custom_vjp(symbolic_zeros=True)`` rule): the result must be what zeros give."""
+        kept = [i for i, o in enumerate(self.out) if inexact_dtype(o.dtype)]
+        if len(self.out) < 2 or not kept:
+            return []
+        k = kept[0]
+
+        def only_k(*d):
+            return self.spec.outputs(d, self.other)[k]
+
+        try:
+            got = jax.vjp(only_k, *self.diff)[1](self.cts[0][0])
+        except Exception as e:  # a rule that cannot take a symbolic zero
+            return [failure("symbolic zeros", "all", _why(e))]
+        ct = (self.cts[0][0], *(jnp.zeros_like(c) for c in self.cts[0][1:]))
+        return compare("symbolic zeros", self.names, got, self.call(self.spec, ct)[1], self.tol)
+
+    def batching(self) -> list[LeafError]:
+        """``vmap`` over two different primals (the second a multiple of the first, so
+        inside the function's domain) and over cotangents: a rule that mixes up batch
+        elements, or ignores the batch, fails."""
+        moved = tuple(MOVE * x for x in self.diff)
+        c = [[self.cts[0], self.cts[1 % len(self.cts)]], [self.cts[-1], self.cts[0]]]
+        ct22 = stack(stack(*c[0]), stack(*c[1]))
+        both, nested, why = batched((_batched, _batched_once), self.spec,
+                                    stack(self.diff, moved), self.other, ct22)  # fmt: skip
+        trusted = self.ref or self.spec
+        want = [[self.call(trusted, c[i][j], p)[1] for j in range(2)]
+                for i, p in enumerate((self.diff, moved))]  # fmt: skip
+        rows = compare("vmap", self.names, both, stack(want[0][0], want[1][0]), self.tol)
+        if why is not None:
+            return [*rows, skipped("vmap (cotangents, nested)", why)]
+        nested_want = stack(stack(*want[0]), stack(*want[1]))
+        return rows + compare("vmap", self.names, nested, nested_want, self.tol)
+
+    def second_order(self, u, v) -> list[LeafError]:
+        mask = tuple(jnp.ones(c.shape, bool) for c in u)
+        got_x, got_u = fd.hvp(self.spec, self.other, mask, u, v, self.diff)
+        want_x, want_u = fd.hvp(self.ref, self.other, mask, u, v, self.diff)
+        rows = compare("second order", self.names, got_x, want_x, self.tol)
+        names = [n for n, o in zip(self.onames, self.out, strict=True)
+                 if inexact_dtype(o.dtype)]  # fmt: skip
+        return rows + compare("second order (cotangent)", names, got_u, want_u, self.tol)
+
+    def differences(self, u, v, key, fd_eps, points, second_order) -> list[LeafError]:
+        """Finite differences of ``<u, f>`` (and, without a reference, of ``<grad <u, f>,
+        v>`` and of the backward in its cotangent), in float64."""
+        with jax.enable_x64(True):
+            return self._differences(u, v, key, fd_eps, points, second_order)
+
+    def _differences(self, u, v, key, fd_eps, points, second_order) -> list[LeafError]:
+        diff = tuple(_up(x) for x in self.diff)
+        u, v = tuple(_up(x) for x in u), tuple(_up(x) for x in v)
+        outs = [o for o in self.spec.outputs(diff, self.other) if inexact_dtype(o.dtype)]
+        mask = tuple(jnp.isfinite(o) for o in outs)
+        masked = int(sum(int((~m).sum()) for m in mask))
+        if masked:
+            self.notes.append(f"{masked} output element(s) not finite at the input: masked "
+                              "out of finite differences")  # fmt: skip
+        empty = [n for n, x in zip(self.names, diff, strict=True) if x.size == 0]
+        if empty:
+            self.notes.append(f"no elements, not checked: {', '.join(empty)}")
+        inside = working_dtype(lambda *d: self.spec.call(d, self.other), *diff)
+        bits = jnp.finfo(inside).bits
+        um = tuple(jnp.where(m, w, 0) for m, w in zip(mask, u, strict=True))
+        grads = _vjp(self.spec, diff, self.other, um)[1]
+        common = dict(key=key, bits=bits, fd_eps=fd_eps, points=points, natural=self.natural())
+        rows, notes, info = fd.vjp_differences(self.spec, 1, diff, self.other, self.names,
+                                               grads, u, v, mask, **common)  # fmt: skip
+        self.notes += notes
+        if self.ref is None and second_order:
+            hx, hu = fd.hvp(self.spec, self.other, mask, u, v, diff)
+            more, notes, _ = fd.vjp_differences(self.spec, 2, diff, self.other, self.names,
+                                                hx, u, v, mask, **common)  # fmt: skip
+            self.notes += notes
+            rows += [*more, _cotangent_row(um, hu, info)]
+        return rows
+
+
+def _up(x):
+    """``x`` in float64 (complex128)."""
+    return x.astype(jnp.complex128 if jnp.iscomplexobj(x) else jnp.float64)
+
+
+def _cotangent_row(u, hu, info) -> LeafError:
+    """``<u, d vjp / d u . v>`` (that is ``<u, J v>``, computed by differentiating the
+    backward in its cotangent) against the directional difference of ``<u, f>`` along
+    ``v``: a backward that ``stop_gradient`` s its cotangent, or a nested rule that drops
+    ``d/dg`` (jax#21220), gives 0."""
+    got = float(sum(jnp.sum(a * b).real for a, b in zip(u, hu, strict=True)))
+    return leaf_error("second order (cotangent, fd)", "all", [got], [info["directional"]],
+                      info["rtol"], info["floor"], slack=info["slack"])  # fmt: skip
+
+
+def _leaf_of(e: Exception, f, args) -> str:
+    """The argument a JAX contract error names (``at output[i]``), by its parameter name."""
+    found = re.search(r"output\[(\d+)\]", str(e))
+    if found is None:
+        return "all"
+    i = int(found.group(1))
+    names = parameter_names(getattr(f, "fun", f), len(args))
+    return names[i] if i < len(names) else f"args[{i}]"
+
+
+def _raw_contract(f, args, out, ct) -> list[LeafError]:
+    """For ``f`` a ``jax.custom_vjp``: its own backward's output, before JAX replaces it:
+    one cotangent per argument, each of its primal's shape and dtype, and ``None`` or
+    float0 for an integer or boolean one (JAX expects that, and drops anything else
+    silently)."""
+    if not isinstance(f, jax.custom_vjp) or f.nondiff_argnums or f.symbolic_zeros:
+        return []
+    try:
+        res = f.fwd(*args)[1]
+        raw = f.bwd(res, jax.tree.unflatten(jax.tree.structure(f(*args)), full_cotangent(out, ct)))
+    except Exception:  # the traced path reports it
+        return []
+    if not isinstance(raw, tuple) or len(raw) != len(args):
+        return [
+            failure(
+                "contract",
+                "all",
+                f"backward returned {type(raw).__name__} of "
+                f"{len(raw) if isinstance(raw, tuple) else 1}, expected {len(args)}",
+            )
+        ]
+    names = parameter_names(getattr(f, "fun", f), len(args))
+    rows = []
+    for name, arg, g in zip(names, args, raw, strict=True):
+        note = _leaf_contract(arg, g)
+        rows.append(failure("contract", name, note) if note else
+                    LeafError("contract", name, 0.0, 0.0, (), 0.0))  # fmt: skip
+    return rows
+
+
+def _leaf_contract(arg, g) -> str:
+    """What is wrong with one cotangent ``g`` of ``arg`` ('' if nothing)."""
+    if g is None or not isinstance(arg, jax.Array | np.ndarray):
+        return ""
+    shape, dtype = tuple(np.shape(arg)), jnp.dtype(arg.dtype)
+    got = f"{jnp.dtype(getattr(g, 'dtype', type(g)))}{list(np.shape(g))}"
+    if not is_inexact(arg):
+        if jnp.dtype(getattr(g, "dtype", np.float64)) == jax.dtypes.float0 and np.shape(g) == shape:
+            return ""
+        return f"integer input: expected None or float0{list(shape)}, got {got}"
+    if tuple(np.shape(g)) != shape:
+        return f"expected {dtype}{list(shape)}, got {got}"
+    return ""
+
+
+def _cotangent_contract(names, diff, grads, zero_grads, zero="zero cotangent") -> list[LeafError]:
+    """What every backward owes: cotangents in the primals' dtypes (``dtype``), and nothing
+    from nothing — a zero output cotangent gives exactly zero gradients (``zero
+    cotangent``). The same holds for a JVP: tangents in the outputs' dtypes, and a zero
+    input tangent gives exactly zero output tangents (``zero tangent``)."""
+    errors = []
+    for name, x, g, z in zip(names, diff, grads, zero_grads, strict=True):
+        wrong = jnp.dtype(g.dtype) != jnp.dtype(x.dtype)
+        note = f"expected {jnp.dtype(x.dtype)}, got {jnp.dtype(g.dtype)}" if wrong else ""
+        off = math.inf if wrong else 0.0
+        errors.append(LeafError("dtype", name, off, off, (), 0.0, note=note))
+        z = np.asarray(z)
+        size = float(np.max(np.abs(z), initial=0.0)) if z.size else 0.0
+        off = math.inf if size != 0 or np.isnan(z).any() else 0.0
+        index = np.unravel_index(int(np.argmax(np.abs(z))), z.shape) if z.size and z.ndim else ()
+        errors.append(LeafError(zero, name, size, off, tuple(int(i) for i in index), 0.0))
+    return errors
+
+
+def _worst_per_leaf(errors: list[LeafError]) -> tuple[LeafError, ...]:
+    """One row per (check, leaf): the worst over cotangents and scales."""
+    worst: dict[tuple[str, str], LeafError] = {}
+    for e in errors:
+        kept = worst.get((e.check, e.leaf))
+        if kept is None or not e.max_rel <= kept.max_rel:  # NaN wins
+            worst[(e.check, e.leaf)] = e
+    return tuple(worst.values())
+
+
+def assert_vjp(f: Callable, reference: Callable | None, *args: Any, **options: Any) -> Report:
+    """:func:`check_vjp`, raising ``AssertionError`` with the report if any check fails."""
+    report = check_vjp(f, reference, *args, **options)
+    if not report.ok:
+        raise AssertionError(str(report))
+    return report
