@@ -169,6 +169,35 @@ def test_merged_adapters_give_the_adapted_model():
         assert all(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(g["lora"]))
 
 
+def test_decoder_lora_merged_is_adapted_and_only_the_adapters_learn():
+    """LoRA on every attention and SwiGLU projection of the decoder (through lora_dense): the
+    merged weights give the adapted logits, and the frozen weights get no gradient."""
+    params = _decoder(sharp=1.0)
+    adapters = nn.lora.init(jax.random.key(8), params["blocks"], 2)
+    assert set(adapters[0]) == set(nn.lora.DECODER_TARGETS)
+    assert adapters[0]["k"]["b"].shape == (2, 2 * 4) and adapters[0]["o"]["a"].shape == (16, 2)
+    noise = jax.random.key(9)  # B starts at zero: move it, so that the adapters do something
+    adapters = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(noise, a.shape, a.dtype),
+                            adapters)  # fmt: skip
+    tokens = jax.random.randint(jax.random.key(10), (2, 6), 0, 23)
+    s = nn.lora.scale(2)
+
+    @jax.jit
+    def run(params, adapters):
+        adapted = nn.decoder.apply(params, tokens, lora=adapters, lora_scale=s)
+        merged = {**params, "blocks": nn.lora.merge(params["blocks"], adapters, s)}
+        g = jax.grad(
+            lambda p: nn.decoder.loss(p["base"], tokens, tokens, lora=p["lora"], lora_scale=s)
+        )({"base": params, "lora": adapters})
+        return adapted, nn.decoder.apply(merged, tokens), nn.decoder.apply(params, tokens), g
+
+    adapted, merged, plain, g = run(params, adapters)
+    np.testing.assert_allclose(merged, adapted, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(adapted, plain, atol=1e-3)
+    assert float(jnp.abs(g["base"]["blocks"][0]["w_up"]).max()) == 0  # frozen
+    assert all(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(g["lora"]))
+
+
 def test_lora_strategy_trains_under_two_percent_of_minilm():
     task = tasks.sentiment_task("lora", batch_size=4, seed=0, rank=8)
     params = task.init(jax.random.key(0))
