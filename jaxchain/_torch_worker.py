@@ -7,7 +7,8 @@ the functions, in the worker's own environment (``bench/torch_env.sh`` makes one
 Requests and replies:
 
 - ``{"setup": case, "config": {...}}`` builds the step of ``case`` (``lstm``, ``gru``,
-  ``attention``, ``bert``), runs it ``warmup`` times and replies ``{"impl": description}``;
+  ``attention``, ``bert``, ``llama``), runs it ``warmup`` times and replies
+  ``{"impl": description}``;
 - ``{"step": true}`` runs the step once and replies ``{"seconds": wall time}``, measured here,
   so that the pipe's latency is not counted;
 - any failure replies ``{"error": message}``; end of input ends the worker.
@@ -98,7 +99,42 @@ def bert(B: int, T: int):
     return step, f"transformers.BertModel {transformers.__version__}, torch {torch.__version__}"
 
 
-CASES = {"lstm": lstm, "gru": gru, "attention": attention, "bert": bert}
+def llama(B: int, T: int, D: int, layers: int, V: int):
+    """Hugging Face ``LlamaForCausalLM`` of the decoder of ``jaxchain bench``'s ``decoder
+    step`` (``jaxchain.tasks.decoder_dims``: heads of 64, half as many key/value heads, SwiGLU
+    ``8/3 D`` rounded up to 64, an untied head; RoPE base 10,000, RMSNorm eps 1e-6), SDPA
+    attention, random weights: mean next-token cross-entropy on random tokens, gradients of
+    every parameter, AdamW (lr 1e-3, weight decay 1e-4: ``optax.adamw(1e-3)``'s)."""
+    import torch
+    import transformers
+
+    heads = max(1, D // 64)
+    config = transformers.LlamaConfig(
+        vocab_size=V, hidden_size=D, intermediate_size=-(-8 * D // 3 // 64) * 64,
+        num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2), rope_theta=10000.0, rms_norm_eps=1e-6,
+        tie_word_embeddings=False, use_cache=False,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
+    model.train()  # no dropout in Llama: the same computation, with autograd's bookkeeping
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    tokens = torch.randint(0, V, (B, T + 1))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+
+    def step():
+        logits = model(input_ids=inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return (
+        step,
+        f"transformers.LlamaForCausalLM {transformers.__version__}, torch {torch.__version__}",
+    )
+
+
+CASES = {"lstm": lstm, "gru": gru, "attention": attention, "bert": bert, "llama": llama}
 
 
 def main() -> None:

@@ -400,10 +400,12 @@ def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10,
 
 
 def bench_decoder(b: int = 16, t: int = 128, *, hidden: int = 192, layers: int = 4,
-                  vocab: int = 1024, rounds: int = 10) -> Row:  # fmt: skip
+                  vocab: int = 1024, rounds: int = 10,
+                  peer: TorchPeer | None = None) -> Row:  # fmt: skip
     """A training step (loss, gradients, AdamW) of the Llama-style decoder of
     ``jaxchain train --model decoder`` (``tasks.decoder_dims``: heads of 64, grouped-query
-    attention, SwiGLU, RMSNorm, RoPE, the fused cross-entropy head) on random tokens."""
+    attention, SwiGLU, RMSNorm, RoPE, the fused cross-entropy head) on random tokens; with a
+    ``peer``, the same step through Hugging Face's ``LlamaForCausalLM`` (SDPA attention)."""
     from jaxchain import tasks
 
     params = nn.decoder.init(jax.random.key(0), vocab, **tasks.decoder_dims(hidden, layers))
@@ -419,7 +421,8 @@ def bench_decoder(b: int = 16, t: int = 128, *, hidden: int = 192, layers: int =
         steps = {name: _update_step(loss(ops), tx)
                  for name, ops in (("manual", rules), ("autodiff", reference))}  # fmt: skip
         config = {"B": b, "T": t, "D": hidden, "layers": layers, "V": vocab}
-        return measure("decoder step", config, steps, params, state, batch, rounds=rounds)
+        return measure("decoder step", config, steps, params, state, batch, rounds=rounds,
+                       peer=peer, case="llama")  # fmt: skip
 
 
 # --- MLP -------------------------------------------------------------------------------------
@@ -500,7 +503,7 @@ PRESETS: dict[str, dict[str, list[Callable[[TorchPeer | None], Row]]]] = {
         "gru": [lambda p, t=t, b=b, i=i, h=h: bench_gru(t, b, h, i=i, peer=p)
                 for t, b, i, h in TORCH_SIZES],
         "bert": [lambda p: bench_bert(16, 32, peer=p)],
-        "decoder": [lambda p: bench_decoder()],
+        "decoder": [lambda p: bench_decoder(peer=p)],
         "mlp": [lambda p: bench_mlp()],
         "forward": [lambda p: bench_jacobian(), lambda p: bench_hvp(100, 32, 128)],
     },
@@ -511,7 +514,7 @@ PRESETS: dict[str, dict[str, list[Callable[[TorchPeer | None], Row]]]] = {
         "lstm": [lambda p: bench_lstm(100, 32, 128, peer=p)],
         "gru": [lambda p: bench_gru(100, 32, 128, peer=p)],
         "bert": [lambda p: bench_bert(8, 16, rounds=3, peer=p)],
-        "decoder": [lambda p: bench_decoder(4, 64, hidden=64, layers=2, vocab=256)],
+        "decoder": [lambda p: bench_decoder(4, 64, hidden=64, layers=2, vocab=256, peer=p)],
         "mlp": [lambda p: bench_mlp(512, 4, 512)],
         "forward": [lambda p: bench_jacobian(), lambda p: bench_hvp(50, 16, 64)],
     },

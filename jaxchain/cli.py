@@ -517,8 +517,8 @@ def parser() -> argparse.ArgumentParser:
                    "forward")  # fmt: skip
     b.add_argument("--torch", metavar="PYTHON", default=None,
                    help="an interpreter with torch (bench/torch_env.sh makes one): PyTorch's "
-                   "LSTM, GRU, MiniLM step and scaled_dot_product_attention, interleaved "
-                   "with jaxchain's")  # fmt: skip
+                   "LSTM, GRU, MiniLM and Llama steps and scaled_dot_product_attention, "
+                   "interleaved with jaxchain's")  # fmt: skip
     b.add_argument("--out", default="bench/out", help="directory for bench.md, .json, .png")
     b.set_defaults(run=_bench)
     return root
