@@ -94,9 +94,11 @@ def leaf_error(check, name, got, want, tol, floor, *, shape=None, coords=None, s
     ``slack``, differences up to it (per element: the rounding noise of ``want``) count as
     none."""
     a, b = _flat(got), _flat(want)
-    diff = np.abs(a - b)
-    if slack is not None:
-        diff = np.maximum(diff - slack, 0.0)
+    with np.errstate(all="ignore"):  # inf - inf is NaN: a failure, reported as such
+        diff = np.abs(a - b)
+        diff = np.where(a == b, 0.0, diff)  # the same infinity is no error
+        if slack is not None:
+            diff = np.maximum(diff - slack, 0.0)
     nan = np.isnan(diff).any()
     worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
     max_abs = math.nan if nan else float(np.max(diff, initial=0.0))

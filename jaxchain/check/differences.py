@@ -93,7 +93,8 @@ def _sample(key, size: int, points: int) -> np.ndarray:
 def noise_of(values: np.ndarray) -> float:
     """The noise of equally spaced values of a smooth function: the RMS of their sixth
     differences over ``sqrt(C(12, 6))``."""
-    d6 = np.diff(values, 6)
+    with np.errstate(all="ignore"):
+        d6 = np.diff(values, 6)
     return float(np.sqrt(np.mean(d6**2) / 924.0)) if d6.size else 0.0
 
 
@@ -103,7 +104,7 @@ def _exact(x: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def vjp_differences(spec, order, diff, other, names, grads, u, v, mask, *, key, bits, fd_eps,
-                    points, natural) -> tuple[list[LeafError], list[str], dict]:  # fmt: skip
+                    points, natural, phi_abs) -> tuple[list, list[str], dict]:  # fmt: skip
     """Analytic ``grads`` of ``<u, f>`` (order 1) or of ``<grad <u, f>, v>`` (order 2)
     against finite differences at ``points`` sampled coordinates per leaf and along ``v``
     (the inputs already in float64). Returns the rows, notes on what was weakened, and the
@@ -127,7 +128,10 @@ def vjp_differences(spec, order, diff, other, names, grads, u, v, mask, *, key, 
     phis = np.asarray(_probe(spec, layout, order, diff, other, mask, u, v, probe_at, steps, along))
     phi0, up, down = phis[0], phis[1 : 1 + len(where)], phis[1 + len(where) : 1 + 2 * len(where)]
     dir_up, dir_down = phis[1 + 2 * len(where)], phis[2 + 2 * len(where)]
-    noise = noise_of(phis[-NOISE_PROBES:])
+    # never less than the rounding of the sum <u, f> itself (values that round to the same
+    # float show no noise at all)
+    eps = float(np.finfo(np.float64 if bits == 64 else np.float32).eps)
+    noise = max(noise_of(phis[-NOISE_PROBES:]), eps * phi_abs)
     flat_grads = np.asarray(layout.flatten(grads, gradient=True), np.float64)
     analytic = flat_grads[where]
     numeric, kinks = _one_or_two_sided(analytic, phi0, up, down, h)
@@ -170,27 +174,35 @@ def _leaf_index(row: LeafError, layout: Layout, leaf: int) -> LeafError:
 
 
 def _one_or_two_sided(analytic, phi0, up, down, h) -> tuple[np.ndarray, np.ndarray]:
-    """The numeric derivative each analytic value is compared with: the central difference;
-    at a kink (one-sided differences further apart than ``KINK`` of the leaf's scale) the
-    analytic value itself where it lies between them; a one-sided difference where the other
-    side is not finite (the edge of a domain). Also which points are kinks."""
-    hs = np.where(h == 0, 1.0, h)
+    """The numeric derivative each analytic value is compared with: the nearest point of
+    the interval between the one-sided differences (so a rule passes at a non-differentiable
+    point if its derivative lies between them, and at a smooth point if it lies within the
+    step's curvature of the central difference); a one-sided difference where the other
+    side is not finite (the edge of a domain). Also which points are kinks: one-sided
+    differences further apart than ``KINK`` of the leaf's largest difference."""
+    with np.errstate(all="ignore"):  # non-finite sides are handled below
+        return _sided(analytic, phi0, up, down, np.where(h == 0, 1.0, h))
+
+
+def _sided(analytic, phi0, up, down, hs) -> tuple[np.ndarray, np.ndarray]:
     fwd, bwd, central = (up - phi0) / hs, (phi0 - down) / hs, (up - down) / (2 * hs)
     finite = central[np.isfinite(central)]
     scale = max(float(np.max(np.abs(finite), initial=0.0)), 1e-300)
     gap = np.abs(fwd - bwd)
     kinks = np.isfinite(gap) & (gap > KINK * scale)
-    between = (analytic >= np.minimum(fwd, bwd)) & (analytic <= np.maximum(fwd, bwd))
-    numeric = np.where(kinks & between, analytic, central)
+    numeric = np.clip(analytic, np.minimum(fwd, bwd), np.maximum(fwd, bwd))
+    numeric = np.where(np.isnan(analytic), central, numeric)
     numeric = np.where(np.isfinite(up) & ~np.isfinite(down), fwd, numeric)
     numeric = np.where(np.isfinite(down) & ~np.isfinite(up), bwd, numeric)
+    numeric = np.where(~np.isfinite(up) & ~np.isfinite(down), analytic, numeric)  # not compared
     return numeric, kinks
 
 
 def one_sided_slack(up, down, numeric) -> np.ndarray:
     """What a one-sided difference may be off by (its truncation, ``O(h)``): 1e-3 of it."""
     edge = np.isfinite(up) ^ np.isfinite(down)
-    return np.where(edge, 1e-3 * np.abs(np.nan_to_num(numeric)), 0.0)
+    with np.errstate(all="ignore"):
+        return np.where(edge, 1e-3 * np.abs(np.nan_to_num(numeric)), 0.0)
 
 
 def _notes(order, bits, h_rel, noise, phi0, kinks, up, down) -> list[str]:
@@ -208,4 +220,7 @@ def _notes(order, bits, h_rel, noise, phi0, kinks, up, down) -> list[str]:
     edge = int((np.isfinite(up) ^ np.isfinite(down)).sum())
     if edge:
         notes.append(f"{what}: {edge} point(s) at the edge of the domain: one-sided")
+    nowhere = int((~np.isfinite(up) & ~np.isfinite(down)).sum())
+    if nowhere:
+        notes.append(f"{what}: {nowhere} point(s) not finite on either side: not compared")
     return notes

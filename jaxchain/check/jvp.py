@@ -188,14 +188,14 @@ def _tolerance(spec, ref, diff, other, out, results, ts, call, names):
 
 
 def _linearity(call, spec, diff, other, names, ts, results, tol) -> list[LeafError]:
-    """``jvp(a t + s) = a jvp(t) + jvp(s)``: a JVP that is not linear in its tangent fails
-    here (and would crash JAX's transposition)."""
+    """``jvp(a t + b s) = a jvp(t) + b jvp(s)``, and ``jvp(-t) = -jvp(t)``: a JVP that is not
+    linear in its tangent fails here (and would crash JAX's transposition)."""
     t, s = ts[0], ts[-1]
     jt, js = results[0][1], results[-1][1]
     rows = []
-    for a in SCALES:
-        got = call(spec, diff, other, tuple(a * x + y for x, y in zip(t, s, strict=True)))[1]
-        want = [a * x + y for x, y in zip(jt, js, strict=True)]
+    for a, b in SCALES:
+        got = call(spec, diff, other, tuple(a * x + b * y for x, y in zip(t, s, strict=True)))[1]
+        want = [a * x + b * y for x, y in zip(jt, js, strict=True)]
         rows += compare("linearity", names, got, want, tol)
     return rows
 

@@ -159,7 +159,7 @@ class Layout:
             n = int(np.prod(shape))
             x = flat[at : at + n].reshape(shape)
             if c:
-                x = x + 1j * flat[at + n : at + 2 * n].reshape(shape)
+                x = jax.lax.complex(x, flat[at + n : at + 2 * n].reshape(shape))
             leaves.append(x)
             at += 2 * n if c else n
         return tuple(leaves)
@@ -184,9 +184,10 @@ def leaf_scale(x) -> float:
     a = np.asarray(x)
     if a.size == 0:
         return 1.0
-    a = np.abs(a - a.mean()) if a.size > 1 else np.abs(a)
-    spread = float(np.sqrt(np.mean(a**2)))
+    with np.errstate(all="ignore"):  # infinite entries (a masked logit) have no spread
+        a = np.abs(a - a.mean()) if a.size > 1 else np.abs(a)
+        spread = float(np.sqrt(np.mean(a**2)))
+        magnitude = float(np.max(np.abs(np.asarray(x))))
     if spread > 0 and np.isfinite(spread):
         return spread
-    magnitude = float(np.max(np.abs(np.asarray(x))))
     return magnitude if magnitude > 0 and np.isfinite(magnitude) else 1.0

@@ -55,7 +55,7 @@ from jaxchain.check.leaves import (
 )
 from jaxchain.check.report import LeafError, Report, failure, skipped
 
-SCALES = (1e3, 1e-3)  # the linearity check's cotangent scales
+SCALES = ((1e3, 1.0), (1e-3, 1.0), (-1.0, 0.0))  # linearity: vjp(a u + b w)
 MOVE = 0.9  # the vmap check's second primal: this multiple of the first (inside any cone)
 
 
@@ -306,15 +306,16 @@ class _Run:
         return rows
 
     def linearity(self) -> list[LeafError]:
-        """``vjp(a u + w) = a vjp(u) + vjp(w)`` for cotangents of very different scales: a
-        backward that clips, squares or normalises its cotangent fails (jax#2930)."""
+        """``vjp(a u + b w) = a vjp(u) + b vjp(w)`` for cotangents of very different scales
+        and ``vjp(-u) = -vjp(u)``: a backward that clips, squares, normalises or takes the
+        absolute value of its cotangent fails (jax#2930)."""
         u, w = self.cts[0], self.cts[-1] if len(self.cts) > 1 else self.zeros()
         gu, gw = self.grads, self.results[-1][1] if len(self.cts) > 1 else self.zeros_grads()
         rows = []
-        for a in SCALES:
-            got = self.call(self.spec, tuple(a * x + y for x, y in zip(u, w, strict=True)))[1]
-            want = tuple(a * x + y for x, y in zip(gu, gw, strict=True))
-            rows += compare("linearity", self.names, got, want, self.tol, self.natural() * a)
+        for a, b in SCALES:
+            got = self.call(self.spec, tuple(a * x + b * y for x, y in zip(u, w, strict=True)))[1]
+            want = tuple(a * x + b * y for x, y in zip(gu, gw, strict=True))
+            rows += compare("linearity", self.names, got, want, self.tol, self.natural() * abs(a))
         return rows
 
     def zeros_grads(self):
@@ -398,15 +399,26 @@ class _Run:
         grads = _vjp(self.spec, diff, self.other, um)[1]
         common = dict(key=key, bits=bits, fd_eps=fd_eps, points=points, natural=self.natural())
         rows, notes, info = fd.vjp_differences(self.spec, 1, diff, self.other, self.names,
-                                               grads, u, v, mask, **common)  # fmt: skip
+                                               grads, u, v, mask, **common,
+                                               phi_abs=_abs_inner(um, outs))  # fmt: skip
         self.notes += notes
         if self.ref is None and second_order:
             hx, hu = fd.hvp(self.spec, self.other, mask, u, v, diff)
             more, notes, _ = fd.vjp_differences(self.spec, 2, diff, self.other, self.names,
-                                                hx, u, v, mask, **common)  # fmt: skip
+                                                hx, u, v, mask, **common,
+                                                phi_abs=_abs_inner(v, grads))  # fmt: skip
             self.notes += notes
             rows += [*more, _cotangent_row(um, hu, info)]
         return rows
+
+
+def _abs_inner(a, b) -> float:
+    """``sum |a| |b|`` over the finite elements of matching leaves."""
+    total = 0.0
+    for x, y in zip(a, b, strict=True):
+        prod = np.abs(np.asarray(x)) * np.abs(np.asarray(y))
+        total += float(np.sum(prod[np.isfinite(prod)]))
+    return total
 
 
 def _up(x):
