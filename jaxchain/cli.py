@@ -1,6 +1,7 @@
 """The ``jaxchain`` command."""
 
 import argparse
+import logging
 import os
 import pathlib
 import sys
@@ -81,6 +82,9 @@ def _setup(args: argparse.Namespace, out, *, with_task: bool = True, **fixed):
         given["devices"] = jax.device_count()
     try:
         config = train.Config(**{**given, **fixed})
+        if distributed.is_main():  # the other processes join the run process 0 locks
+            runs.usable(out)
+            runs.free(out)
         task = _task(config) if with_task else None
         distributed.mesh_shardings(config.devices, config.batch_size, config.shard)
         runs.check(out, dataclasses.asdict(config), resume=args.resume, overwrite=args.overwrite)
@@ -144,31 +148,36 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     a terminal); write and return its metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from jaxchain import distributed, tasks, train
+    from jaxchain import distributed, runs, tasks, train
 
-    stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} steps/s")
+    stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), stats)
     what = config.strategy if config.data == "vader" else config.model
     with Progress(*columns, transient=True) as bar:
-        job = bar.add_task(f"{what} on {config.data}", total=config.steps, loss=0.0, rate=0.0)
+        job = bar.add_task(f"{what} on {config.data}", total=config.steps, loss=0.0, rate="")
         first, printed = {}, [time.perf_counter()]  # the first report; the last line printed
 
         def progress(step, loss):
             now = time.perf_counter()
-            t0, s0 = first.setdefault("at", (now, step))
-            rate = (step - s0) / (now - t0) if now > t0 else 0.0
+            t0, s0 = first.setdefault("at", (now, step))  # compilation is before it
+            rate = f"{(step - s0) / (now - t0):.1f} steps/s" if step > s0 else ""
             bar.update(job, completed=step, loss=loss, rate=rate)
             if not bar.console.is_terminal and now - printed[0] >= PRINT_EVERY:
                 printed[0] = now
-                bar.console.print(
-                    f"step {step}/{config.steps}: loss {loss:.4f}, {rate:.1f} steps/s"
-                )
+                bar.console.print(f"step {step}/{config.steps}: loss {loss:.4f}" + (
+                    f", {rate}" if rate else ""))  # fmt: skip
 
-        metrics, params = train.train(
-            config, pathlib.Path(out), resume=args.resume, overwrite=args.overwrite,
-            stop_at=args.stop_at, checks=args.checks, log=bar.console.print,
-            progress=progress, task=task,
-        )  # fmt: skip
+        def say(line: str) -> None:  # one line, however long
+            bar.console.print(line, soft_wrap=True, highlight=False)
+
+        try:
+            metrics, params = train.train(
+                config, pathlib.Path(out), resume=args.resume, overwrite=args.overwrite,
+                stop_at=args.stop_at, checks=args.checks, log=say,
+                progress=progress, task=task,
+            )  # fmt: skip
+        except runs.RunError as e:
+            raise UsageError(str(e)) from None
     params = distributed.local(params)  # every process: a gather when params are sharded
     if not distributed.is_main():
         return metrics
@@ -183,7 +192,18 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
         k: metrics[k] for k in ("test_accuracy", "val_loss", "steps", "seconds") if k in metrics
     }
     print(" ".join(f"{k}={v}" for k, v in headline.items()), f"-> {out}/metrics.json")
+    if "interrupted" in metrics:
+        print(f"jaxchain {args.command}: interrupted at step {metrics['steps']}; checkpoint "
+              "written; --resume continues", file=sys.stderr)  # fmt: skip
     return metrics
+
+
+def _status(metrics: dict) -> int:
+    """The exit status of a run: 0, or 128 + the signal that interrupted it (130, 143)."""
+    import signal
+
+    name = metrics.get("interrupted")
+    return 0 if name is None else 128 + signal.Signals[name].value
 
 
 def _read_run(run: pathlib.Path):
@@ -219,7 +239,11 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--run: {run} is a {config.model} run; generate samples decoders")
     if args.steps < 0 or args.temperature < 0 or args.top_k < 0:
         raise UsageError("generate: --steps, --temperature and --top-k must be >= 0")
-    tokenizer = Tokenizer.from_file(str(tokens))
+    try:
+        tokenizer = Tokenizer.from_file(str(tokens))
+    except Exception as e:  # tokenizers raises its own error kinds
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--run: {tokens} cannot be read as a tokenizer: {reason}") from None
     dims = tasks.decoder_dims(config.hidden, config.layers)
     vocab = tokenizer.get_vocab_size()
     like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), vocab, **dims))
@@ -288,8 +312,7 @@ def _train(args: argparse.Namespace) -> int:
     _join(args)
     out = pathlib.Path(args.out)
     config, task = _setup(args, out)
-    _run(config, task, out, args, sample=config.data == "shakespeare")
-    return 0
+    return _status(_run(config, task, out, args, sample=config.data == "shakespeare"))
 
 
 # Fine-tuning defaults by strategy: a frozen encoder takes a larger step than a moving one.
@@ -316,6 +339,8 @@ def _finetune(args: argparse.Namespace) -> int:
     rows = []
     for where, config, _ in planned:
         metrics = _run(config, _task(config), where, args)  # one encoder in memory at a time
+        if "interrupted" in metrics:
+            return _status(metrics)
         keep = ("test_accuracy", "val_accuracy", "parameters", "trainable_parameters",
                 "optimizer_bytes", "steps", "seconds")  # fmt: skip
         rows.append({"strategy": config.strategy, "lr": config.lr, **{k: metrics[k] for k in keep}})
@@ -387,8 +412,10 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
         "time-limit": "seconds of training; then evaluate, checkpoint and stop",
         "weight-decay": "decoupled weight decay (adamw)",
         "vocab": "BPE vocabulary size (decoder, trained on the training split)",
+        "dropout": "dropout rate in training (the models' own places; none at evaluation)",
     }  # fmt: skip
-    kinds = {"lr": float, "clip": float, "time-limit": float, "weight-decay": float}
+    kinds = {"lr": float, "clip": float, "time-limit": float, "weight-decay": float,
+             "dropout": float}  # fmt: skip
     for name, default in defaults.items():
         p.add_argument(f"--{name}", type=kinds.get(name, int), default=default, help=helps[name])
     p.add_argument(
@@ -473,7 +500,7 @@ def parser() -> argparse.ArgumentParser:
                    help="learning rate schedule")  # fmt: skip
     names = ("lr", "warmup", "clip", "accumulate", "steps", "batch-size", "seed", "hidden",
              "layers", "seq-len", "eval-every", "checkpoint-every", "patience", "devices",
-             "time-limit", "vocab")  # fmt: skip
+             "time-limit", "vocab", "dropout")  # fmt: skip
     _run_flags(t, {n: getattr(d, n.replace("-", "_")) for n in names})
     t.set_defaults(run=_train)
 
@@ -490,13 +517,18 @@ def parser() -> argparse.ArgumentParser:
     _run_flags(f, {"steps": 600, "batch-size": 32, "warmup": 60, "accumulate": 1,
                    "weight-decay": 0.01, "seq-len": 16, "eval-every": 100,
                    "checkpoint-every": 200, "seed": 0, "patience": None, "devices": 1,
-                   "time-limit": None})  # fmt: skip
+                   "time-limit": None, "dropout": 0.0})  # fmt: skip
     f.set_defaults(run=_finetune, optimizer="adamw", schedule="cosine")
 
     g = command("generate", "sample text from a trained decoder run")
     g.add_argument("--run", dest="run_dir", required=True, help="a decoder run's directory")
     g.add_argument("--prompt", required=True, help="the text to continue")
-    g.add_argument("--steps", type=int, default=100, help="tokens to generate")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=100,
+        help=f"tokens to generate; with the prompt's, at most {tasks.MAX_TOKENS}",
+    )
     g.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
     g.add_argument("--top-k", type=int, default=40, help="sample among the K likeliest (0: all)")
     g.add_argument("--seed", type=int, default=0, help="seeds the sampling")
@@ -526,6 +558,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # orbax logs the errors it raises, tracebacks included, through absl; the command
+    # reports each error itself, in one line
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     try:
         status = args.run(args)
     except UsageError as e:

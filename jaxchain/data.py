@@ -12,6 +12,7 @@ import dataclasses
 import importlib.resources
 import pathlib
 import re
+import unicodedata
 
 import numpy as np
 
@@ -180,6 +181,40 @@ def bpe(corpus: Corpus, vocab_size: int = 1024):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
     tokenizer.train_from_iterator(corpus.text(corpus.train).splitlines(keepends=True), trainer)
     return tokenizer
+
+
+def _byte_values() -> dict[str, int]:
+    """The byte behind each character of a byte-level BPE token (GPT-2's map: the printable
+    bytes stand for themselves, the other 68 for the characters from U+0100 on)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(others)}}
+
+
+def decode_text(tokenizer, ids) -> str:
+    """``ids`` of a byte-level BPE tokenizer (:func:`bpe`) as text a terminal shows: bytes
+    are joined across tokens into whole UTF-8 characters, a character left incomplete (or
+    bytes that are no UTF-8) is dropped rather than shown as U+FFFD, and control characters
+    other than newline and tab are dropped.
+
+    >>> decode_text(_Pieces(["h", "Ã", "©", "ė", "Ċ", "Ã"]), range(6))  # é, 0x17, newline, half
+    'hé\\n'
+    """
+    values = _byte_values()
+    pieces = (tokenizer.id_to_token(int(i)) or "" for i in ids)
+    raw = bytes(values.get(c, ord("?")) for piece in pieces for c in piece)
+    text = raw.decode("utf-8", errors="ignore")
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
+
+
+class _Pieces:
+    """A stand-in tokenizer with the given token strings (for the example above)."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def id_to_token(self, i):
+        return self.pieces[i]
 
 
 def encode(tokenizer, text: str) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 :func:`make_optimizer` composes optax transformations as the options ask; :func:`make_step`
 turns a loss into a jitted ``(params, opt_state, batch) -> (params, opt_state, metrics)`` that
-never applies a non-finite update, and that can run checked (``checks=True``, through
-:func:`chex.chexify`): the rules' :mod:`~jax.experimental.checkify` checks (labels, ids and
+never applies a non-finite update, and that can run checked (``checks=True``, a
+:class:`CheckedStep`): the rules' :mod:`~jax.experimental.checkify` checks (labels, ids and
 lengths in range) and a finite loss and gradient then raise on the host.
 
 >>> import jax.numpy as jnp
@@ -13,11 +13,12 @@ lengths in range) and a finite loss and gradient then raise on the host.
 0
 """
 
-import contextlib
+import atexit
+import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -99,13 +100,12 @@ def make_step(
       loss: ``loss(params, batch)``, a scalar (or ``(scalar, aux)`` with ``has_aux``).
       tx: the optimizer (from :func:`make_optimizer`, or any optax transformation).
       has_aux: ``loss`` returns ``(value, aux)``.
-      checks: run under :func:`chex.chexify` (:func:`jax.experimental.checkify.checkify`):
-        a failed check in a rule (a label, id or length out of range) or a non-finite loss or
-        gradient raises ``jax.experimental.checkify.JaxRuntimeError`` naming it. The checks
-        are read asynchronously (no host sync per step): the error is raised by a later call,
-        or by ``step.wait_checks()``, which the training loop calls before it reads the
-        losses, evaluates or saves a checkpoint, so a failed step never reaches a
-        checkpoint.
+      checks: return a :class:`CheckedStep`: a failed check in a rule (a label, id or
+        length out of range) or a non-finite loss or gradient raises
+        ``jax.experimental.checkify.JaxRuntimeError`` naming it, at the next call of the
+        step or at ``step.wait_checks()``, whichever comes first (the training loop calls
+        it before it reads the losses, evaluates or saves a checkpoint, so a failed step
+        never reaches a checkpoint).
       donate: donate ``params`` and ``opt_state`` (their buffers are reused for the result;
         the arrays passed in must not be used afterwards).
     """
@@ -127,22 +127,59 @@ def make_step(
         return optax.apply_updates(params, updates), opt_state, metrics
 
     donated = (0, 1) if donate else ()
-    jitted = jax.jit(step, donate_argnums=donated)
     if not checks:
-        return jitted
-    return chex.chexify(jitted, async_check=True, errors=checkify.user_checks)
+        return jax.jit(step, donate_argnums=donated)
+    checked = checkify.checkify(step, errors=checkify.user_checks)
+    return CheckedStep(jax.jit(checked, donate_argnums=donated))
+
+
+class CheckedStep:
+    """A jitted, checkified step whose checks are read one call late: each call first waits
+    for the previous call's checks (raising the failure, if any) and then dispatches its
+    own, so the step runs ahead of the host by one call and a failure is raised by the very
+    next call, or by :meth:`wait_checks`.
+
+    A program that ends with a check not yet read is told in one line on stderr (the failure
+    it missed, if there was one), never with a traceback.
+    """
+
+    def __init__(self, checked: Callable):
+        self._checked = checked  # (*args) -> (checkify error, outputs)
+        self._pending = None  # the last call's error, not read yet
+        _UNREAD.add(self)
+
+    def __call__(self, *args):
+        self.wait_checks()
+        error, out = self._checked(*args)
+        self._pending = error
+        return out
+
+    def wait_checks(self) -> None:
+        """Wait for the last call's checks; raise ``JaxRuntimeError`` if one failed."""
+        error, self._pending = self._pending, None
+        if error is not None:
+            error.throw()
+
+    def _cache_size(self) -> int:
+        return self._checked._cache_size()
+
+
+_UNREAD: "weakref.WeakSet[CheckedStep]" = weakref.WeakSet()
+
+
+@atexit.register
+def _read_at_exit() -> None:
+    """The checks nobody read, read as the program ends: a failure is one line on stderr."""
+    for step in list(_UNREAD):
+        try:
+            step.wait_checks()
+        except checkify.JaxRuntimeError as e:
+            what = str(e).strip().splitlines()[0]
+            print(f"jaxchain: a checked step failed and the program ended before reading it "
+                  f"(call step.wait_checks()): {what}", file=sys.stderr)  # fmt: skip
 
 
 def finish_checks(step: Callable) -> None:
     """The last checks of a checked step (:func:`make_step` with ``checks=True``): raise the
-    first failure not yet raised; then chex need not warn at exit that some checks may not
-    have been read (it warns for every checked function it still lists). Nothing for an
-    unchecked step."""
-    wait = getattr(step, "wait_checks", None)
-    if wait is None:
-        return
-    wait()
-    from chex._src import asserts_internal  # where chex lists the checked functions' waits
-
-    with contextlib.suppress(AttributeError, ValueError):
-        asserts_internal.CHEXIFY_STORAGE.wait_fns.remove(wait)
+    failure not yet raised. Nothing for an unchecked step."""
+    getattr(step, "wait_checks", lambda: None)()

@@ -1,8 +1,10 @@
 """What ``jaxchain train`` trains: a model paired with a data set, as pure functions.
 
-A :class:`Task` gives ``init(key) -> params``, ``loss(params, batch, ops) -> scalar``,
-``batch(step) -> batch`` (a pure function of the step, so a resumed run sees the same data in
-the same order), and ``evaluate(params, split) -> metrics``.
+A :class:`Task` gives ``init(key) -> params``, ``loss(params, batch, ops, key=None) ->
+scalar``, ``batch(step) -> batch`` (a pure function of the step, so a resumed run sees the
+same data in the same order), and ``evaluate(params, split) -> metrics``. A task made with
+``dropout`` > 0 drops at that rate in ``loss`` when it is given a ``key`` (the training
+step's), and never in ``logits`` without one, so never in ``evaluate``.
 
 * digits with ``mlp`` (64 pixels), ``rnn``/``lstm``/``gru`` (8 rows of 8 pixels, a dense head
   on the last state) or ``transformer`` (64 pixel tokens of 17 levels, mean-pooled);
@@ -31,7 +33,7 @@ DATASETS = ("digits", "shakespeare")  # what `jaxchain train` trains on; vader i
 @dataclasses.dataclass(frozen=True)
 class Task:
     init: Callable[[jax.Array], dict]
-    logits: Callable[[dict, jax.Array, ModuleType], jax.Array]
+    logits: Callable[..., jax.Array]  # (params, x, ops, key=None): with a key, dropout
     batch: Callable[[int], tuple[np.ndarray, np.ndarray]]
     evaluate: Callable[[dict, str], dict[str, float]]
     kind: str  # "classification" or "language"
@@ -39,15 +41,16 @@ class Task:
     tokenizer: Any = None  # a tokenizers.Tokenizer, saved with the run (decoder)
     merge: Callable[[dict], dict] | None = None  # adapted params -> plain params (LoRA)
     trainable: Callable[[dict], dict] | None = None  # params -> bools; None: all trainable
-    loss_fn: Callable[[dict, tuple, ModuleType], jax.Array] | None = None  # else CE of logits
+    loss_fn: Callable[..., jax.Array] | None = None  # (params, batch, ops, key); else CE
 
     @property
     def metric_names(self) -> tuple[str, ...]:
         """The keys of what ``evaluate`` returns."""
         return ("accuracy",) if self.kind == "classification" else ("loss",)
 
-    def loss(self, params: dict, batch, ops: ModuleType) -> jax.Array:
-        """Mean cross-entropy (nats) of the model's logits against the batch's labels.
+    def loss(self, params: dict, batch, ops: ModuleType, key: jax.Array | None = None):
+        """Mean cross-entropy (nats) of the model's logits against the batch's labels;
+        ``key``: the step's dropout key (none: no dropout).
 
         Frozen leaves (see ``trainable``) pass through ``stop_gradient``, so no backward pass
         runs below the lowest trainable layer.
@@ -57,9 +60,9 @@ class Task:
                 lambda p, t: p if t else jax.lax.stop_gradient(p), params, self.trainable(params)
             )
         if self.loss_fn is not None:
-            return self.loss_fn(params, batch, ops)
+            return self.loss_fn(params, batch, ops, key)
         x, y = batch
-        return jnp.mean(ops.softmax_cross_entropy(self.logits(params, x, ops), y))
+        return jnp.mean(ops.softmax_cross_entropy(self.logits(params, x, ops, key), y))
 
 
 def _head(key, d_in: int, d_out: int) -> dict:
@@ -76,10 +79,12 @@ def _stack_init(module, key, input_size: int, hidden: int, layers: int) -> list[
     return [module.init(k, input_size if i == 0 else hidden, hidden) for i, k in enumerate(keys)]
 
 
-def _stack_apply(module, cells: list[dict], xs, ops):
-    """Run stacked layers, each over the outputs of the one below; ``(hs, last)`` of the top."""
-    for cell in cells:
-        xs, last = module.apply(cell, xs, ops=ops)
+def _stack_apply(module, cells: list[dict], xs, ops, key=None, dropout: float = 0.0):
+    """Run stacked layers, each over the outputs of the one below; ``(hs, last)`` of the top.
+    With a ``key``, each layer drops on its inputs and outputs at rate ``dropout``."""
+    for i, cell in enumerate(cells):
+        k = None if key is None else jax.random.fold_in(key, i)
+        xs, last = module.apply(cell, xs, ops=ops, dropout=dropout, key=k)
     return xs, last
 
 
@@ -98,11 +103,15 @@ def _shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], np.
 # --- digits ----------------------------------------------------------------------------------
 
 
-def _digits_model(model: str, hidden: int, layers: int):
+def _digits_model(model: str, hidden: int, layers: int, dropout: float = 0.0):
     """``(init, logits)`` for a digits classifier."""
     if model == "mlp":
         sizes = [64, *[hidden] * layers, 10]
-        return (lambda k: nn.mlp.init(k, sizes)), (lambda p, x, ops: nn.mlp.apply(p, x, ops=ops))
+
+        def logits_mlp(p, x, ops, key=None):
+            return nn.mlp.apply(p, x, dropout=dropout, key=key, ops=ops)
+
+        return (lambda k: nn.mlp.init(k, sizes)), logits_mlp
     if model in RECURRENT:
         module = RECURRENT[model]
 
@@ -111,8 +120,8 @@ def _digits_model(model: str, hidden: int, layers: int):
             cells = _stack_init(module, k1, 8, hidden, layers)
             return {"cells": cells, "head": _head(k2, hidden, 10)}
 
-        def logits(p, x, ops):
-            _, last = _stack_apply(module, p["cells"], x, ops)
+        def logits(p, x, ops, key=None):
+            _, last = _stack_apply(module, p["cells"], x, ops, key, dropout)
             return _dense(ops, p["head"], jax.tree.leaves(last)[0])  # h_last of the top layer
 
         return init, logits
@@ -123,19 +132,23 @@ def _digits_model(model: str, hidden: int, layers: int):
         enc = nn.transformer.init(k1, 17, 64, hidden, heads, layers, pre_norm=True)
         return {"encoder": enc, "head": _head(k2, hidden, 10)}
 
-    def logits_t(p, x, ops):
+    def logits_t(p, x, ops, key=None):
         tokens = jnp.round(x * 16).astype(jnp.int32)  # 17 grey levels
-        h = nn.transformer.apply(p["encoder"], tokens, pre_norm=True, ops=ops)
+        h = nn.transformer.apply(
+            p["encoder"], tokens, pre_norm=True, dropout=dropout, key=key, ops=ops
+        )
         return _dense(ops, p["head"], jnp.mean(h, axis=1))
 
     return init_t, logits_t
 
 
-def digits_task(model: str, *, batch_size: int, seed: int, hidden: int, layers: int) -> Task:
+def digits_task(
+    model: str, *, batch_size: int, seed: int, hidden: int, layers: int, dropout: float = 0.0
+) -> Task:
     ds = data.digits(sequence=model in RECURRENT)
     for split in (ds.train, ds.val, ds.test):
         data.check_labels("digits", split.y, ds.num_classes)
-    init, logits = _digits_model(model, hidden, layers)
+    init, logits = _digits_model(model, hidden, layers, dropout)
     take = _shuffled_batches(len(ds.train), batch_size, seed)
 
     def batch(step: int):
@@ -154,7 +167,9 @@ def digits_task(model: str, *, batch_size: int, seed: int, hidden: int, layers: 
 # --- shakespeare -----------------------------------------------------------------------------
 
 
-def _language_model(model: str, vocab: int, hidden: int, layers: int, seq_len: int):
+def _language_model(
+    model: str, vocab: int, hidden: int, layers: int, seq_len: int, dropout: float = 0.0
+):
     if model in RECURRENT:
         module, embed = RECURRENT[model], min(64, hidden)
 
@@ -164,8 +179,9 @@ def _language_model(model: str, vocab: int, hidden: int, layers: int, seq_len: i
             return {"embed": table, "cells": _stack_init(module, k2, embed, hidden, layers),
                     "head": _head(k3, hidden, vocab)}  # fmt: skip
 
-        def features(p, tokens, ops):
-            return _stack_apply(module, p["cells"], ops.embedding(tokens, p["embed"]), ops)[0]
+        def features(p, tokens, ops, key=None):
+            xs = ops.embedding(tokens, p["embed"])
+            return _stack_apply(module, p["cells"], xs, ops, key, dropout)[0]
 
         return init, features
     if model != "transformer":
@@ -180,8 +196,10 @@ def _language_model(model: str, vocab: int, hidden: int, layers: int, seq_len: i
         enc = nn.transformer.init(k1, vocab, seq_len, hidden, heads, layers, pre_norm=True)
         return {"encoder": enc, "head": _head(k2, hidden, vocab)}
 
-    def features_t(p, tokens, ops):
-        return nn.transformer.apply(p["encoder"], tokens, is_causal=True, pre_norm=True, ops=ops)
+    def features_t(p, tokens, ops, key=None):
+        return nn.transformer.apply(
+            p["encoder"], tokens, is_causal=True, pre_norm=True, dropout=dropout, key=key, ops=ops
+        )
 
     return init_t, features_t
 
@@ -204,7 +222,14 @@ def decoder_dims(hidden: int, layers: int) -> dict:
 
 
 def decoder_task(
-    *, batch_size: int, seed: int, hidden: int, layers: int, seq_len: int, vocab: int
+    *,
+    batch_size: int,
+    seed: int,
+    hidden: int,
+    layers: int,
+    seq_len: int,
+    vocab: int,
+    dropout: float = 0.0,
 ) -> Task:
     """Shakespeare as byte-level BPE tokens (:func:`jaxchain.data.bpe`, trained on the training
     split) for the Llama-style decoder; ``seq_len`` counts tokens. Validation loss is in nats
@@ -220,12 +245,12 @@ def decoder_task(
     def init(key):
         return nn.decoder.init(key, tokenizer.get_vocab_size(), **dims)
 
-    def logits(p, tokens, ops):
-        return nn.decoder.apply(p, tokens, ops=ops)
+    def logits(p, tokens, ops, key=None):
+        return nn.decoder.apply(p, tokens, ops=ops)  # no dropout: logits only evaluate
 
-    def loss(p, batch, ops):
+    def loss(p, batch, ops, key=None):
         tokens, targets = batch
-        return nn.decoder.loss(p, tokens, targets, ops=ops)
+        return nn.decoder.loss(p, tokens, targets, key=key, dropout=dropout, ops=ops)
 
     windows = np.arange(seq_len + 1)
 
@@ -250,22 +275,22 @@ def decoder_task(
 
 def shakespeare_task(
     model: str, *, batch_size: int, seed: int, hidden: int, layers: int, seq_len: int,
-    vocab: int = 1024,
+    vocab: int = 1024, dropout: float = 0.0,
 ) -> Task:  # fmt: skip
     if model == "decoder":
         return decoder_task(batch_size=batch_size, seed=seed, hidden=hidden, layers=layers,
-                            seq_len=seq_len, vocab=vocab)  # fmt: skip
+                            seq_len=seq_len, vocab=vocab, dropout=dropout)  # fmt: skip
     corpus = data.shakespeare()
     for part in (corpus.train, corpus.val):
         data.check_labels("shakespeare", part, len(corpus.vocab))  # character ids
-    init, features = _language_model(model, len(corpus.vocab), hidden, layers, seq_len)
+    init, features = _language_model(model, len(corpus.vocab), hidden, layers, seq_len, dropout)
 
-    def logits(p, tokens, ops):
-        return _dense(ops, p["head"], features(p, tokens, ops))  # (B, T, V)
+    def logits(p, tokens, ops, key=None):
+        return _dense(ops, p["head"], features(p, tokens, ops, key))  # (B, T, V)
 
-    def loss(p, batch, ops):
+    def loss(p, batch, ops, key=None):
         tokens, labels = batch
-        return _head_loss(ops, p["head"], features(p, tokens, ops), labels)
+        return _head_loss(ops, p["head"], features(p, tokens, ops, key), labels)
 
     windows = np.arange(seq_len + 1)
 
@@ -327,7 +352,7 @@ def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable
 
 def sentiment_task(
     strategy: str, *, batch_size: int, seed: int, top_k: int = 2, seq_len: int = 16,
-    rank: int = 8,
+    rank: int = 8, dropout: float = 0.0,
 ) -> Task:  # fmt: skip
     """Positive/negative entries of the VADER lexicon with MiniLM-L6, mean-pooled, and a dense
     head; ``scratch`` is the same architecture randomly initialised; ``lora`` adds adapters
@@ -363,10 +388,19 @@ def sentiment_task(
 
     lora_scale = nn.lora.scale(rank)
 
-    def logits(p, x, ops):
+    def logits(p, x, ops, key=None):
         tokens, mask = x
-        h = nn.bert.apply(p["encoder"], tokens, mask, eps=eps, lora=p.get("lora"),
-                          lora_scale=lora_scale, ops=ops)  # fmt: skip
+        h = nn.bert.apply(
+            p["encoder"],
+            tokens,
+            mask,
+            eps=eps,
+            lora=p.get("lora"),
+            lora_scale=lora_scale,
+            dropout=dropout,
+            key=key,
+            ops=ops,
+        )
         return _dense(ops, p["head"], nn.bert.mean_pool(h, mask))
 
     def merge(p):
@@ -415,16 +449,27 @@ def make_task(model: str, dataset: str, **options) -> Task:
     raise ValueError(f"train: --data must be one of {', '.join(DATASETS)}, got {dataset!r}")
 
 
+MAX_TOKENS = 4096  # prompt and generated tokens together: `jaxchain generate`'s bound
+
+
 def generate_text(
     params: dict, tokenizer, prompt: str, steps: int, *, seed: int = 0,
     temperature: float = 0.8, top_k: int | None = 40,
 ) -> str:  # fmt: skip
     """``prompt`` and ``steps`` BPE tokens sampled after it by the decoder
-    (:func:`jaxchain.nn.decoder.generate`, with its KV cache)."""
+    (:func:`jaxchain.nn.decoder.generate`, with its KV cache), as text a terminal shows
+    (:func:`jaxchain.data.decode_text`). The prompt and the new tokens together may number
+    at most :data:`MAX_TOKENS` (the KV cache holds them all)."""
     ids = tokenizer.encode(prompt).ids
     if not ids:
         raise ValueError("generate: --prompt must not be empty")
+    if len(ids) + steps > MAX_TOKENS:
+        raise ValueError(
+            f"generate: --steps {steps} after a prompt of {len(ids)} tokens passes the "
+            f"{MAX_TOKENS} tokens a generation may hold; ask for at most "
+            f"{max(0, MAX_TOKENS - len(ids))}"
+        )
     prompt_ids, key = jnp.array([ids], jnp.int32), jax.random.key(seed)
     out = nn.decoder.generate(params, prompt_ids, steps, key=key, temperature=temperature,
                               top_k=top_k)  # fmt: skip
-    return tokenizer.decode(np.asarray(out[0]).tolist())
+    return data.decode_text(tokenizer, np.asarray(out[0]).tolist())

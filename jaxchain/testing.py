@@ -27,8 +27,8 @@ from jaxchain.registry import Case
 __all__ = ["arrays", "case_args", "check_property", "keys", "scales", "shapes"]
 
 hypothesis.settings.register_profile(
-    "jaxchain", max_examples=4, deadline=None, derandomize=True, print_blob=True
-)
+    "jaxchain", max_examples=4, deadline=None, derandomize=True, print_blob=True, database=None
+)  # derandomized: the same examples every run, nothing shared between processes
 hypothesis.settings.register_profile("jaxchain-thorough", max_examples=60, deadline=None)
 
 DEFAULT_SHAPES: tuple[tuple[int, ...], ...] = ((5,), (2, 3), (2, 3, 4))

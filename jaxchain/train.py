@@ -9,8 +9,9 @@ typed :class:`History`: data parallelism over a 1-D device mesh, over several pr
 """
 
 import dataclasses
-import json
 import pathlib
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +88,7 @@ class Config:
     vocab: int = 1024  # the BPE vocabulary of the decoder on shakespeare
     rank: int = 8  # the rank of the LoRA adapters (strategy lora)
     shard: str = "none"  # "params": params and optimizer state split over the devices
+    dropout: float = 0.0  # training only; the key of step s: fold_in(DROPOUT_KEY(seed), s)
 
     def __post_init__(self):
         positive = ("steps", "batch_size", "hidden", "layers", "seq_len", "eval_every",
@@ -99,6 +101,8 @@ class Config:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"train: --{name.replace('_', '-')} must be >= 0, got {value}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"train: --dropout must be in [0, 1), got {self.dropout}")
         for name, choices in (("backward", BACKWARDS), ("optimizer", OPTIMIZERS),
                               ("schedule", SCHEDULES), ("shard", distributed.SHARDS)):  # fmt: skip
             if getattr(self, name) not in choices:
@@ -109,13 +113,17 @@ class Config:
 
     def task(self) -> Task:
         if self.data == "vader":
-            options = dict(strategy=self.strategy, top_k=self.top_k, seq_len=self.seq_len,
-                           rank=self.rank)  # fmt: skip
+            options = dict(strategy=self.strategy, top_k=self.top_k, rank=self.rank)
         else:
-            options = dict(hidden=self.hidden, layers=self.layers, seq_len=self.seq_len,
-                           vocab=self.vocab)  # fmt: skip
+            options = dict(hidden=self.hidden, layers=self.layers, vocab=self.vocab)
         return make_task(
-            self.model, self.data, batch_size=self.batch_size, seed=self.seed, **options
+            self.model,
+            self.data,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            seq_len=self.seq_len,
+            dropout=self.dropout,
+            **options,
         )
 
     def optimizer_for(self, trainable: Callable[[dict], dict] | None = None):
@@ -152,6 +160,39 @@ TOKENIZER_FILE = "tokenizer.json"
 SYNC_SECONDS = 1.0  # read the losses (waiting for the device) at least this often
 
 
+def dropout_key(seed: int, step: jax.Array) -> jax.Array:
+    """The dropout key of training step ``step`` (counted from 0): a pure function of the
+    seed and the step, so that a resumed run drops exactly what an uninterrupted one does."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), step)
+
+
+class Interrupts:
+    """SIGINT and SIGTERM while a run trains: the first is noted (:attr:`signal`), and the
+    loop stops after the step it is in, as at ``stop_at``; the handlers are then put back to
+    the system's, so a second signal ends the process at once. Only in the main thread
+    (where Python can take signals); elsewhere nothing is installed."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.saved = {}
+
+    def _note(self, signum, frame) -> None:
+        self.signal = signum
+        for s in self.SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+
+
 def train(
     config: Config,
     out: pathlib.Path,
@@ -176,48 +217,101 @@ def train(
       progress: called about every second with ``(step, latest loss)``.
       task: ``config.task()``, if the caller already has it.
 
+    The run directory is locked for the whole call (:class:`jaxchain.runs.Lock`, by process
+    0): a second run into it is refused with :class:`jaxchain.runs.RunError`. A SIGINT or
+    SIGTERM stops the run after the current step, as ``stop_at`` does (evaluated,
+    checkpointed); the metrics then hold ``interrupted`` (the signal's name). On resume, a
+    checkpoint that cannot be read is set aside and the newest readable one is used
+    (:meth:`jaxchain.runs.Checkpoints.restore`); if none is, nothing in ``out`` changes.
+
     In a multi-process run (:mod:`jaxchain.distributed`; every process calls this alike)
     process 0 writes the run directory, logs and evaluates; the checkpoints are written by
     all together (each its own shards).
     """
+    runs.check(out, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
+    lock = runs.Lock(out) if distributed.is_main() else None  # then checked again, held
+    try:
+        with Interrupts() as interrupts:
+            return _train(
+                config,
+                out,
+                interrupts,
+                resume=resume,
+                overwrite=overwrite,
+                stop_at=stop_at,
+                checks=checks,
+                log=log,
+                progress=progress,
+                task=task,
+            )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, out, interrupts, *, resume, overwrite, stop_at, checks, log, progress, task):
     task = task or config.task()
     mesh = distributed.mesh_shardings(config.devices, config.batch_size, config.shard)
     fields = dataclasses.asdict(config)
     runs.check(out, fields, resume=resume, overwrite=overwrite)  # every process, then one writes
-    distributed.barrier("jaxchain: run directory checked")
-    if distributed.is_main():
-        runs.prepare(out, fields, resume=resume, overwrite=overwrite)
-        if task.tokenizer is not None:  # the run's own tokens, for `jaxchain generate`
-            task.tokenizer.save(str(out / TOKENIZER_FILE))
-    else:  # one process writes and logs
+    main = distributed.is_main()
+    if not main:  # one process writes and logs
         log, progress = (lambda _: None), None
-    distributed.barrier("jaxchain: run directory ready")
     tx = config.optimizer_for(task.trainable)
     params = task.init(jax.random.key(config.seed))
     state, history, start = {"params": params, "opt_state": tx.init(params)}, History(), 0
     if mesh:  # placed before a restore, which then reads each shard where it belongs
         state = jax.device_put(state, mesh[0](state))
-    checkpoints = Checkpoints(out / "checkpoints")
-    if resume and (restored := checkpoints.restore(state)) is not None:
+    restored = None
+    if resume:  # before anything is written: a run none of whose checkpoints reads is kept
+        checkpoints = Checkpoints(out / "checkpoints")
+        restored = checkpoints.restore(state, log if main else None)
+    distributed.barrier("jaxchain: run directory checked")
+    if main:
+        runs.prepare(out, fields, resume=resume, overwrite=overwrite)
+        if task.tokenizer is not None:  # the run's own tokens, for `jaxchain generate`
+            task.tokenizer.save(str(out / TOKENIZER_FILE))
+    distributed.barrier("jaxchain: run directory ready")
+    if resume:
+        checkpoints.manager.reload()  # what process 0 set aside
+    else:
+        checkpoints = Checkpoints(out / "checkpoints")
+    if restored is not None:
         state, meta = restored
         start, history = meta["step"], History(**meta["history"])
         log(f"resumed at step {start}")
-    step_fn = make_step(lambda p, b: task.loss(p, b, BACKWARDS[config.backward]), tx,
-                        checks=checks)  # fmt: skip
-    loop = _Loop(config, task, step_fn, checkpoints, history, log, progress)
+    ops = BACKWARDS[config.backward]
+
+    def loss(p, batch):
+        data, step = batch
+        key = dropout_key(config.seed, step) if config.dropout else None
+        return task.loss(p, data, ops, key)
+
+    step_fn = make_step(loss, tx, checks=checks)
+    loop = _Loop(config, task, step_fn, checkpoints, history, log, progress, interrupts)
     params, opt_state, step = loop.run(state, start, stop_at, mesh and mesh[1])
     finish_checks(step_fn)
     checkpoints.close()
-    return _summary(task, params, opt_state, step, history), params
+    summary = _summary(task, params, opt_state, step, history)
+    if interrupts.signal is not None:
+        summary["interrupted"] = signal.Signals(interrupts.signal).name
+    return summary, params
 
 
 def read_config(run: pathlib.Path) -> Config:
     """The configuration of the run in ``run``; :class:`jaxchain.runs.RunError` if it is
     not a run."""
-    record = run / runs.RUN_FILE
-    if not record.is_file():
+    if not (run / runs.RUN_FILE).is_file():
         raise runs.RunError(f"--run: {run} is not a jaxchain run (no {runs.RUN_FILE})")
-    return Config(**json.loads(record.read_text())["config"])
+    saved = runs.read_record(run)
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise runs.RunError(f"{run / runs.RUN_FILE}: unknown fields {', '.join(unknown)}")
+    try:
+        return Config(**saved)
+    except (TypeError, ValueError) as e:
+        raise runs.RunError(f"{run / runs.RUN_FILE}: {e}") from None
 
 
 def restore_params(
@@ -257,8 +351,8 @@ class _Loop:
     """The steps of one run: losses read now and then (reading each would stall the dispatch
     queue), evaluation, early stopping, the time limit and checkpoints."""
 
-    def __init__(self, config, task, step_fn, checkpoints, history, log, progress):
-        self.config, self.task, self.step_fn = config, task, step_fn
+    def __init__(self, config, task, step_fn, checkpoints, history, log, progress, interrupts):
+        self.config, self.task, self.step_fn, self.interrupts = config, task, step_fn, interrupts
         self.checkpoints, self.history, self.log, self.progress = (
             checkpoints,
             history,
@@ -299,16 +393,17 @@ class _Loop:
         return False
 
     def out_of_time(self, step: int, step_seconds: float) -> bool:
-        """Whether one more step would run past the time limit; over several processes,
-        process 0's answer every :data:`TIME_CHECK_STEPS` steps."""
+        """Whether to stop now: a signal came, or one more step would run past the time
+        limit; over several processes, process 0's answer every :data:`TIME_CHECK_STEPS`
+        steps."""
         limit = self.config.time_limit
-        if limit is None:
-            return False
+        late = limit is not None and self.elapsed() + step_seconds > limit
+        stop = late or self.interrupts.signal is not None
         if jax.process_count() == 1:
-            return self.elapsed() + step_seconds > limit
+            return stop
         if step % TIME_CHECK_STEPS:
             return False
-        return bool(distributed.broadcast(np.array(self.elapsed() + step_seconds > limit)))
+        return bool(distributed.broadcast(np.array(stop)))
 
     def run(self, state, start: int, stop_at: int | None, batch_sharding):
         c = self.config
@@ -317,6 +412,7 @@ class _Loop:
         out_of_time = self.out_of_time(step, 0.0)
         while step < c.steps and not out_of_time:
             batch = distributed.shard_batch(self.task.batch(step), batch_sharding)
+            batch = (batch, np.uint32(step))  # the step: its dropout key
             params, opt_state, metrics = self.step_fn(params, opt_state, batch)
             step += 1
             self.pending.append((step, metrics["loss"]))

@@ -5,7 +5,18 @@ Compiled programs are shared through JAX's persistent compilation cache in
 ``.pytest_cache/jax-compilation`` — every program, however quick its compilation: each module
 drops its compiled programs (below) and the next compiles many of them again, and the
 ``jaxchain`` commands the tests start compile the same small programs in every process — by
-both workers and by those commands; ``make clean`` removes it."""
+both workers and by those commands; ``make clean`` removes it.
+
+Sharing it is safe, but not silent: JAX writes an entry in place (``write_bytes``, no lock
+unless eviction is on), so a process may read another's entry half written. The entry is
+zlib-compressed, and zlib checks a stream's end and its Adler-32 checksum, so a torn read
+fails to decompress (a whole stream with a longer writer's tail after it decompresses to the
+whole entry); JAX then warns ("Error reading persistent compilation cache entry") and
+compiles the program itself. That warning is
+ignored here and, through ``PYTHONWARNINGS``, in the commands the tests start:
+``tests/test_faults.py`` runs processes racing over one cache and checks their results.
+JAX's own lock (``jax_compilation_cache_max_size``) would serialise the processes and scan
+every entry at every write, thousands of entries in this suite."""
 
 import os
 import pathlib
@@ -16,9 +27,11 @@ import pytest
 
 import jaxchain.testing  # noqa: F401  (registers the hypothesis profiles)
 
+TORN_READ = "Error reading persistent compilation cache entry"  # a miss; JAX compiles it
 CACHE = pathlib.Path(__file__).parents[1] / ".pytest_cache" / "jax-compilation"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE))  # the commands tests start
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("PYTHONWARNINGS", f"ignore:{TORN_READ}:UserWarning")
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))  # fmt: skip
