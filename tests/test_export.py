@@ -6,6 +6,7 @@ import importlib.util
 import pathlib
 
 import chex
+import jax
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
@@ -66,3 +67,18 @@ def test_save_bert_never_writes_into_a_directory_that_holds_files(tmp_path):
     with pytest.raises(FileExistsError, match="is not empty"):
         pretrained.save_bert(tmp_path, encoder.params, encoder.config)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_save_bert_writes_every_file_with_the_default_mode(tmp_path):
+    """0666 less the umask for each file, as a plain open gives (save_file alone: 0600)."""
+    from jaxchain import _files, nn
+
+    params = nn.bert.init(jax.random.key(0), 30, 8, 16, 2, 1, 32)
+    config = dict(vocab_size=30, max_position_embeddings=8, hidden_size=16,
+                  num_attention_heads=2, num_hidden_layers=1, intermediate_size=32,
+                  type_vocab_size=2)  # fmt: skip
+    head = {"w": np.zeros((16, 2), np.float32), "b": np.zeros(2, np.float32)}
+    out = pretrained.save_bert(tmp_path / "export", params, config, head=head)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert {"model.safetensors", "head.safetensors", "config.json"} <= set(modes)
+    assert set(modes.values()) == {0o666 & ~_files.umask()}, modes
