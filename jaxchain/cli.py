@@ -566,6 +566,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"jaxchain {args.command}: error: {e}".replace(": train: ", ": "), file=sys.stderr)
         status = 2
+    except OSError as e:  # a file or directory the command was asked to write or read
+        if e.filename is None:
+            raise
+        print(f"jaxchain {args.command}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        status = 2
     except Exception as e:
         cluster = getattr(args, "cluster", None)
         if cluster is None or not cluster.multi:

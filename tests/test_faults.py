@@ -12,6 +12,7 @@ import sys
 import time
 
 import chex
+import pytest
 
 from jaxchain import train
 
@@ -217,3 +218,154 @@ def test_sigint_and_sigterm_save_and_resume_bit_identical(tmp_path):
     (a, step_a, losses_a), (b, step_b, losses_b) = _state(out), _state(whole)
     chex.assert_trees_all_equal(a, b)
     assert step_a == step_b == end and losses_a == losses_b
+
+
+# --- every error a user can cause: one line, exit status 2 ------------------------------------
+
+
+def _bad_run_json(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"config": {"model": "mlp",\n')
+    return ["--out", str(run), "--resume"]
+
+
+def _bad_tokenizer(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(
+        json.dumps({"config": {"model": "decoder", "data": "shakespeare"}})
+    )
+    (run / "tokenizer.json").write_text("{not a tokenizer")
+    return ["--run", str(run), "--prompt", "x"]
+
+
+def _a_file(tmp_path):
+    (tmp_path / "f").write_text("mine")
+    return ["--out", str(tmp_path / "f")]
+
+
+def _under_a_file(tmp_path):
+    (tmp_path / "f").write_text("mine")
+    return ["--out", str(tmp_path / "f" / "run")]
+
+
+CASES = [  # (name, command, arguments from tmp_path, what the line says)
+    ("out is a file", "train", _a_file, "is a file, not a directory"),
+    ("out under a file", "train", _under_a_file, "which is a file"),
+    ("out unwritable", "train", lambda _: ["--out", "/sys/jaxchain-run"], "/sys"),
+    ("run.json corrupt", "train", _bad_run_json, "run.json cannot be read"),
+    ("run.json missing", "train", lambda p: ["--out", str(p), "--resume"], "nothing to resume"),
+    ("tokenizer corrupt", "generate", _bad_tokenizer, "cannot be read as a tokenizer"),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "make", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_user_errors_are_one_line_with_status_2(tmp_path, command, make, says):
+    args = make(tmp_path)
+    before = _snapshot(tmp_path)
+    done = subprocess.run(_argv(*RUN[:2], "--steps", "2", *args, command=command) if command == "train"
+                          else _argv(*args, command=command), capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    _one_line(done, says)
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_full_disk_is_one_line_with_status_2(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip("no small tmpfs can be mounted here")
+    try:
+        done = subprocess.run(_argv(*FLAGS, "--out", str(disk / "run")), capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        _one_line(done, "--out: checkpoint ", "cannot be written", "No space left on device")
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_load_minilm_names_the_file_that_is_missing_or_wrong(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from jaxchain import pretrained
+
+    source = pretrained.minilm_dir()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copyfile(source / name, tmp_path / name)
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
+        pretrained.load_minilm(tmp_path)
+    state = load_file(source / "model.safetensors")
+    name = next(k for k in state if k.endswith("embeddings.word_embeddings.weight"))
+    state[name] = state[name][:-1]  # one row short of config.json's vocabulary
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model.safetensors: .*word.* has shape \(30521, 384\)"):
+        pretrained.load_minilm(tmp_path)
+    shutil.copyfile(source / "model.safetensors", tmp_path / "model.safetensors")
+    (tmp_path / "tokenizer.json").write_text("{")
+    with pytest.raises(ValueError, match=r"tokenizer\.json cannot be read"):
+        pretrained.load_minilm(tmp_path)
+
+
+# --- generate, checked steps, dropout ---------------------------------------------------------
+
+
+def test_generate_is_bounded_and_its_text_is_whole_characters():
+    from jaxchain import data, tasks
+
+    tokenizer = data.bpe(data.shakespeare(), 300)
+    with pytest.raises(ValueError, match=f"passes the {tasks.MAX_TOKENS} tokens"):
+        tasks.generate_text(None, tokenizer, "ROMEO:", tasks.MAX_TOKENS)  # before any compile
+    ids = tokenizer.encode("café\tnaïve\n").ids
+    assert data.decode_text(tokenizer, ids) == "café\tnaïve\n"
+    byte = {v: k for k, v in tokenizer.get_vocab().items()}
+    half = [i for i, t in byte.items() if t == "Ã"]  # 0xC3: the first half of é
+    control = [i for i, t in byte.items() if t == chr(256 + 0x17)]  # byte 0x17
+    assert data.decode_text(tokenizer, [*ids, *control, *half]) == "café\tnaïve\n"
+
+
+def test_a_checked_step_raises_at_the_next_call_and_an_unread_failure_is_one_line():
+    script = """
+import jax, jax.numpy as jnp
+from jaxchain import rules, train
+loss = lambda p, b: jnp.mean(rules.softmax_cross_entropy(b[0] @ p["w"], b[1]))
+with jax.numpy_dtype_promotion("standard"):
+    tx = train.make_optimizer("sgd", 0.1)
+    step, p = train.make_step(loss, tx, checks=True), {"w": jnp.ones((3, 5))}
+    s = tx.init(p)
+    p, s, _ = step(p, s, (jnp.ones((4, 3)), jnp.array([0, 1, 7, 2])))  # label 7 of 5
+    if len(__import__("sys").argv) > 1:
+        try:
+            step(p, s, (jnp.ones((4, 3)), jnp.array([0, 1, 2, 2])))
+        except Exception as e:
+            print(type(e).__name__)
+"""
+    raised = subprocess.run([sys.executable, "-c", script, "next"], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert raised.stdout.strip() == "JaxRuntimeError" and raised.stderr == "", raised.stderr
+    unread = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    lines = unread.stderr.strip().splitlines()
+    assert len(lines) == 1 and "labels must lie in [0, 5)" in lines[0], unread.stderr
+
+
+def test_dropout_resumes_bit_identical_and_is_recorded(tmp_path):
+    with train.jax.numpy_dtype_promotion("standard"):
+        small = dict(model="mlp", steps=6, batch_size=32, hidden=16, layers=1, eval_every=6,
+                     checkpoint_every=3, dropout=0.3)  # fmt: skip
+        config = train.Config(**small)
+        _, p1 = train.train(config, tmp_path / "whole", log=lambda _: None)
+        train.train(config, tmp_path / "split", stop_at=3, log=lambda _: None)
+        _, p2 = train.train(config, tmp_path / "split", resume=True, log=lambda _: None)
+        _, p0 = train.train(train.Config(**{**small, "dropout": 0.0}), tmp_path / "plain",
+                            log=lambda _: None)  # fmt: skip
+    chex.assert_trees_all_equal(p1, p2)
+    assert not all(bool((a == b).all()) for a, b in zip(train.jax.tree.leaves(p0),
+                                                        train.jax.tree.leaves(p1), strict=True))  # fmt: skip
+    saved = json.loads((tmp_path / "split" / "run.json").read_text())["config"]
+    assert saved["dropout"] == 0.3
+    with pytest.raises(ValueError, match=r"--dropout must be in \[0, 1\)"):
+        train.Config(dropout=1.0)
