@@ -50,10 +50,13 @@ def scales() -> st.SearchStrategy[float]:
 
 
 def arrays(
-    shape: st.SearchStrategy | tuple[int, ...] | None = None, dtype: Any = jnp.float64
+    shape: st.SearchStrategy | tuple[int, ...] | None = None, dtype: Any = None
 ) -> st.SearchStrategy[jax.Array]:
     """Normal arrays of a drawn shape (by default from :func:`shapes`) and spread; values
-    never land on a kink by chance."""
+    never land on a kink by chance. ``dtype`` by default: float64 with ``jax_enable_x64``,
+    else float32 (without a warning)."""
+    if dtype is None:
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
     if shape is None:
         shape = shapes()
     shape = shape if isinstance(shape, st.SearchStrategy) else st.just(shape)

@@ -42,3 +42,24 @@ def test_case_args_draw_from_the_declared_dims(data):
     x, scale, bias = data.draw(jt.case_args(case, jnp.float32))
     assert x.shape[:-1] in case.dims["lead"] and x.dtype == jnp.float32
     assert scale.shape == bias.shape == x.shape[-1:]
+
+
+def test_arrays_without_x64_draw_float32_without_warnings():
+    """Without ``jax_enable_x64`` (a fresh interpreter), the default dtype is float32 and no
+    draw warns about float64 being truncated."""
+    import subprocess
+    import sys
+
+    script = """
+import warnings, hypothesis
+from jaxchain import testing as jt
+warnings.simplefilter("error")
+@hypothesis.settings(max_examples=3, database=None)
+@hypothesis.given(jt.arrays())
+def draw(x):
+    assert x.dtype == "float32", x.dtype
+draw()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
