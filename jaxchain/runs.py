@@ -145,7 +145,7 @@ class Lock:
     holds it.
     """
 
-    def __init__(self, out: pathlib.Path):
+    def __init__(self, out: pathlib.Path, *, record: bool = True):
         usable(out)
         out.mkdir(parents=True, exist_ok=True)
         self.path = out / LOCK_FILE
@@ -159,8 +159,9 @@ class Lock:
                 f"--out: {out} is in use by another run (process {holder}); wait for it "
                 "to finish or stop it"
             ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        if record:  # a probe (:func:`free`) leaves the last holder's id
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
         if self.fd is not None:
@@ -178,7 +179,7 @@ def free(out: pathlib.Path) -> None:
     """Raise :class:`RunError` if another process holds ``out``'s lock; changes nothing
     (a directory without a lock file is free)."""
     if (out / LOCK_FILE).is_file():
-        Lock(out).release()
+        Lock(out, record=False).release()
 
 
 def _first_line(e: BaseException) -> str:
