@@ -76,7 +76,7 @@ def test_two_processes_train_and_resume_as_one(tmp_path):
     assert "step 4: val accuracy" in first[0] and "val accuracy" not in first[1]  # logs once
     resumed, _ = _together("train", *MLP, "--out", str(two), "--resume")
     assert "resumed at step 4" in resumed[0]
-    assert {p.name for p in two.iterdir()} == {"run.json", "checkpoints", "metrics.json",
+    assert {p.name for p in two.iterdir()} == {".lock", "run.json", "checkpoints", "metrics.json",
                                                "loss.png"}  # fmt: skip
     assert json.loads((two / "run.json").read_text())["config"]["devices"] == 2
     (a, meta_a), (b, meta_b) = _state(one), _state(two)
