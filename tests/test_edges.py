@@ -118,11 +118,6 @@ def test_non_finite_logits_follow_optax(ops):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 24 regression: check_vjp's tolerance scaled by conditioning (1.9e-1 at a "
-    "1e4 offset in float32) lets this bug pass; to fix before the issue is resolved",
-)
 def test_the_oracle_catches_a_softmax_that_loses_its_normaliser():
     """The old formula, exp(x - (m + log sum)), as a rule: its own twin could not see it; the
     independent twin does, at float32 logits of 1e4."""

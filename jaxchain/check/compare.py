@@ -16,7 +16,7 @@ from jaxchain.check.report import LeafError, Report
 # Largest relative error accepted against autodiff, by the least precise dtype involved.
 # The relative error of a leaf is max|a - b| / max|b| (norm-wise, so that entries that are
 # zero in one formula and 1e-17 in the other do not count as large; see _SCALE_FLOOR).
-# Scaled up, never down, by the input's size and conditioning (see scaled_tolerance).
+# Scaled up, never down, by the input's size (see scaled_tolerance).
 TOLERANCES: dict[jnp.dtype, float] = {
     jnp.dtype(jnp.float64): 1e-10,
     jnp.dtype(jnp.float32): 1e-4,
@@ -28,7 +28,7 @@ FD_RTOL = 1e-6
 # A function that computes in float32 (or less) inside takes a step of this size relative to
 # each leaf's scale; its tolerance follows from the noise measured in its outputs.
 FD_FLOAT32 = {"step": float(np.finfo(np.float32).eps) ** (1 / 3), "rtol": 5e-3}
-# The size-and-conditioning term of scaled_tolerance: SIZE_FACTOR * sqrt(n) * kappa * eps.
+# The size term of scaled_tolerance: SIZE_FACTOR * sqrt(n) * eps.
 SIZE_FACTOR = 100.0
 
 
@@ -43,14 +43,16 @@ def _real(dtype) -> jnp.dtype:
     return jnp.dtype(jnp.finfo(dtype).dtype)
 
 
-def scaled_tolerance(base: float, dtype, size: int, kappa: float) -> float:
-    """``base`` (the table's entry), raised to ``SIZE_FACTOR * sqrt(size) * kappa * eps``
-    where that is larger: rounding errors grow with the number of inputs summed over and
-    with the condition number ``kappa = sum|x| |grad| / sum|u| |f|`` of ``<u, f>``; never
-    with the output's size (jax#3130: a long output is not less accurate per element)."""
+def scaled_tolerance(base: float, dtype, size: int) -> float:
+    """``base`` (the table's entry), raised to ``SIZE_FACTOR * sqrt(size) * eps`` where that
+    is larger: rounding errors grow with the number of inputs summed over; never with the
+    output's size (jax#3130: a long output is not less accurate per element). Not with the
+    condition number ``sum|x| |grad| / sum|u| |f|`` either: that bounds the effect of
+    rounding the *inputs*, which the rule and its reference share exactly, and at a 1e4
+    offset in float32 it raised the tolerance to 0.19, hiding a softmax that loses its
+    normaliser (``tests/test_edges.py``)."""
     eps = float(jnp.finfo(dtype).eps)
-    kappa = kappa if math.isfinite(kappa) else 1.0
-    return max(base, SIZE_FACTOR * math.sqrt(max(size, 1)) * max(kappa, 1.0) * eps)
+    return max(base, SIZE_FACTOR * math.sqrt(max(size, 1)) * eps)
 
 
 def working_dtype(f: Callable, *args) -> jnp.dtype:
@@ -159,7 +161,7 @@ def assert_close(got, want, *, tol: float | None = None, name: str = "values") -
     return report
 
 
-def choose_tolerance(io_dtypes, inside, forward_error, size: int, kappa: float):
+def choose_tolerance(io_dtypes, inside, forward_error, size: int):
     """The tolerance against a reference, and what to say about it: the table's entry for
     the least precise dtype among the inputs and outputs (``io_dtypes``) and what ``f``
     computes in (``inside``) — unless ``f``'s outputs match the reference's to within 1% of
@@ -175,7 +177,7 @@ def choose_tolerance(io_dtypes, inside, forward_error, size: int, kappa: float):
         notes.append(f"f computes in {inside} inside: compared at its tolerance {base:.0e}")
     floats = [_real(d) for d in io_dtypes if jnp.issubdtype(d, jnp.inexact)]
     least = max(floats, key=lambda d: jnp.finfo(d).eps, default=jnp.dtype(jnp.float64))
-    tol = scaled_tolerance(base, least, size, kappa)
+    tol = scaled_tolerance(base, least, size)
     if tol > base:
-        notes.append(f"tolerance {tol:.1e}: {size} inputs, condition number {kappa:.1e}")
+        notes.append(f"tolerance {tol:.1e}: {size} inputs")
     return tol, notes
