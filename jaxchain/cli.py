@@ -1,6 +1,7 @@
 """The ``jaxchain`` command."""
 
 import argparse
+import contextlib
 import logging
 import os
 import pathlib
@@ -148,7 +149,7 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     a terminal); write and return its metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from jaxchain import distributed, runs, tasks, train
+    from jaxchain import distributed, tasks, train
 
     stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), stats)
@@ -164,20 +165,17 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
             bar.update(job, completed=step, loss=loss, rate=rate)
             if not bar.console.is_terminal and now - printed[0] >= PRINT_EVERY:
                 printed[0] = now
-                bar.console.print(f"step {step}/{config.steps}: loss {loss:.4f}" + (
-                    f", {rate}" if rate else ""))  # fmt: skip
+                say(f"step {step}/{config.steps}: loss {loss:.4f}" + (f", {rate}" if rate else ""))
 
         def say(line: str) -> None:  # one line, however long
             bar.console.print(line, soft_wrap=True, highlight=False)
 
-        try:
+        with _writing(out):
             metrics, params = train.train(
                 config, pathlib.Path(out), resume=args.resume, overwrite=args.overwrite,
                 stop_at=args.stop_at, checks=args.checks, log=say,
                 progress=progress, task=task,
             )  # fmt: skip
-        except runs.RunError as e:
-            raise UsageError(str(e)) from None
     params = distributed.local(params)  # every process: a gather when params are sharded
     if not distributed.is_main():
         return metrics
@@ -187,7 +185,8 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     elif sample:
         metrics["sample"] = train.sample(task, params, "ROMEO:\n", 300, config.seq_len)
         print(metrics["sample"])
-    train.write_outputs(out, metrics, config)
+    with _writing(out):
+        train.write_outputs(out, metrics, config)
     headline = {
         k: metrics[k] for k in ("test_accuracy", "val_loss", "steps", "seconds") if k in metrics
     }
@@ -204,6 +203,20 @@ def _status(metrics: dict) -> int:
 
     name = metrics.get("interrupted")
     return 0 if name is None else 128 + signal.Signals[name].value
+
+
+@contextlib.contextmanager
+def _writing(out):
+    """A run's errors as usage errors in one line: its directory refused (a ``RunError``) or
+    a write under ``--out`` that failed (a full disk, a file size limit)."""
+    from jaxchain import runs
+
+    try:
+        yield
+    except runs.RunError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"--out: cannot write in {out}: {e.strerror or e}") from None
 
 
 def _read_run(run: pathlib.Path):
@@ -556,11 +569,22 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _quiet_closed_loops(unraisable, *, hook=sys.unraisablehook) -> None:
+    """``sys.unraisablehook`` less tensorstore's late callbacks into the event loop of an
+    orbax write that failed ("Event loop is closed", one per pending write, while the command
+    reports the write's own error in one line)."""
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+        return
+    hook(unraisable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # orbax logs the errors it raises, tracebacks included, through absl; the command
     # reports each error itself, in one line
     logging.getLogger("absl").setLevel(logging.CRITICAL)
+    sys.unraisablehook = _quiet_closed_loops
     try:
         status = args.run(args)
     except UsageError as e:
