@@ -11,7 +11,6 @@ safetensors write ``0600``).
 import os
 import pathlib
 import secrets
-import shutil
 
 
 def umask() -> int:
@@ -49,33 +48,3 @@ def write_bytes(path: pathlib.Path, data: bytes) -> None:
 def write_text(path: pathlib.Path, text: str) -> None:
     """:func:`write_bytes` of ``text`` in UTF-8."""
     write_bytes(path, text.encode())
-
-
-class Directory:
-    """A directory written whole or not at all: fill ``.tmp``, then :meth:`commit` renames it
-    to ``target`` (which must then be missing or empty); :meth:`discard` removes it.
-
-    >>> import tempfile
-    >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> d = Directory(root / "out")
-    >>> write_text(d.tmp / "a.txt", "hi")
-    >>> d.commit().joinpath("a.txt").read_text()
-    'hi'
-    >>> shutil.rmtree(root)
-    """
-
-    def __init__(self, target: pathlib.Path):
-        self.target = pathlib.Path(target)
-        self.tmp = temporary(self.target)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir()
-
-    def commit(self) -> pathlib.Path:
-        share(self.tmp)
-        if self.target.exists():
-            self.target.rmdir()  # empty, or this raises and nothing is replaced
-        os.replace(self.tmp, self.target)
-        return self.target
-
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)

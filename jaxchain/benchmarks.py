@@ -534,13 +534,14 @@ def run(preset: str = "full", only: tuple[str, ...] = (), log: Callable[[str], N
         torch: str | None = None):  # fmt: skip
     """Run a preset's benchmarks (or ``only`` some of them), with PyTorch's counterparts run by
     the interpreter ``torch`` if given (:class:`TorchPeer`); returns the rows and the matmul
-    rate (flop/s) measured in the same run."""
+    rate (flop/s) measured in the same run. ``log`` gets the table's header, then each row as
+    it is measured."""
     with contextlib.ExitStack() as stack:
         peer = None if torch is None else stack.enter_context(TorchPeer(torch))
         if peer is not None:
             log(f"PyTorch {peer.version} ({peer.threads} threads), run by {torch}")
         peak = matmul_flops_per_second()
-        log(f"matmul: {peak / 1e9:.1f} GFLOP/s (float32)")
+        log(f"matmul: {peak / 1e9:.1f} GFLOP/s (float32)\n\n{table([], peak)}")
         rows = []
         for name, cases in PRESETS[preset].items():
             if only and name not in only:

@@ -84,7 +84,6 @@ def _setup(args: argparse.Namespace, out, *, with_task: bool = True, **fixed):
     try:
         config = train.Config(**{**given, **fixed})
         if distributed.is_main():  # the other processes join the run process 0 locks
-            runs.usable(out)
             runs.free(out)
         task = _task(config) if with_task else None
         distributed.mesh_shardings(config.devices, config.batch_size, config.shard)
@@ -264,11 +263,28 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         text = tasks.generate_text(params, tokenizer, args.prompt, args.steps,
                                    seed=args.seed, temperature=args.temperature,
-                                   top_k=args.top_k or None)  # fmt: skip
+                                   top_k=args.top_k or None,
+                                   progress=_generated(args.steps))  # fmt: skip
     except ValueError as e:
         raise UsageError(str(e)) from None
     print(text)
     return 0
+
+
+GENERATED_EVERY = 256  # tokens between the progress lines of a long generation
+
+
+def _generated(steps: int):
+    """``generate``'s progress: a line on stderr at every :data:`GENERATED_EVERY` tokens of a
+    generation longer than that (stdout holds only the text)."""
+    if steps <= GENERATED_EVERY:
+        return None
+
+    def report(n) -> None:
+        if int(n) % GENERATED_EVERY == 0 or int(n) == steps:
+            print(f"jaxchain generate: {int(n)}/{steps} tokens", file=sys.stderr, flush=True)
+
+    return report
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -403,7 +419,7 @@ def _bench(args: argparse.Namespace) -> int:
     (out / "bench.md").write_text(f"{header}\n\n{table}\n")
     (out / "bench.json").write_text(json.dumps(benchmarks.to_json(rows, peak), indent=1))
     benchmarks.plot(rows, out / "attention.png")
-    print(f"\n{header}\n\n{table}\n\n-> {out}/bench.md, bench.json, attention.png")
+    print(f"\n{header}\n-> {out}/bench.md, bench.json, attention.png")  # the rows: above
     return 0
 
 

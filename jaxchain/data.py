@@ -195,26 +195,13 @@ def decode_text(tokenizer, ids) -> str:
     """``ids`` of a byte-level BPE tokenizer (:func:`bpe`) as text a terminal shows: bytes
     are joined across tokens into whole UTF-8 characters, a character left incomplete (or
     bytes that are no UTF-8) is dropped rather than shown as U+FFFD, and control characters
-    other than newline and tab are dropped.
-
-    >>> decode_text(_Pieces(["h", "Ã", "©", "ė", "Ċ", "Ã"]), range(6))  # é, 0x17, newline, half
-    'hé\\n'
+    other than newline and tab are dropped (``tests/test_faults.py`` shows each case).
     """
     values = _byte_values()
     pieces = (tokenizer.id_to_token(int(i)) or "" for i in ids)
     raw = bytes(values.get(c, ord("?")) for piece in pieces for c in piece)
     text = raw.decode("utf-8", errors="ignore")
     return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
-
-
-class _Pieces:
-    """A stand-in tokenizer with the given token strings (for the example above)."""
-
-    def __init__(self, pieces):
-        self.pieces = pieces
-
-    def id_to_token(self, i):
-        return self.pieces[i]
 
 
 def encode(tokenizer, text: str) -> np.ndarray:

@@ -160,9 +160,6 @@ class CheckedStep:
         if error is not None:
             error.throw()
 
-    def _cache_size(self) -> int:
-        return self._checked._cache_size()
-
 
 _UNREAD: "weakref.WeakSet[CheckedStep]" = weakref.WeakSet()
 

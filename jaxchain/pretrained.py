@@ -365,8 +365,7 @@ def save_llama(
             f"save_llama: dims' vocab_size {dims['vocab_size']} is not the "
             f"embedding's {params['embed'].shape[0]}"
         )
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _files.temporary(directory)  # a name no other writer shares
     tmp.mkdir(parents=True)
     source = None
     if isinstance(tokenizer, str | os.PathLike):  # a tokenizer.json: copied byte for byte

@@ -454,12 +454,13 @@ MAX_TOKENS = 4096  # prompt and generated tokens together: `jaxchain generate`'s
 
 def generate_text(
     params: dict, tokenizer, prompt: str, steps: int, *, seed: int = 0,
-    temperature: float = 0.8, top_k: int | None = 40,
+    temperature: float = 0.8, top_k: int | None = 40, progress=None,
 ) -> str:  # fmt: skip
     """``prompt`` and ``steps`` BPE tokens sampled after it by the decoder
     (:func:`jaxchain.nn.decoder.generate`, with its KV cache), as text a terminal shows
     (:func:`jaxchain.data.decode_text`). The prompt and the new tokens together may number
-    at most :data:`MAX_TOKENS` (the KV cache holds them all)."""
+    at most :data:`MAX_TOKENS` (the KV cache holds them all). ``progress``: as for
+    :func:`~jaxchain.nn.decoder.generate`."""
     ids = tokenizer.encode(prompt).ids
     if not ids:
         raise ValueError("generate: --prompt must not be empty")
@@ -471,5 +472,5 @@ def generate_text(
         )
     prompt_ids, key = jnp.array([ids], jnp.int32), jax.random.key(seed)
     out = nn.decoder.generate(params, prompt_ids, steps, key=key, temperature=temperature,
-                              top_k=top_k)  # fmt: skip
+                              top_k=top_k, progress=progress)  # fmt: skip
     return data.decode_text(tokenizer, np.asarray(out[0]).tolist())

@@ -8,6 +8,7 @@ typed :class:`History`: data parallelism over a 1-D device mesh, over several pr
 (:mod:`jaxchain.distributed`) and with sharded parameters included.
 """
 
+import contextlib
 import dataclasses
 import pathlib
 import signal
@@ -229,24 +230,20 @@ def train(
     all together (each its own shards).
     """
     runs.check(out, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
-    lock = runs.Lock(out) if distributed.is_main() else None  # then checked again, held
-    try:
-        with Interrupts() as interrupts:
-            return _train(
-                config,
-                out,
-                interrupts,
-                resume=resume,
-                overwrite=overwrite,
-                stop_at=stop_at,
-                checks=checks,
-                log=log,
-                progress=progress,
-                task=task,
-            )
-    finally:
-        if lock is not None:
-            lock.release()
+    lock = runs.Lock(out) if distributed.is_main() else contextlib.nullcontext()
+    with lock, Interrupts() as interrupts:  # the directory checked again, now held
+        return _train(
+            config,
+            out,
+            interrupts,
+            resume=resume,
+            overwrite=overwrite,
+            stop_at=stop_at,
+            checks=checks,
+            log=log,
+            progress=progress,
+            task=task,
+        )
 
 
 def _train(config, out, interrupts, *, resume, overwrite, stop_at, checks, log, progress, task):

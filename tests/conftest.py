@@ -31,7 +31,9 @@ TORN_READ = "Error reading persistent compilation cache entry"  # a miss; JAX co
 CACHE = pathlib.Path(__file__).parents[1] / ".pytest_cache" / "jax-compilation"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE))  # the commands tests start
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("PYTHONWARNINGS", f"ignore:{TORN_READ}:UserWarning")
+os.environ["PYTHONWARNINGS"] = ",".join(
+    filter(None, [os.environ.get("PYTHONWARNINGS"), f"ignore:{TORN_READ}:UserWarning"])
+)
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))  # fmt: skip
@@ -41,6 +43,14 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 _PROFILES = {"default": "jaxchain", "thorough": "jaxchain-thorough"}
 hypothesis.settings.load_profile(_PROFILES[os.environ.get("HYPOTHESIS_PROFILE", "default")])
+
+
+@pytest.fixture
+def file_mode() -> int:
+    """The mode a plain ``open`` gives a new file here: 0666 less the umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 @pytest.fixture(autouse=True, scope="module")

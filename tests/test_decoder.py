@@ -27,7 +27,11 @@ def _decoder(tie=False, sharp=20.0):
 def test_generate_with_the_kv_cache_is_greedy_decoding_by_full_recomputation(tie):
     params = _decoder(tie)
     prompt = jax.random.randint(jax.random.key(1), (2, 3), 0, 23)
-    cached = nn.decoder.generate(params, prompt, 7, key=jax.random.key(2), temperature=0.0)
+    made = []
+    cached = nn.decoder.generate(params, prompt, 7, key=jax.random.key(2), temperature=0.0,
+                                 progress=lambda n: made.append(int(n)))  # fmt: skip
+    jax.effects_barrier()
+    assert made == [1, 2, 3, 4, 5, 6, 7]  # in order, one call per token
     # every step recomputes the whole sequence, no cache; causal attention lets it run on a
     # fixed-length buffer (later positions cannot change earlier logits): one compilation
     apply = jax.jit(nn.decoder.apply)
@@ -219,7 +223,8 @@ def test_bpe_tokens_round_trip_the_text():
         data.bpe(corpus, 200)
 
 
-def test_decoder_trains_and_generates_from_the_command_line(tmp_path, capsys):
+def test_decoder_trains_and_generates_from_the_command_line(tmp_path, capsys, file_mode,
+                                                            monkeypatch):  # fmt: skip
     """`jaxchain train --model decoder` writes the tokenizer with the run; `jaxchain generate`
     samples from its checkpoint (greedy: twice the same text)."""
     from jaxchain.cli import main
@@ -240,27 +245,29 @@ def test_decoder_trains_and_generates_from_the_command_line(tmp_path, capsys):
         assert main(greedy) == 0
         texts.append(capsys.readouterr().out)
     assert texts[0] == texts[1] and texts[0].startswith("ROMEO:")
-    _exports_as_llama(main, out, tmp_path / "hf")
+    monkeypatch.setattr("jaxchain.cli.GENERATED_EVERY", 2)  # a "long" generation: progress
+    assert main(greedy) == 0
+    printed = capsys.readouterr()
+    assert printed.out == texts[0]
+    assert printed.err.splitlines() == [f"jaxchain generate: {n}/5 tokens" for n in (2, 4, 5)]
+    _exports_as_llama(main, out, tmp_path / "hf", file_mode)
     assert main(["generate", "--run", str(tmp_path), "--prompt", "x"]) == 2
     assert (
         main(["train", "--model", "decoder", "--data", "digits", "--out", str(tmp_path / "d")]) == 2
     )
 
 
-def _exports_as_llama(main, run, out):
+def _exports_as_llama(main, run, out, file_mode):
     """`jaxchain export` of a decoder run writes a Hugging Face Llama directory (what
     transformers reads: tests/test_llama.py) holding the run's params bit for bit and its
     tokenizer file byte for byte, with the files' default mode."""
-    import os
 
     from jaxchain import pretrained, train
 
     assert main(["export", "--run", str(run), "--out", str(out)]) == 0
     files = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
     assert sorted(p.name for p in out.iterdir()) == list(files)
-    mask = os.umask(0o22)
-    os.umask(mask)
-    assert all((out / f).stat().st_mode & 0o777 == 0o666 & ~mask for f in files)
+    assert all((out / f).stat().st_mode & 0o777 == file_mode for f in files)
     assert (out / "tokenizer.json").read_bytes() == (run / "tokenizer.json").read_bytes()
     loaded = pretrained.load_llama(out)
     like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), **loaded.dims))

@@ -69,9 +69,9 @@ def test_save_bert_never_writes_into_a_directory_that_holds_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_save_bert_writes_every_file_with_the_default_mode(tmp_path):
+def test_save_bert_writes_every_file_with_the_default_mode(tmp_path, file_mode):
     """0666 less the umask for each file, as a plain open gives (save_file alone: 0600)."""
-    from jaxchain import _files, nn
+    from jaxchain import nn
 
     params = nn.bert.init(jax.random.key(0), 30, 8, 16, 2, 1, 32)
     config = dict(vocab_size=30, max_position_embeddings=8, hidden_size=16,
@@ -81,4 +81,4 @@ def test_save_bert_writes_every_file_with_the_default_mode(tmp_path):
     out = pretrained.save_bert(tmp_path / "export", params, config, head=head)
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
     assert {"model.safetensors", "head.safetensors", "config.json"} <= set(modes)
-    assert set(modes.values()) == {0o666 & ~_files.umask()}, modes
+    assert set(modes.values()) == {file_mode}, modes

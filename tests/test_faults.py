@@ -12,6 +12,7 @@ import sys
 import time
 
 import chex
+import jax
 import pytest
 
 from jaxchain import train
@@ -50,7 +51,7 @@ def _state(out):
     """The params, optimizer state and loss history of the run in ``out``'s last checkpoint."""
     config = train.Config(**json.loads((out / "run.json").read_text())["config"])
     task = config.task()
-    params = task.init(train.jax.random.key(0))
+    params = task.init(jax.random.key(0))
     tx = config.optimizer_for(task.trainable)
     checkpoints = train.Checkpoints(out / "checkpoints")
     state, meta = checkpoints.restore({"params": params, "opt_state": tx.init(params)})
@@ -172,10 +173,18 @@ def test_two_runs_started_together_into_one_directory(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["200"]
 
 
-def _started(proc, out, seconds=300):
-    """Wait until the run in ``out`` has begun training (it checkpoints every step)."""
+def _steps(out) -> set[str]:
+    return {p.name for p in (out / "checkpoints").glob("*") if p.name.isdigit()}
+
+
+def _started(proc, out, before, seconds=300):
+    """Wait until ``proc`` holds the run in ``out`` (its id in the lock file) and trains (a
+    checkpoint not among ``before``: it checkpoints every step)."""
     deadline = time.monotonic() + seconds
-    while not any(p.name.isdigit() for p in (out / "checkpoints").glob("*")):
+    lock = out / ".lock"
+    while not (lock.is_file() and lock.read_text().strip() == str(proc.pid)) or not (
+        _steps(out) - before
+    ):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.2)
@@ -185,21 +194,27 @@ def _interrupt(flags, out, signum, *extra, second=()):
     """Start a run, wait until it trains (a second run with the flags ``second`` is then
     refused), and send ``signum``: the run stops after its step, checkpointed, with one line
     and the status 128 + signum."""
+    before = _steps(out) if out.exists() else set()
     proc = subprocess.Popen(_argv(*flags, "--out", str(out), *extra), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    _started(proc, out)
-    if second:
-        other = _cli(*flags, "--out", str(out), *second, status=2)
-        _one_line(other, f"is in use by another run (process {proc.pid})")
-    time.sleep(1.0)
-    proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=600)
+    try:
+        _started(proc, out, before)
+        if second:
+            other = _cli(*flags, "--out", str(out), *second, status=2)
+            _one_line(other, f"is in use by another run (process {proc.pid})")
+        time.sleep(1.0)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:  # a failed assertion above: never leave it running
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 128 + signum, stderr
     metrics = json.loads((out / "metrics.json").read_text())
     line = f"interrupted at step {metrics['steps']}; checkpoint written; --resume continues"
     assert stderr.strip().splitlines() == [f"jaxchain train: {line}"], stderr
     assert metrics["interrupted"] == signal.Signals(signum).name
-    assert str(metrics["steps"]) in {p.name for p in (out / "checkpoints").iterdir()}
+    assert str(metrics["steps"]) in _steps(out)
     return metrics["steps"]
 
 
@@ -273,13 +288,12 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, command, make, says):
     assert _snapshot(tmp_path) == before
 
 
-def _limited_file_size():
-    """In the child: no file may grow past 16 KiB, less than a checkpoint's data file (writes
-    past it fail with EFBIG, as a full disk fails them with ENOSPC; Python ignores the
-    SIGXFSZ that comes with it)."""
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
+# Sets the limit in the child before it runs the command: no file may grow past 16 KiB, less
+# than a checkpoint's data file (writes past it fail with EFBIG, as a full disk fails them with
+# ENOSPC; Python ignores the SIGXFSZ that comes with it). An exec, not `preexec_fn`: a fork of
+# this process, which runs JAX's threads, warns (and may deadlock).
+LIMITED = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10,) * 2);"
+           " os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")  # fmt: skip
 
 
 @pytest.mark.parametrize("how", ["tmpfs", "file size limit"])
@@ -291,12 +305,15 @@ def test_a_full_disk_is_one_line_with_status_2(tmp_path, how):
     mount = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)]
     if how == "tmpfs" and subprocess.run(mount, capture_output=True).returncode != 0:
         how = "file size limit"  # not root: the other simulation, not a skip
-    limit = _limited_file_size if how == "file size limit" else None
+    argv = _argv(*FLAGS, "--out", str(disk / "run"))
+    if how == "file size limit":
+        argv = [sys.executable, "-c", LIMITED, *argv[1:]]
     says = "No space left on device" if how == "tmpfs" else "File too large"
     env = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"}  # its files would fail too
+    import matplotlib.font_manager  # noqa: F401  (its font cache, written here, is only read there)
+
     try:
-        done = subprocess.run(_argv(*FLAGS, "--out", str(disk / "run")), capture_output=True,
-                              text=True, timeout=600, preexec_fn=limit, env=env)  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
         _one_line(done, "jaxchain train: error: --out: ", says)  # a checkpoint or loss.png
     finally:
         if how == "tmpfs":
@@ -368,7 +385,7 @@ with jax.numpy_dtype_promotion("standard"):
 
 
 def test_dropout_resumes_bit_identical_and_is_recorded(tmp_path):
-    with train.jax.numpy_dtype_promotion("standard"):
+    with jax.numpy_dtype_promotion("standard"):
         small = dict(model="mlp", steps=6, batch_size=32, hidden=16, layers=1, eval_every=6,
                      checkpoint_every=3, dropout=0.3)  # fmt: skip
         config = train.Config(**small)
@@ -378,8 +395,8 @@ def test_dropout_resumes_bit_identical_and_is_recorded(tmp_path):
         _, p0 = train.train(train.Config(**{**small, "dropout": 0.0}), tmp_path / "plain",
                             log=lambda _: None)  # fmt: skip
     chex.assert_trees_all_equal(p1, p2)
-    assert not all(bool((a == b).all()) for a, b in zip(train.jax.tree.leaves(p0),
-                                                        train.jax.tree.leaves(p1), strict=True))  # fmt: skip
+    leaves = zip(jax.tree.leaves(p0), jax.tree.leaves(p1), strict=True)
+    assert not all(bool((a == b).all()) for a, b in leaves)  # dropout changed the run
     saved = json.loads((tmp_path / "split" / "run.json").read_text())["config"]
     assert saved["dropout"] == 0.3
     with pytest.raises(ValueError, match=r"--dropout must be in \[0, 1\)"):

@@ -150,7 +150,7 @@ def test_a_shard_missing_a_tensor_is_an_error(tmp_path):
 # --- out: save_llama, as `jaxchain export` writes a decoder run -------------------------------
 
 
-def test_what_jaxchain_writes_is_what_transformers_read(tmp_path, hf):
+def test_what_jaxchain_writes_is_what_transformers_read(tmp_path, hf, file_mode):
     from tokenizers import Tokenizer
 
     written = Tokenizer.from_file(str(FIXTURES / "llama_export" / "tokenizer.json"))
@@ -162,7 +162,7 @@ def test_what_jaxchain_writes_is_what_transformers_read(tmp_path, hf):
         digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
         fixture = hashlib.sha256((FIXTURES / "llama_export" / name).read_bytes()).hexdigest()
         assert digest == fixture, name
-        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~_umask(), name
+        assert (out / name).stat().st_mode & 0o777 == file_mode, name
     assert hf["export/missing"].size == hf["export/unexpected"].size == 0  # no warnings
     loaded = pretrained.load_llama(out)
     chex.assert_trees_all_equal(loaded.params, params)  # bit for bit
@@ -171,14 +171,6 @@ def test_what_jaxchain_writes_is_what_transformers_read(tmp_path, hf):
     generated = loaded.generate(hf["export/prompt"], hf["export/generated"].shape[1] - 4)
     np.testing.assert_array_equal(generated, hf["export/generated"])
     assert loaded.tokenizer.encode(str(hf["export/text"])).ids == hf["export/ids"].tolist()
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
 
 
 def test_save_llama_never_writes_into_a_directory_that_holds_files(tmp_path, models):

@@ -228,7 +228,7 @@ def test_bench_without_a_torch_interpreter_is_a_clear_error(tmp_path, capsys):
         benchmarks.TorchPeer(crash)
 
 
-def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch):
+def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
     tiny = {"attention": [lambda p, c=c: benchmarks.bench_attention(16, is_causal=c, head_size=4, rounds=1) for c in (False, True)],
             "mlp": [lambda p: benchmarks.bench_mlp(8, 2, 4, rounds=1)]}  # fmt: skip
     monkeypatch.setitem(benchmarks.PRESETS, "quick", tiny)
@@ -238,6 +238,10 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch):
     assert [r["bench"] for r in data["rows"]] == ["attention", "attention", "mlp"]
     assert "| mlp | width=8 layers=2 batch=4 | manual |" in (tmp_path / "bench.md").read_text()
     assert (tmp_path / "attention.png").stat().st_size > 0
+    printed = capsys.readouterr().out  # each row once, under one header, as it is measured
+    assert printed.count("| mlp | width=8 layers=2 batch=4 | manual |") == 1
+    assert printed.count("| bench | config | impl |") == 1
+    assert printed.index("| bench | config |") < printed.index("| attention | T=16")
     assert cli.main(["bench", "--only", "nothing", "--out", str(tmp_path)]) == 2
     # with PyTorch (a stand-in worker): its row, its ratios, its interpreter in the header
     tiny["gru"] = [lambda p: benchmarks.bench_gru(4, 2, 3, rounds=2, peer=p)]

@@ -14,6 +14,7 @@ The modules: :mod:`~jaxchain.check.report` (the report), :mod:`~jaxchain.check.c
 (tolerances and comparisons), :mod:`~jaxchain.check.differences` (finite differences),
 :mod:`~jaxchain.check.vjp` and :mod:`~jaxchain.check.jvp` (the checks).
 
+>>> import jax.numpy as jnp
 >>> import jaxchain
 >>> x = jnp.linspace(-2.0, 2.0, 5)
 >>> check_vjp(jaxchain.rules.tanh, jaxchain.reference.tanh, x).ok

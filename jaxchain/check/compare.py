@@ -127,13 +127,75 @@ def max_abs(leaves) -> float:
     return max((float(np.max(np.abs(_flat(x)), initial=0.0)) for x in leaves), default=0.0)
 
 
-def compare(check: str, names, got, want, tol: float, natural: float = 1.0) -> list[LeafError]:
+def compare(check: str, names, got, want, tol: float, natural: float = 1.0,
+            slack=None) -> list[LeafError]:  # fmt: skip
     """One row per leaf: ``got`` against ``want``, each leaf relative to its own scale but
-    never to less than 1% of the largest leaf's nor than :func:`natural_floor`."""
+    never to less than 1% of the largest leaf's nor than :func:`natural_floor`; differences
+    up to ``slack`` (one number per leaf, from :func:`rounding_noise`) count as none."""
     got, want = jax.tree.leaves(got), jax.tree.leaves(want)
-    floor = max(_SCALE_FLOOR * max_abs(want), natural_floor(tol, natural))
-    pairs = zip(names, got, want, strict=True)
-    return [leaf_error(check, n, a, b, tol, floor) for n, a, b in pairs]
+    floor = _floor(want, tol, natural)
+    slack = [None] * len(want) if slack is None else slack
+    pairs = zip(names, got, want, slack, strict=True)
+    return [leaf_error(check, n, a, b, tol, floor, slack=s) for n, a, b, s in pairs]
+
+
+def _floor(want: list, tol: float, natural: float) -> float:
+    return max(_SCALE_FLOOR * max_abs(want), natural_floor(tol, natural))
+
+
+def accepted(want, tol: float, natural: float = 1.0) -> list[float]:
+    """Per leaf of ``want``, the largest absolute error :func:`compare` accepts against it."""
+    leaves = jax.tree.leaves(want)
+    floor = _floor(leaves, tol, natural)
+    return [tol * max(max_abs([w]), floor) for w in leaves]
+
+
+def compare_sum(check: str, names, got, a: float, xs, b: float, ys, tol: float, noise=None):
+    """One row per leaf: ``got`` against ``a x + b y``, relative to the larger of the two terms
+    (``|a| max|x|``, ``|b| max|y|``), as the rounding of a sum is: a linear map of
+    ``a t + b s`` with ``|a t|`` a thousand times ``|s|`` keeps ``s`` only to that many ulps
+    of ``t``, and nothing in a nonlinear one (a square, a clip) stays within it. ``noise``,
+    the :func:`rounding_noise` of the map at ``t`` and at ``s`` (two numbers per leaf), allows
+    ``|a| noise_t + |b| noise_s``."""
+    rows = []
+    noise = [(0.0, 0.0)] * len(xs) if noise is None else noise
+    for n, g, x, y, (nx, ny) in zip(names, jax.tree.leaves(got), xs, ys, noise, strict=True):
+        terms = max(abs(a) * max_abs([x]), abs(b) * max_abs([y]))
+        slack = abs(a) * nx + abs(b) * ny
+        rows.append(leaf_error(check, n, g, a * x + b * y, tol, terms, slack=slack))
+    return rows
+
+
+# A property exact in arithmetic (linearity, second order) is allowed this many times what
+# rounding alone changes in the reference's result at the same inputs.
+NOISE_FACTOR = 10.0
+
+
+def rounding_noise(linear: Callable, t, once=None, got=None, cap=None) -> list[float]:
+    """Per leaf of ``linear(t)`` (a map linear in ``t``, from a trusted reference; ``once``,
+    its value if known): ``NOISE_FACTOR * max|linear(3 t) / 3 - linear(t)|``, what rounding
+    alone moves its result at these inputs (``3 t`` rounds, nothing else changes), plus as
+    much of the rule's own distance ``max|got - linear(t)|`` from it at ``t``, up to ``cap``
+    (what the comparison with the reference accepts: :func:`accepted`). At a saturated
+    softmax, say, a gradient small by cancellation (``p (g - <p, g>)``) carries rounding of
+    the size of its terms, not of itself; the rule is held to that, not to a tolerance of
+    values it never computes. Never the rule's own ``rule(3 t) / 3``, nor more of its
+    distance than is accepted: either would excuse a rule that is not linear."""
+    once = jax.tree.leaves(linear(t) if once is None else once)
+    thrice = jax.tree.leaves(linear(jax.tree.map(lambda x: 3 * x, t)))
+    got = [None] * len(once) if got is None else jax.tree.leaves(got)
+    cap = [math.inf] * len(once) if cap is None else cap
+    noise = []
+    for a, b, g, c in zip(once, thrice, got, cap, strict=True):
+        own = 0.0 if g is None else min(_finite_max(_flat(g) - _flat(a)), c)
+        noise.append(NOISE_FACTOR * (_finite_max(_flat(b) / 3 - _flat(a)) + own))
+    return noise
+
+
+def _finite_max(d: np.ndarray) -> float:
+    with np.errstate(all="ignore"):
+        d = np.abs(d)
+    return float(np.max(d[np.isfinite(d)], initial=0.0))
 
 
 def assert_close(got, want, *, tol: float | None = None, name: str = "values") -> Report:

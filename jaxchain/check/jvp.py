@@ -21,10 +21,13 @@ import numpy as np
 from jaxchain.check.compare import (
     _SCALE_FLOOR,
     FD_RTOL,
+    accepted,
     choose_tolerance,
     compare,
+    compare_sum,
     leaf_error,
     max_abs,
+    rounding_noise,
     tolerance,
     working_dtype,
 )
@@ -146,15 +149,15 @@ def check_jvp(
     zeros = tuple(jnp.zeros_like(t) for t in ts[0])
     rows += _cotangent_contract(onames, outs, results[0][1], call(spec, diff, other, zeros)[1],
                                 "zero tangent")  # fmt: skip
-    rows += _linearity(call, spec, diff, other, onames, ts, results, tol)
+    rows += _linearity(call, spec, diff, other, onames, ts, results, tol,
+                       trusted if ref is not None else None, ref)  # fmt: skip
     rows += _determinism(call(spec, diff, other, ts[0])[1], results[0][1], onames, nondet_tol)
     if vmap:
         rows += _attempt("vmap", lambda: _vmap(call, spec, ref, diff, other, onames, ts, tol))
     if second_order and ref is not None:
         s = normal_like(key_s, diff)
-        rows += _attempt("second order", lambda: compare(
-            "second order", onames, _jvp2(spec, diff, other, ts[0], s),
-            _jvp2(ref, diff, other, ts[0], s), tol))  # fmt: skip
+        rows += _attempt("second order", lambda: _second_order(spec, ref, diff, other, onames,
+                                                              ts[0], s, tol))  # fmt: skip
     if transpose:
         rows += _attempt(
             "vjp (transposed)",
@@ -182,17 +185,30 @@ def _tolerance(spec, ref, diff, other, out, results, ts, call, names):
     return choose_tolerance(io, inside, err, sum(int(x.size) for x in diff))
 
 
-def _linearity(call, spec, diff, other, names, ts, results, tol) -> list[LeafError]:
+def _linearity(call, spec, diff, other, names, ts, results, tol, trusted, ref):
     """``jvp(a t + b s) = a jvp(t) + b jvp(s)``, and ``jvp(-t) = -jvp(t)``: a JVP that is not
-    linear in its tangent fails here (and would crash JAX's transposition)."""
+    linear in its tangent fails here (and would crash JAX's transposition); with a
+    reference, up to its :func:`rounding_noise`."""
     t, s = ts[0], ts[-1]
     jt, js = results[0][1], results[-1][1]
+    noise = None
+    if trusted is not None:
+        linear = lambda t: call(ref, diff, other, t)[1]  # noqa: E731
+        at_t = rounding_noise(linear, t, trusted[0][1], jt, accepted(trusted[0][1], tol))
+        at_s = rounding_noise(linear, s, trusted[-1][1], js, accepted(trusted[-1][1], tol))
+        noise = list(zip(at_t, at_s, strict=True))
     rows = []
     for a, b in SCALES:
         got = call(spec, diff, other, tuple(a * x + b * y for x, y in zip(t, s, strict=True)))[1]
-        want = [a * x + b * y for x, y in zip(jt, js, strict=True)]
-        rows += compare("linearity", names, got, want, tol)
+        rows += compare_sum("linearity", names, got, a, jt, b, js, tol, noise)
     return rows
+
+
+def _second_order(spec, ref, diff, other, names, t, s, tol) -> list[LeafError]:
+    """Forward over forward, against the reference's, up to its :func:`rounding_noise`."""
+    want = _jvp2(ref, diff, other, t, s)
+    noise = rounding_noise(lambda s: _jvp2(ref, diff, other, t, s), s, want)
+    return compare("second order", names, _jvp2(spec, diff, other, t, s), want, tol, slack=noise)
 
 
 def _determinism(again, first, names, nondet_tol) -> list[LeafError]:

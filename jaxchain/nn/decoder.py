@@ -20,6 +20,7 @@ projections (:mod:`jaxchain.nn.lora`) applied through ``rules.lora_dense``. Hugg
 :func:`to_torch`, :func:`dims_from_config` and :func:`to_config`.
 """
 
+from collections.abc import Callable
 from functools import partial
 from types import ModuleType
 
@@ -290,6 +291,7 @@ def generate(
     rope_base: float = ROPE_BASE,
     eps: float = EPS,
     ops: ModuleType = rules,
+    progress: Callable[[int], None] | None = None,
 ) -> jax.Array:
     """``steps`` tokens sampled after ``prompt (B, P)``; returns ``(B, P + steps)``.
 
@@ -307,6 +309,9 @@ def generate(
       temperature: logits are divided by it before sampling; ``0`` is greedy (argmax).
       top_k: sample among the ``top_k`` most likely tokens only.
       rope_base, eps: as for :func:`apply`.
+      progress: called with ``1, 2, .. steps`` in order as the compiled loop makes each
+        token (``jax.debug.callback``, ordered), for a progress display; the tokens do not
+        depend on it.
     """
     _validate.rank("generate", "prompt", prompt, 2, "(B, P)")
     _validate.integer("generate", "prompt", prompt)
@@ -322,7 +327,8 @@ def generate(
     if steps == 0:
         return prompt
     constants = (float(rope_base), float(eps))
-    return _generate(params, prompt, key, float(temperature), steps, top_k, constants, ops)
+    return _generate(params, prompt, key, float(temperature), steps, top_k, constants, ops,
+                     progress)  # fmt: skip
 
 
 def _sample(logits, key, temperature: float, top_k: int | None):
@@ -336,8 +342,8 @@ def _sample(logits, key, temperature: float, top_k: int | None):
     return jax.random.categorical(key, logits, axis=-1)
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
-def _generate(params, prompt, key, temperature, steps, top_k, constants, ops):
+@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+def _generate(params, prompt, key, temperature, steps, top_k, constants, ops, progress):
     b, p = prompt.shape
     length = p + steps
     w_head = head_weights(params)
@@ -364,11 +370,15 @@ def _generate(params, prompt, key, temperature, steps, top_k, constants, ops):
     logits, caches = forward(prompt, caches, 0)
     keys = jax.random.split(key, steps)
     first = _sample(logits, keys[0], temperature, top_k)
+    made = (lambda n: None) if progress is None else (
+        lambda n: jax.debug.callback(progress, n, ordered=True))  # fmt: skip
+    made(1)
 
     def step(carry, i):
         token, caches = carry
         logits, caches = forward(token[:, None], caches, p + i)
         nxt = _sample(logits, keys[i + 1], temperature, top_k)
+        made(i + 2)
         return (nxt, caches), nxt
 
     _, rest = lax.scan(step, (first, caches), jnp.arange(steps - 1))
