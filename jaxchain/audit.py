@@ -1,9 +1,11 @@
 """``jaxchain audit``: the checker over the custom rules and tricky numerics of the installed
-jax.numpy and jax.scipy.special, one recipe per function (like :data:`jaxchain.registry.RULES`).
+jax.numpy, jax.scipy.special, optax and flax, one recipe per function in :data:`RECIPES`
+(like :data:`jaxchain.registry.RULES`).
 
 Each recipe names a function, a point, and the derivative there known exactly (from the
-math, in float64); the audit computes JAX's derivative, runs :func:`jaxchain.check.check_vjp`
-without a reference at that point, and writes what it found to ``bench/AUDIT.md``.
+math, in float64); the audit computes the library's derivative, runs
+:func:`jaxchain.check.check_vjp` without a reference at that point where the recipe says, and
+writes what it found to ``bench/AUDIT.md``.
 """
 
 import dataclasses
@@ -49,6 +51,49 @@ def _pow0():
     return float(jax.grad(lambda x: x**0.0)(0.0))
 
 
+def _safe_norm_at_0():
+    import optax
+
+    return float(jax.grad(lambda x: optax.safe_norm(x, 0.0))(jnp.zeros(2))[0])
+
+
+def _sigmoid_bce_tail():
+    import optax
+
+    return float(jax.grad(lambda x: optax.sigmoid_binary_cross_entropy(x, 1.0))(40.0))
+
+
+def _softmax_ce_offset():
+    import optax
+
+    labels = jnp.array([0.0, 1.0])
+    f = lambda z: optax.softmax_cross_entropy(z, labels)  # noqa: E731
+    return float(jax.grad(f)(jnp.array([1e4, 1e4 + 1]))[0])
+
+
+def _softmax_ce_offset_f():
+    import optax
+
+    return lambda z: optax.softmax_cross_entropy(z, jnp.array([0.0, 1.0]))
+
+
+def _flax_layer_norm(offset: float):
+    def derivative():
+        import flax.linen as fnn
+
+        norm = fnn.LayerNorm(use_bias=False, use_scale=False)  # epsilon 1e-6
+        return float(jax.grad(lambda x: norm.apply({}, x)[0])(offset + jnp.array([-1.0, 0, 1]))[0])
+
+    return derivative
+
+
+def _layer_norm_exact() -> float:
+    """d y0 / d x0 of a layer norm of ``(-1, 0, 1)`` (any offset), epsilon 1e-6: ``(1 - 1/n) / s
+    - (x0 - m)**2 / (n s**3)`` with ``s**2 = 2/3 + 1e-6``."""
+    s = math.sqrt(2 / 3 + 1e-6)
+    return (2 / 3) / s - 1 / (3 * s**3)
+
+
 def _check(f, *args):
     from jaxchain import check
 
@@ -70,50 +115,79 @@ RECIPES: dict[str, Recipe] = {
                "sinc'(x) = -pi**2 x / 3 + O(x**3)"),
         Recipe("d/dx x**0.0", _pow0, 0.0, "x = 0", "x**0 = 1 for all x: derivative 0 (jax#12409)",
                _check(lambda x: x**0.0, jnp.array([0.0, 1.0]))),
+        Recipe("optax.safe_norm at 0", _safe_norm_at_0, 0.0, "x = (0, 0), min_norm = 0",
+               "the gradient safe_norm promises at 0: 0, not NaN"),
+        Recipe("optax.sigmoid_binary_cross_entropy tail", _sigmoid_bce_tail,
+               -1 / (1 + math.exp(40)), "logit 40, label 1",
+               "d/dz = sigmoid(z) - 1 = -1 / (1 + e**40), kept to its last digits"),
+        Recipe("optax.softmax_cross_entropy at 1e4", _softmax_ce_offset, 1 / (1 + math.e),
+               "logits (1e4, 1e4 + 1), labels (0, 1)", "softmax(z)[0] = 1 / (1 + e)",
+               _check(_softmax_ce_offset_f(), jnp.array([1e4, 1e4 + 1]))),
+        Recipe("flax LayerNorm", _flax_layer_norm(0.0), _layer_norm_exact(), "x = (-1, 0, 1)",
+               "a control: d y0 / d x0 of a layer norm"),
+        Recipe("flax LayerNorm at 1e7", _flax_layer_norm(1e7), _layer_norm_exact(),
+               "x = 1e7 + (-1, 0, 1)",
+               "the same derivative: its variance E[x**2] - E[x]**2 (use_fast_variance, the "
+               "default) cancels at an offset"),
         Recipe("tanh'", lambda: float(jax.grad(jnp.tanh)(0.5)), 1 - math.tanh(0.5) ** 2,
                "x = 0.5", "a control: 1 - tanh(x)**2"),
     ]
 }  # fmt: skip
 
+TOLERANCE = 1e-6  # a derivative further than this from the math (relatively) is a finding
 
-def run(only: list[str] | None = None) -> list[tuple[Recipe, float, float]]:
-    """Each recipe's JAX derivative and relative error (``inf`` for NaN)."""
+
+def select(only=()) -> list[Recipe]:
+    """The recipes named in ``only`` (all if empty), in :data:`RECIPES`' order; ``ValueError``
+    for a name not there."""
+    unknown = sorted(set(only) - set(RECIPES))
+    if unknown:
+        raise ValueError(f"audit: unknown recipe(s) {', '.join(map(repr, unknown))}; known: "
+                         f"{', '.join(map(repr, RECIPES))}")  # fmt: skip
+    return [r for name, r in RECIPES.items() if not only or name in only]
+
+
+def run(only=()) -> list[tuple[Recipe, float, float, str]]:
+    """Each recipe of :func:`select`: the library's derivative, its relative error against the
+    math (absolute where the math is 0; ``inf`` for NaN) and the checker's verdict at the
+    point (``-`` where the recipe has no check). In float64 (turned on for the process) and
+    JAX's standard dtype promotion, which the libraries are written for."""
+    recipes = select(only)
     jax.config.update("jax_enable_x64", True)
-    rows = []
-    for name, r in RECIPES.items():
-        if only and name not in only:
-            continue
-        got = r.derivative()
-        err = abs(got - r.exact) / max(abs(r.exact), 1e-300) if np.isfinite(got) else math.inf
-        if r.exact == 0 and np.isfinite(got):
-            err = abs(got)
-        rows.append((r, got, err))
-    return rows
+    with jax.numpy_dtype_promotion("standard"):
+        return [_run(r) for r in recipes]
 
 
-def table(rows, checks: dict[str, str]) -> str:
+def _run(r: Recipe) -> tuple[Recipe, float, float, str]:
+    got = r.derivative()
+    err = abs(got - r.exact) / (abs(r.exact) if r.exact else 1.0) if np.isfinite(got) else math.inf
+    verdict = "-"
+    if r.check is not None:
+        report = r.check()
+        verdict = "ok" if report.ok else "FAILED: " + ", ".join(report.failed)
+    return r, got, err, verdict
+
+
+def table(rows) -> str:
     """The findings as a Markdown table."""
-    lines = ["| function | point | JAX | exact | relative error | finding | check_vjp(None) |",
+    lines = ["| function | point | library | exact | relative error | finding | check_vjp(None) |",
              "| --- | --- | ---: | ---: | ---: | --- | --- |"]  # fmt: skip
-    for r, got, err in rows:
-        found = "BUG" if not err <= 1e-6 else "ok"
-        lines.append(f"| {r.name} | {r.point} | {got:.6g} | {r.exact:.6g} | {err:.1e} | "
-                     f"{found}: {r.why} | {checks.get(r.name, '-')} |")  # fmt: skip
+    for r, got, err, verdict in rows:
+        found = "BUG" if not err <= TOLERANCE else "ok"
+        lines.append(f"| {r.name} | {r.point} | {got:.10g} | {r.exact:.10g} | {err:.1e} | "
+                     f"{found}: {r.why} | {verdict} |")  # fmt: skip
     return "\n".join(lines)
 
 
-def main(only: list[str] | None = None, out: str = "bench/AUDIT.md") -> int:
-    rows = run(only)
-    checks = {}
-    for r, _, _ in rows:
-        if r.check is not None:
-            report = r.check()
-            checks[r.name] = "ok" if report.ok else "FAILED: " + ", ".join(report.failed)
-    text = table(rows, checks)
-    print(text)
-    if not only:
-        pathlib.Path(out).write_text(
-            f"# jaxchain audit\n\n`.venv/bin/jaxchain audit` (jax {jax.__version__}), each "
-            "finding against the float64 math at the point shown.\n\n" + text + "\n"
-        )
-    return 0
+def write(rows, path) -> None:
+    """``bench/AUDIT.md``: the table under the command and the versions it ran with."""
+    import flax
+    import optax
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# jaxchain audit\n\n`jaxchain audit` (jax {jax.__version__}, optax "
+        f"{optax.__version__}, flax {flax.__version__}), each finding against the float64 "
+        "math at the point shown.\n\n" + table(rows) + "\n"
+    )

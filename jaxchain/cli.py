@@ -423,6 +423,23 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """The audit's table on stdout; with every recipe, also written to --out."""
+    from jaxchain import audit
+
+    try:
+        audit.select(args.only)
+    except ValueError as e:
+        raise UsageError(f"--only: {e}".replace("audit: ", "")) from None
+    rows = audit.run(tuple(args.only))
+    print(audit.table(rows))
+    if not args.only:
+        with _writing(pathlib.Path(args.out).parent):
+            audit.write(rows, args.out)
+        print(f"-> {args.out}")
+    return 0
+
+
 def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
     """The flags ``train`` and ``finetune`` share, with their defaults."""
     from jaxchain import distributed, runs, train
@@ -582,6 +599,12 @@ def parser() -> argparse.ArgumentParser:
                    "interleaved with jaxchain's")  # fmt: skip
     b.add_argument("--out", default="bench/out", help="directory for bench.md, .json, .png")
     b.set_defaults(run=_bench)
+
+    a = command("audit", "the checker over jax.numpy, jax.scipy, optax and flax derivatives")
+    a.add_argument("--only", nargs="*", default=[], metavar="NAME",
+                   help="just these recipes (jaxchain.audit.RECIPES); writes nothing")  # fmt: skip
+    a.add_argument("--out", default="bench/AUDIT.md", help="the findings, as Markdown")
+    a.set_defaults(run=_audit)
     return root
 
 
