@@ -100,6 +100,31 @@ def test_report_names_the_leaf_and_the_index_of_the_worst_element():
     assert "FAILED" in text and "<-- FAIL" in text and "(1, 2)" in text
 
 
+def test_a_small_failing_leaf_shows_the_jacobian_column_that_differs():
+    """A backward that forgets a transpose (``w @ g`` for ``w.T @ g``): the column of the
+    worst element of ``x`` is, in the rule, a row of ``w``; the report lists both."""
+
+    @jax.custom_vjp
+    def matvec(w, x):
+        return w @ x
+
+    matvec.defvjp(lambda w, x: (w @ x, (w, x)), lambda r, g: (jnp.outer(g, r[1]), r[0] @ g))
+    w, x = jax.random.normal(jax.random.key(0), (3, 3)), jnp.arange(3.0)
+    report = check_vjp(matvec, lambda w, x: w @ x, w, x)
+    row = next(e for e in report.errors if e.check == "vjp" and e.leaf == "x")
+    (j,) = row.index
+    lines = str(report).split("Jacobian column d out / d x[" + str(j) + "]")[1].splitlines()[1:]
+    listed = {line.split(":")[0].strip(): line.split(": ")[1] for line in lines if "out[" in line}
+    for i in range(3):
+        if w[j, i] != w[i, j]:
+            assert listed[f"out[{i}]"] == f"{float(w[j, i]):.10g} vs {float(w[i, j]):.10g}"
+    matvec.defvjp(lambda w, x: (w @ x, (w, x)), lambda r, g: (jnp.outer(g, r[1]), 2 * g @ r[0]))
+    big = jax.random.normal(jax.random.key(1), (1100, 40))  # 1,100 outputs: no column
+    assert check.vjp.JACOBIAN_MAX < big.shape[0]
+    wide = check_vjp(matvec, lambda a, b: a @ b, big, jnp.ones(40))
+    assert wide.failed[:1] == ("vjp",) and "Jacobian column" not in str(wide)
+
+
 def test_correct_rule_passes_and_report_reads_well():
     report = check_vjp(rules.softmax_cross_entropy, reference.softmax_cross_entropy,
                        *_args("softmax_cross_entropy"))  # fmt: skip

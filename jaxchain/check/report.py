@@ -4,6 +4,8 @@
 import dataclasses
 import math
 
+COLUMN = "Jacobian column"  # how a row's note that holds one starts
+
 
 @dataclasses.dataclass(frozen=True)
 class LeafError:
@@ -92,6 +94,8 @@ class Report:
         worst = self.worst()
         if worst is not None:
             lines.append(_worst_line(worst))
+        columns = [e for e in self.errors if e is not worst and e.note.startswith(COLUMN)]
+        lines += [f"  {e.note}" for e in columns]  # check_vjp's, for a small failing leaf
         return "\n".join(lines)
 
     __repr__ = __str__

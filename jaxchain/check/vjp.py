@@ -23,6 +23,7 @@ second order (fd)             without a reference: the Hessian-vector product an
 ============================  ==============================================================
 """
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -55,8 +56,9 @@ from jaxchain.check.leaves import (
     parameter_names,
     split,
     stack,
+    unravel,
 )
-from jaxchain.check.report import LeafError, Report, failure, skipped
+from jaxchain.check.report import COLUMN, LeafError, Report, failure, skipped
 
 SCALES = ((1e3, 1.0), (1e-3, 1.0), (-1.0, 0.0))  # linearity: vjp(a u + b w)
 MOVE = 0.9  # the vmap check's second primal: this multiple of the first (inside any cone)
@@ -181,7 +183,62 @@ def check_vjp(
         )
     else:  # fmt: skip
         run.notes.append("finite differences off (finite_differences=False)")
-    return Report(name or name_of(f), _worst_per_leaf(rows), "check_vjp", tuple(run.notes))
+    rows = _worst_per_leaf(rows)
+    if ref is not None:
+        rows = _with_column(rows, run)
+    return Report(name or name_of(f), rows, "check_vjp", tuple(run.notes))
+
+
+# A failing ``vjp`` row of a leaf, with outputs, of at most this many elements shows its
+# Jacobian column: the derivative of every output element with respect to the worst input
+# element, the rule's against the reference's, where they differ.
+JACOBIAN_MAX = 1024
+_COLUMN_ENTRIES = 6  # the entries of that column the report lists, largest difference first
+
+
+def _with_column(rows: tuple[LeafError, ...], run: "_Run") -> tuple[LeafError, ...]:
+    bad = [e for e in rows if e.check == "vjp" and not e.ok and not e.skipped]
+    if not bad:
+        return rows
+    worst = max(bad, key=lambda e: e.max_rel)
+    k = run.names.index(worst.leaf)
+    x, outs = run.diff[k], [o for o in run.out if inexact_dtype(o.dtype)]
+    n_out = sum(math.prod(o.shape) for o in outs)
+    if not 0 < x.size <= JACOBIAN_MAX or not 0 < n_out <= JACOBIAN_MAX:
+        return rows
+    j = int(np.ravel_multi_index(worst.index, x.shape)) if worst.index else 0
+    try:
+        got, want = (_column(spec, run, k, j, outs) for spec in (run.spec, run.ref))
+    except Exception:  # a rule that cannot be batched over one-hot cotangents: no column
+        return rows
+    names = [n for n, o in zip(run.onames, run.out, strict=True) if inexact_dtype(o.dtype)]
+    note = _column_note(worst, names, outs, got, want)
+    return tuple(dataclasses.replace(e, note=note) if e is worst else e for e in rows)
+
+
+def _column(spec: Spec, run: "_Run", k: int, j: int, outs) -> np.ndarray:
+    """``d out / d x_k[j]`` over every inexact output element, flat: the VJPs of the one-hot
+    cotangents, batched."""
+    sizes = [math.prod(o.shape) for o in outs]
+    eye = jnp.eye(sum(sizes), dtype=jnp.result_type(*outs))
+    parts = jnp.split(eye, np.cumsum(sizes)[:-1], axis=1)
+    basis = tuple(p.reshape(-1, *o.shape).astype(o.dtype) for p, o in zip(parts, outs, strict=True))
+    pull = lambda ct: _grads(spec, run.diff, run.other, ct)[k].ravel()[j]  # noqa: E731
+    return np.asarray(jax.jit(jax.vmap(pull))(basis))
+
+
+def _column_note(row: LeafError, names, outs, got, want) -> str:
+    where = f"{row.leaf}{list(row.index)}" if row.index else row.leaf
+    diff = np.abs(got - want)
+    order = [int(i) for i in np.argsort(-diff, kind="stable")[:_COLUMN_ENTRIES] if diff[i] > 0]
+    starts = np.cumsum([0, *(math.prod(o.shape) for o in outs)])
+    lines = [f"{COLUMN} d out / d {where} (rule vs reference, {int((diff > 0).sum())} "
+             f"of {diff.size} entries differ):"]  # fmt: skip
+    for i in order:
+        leaf = int(np.searchsorted(starts, i, side="right")) - 1
+        at = unravel(i - int(starts[leaf]), outs[leaf].shape)
+        lines.append(f"    {names[leaf]}{list(at)}: {got[i]:.10g} vs {want[i]:.10g}")
+    return "\n".join(lines)
 
 
 def _out_leaves(spec, ref, diff, other) -> tuple[list, list[str]]:
