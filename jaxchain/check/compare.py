@@ -98,12 +98,19 @@ def leaf_error(check, name, got, want, tol, floor, *, shape=None, coords=None, s
     a, b = _flat(got), _flat(want)
     with np.errstate(all="ignore"):  # inf - inf is NaN: a failure, reported as such
         diff = np.abs(a - b)
-        diff = np.where(a == b, 0.0, diff)  # the same infinity is no error
+        isnan = np.isnan(diff)
+        if isnan.any():
+            diff = np.where(a == b, 0.0, diff)  # the same infinity is no error
         if slack is not None:
             diff = np.maximum(diff - slack, 0.0)
-    nan = np.isnan(diff).any()
-    worst = int(np.argmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
-    max_abs = math.nan if nan else float(np.max(diff, initial=0.0))
+        if slack is not None or isnan.any():
+            isnan = np.isnan(diff)
+    nan = bool(isnan.any())
+    if not diff.size:
+        worst = 0
+    else:
+        worst = int(np.argmax(np.where(isnan, np.inf, diff) if nan else diff))
+    max_abs = math.nan if nan else (float(diff[worst]) if diff.size else 0.0)
     scale = max(float(np.max(np.abs(b), initial=0.0)), floor)
     shape = np.shape(want) if shape is None else shape
     flat = worst if coords is None or not len(coords) else int(coords[worst])
@@ -115,7 +122,7 @@ def leaf_error(check, name, got, want, tol, floor, *, shape=None, coords=None, s
 
 def _flat(x) -> np.ndarray:
     a = np.asarray(x)
-    return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64).ravel()
+    return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64, copy=False).ravel()
 
 
 def _value(a: np.ndarray, i: int):

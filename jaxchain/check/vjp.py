@@ -24,6 +24,7 @@ second order (fd)             without a reference: the Hessian-vector product an
 """
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -338,14 +339,18 @@ class _Run:
         self.notes += notes
         return tol
 
-    def natural(self) -> float:
-        """The size a derivative of this function has (capped at 1): ``mean|u| max|f| /
-        max scale(x)``."""
+    @functools.cached_property
+    def _natural(self) -> float:
         outs = [np.asarray(o) for o in self.results[0][0] if inexact_dtype(o.dtype)]
         top = max((float(np.max(np.abs(o[np.isfinite(o)]), initial=0.0)) for o in outs), default=0)
         mean_u = float(np.mean([np.mean(np.abs(np.asarray(u))) for u in self.cts[0]] or [1.0]))
         scale = max(leaf_scale(x) for x in self.diff)
         return min(1.0, mean_u * top / scale) if top > 0 else 1.0
+
+    def natural(self) -> float:
+        """The size a derivative of this function has (capped at 1): ``mean|u| max|f| /
+        max scale(x)``, from the first-order results (computed once)."""
+        return self._natural
 
     def against_reference(self) -> list[LeafError]:
         if self.ref is None:
