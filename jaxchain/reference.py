@@ -13,25 +13,8 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import ndtr
 
-from jaxchain._checks import (
-    check_attention,
-    check_axis,
-    check_dense,
-    check_dropout,
-    check_embedding,
-    check_labels,
-    check_layer_norm,
-    check_linear_labels,
-    check_lora,
-    check_pair,
-    check_recurrent,
-    check_rms_norm,
-    check_rope,
-    check_swiglu,
-    check_unary,
-)
+from jaxchain import _checks
 from jaxchain.ops import NAMES
 
 __all__ = list(NAMES)  # the names of the interface, jaxchain.ops.Ops
@@ -46,41 +29,41 @@ def _wide(*arrays):
 
 def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     """``x @ w + b``; x ``(..., I)``, w ``(I, O)``, b ``(O,)``."""
-    x, w, b = check_dense("dense", x, w, b)
+    x, w, b = _checks.check_dense("dense", x, w, b)
     x_, w_, b_ = _wide(x, w, b)
     return (x_ @ w_ + b_.reshape((1,) * (x.ndim - 1) + b.shape)).astype(x.dtype)
 
 
 def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
     """``table[ids]``; ids integers in ``[0, V)``, table ``(V, D)``."""
-    ids, table = check_embedding("embedding", ids, table)
+    ids, table = _checks.check_embedding("embedding", ids, table)
     v = table.shape[0]
     valid = (ids >= 0) & (ids < v)  # an invalid id (traced only): a NaN row
     return jnp.where(valid[..., None], table[jnp.clip(ids, 0, max(v - 1, 0))], jnp.nan)
 
 
 def relu(x: jax.Array) -> jax.Array:
-    x = check_unary("relu", x)
+    x = _checks.check_unary("relu", x)
     return jnp.where(x > 0, x, 0)  # derivative 0 at 0, as jax.nn.relu (not maximum's 1/2)
 
 
 def sigmoid(x: jax.Array) -> jax.Array:
-    x = check_unary("sigmoid", x)
+    x = _checks.check_unary("sigmoid", x)
     return (0.5 * (1 + jnp.tanh(0.5 * _wide(x)))).astype(x.dtype)  # = 1 / (1 + e^-x), stably
 
 
 def tanh(x: jax.Array) -> jax.Array:
-    x = check_unary("tanh", x)
+    x = _checks.check_unary("tanh", x)
     return jnp.tanh(_wide(x)).astype(x.dtype)
 
 
 def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
-    x = check_unary("gelu", x)
+    x = _checks.check_unary("gelu", x)
     z = _wide(x)
     if approximate:
         y = 0.5 * z * (1 + jnp.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
     else:
-        y = z * ndtr(z)  # x Phi(x), Phi the standard normal CDF
+        y = z * jax.scipy.special.ndtr(z)  # x Phi(x), Phi the standard normal CDF
     return y.astype(x.dtype)
 
 
@@ -92,7 +75,7 @@ def _shifted(x: jax.Array, axis: int) -> jax.Array:
 def softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax.Array:
     """``exp(x) / sum(exp(x))`` along ``axis`` over the elements ``where`` keeps (0 at the
     others, and in a row with none kept)."""
-    x, axis, where = check_axis("softmax", x, axis, where)
+    x, axis, where = _checks.check_axis("softmax", x, axis, where)
     z = _wide(x)
     if where is not None:
         z = jnp.where(where, z, -jnp.inf)
@@ -107,7 +90,7 @@ def softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax
 def log_softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax.Array:
     """``x - logsumexp(x)`` along ``axis`` over the elements ``where`` keeps (``-inf`` at the
     others)."""
-    x, axis, where = check_axis("log_softmax", x, axis, where)
+    x, axis, where = _checks.check_axis("log_softmax", x, axis, where)
     z = _wide(x)
     if where is not None:
         kept = jnp.where(where, z, 0)
@@ -124,7 +107,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-example ``logsumexp(logits) - logits[label]``; logits ``(..., V)``, labels
     ``(...,)``. An infinite maximum is not subtracted (as :func:`jax.nn.logsumexp`), so a
     ``+inf`` logit off the label costs ``+inf``."""
-    logits, labels = check_labels("softmax_cross_entropy", logits, labels)
+    logits, labels = _checks.check_labels("softmax_cross_entropy", logits, labels)
     z = _nan_rows(_wide(logits), labels, logits.shape[-1])
     m = jnp.max(z, axis=-1, keepdims=True, initial=-jnp.inf)
     m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
@@ -143,7 +126,7 @@ def linear_softmax_cross_entropy(
 ) -> jax.Array:
     """``softmax_cross_entropy(x @ w, labels)``: the whole ``(..., V)`` logits (``chunk_size``
     is accepted, for the rule's signature, and ignored)."""
-    x, w, labels = check_linear_labels("linear_softmax_cross_entropy", x, w, labels)
+    x, w, labels = _checks.check_linear_labels("linear_softmax_cross_entropy", x, w, labels)
     x_, w_ = _wide(x, w)
     return softmax_cross_entropy(x_ @ w_, labels).astype(x.dtype)
 
@@ -152,20 +135,20 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Ar
     """Elementwise ``-z log sigmoid(x) - (1 - z) log(1 - sigmoid(x))``, each term taken only
     where its weight is not zero (so a correct infinite logit costs nothing but NaN weights,
     as optax: ``x = +inf, z = 1`` and ``x = -inf, z = 0`` give NaN)."""
-    x, z = check_pair("sigmoid_binary_cross_entropy", ("logits", "labels"), logits, labels)
+    x, z = _checks.check_pair("sigmoid_binary_cross_entropy", ("logits", "labels"), logits, labels)
     x_, z_ = _wide(x, z)
     loss = jnp.where(x_ > 0, (1 - z_) * x_, -z_ * x_) - jax.nn.log_sigmoid(jnp.abs(x_))
     return loss.astype(x.dtype)
 
 
 def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
-    pred, target = check_pair("mse", ("pred", "target"), pred, target, nonempty=True)
+    pred, target = _checks.check_pair("mse", ("pred", "target"), pred, target, nonempty=True)
     p, t = _wide(pred, target)
     return jnp.mean((p - t) ** 2).astype(pred.dtype)
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
-    x, scale, bias = check_layer_norm("layer_norm", x, scale, bias)
+    x, scale, bias = _checks.check_layer_norm("layer_norm", x, scale, bias)
     z, scale_, bias_ = _wide(x, scale, bias)
     d = max(x.shape[-1], 1)  # an empty row has nothing to normalise
     mu = jnp.sum(z, axis=-1, keepdims=True) / d
@@ -193,7 +176,7 @@ def dot_product_attention(
     queries; what a query may not see is ``-inf``, and a row that sees nothing is zeros.
     Always the whole ``(T, S)`` computation: ``block_size`` is accepted (the signature is the
     rule's) and ignored."""
-    a = check_attention(query, key, value, bias, mask, scale, query_seq_lengths,
+    a = _checks.check_attention(query, key, value, bias, mask, scale, query_seq_lengths,
                         key_value_seq_lengths, local_window_size)  # fmt: skip
     t, n, s_ = a.query.shape[1], a.query.shape[2], a.key.shape[1]
     i, j = jnp.arange(t)[:, None], jnp.arange(s_)[None, :]
@@ -224,7 +207,7 @@ def dot_product_attention(
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
-    x, scale = check_rms_norm("rms_norm", x, scale)
+    x, scale = _checks.check_rms_norm("rms_norm", x, scale)
     z, scale_ = _wide(x, scale)
     mean_square = jnp.sum(z * z, axis=-1, keepdims=True) / max(x.shape[-1], 1)
     return (
@@ -233,14 +216,14 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 
 def silu(x: jax.Array) -> jax.Array:
-    x = check_unary("silu", x)
+    x = _checks.check_unary("silu", x)
     z = _wide(x)
     return (z / (1 + jnp.exp(-z))).astype(x.dtype)
 
 
 def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array) -> jax.Array:
     """``silu(x @ w_gate) * (x @ w_up)``."""
-    x, w_gate, w_up = check_swiglu("swiglu", x, w_gate, w_up)
+    x, w_gate, w_up = _checks.check_swiglu("swiglu", x, w_gate, w_up)
     x_, wg, wu = _wide(x, w_gate, w_up)
     a = x_ @ wg
     return (a * jax.nn.sigmoid(a) * (x_ @ wu)).astype(x.dtype)
@@ -249,7 +232,7 @@ def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array) -> jax.Array:
 def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
     """Hugging Face's ``x cos + rotate_half(x) sin``, the frequencies repeated over both
     halves."""
-    x, positions = check_rope("rope", x, positions, base)
+    x, positions = _checks.check_rope("rope", x, positions, base)
     z = _wide(x)
     h = x.shape[-1]
     frequencies = 1.0 / (base ** (jnp.arange(0, h, 2, dtype=z.dtype) / h))
@@ -262,7 +245,7 @@ def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Ar
 
 def dropout(x: jax.Array, key: jax.Array, rate: float) -> jax.Array:
     """``x * mask / (1 - rate)``, the mask ``bernoulli(key, 1 - rate, x.shape)``."""
-    x, key, rate = check_dropout("dropout", x, key, rate)
+    x, key, rate = _checks.check_dropout("dropout", x, key, rate)
     if rate == 0:
         return x
     if rate == 1:
@@ -276,7 +259,9 @@ def lora_dense(
     scale: float,
 ) -> jax.Array:  # fmt: skip
     """``x @ w + b + scale * (x @ lora_a) @ lora_b``, ``w`` and ``b`` frozen (no gradient)."""
-    x, w, b, lora_a, lora_b, scale = check_lora("lora_dense", x, w, b, lora_a, lora_b, scale)
+    x, w, b, lora_a, lora_b, scale = _checks.check_lora(
+        "lora_dense", x, w, b, lora_a, lora_b, scale
+    )
     x_, w_, b_, a_, bb = _wide(x, w, b, lora_a, lora_b)
     w_, b_ = jax.lax.stop_gradient(w_), jax.lax.stop_gradient(b_)
     y = x_ @ w_ + b_.reshape((1,) * (x.ndim - 1) + b.shape) + scale * ((x_ @ a_) @ bb)
@@ -322,7 +307,7 @@ def _scan_cell(cell, carry, xs, mask):
 
 def rnn(xs, h0, w_x, w_h, b, lengths=None):
     """Elman RNN ``h_t = tanh(x_t W_x + h_{t-1} W_h + b)``; returns ``(hs, h_last)``."""
-    xs = check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
+    xs = _checks.check_recurrent("rnn", xs, {"h0": h0}, w_x, w_h, {"b": b}, lengths, 1)
     dtype = xs.dtype
     xs, (h0,), mask = _inputs(xs, (h0,), w_h, lengths)
     w_x, w_h, b = _wide(w_x, w_h, b)
@@ -333,7 +318,7 @@ def rnn(xs, h0, w_x, w_h, b, lengths=None):
 def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
     """LSTM, gates i, f, g, o; returns ``(hs, (h_last, c_last))``."""
     carry = {"h0": h0, "c0": c0}
-    xs = check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
+    xs = _checks.check_recurrent("lstm", xs, carry, w_x, w_h, {"b": b}, lengths, 4)
     dtype = xs.dtype
     xs, carry, mask = _inputs(xs, (h0, c0), w_h, lengths)
     w_x, w_h, b = _wide(w_x, w_h, b)
@@ -350,7 +335,7 @@ def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
 def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
     """GRU, gates r, z, n; returns ``(hs, h_last)``."""
     biases = {"b_x": b_x, "b_h": b_h}
-    xs = check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
+    xs = _checks.check_recurrent("gru", xs, {"h0": h0}, w_x, w_h, biases, lengths, 3)
     dtype = xs.dtype
     xs, (h0,), mask = _inputs(xs, (h0,), w_h, lengths)
     w_x, w_h, b_x, b_h = _wide(w_x, w_h, b_x, b_h)

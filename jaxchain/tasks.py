@@ -16,7 +16,6 @@ step's), and never in ``logits`` without one, so never in ``evaluate``.
 
 import dataclasses
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import jax
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchain import data, nn, rules
+from jaxchain.ops import Ops
 
 RECURRENT = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
 MODELS = ("mlp", *RECURRENT, "transformer", "decoder")
@@ -48,7 +48,7 @@ class Task:
         """The keys of what ``evaluate`` returns."""
         return ("accuracy",) if self.kind == "classification" else ("loss",)
 
-    def loss(self, params: dict, batch, ops: ModuleType, key: jax.Array | None = None):
+    def loss(self, params: dict, batch, ops: Ops, key: jax.Array | None = None):
         """Mean cross-entropy (nats) of the model's logits against the batch's labels;
         ``key``: the step's dropout key (none: no dropout).
 

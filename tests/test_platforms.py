@@ -3,8 +3,8 @@ JVP) and every model's training step exported with :mod:`jax.export` for ``cuda`
 ``tpu`` as well as ``cpu``. Lowering for a platform needs no device of it; an op with no
 lowering there, or a custom call that is not portable (LAPACK on the CPU, say), fails the
 export. Each rule gradient's exported module is then run here, on the CPU, and must give
-what the function gives directly: the module that would go to a GPU or TPU is the program
-that was checked. (The models' steps are checked against autodiff in test_models.py; running their
+what autodiff of the rule's twin (:mod:`jaxchain.reference`) gives: the module that would go
+to a GPU or TPU computes the right gradient, not only the same one. (The models' steps are checked against autodiff in test_models.py; running their
 exported modules too would compile each twice more, for no new fact.)"""
 
 import jax
@@ -48,8 +48,8 @@ def test_every_rule_gradient_and_jvp_export_for_gpu_and_tpu(name):
     floating = tuple(i for i, a in enumerate(args)
                      if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating))  # fmt: skip
 
-    def grad(*args):
-        return jax.grad(lambda *a: _sum(case.rule(*a)), floating)(*args)
+    def grad(*args, f=case.rule):
+        return jax.grad(lambda *a: _sum(f(*a)), floating)(*args)
 
     def jvp(*args):
         def f(*moving):
@@ -62,7 +62,9 @@ def test_every_rule_gradient_and_jvp_export_for_gpu_and_tpu(name):
         return jax.jvp(f, moving, [jnp.ones_like(a) for a in moving])
 
     exported = _exported(grad, *args)
-    _assert_same(exported.call(*args), jax.jit(grad)(*args))
+    # the exported module, run here, against the autodiff twin's gradient (not the same
+    # function jitted, which would prove serialisation only)
+    _assert_same(exported.call(*args), grad(*args, f=case.reference))
     assert _exported(jvp, *args).in_avals == exported.in_avals
 
 

@@ -25,6 +25,17 @@ def test_python_blocks_run_top_to_bottom(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
 
 
+def test_the_rule_shown_first_is_the_librarys_code():
+    """ "A rule reads like the math": each function of the README's first block, as written,
+    is in ``jaxchain/rules/losses.py``."""
+    source = (README.parent / "jaxchain" / "rules" / "losses.py").read_text()
+    first = _blocks("python")[0]
+    functions = [c for c in re.split(r"\n\n\n", first) if c.lstrip().startswith(("@", "def "))]
+    assert len(functions) == 2
+    for function in functions:
+        assert function.strip() in source, function
+
+
 def _commands() -> list[str]:
     lines = [line.split("  #")[0].strip() for b in _blocks("sh") for line in b.splitlines()]
     return [line for line in lines if line.startswith("jaxchain ")]

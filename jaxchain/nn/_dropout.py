@@ -1,11 +1,11 @@
 """Dropout as the models apply it while training."""
 
-from types import ModuleType
-
 import jax
 
+from jaxchain.ops import Ops
 
-def maybe(ops: ModuleType, x: jax.Array, rate: float, key: jax.Array | None, index: int = 0):
+
+def maybe(ops: Ops, x: jax.Array, rate: float, key: jax.Array | None, index: int = 0):
     """``ops.dropout`` of ``x`` with the ``index``-th key folded from ``key``; ``x`` itself
     without a key or at rate 0 (evaluation)."""
     if key is None or rate == 0:

@@ -7,7 +7,6 @@ Params carry the head count in their shapes, so :func:`apply` needs no head argu
 """
 
 from collections.abc import Mapping
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,7 @@ import numpy as np
 from jaxchain import _validate, rules
 from jaxchain.nn import _init
 from jaxchain.nn._torch import require
+from jaxchain.ops import Ops
 
 Params = dict[str, jax.Array]
 
@@ -56,7 +56,7 @@ def apply(
     is_causal: bool = False,
     lora: dict | None = None,
     lora_scale: float = 1.0,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> jax.Array:
     """Self-attention over ``x (B, T, D)``.
 

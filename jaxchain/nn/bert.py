@@ -14,7 +14,6 @@ writes one, which is how a fine-tuned encoder leaves (:func:`jaxchain.pretrained
 """
 
 from collections.abc import Mapping
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +22,7 @@ import numpy as np
 from jaxchain import _validate, rules
 from jaxchain.nn import _dropout, transformer
 from jaxchain.nn._torch import require
+from jaxchain.ops import Ops
 
 Params = dict
 
@@ -68,7 +68,7 @@ def apply(
     lora_scale: float = 1.0,
     dropout: float = 0.0,
     key: jax.Array | None = None,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> jax.Array:
     """Hidden states ``(B, T, D)`` of integer ``tokens (B, T)``.
 

@@ -22,7 +22,6 @@ projections (:mod:`jaxchain.nn.lora`) applied through ``rules.lora_dense``. Hugg
 
 from collections.abc import Callable
 from functools import partial
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +33,7 @@ from jaxchain.nn._llama import dims_from_config as dims_from_config
 from jaxchain.nn._llama import from_torch as from_torch
 from jaxchain.nn._llama import to_config as to_config
 from jaxchain.nn._llama import to_torch as to_torch
+from jaxchain.ops import Ops
 
 Params = dict
 
@@ -159,7 +159,7 @@ def apply_block(
     eps: float = EPS,
     lora: dict | None = None,
     lora_scale: float = 1.0,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """One pre-norm block on ``x (B, T, D)`` at integer ``positions (B, T)``:
     ``x + attend(norm(x))``, then ``x + swiglu(norm(x)) W_down``.
@@ -205,7 +205,7 @@ def hidden(
     eps: float = EPS,
     lora: list[dict] | None = None,
     lora_scale: float = 1.0,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> jax.Array:
     """The final hidden states ``(B, T, D)`` (after the final norm) of ``tokens (B, T)``: the
     input of the head, and of the fused ``linear_softmax_cross_entropy`` in training.
@@ -241,7 +241,7 @@ def apply(
     eps: float = EPS,
     lora: list[dict] | None = None,
     lora_scale: float = 1.0,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> jax.Array:
     """Next-token logits ``(B, T, V)`` of ``tokens (B, T)``."""
     h = hidden(
@@ -262,7 +262,7 @@ def loss(
     eps: float = EPS,
     lora: list[dict] | None = None,
     lora_scale: float = 1.0,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> jax.Array:
     """Mean next-token cross-entropy (nats per token) of ``targets (B, T)``, through the
     fused ``linear_softmax_cross_entropy``: the ``(B, T, V)`` logits are never stored."""
@@ -290,7 +290,7 @@ def generate(
     top_k: int | None = None,
     rope_base: float = ROPE_BASE,
     eps: float = EPS,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
     progress: Callable[[int], None] | None = None,
 ) -> jax.Array:
     """``steps`` tokens sampled after ``prompt (B, P)``; returns ``(B, P + steps)``.

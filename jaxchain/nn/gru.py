@@ -6,7 +6,6 @@ inside the reset gate: ``n = tanh(x W_xn + b_xn + r * (h W_hn + b_hn))``.
 """
 
 from collections.abc import Mapping
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ import numpy as np
 from jaxchain import rules
 from jaxchain.nn import _dropout, _init
 from jaxchain.nn._torch import recurrent_from_torch
+from jaxchain.ops import Ops
 
 Params = dict[str, jax.Array]
 
@@ -39,7 +39,7 @@ def apply(
     lengths: jax.Array | None = None,
     dropout: float = 0.0,
     key: jax.Array | None = None,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> tuple[jax.Array, jax.Array]:
     """Run over ``xs (B, T, I)`` from ``h0 (B, H)`` (zeros if None).
 

@@ -5,7 +5,6 @@ Params ``{"w_x": (I, 4H), "w_h": (H, 4H), "b": (4H,)}``, gate blocks in the orde
 """
 
 from collections.abc import Mapping
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +13,7 @@ import numpy as np
 from jaxchain import rules
 from jaxchain.nn import _dropout, _init
 from jaxchain.nn._torch import recurrent_from_torch
+from jaxchain.ops import Ops
 
 Params = dict[str, jax.Array]
 Carry = tuple[jax.Array, jax.Array]
@@ -48,7 +48,7 @@ def apply(
     lengths: jax.Array | None = None,
     dropout: float = 0.0,
     key: jax.Array | None = None,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> tuple[jax.Array, Carry]:
     """Run over ``xs (B, T, I)`` from ``carry = (h0, c0)``, each ``(B, H)`` (zeros if None).
 

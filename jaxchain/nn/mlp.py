@@ -1,13 +1,13 @@
 """Multi-layer perceptron: dense layers with an activation between them (none after the last)."""
 
 from collections.abc import Sequence
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
 
 from jaxchain import rules
 from jaxchain.nn import _dropout, _init
+from jaxchain.ops import Ops
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
 Params = dict[str, list[dict[str, jax.Array]]]
@@ -48,7 +48,7 @@ def apply(
     activation: str = "relu",
     dropout: float = 0.0,
     key: jax.Array | None = None,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> jax.Array:
     """The network on ``x (..., sizes[0])``; no activation after the last layer.
 

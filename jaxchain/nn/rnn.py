@@ -2,7 +2,6 @@
 rule :func:`jaxchain.rules.rnn`."""
 
 from collections.abc import Mapping
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,7 @@ import numpy as np
 from jaxchain import rules
 from jaxchain.nn import _dropout, _init
 from jaxchain.nn._torch import recurrent_from_torch
+from jaxchain.ops import Ops
 
 Params = dict[str, jax.Array]
 
@@ -34,7 +34,7 @@ def apply(
     lengths: jax.Array | None = None,
     dropout: float = 0.0,
     key: jax.Array | None = None,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> tuple[jax.Array, jax.Array]:
     """Run over ``xs (B, T, I)`` from ``h0 (B, H)`` (zeros if None).
 

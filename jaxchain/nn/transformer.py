@@ -5,13 +5,12 @@ Post-norm (BERT's, the default): ``x = LN(x + f(x))``. Pre-norm (``pre_norm=True
 ``x = x + f(LN(x))``, with a final layer norm after the last block.
 """
 
-from types import ModuleType
-
 import jax
 import jax.numpy as jnp
 
 from jaxchain import _validate, rules
 from jaxchain.nn import _dropout, _init, attention
+from jaxchain.ops import Ops
 
 Params = dict
 
@@ -57,7 +56,7 @@ def apply_block(
     lora_scale: float = 1.0,
     dropout: float = 0.0,
     key: jax.Array | None = None,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> jax.Array:
     """One block on ``x (B, T, D)``; ``mask (B, T)`` True = a real token. ``lora``: adapters
     of this block's projections (:mod:`jaxchain.nn.lora`); ``dropout`` (with a ``key``) on
@@ -119,7 +118,7 @@ def apply(
     eps: float = 1e-5,
     dropout: float = 0.0,
     key: jax.Array | None = None,
-    ops: ModuleType = rules,
+    ops: Ops = rules,
 ) -> jax.Array:
     """Hidden states ``(B, T, D)`` of integer ``tokens (B, T)``.
 
