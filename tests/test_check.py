@@ -125,6 +125,30 @@ def test_a_small_failing_leaf_shows_the_jacobian_column_that_differs():
     assert wide.failed[:1] == ("vjp",) and "Jacobian column" not in str(wide)
 
 
+def test_what_cannot_be_checked_is_said_not_raised():
+    """A backward through ``pure_callback`` cannot be differentiated again: second order is
+    reported skipped, with JAX's reason, and the rest runs; an empty input is a note; a long
+    leaf name widens its column instead of shifting the others."""
+
+    @jax.custom_vjp
+    def sin(x):
+        return jnp.sin(x)
+
+    def bwd(x, g):
+        shape = jax.ShapeDtypeStruct(g.shape, g.dtype)
+        return (jax.pure_callback(np.asarray, shape, g * jnp.cos(x), vmap_method="expand_dims"),)
+
+    sin.defvjp(lambda x: (jnp.sin(x), x), bwd)
+    report = check_vjp(sin, jnp.sin, jnp.linspace(-1.0, 1.0, 5))
+    assert report.ok and "Pure callbacks do not support JVP" in report.skipped["second order"]
+    assert report.max_rel("vjp") <= 1e-12 and report.max_rel("vmap") <= 1e-12
+    empty = check_vjp(jnp.sin, jnp.sin, jnp.zeros((0, 3)))
+    assert empty.ok and "no elements, not checked: x" in empty.notes
+    name = "a_rather_long_parameter_name"
+    table = str(check_vjp(lambda d: d[name] * 2, None, {name: jnp.ones(3)})).splitlines()[1:]
+    assert len({line.index(" 0.00e+00") for line in table if "0.00e+00" in line}) == 1
+
+
 def test_correct_rule_passes_and_report_reads_well():
     report = check_vjp(rules.softmax_cross_entropy, reference.softmax_cross_entropy,
                        *_args("softmax_cross_entropy"))  # fmt: skip

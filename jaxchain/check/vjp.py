@@ -343,7 +343,8 @@ class _Run:
     def _natural(self) -> float:
         outs = [np.asarray(o) for o in self.results[0][0] if inexact_dtype(o.dtype)]
         top = max((float(np.max(np.abs(o[np.isfinite(o)]), initial=0.0)) for o in outs), default=0)
-        mean_u = float(np.mean([np.mean(np.abs(np.asarray(u))) for u in self.cts[0]] or [1.0]))
+        sizes = [np.abs(np.asarray(u)) for u in self.cts[0] if np.size(u)]
+        mean_u = float(np.mean([np.mean(a) for a in sizes] or [1.0]))
         scale = max(leaf_scale(x) for x in self.diff)
         return min(1.0, mean_u * top / scale) if top > 0 else 1.0
 
