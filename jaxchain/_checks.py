@@ -219,9 +219,16 @@ class Attention(NamedTuple):
 
 
 def check_attention(
-    query, key, value, bias, mask, scale, query_seq_lengths, key_value_seq_lengths,
+    query,
+    key,
+    value,
+    bias,
+    mask,
+    scale,
+    query_seq_lengths,
+    key_value_seq_lengths,
     local_window_size,
-) -> Attention:  # fmt: skip
+) -> Attention:
     """jax.nn.dot_product_attention's arguments: query ``(B, T, N, H)`` (or ``(T, N, H)``),
     key and value ``(B, S, K, H)`` with N a multiple of K, bias and boolean mask broadcastable
     to ``(B, N, T, S)``, lengths integers ``(B,)`` in ``[0, T]`` and ``[0, S]``, a window an
@@ -258,8 +265,10 @@ def check_attention(
         _validate.broadcastable(op, "mask", mask, target if batched else target[1:], layout)
         mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
     lengths = []
-    for name, given, most in (("query_seq_lengths", query_seq_lengths, t),
-                              ("key_value_seq_lengths", key_value_seq_lengths, s)):  # fmt: skip
+    for name, given, most in (
+        ("query_seq_lengths", query_seq_lengths, t),
+        ("key_value_seq_lengths", key_value_seq_lengths, s),
+    ):
         if given is not None:
             given = _validate.as_array(op, name, given)
             _validate.integer(op, name, given)

@@ -110,11 +110,17 @@ def llama(B: int, T: int, D: int, layers: int, V: int):
 
     heads = max(1, D // 64)
     config = transformers.LlamaConfig(
-        vocab_size=V, hidden_size=D, intermediate_size=-(-8 * D // 3 // 64) * 64,
-        num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2), rope_theta=10000.0, rms_norm_eps=1e-6,
-        tie_word_embeddings=False, use_cache=False,
-    )  # fmt: skip
+        vocab_size=V,
+        hidden_size=D,
+        intermediate_size=-(-8 * D // 3 // 64) * 64,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        use_cache=False,
+    )
     model = transformers.LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
     model.train()  # no dropout in Llama: the same computation, with autograd's bookkeeping
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)

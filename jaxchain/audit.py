@@ -142,8 +142,10 @@ def select(only=()) -> list[Recipe]:
     for a name not there."""
     unknown = sorted(set(only) - set(RECIPES))
     if unknown:
-        raise ValueError(f"audit: unknown recipe(s) {', '.join(map(repr, unknown))}; known: "
-                         f"{', '.join(map(repr, RECIPES))}")  # fmt: skip
+        raise ValueError(
+            f"audit: unknown recipe(s) {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(map(repr, RECIPES))}"
+        )
     return [r for name, r in RECIPES.items() if not only or name in only]
 
 
@@ -170,12 +172,16 @@ def _run(r: Recipe) -> tuple[Recipe, float, float, str]:
 
 def table(rows) -> str:
     """The findings as a Markdown table."""
-    lines = ["| function | point | library | exact | relative error | finding | check_vjp(None) |",
-             "| --- | --- | ---: | ---: | ---: | --- | --- |"]  # fmt: skip
+    lines = [
+        "| function | point | library | exact | relative error | finding | check_vjp(None) |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- |",
+    ]
     for r, got, err, verdict in rows:
         found = "BUG" if not err <= TOLERANCE else "ok"
-        lines.append(f"| {r.name} | {r.point} | {got:.10g} | {r.exact:.10g} | {err:.1e} | "
-                     f"{found}: {r.why} | {verdict} |")  # fmt: skip
+        lines.append(
+            f"| {r.name} | {r.point} | {got:.10g} | {r.exact:.10g} | {err:.1e} | "
+            f"{found}: {r.why} | {verdict} |"
+        )
     return "\n".join(lines)
 
 

@@ -74,9 +74,13 @@ class TorchPeer:
         self.python = python
         self._stderr = tempfile.TemporaryFile()
         try:
-            self._proc = subprocess.Popen([python, "-u", str(WORKER)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=self._stderr,
-                                          text=True)  # fmt: skip
+            self._proc = subprocess.Popen(
+                [python, "-u", str(WORKER)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                text=True,
+            )
         except OSError as e:
             self._stderr.close()
             raise PeerError(f"--torch {python}: cannot run it ({e})") from None
@@ -99,8 +103,10 @@ class TorchPeer:
             self._proc.wait()
             self._stderr.seek(0)
             tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-5:]
-            raise PeerError(f"--torch {self.python}: the PyTorch worker stopped (exit "
-                            f"{self._proc.returncode}): " + " / ".join(tail))  # fmt: skip
+            raise PeerError(
+                f"--torch {self.python}: the PyTorch worker stopped (exit "
+                f"{self._proc.returncode}): " + " / ".join(tail)
+            )
         reply = json.loads(line)
         if "error" in reply:
             raise PeerError(f"--torch {self.python}: {reply['error']}")
@@ -170,9 +176,17 @@ class Row:
         return self.temp[name] / max(self.temp["autodiff"], 1) if name in self.temp else None
 
 
-def measure(bench: str, config: dict, steps: Mapping[str, Callable], *args, flops=None,
-            rounds: int = 10, peer: TorchPeer | None = None, case: str | None = None,
-            others: Mapping[str, tuple[Callable, tuple]] | None = None) -> Row:  # fmt: skip
+def measure(
+    bench: str,
+    config: dict,
+    steps: Mapping[str, Callable],
+    *args,
+    flops=None,
+    rounds: int = 10,
+    peer: TorchPeer | None = None,
+    case: str | None = None,
+    others: Mapping[str, tuple[Callable, tuple]] | None = None,
+) -> Row:
     """Time and compile ``value_and_grad``-style ``steps`` (each ``f(*args)``), ``others``
     (``name: (f, its args)``), and, with a ``peer``, PyTorch's ``case`` of the same
     ``config`` (as ``torch``), all interleaved."""
@@ -240,9 +254,17 @@ def _attention_step(attend):
     return step
 
 
-def bench_attention(t: int, *, is_causal: bool = False, heads: int = 1, head_size: int = 64,
-                    batch: int = 1, rounds: int = 5, others: bool = True,
-                    peer: TorchPeer | None = None) -> Row:  # fmt: skip
+def bench_attention(
+    t: int,
+    *,
+    is_causal: bool = False,
+    heads: int = 1,
+    head_size: int = 64,
+    batch: int = 1,
+    rounds: int = 5,
+    others: bool = True,
+    peer: TorchPeer | None = None,
+) -> Row:
     """One attention layer's loss and gradients (float32, ``(B, T, N, H)``); with a ``peer``,
     PyTorch's ``scaled_dot_product_attention`` too."""
     keys = jax.random.split(jax.random.key(0), 4)
@@ -260,8 +282,19 @@ def bench_attention(t: int, *, is_causal: bool = False, heads: int = 1, head_siz
     # model flops: the forward's two (T, T) products, and twice that backward (causal: half)
     flops = 3 * 2 * 2 * batch * heads * t * t * head_size * (0.5 if is_causal else 1.0)
     config = {"T": t, "causal": is_causal, "B": batch, "N": heads, "H": head_size}
-    return measure("attention", config, steps, q, k, v, ct, flops=flops, rounds=rounds,
-                   peer=peer, case="attention")  # fmt: skip
+    return measure(
+        "attention",
+        config,
+        steps,
+        q,
+        k,
+        v,
+        ct,
+        flops=flops,
+        rounds=rounds,
+        peer=peer,
+        case="attention",
+    )
 
 
 # --- fused linear + cross-entropy ------------------------------------------------------------
@@ -279,8 +312,9 @@ def bench_linear_cross_entropy(n: int, d: int, v: int, *, rounds: int = 5) -> Ro
 
     steps = {"manual": step(rules), "autodiff": step(reference)}
     config = {"N": n, "D": d, "V": v}
-    return measure("linear_cross_entropy", config, steps, x, w, flops=3 * 2 * n * d * v,
-                   rounds=rounds)  # fmt: skip
+    return measure(
+        "linear_cross_entropy", config, steps, x, w, flops=3 * 2 * n * d * v, rounds=rounds
+    )
 
 
 # --- recurrent -------------------------------------------------------------------------------
@@ -314,9 +348,17 @@ def _recurrent_step(ops, name: str):
     return jax.value_and_grad(loss)
 
 
-def bench_recurrent(name: str, t: int, b: int, h: int, *, i: int | None = None,
-                    rounds: int = 10, others: bool = False,
-                    peer: TorchPeer | None = None) -> Row:  # fmt: skip
+def bench_recurrent(
+    name: str,
+    t: int,
+    b: int,
+    h: int,
+    *,
+    i: int | None = None,
+    rounds: int = 10,
+    others: bool = False,
+    peer: TorchPeer | None = None,
+) -> Row:
     """An LSTM or GRU layer's loss and gradients over ``(B, T, I)`` inputs (I = H unless
     given): the hand-written rule, autodiff, flax's ``OptimizedLSTMCell`` (LSTM, with
     ``others``) and, with a ``peer``, ``torch.nn.LSTM`` / ``torch.nn.GRU``."""
@@ -331,8 +373,18 @@ def bench_recurrent(name: str, t: int, b: int, h: int, *, i: int | None = None,
     gates = {"lstm": 4, "gru": 3}[name]
     flops = 3 * 2 * t * b * (i + h) * gates * h  # forward products, and two per product backward
     config = {"T": t, "B": b, "I": i, "H": h}
-    return measure(name, config, steps, params, xs, flops=flops, rounds=rounds, peer=peer,
-                   case=name, others=extra)  # fmt: skip
+    return measure(
+        name,
+        config,
+        steps,
+        params,
+        xs,
+        flops=flops,
+        rounds=rounds,
+        peer=peer,
+        case=name,
+        others=extra,
+    )
 
 
 def bench_lstm(t: int, b: int, h: int, **kwargs) -> Row:
@@ -362,8 +414,7 @@ def _update_step(loss: Callable, tx) -> Callable:
     return step
 
 
-def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10,
-               peer: TorchPeer | None = None) -> Row:  # fmt: skip
+def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10, peer: TorchPeer | None = None) -> Row:
     """A full fine-tuning step of the pretrained MiniLM-L6 (22.7M parameters: loss, gradients
     of every parameter, AdamW) on ``(B, T)`` tokens with padding masks of random lengths
     ``T/2`` to ``T``, mean pooling and a linear head; with a ``peer``, the same step through
@@ -384,8 +435,7 @@ def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10,
         def f(params, batch):
             (tokens, mask), labels = batch
             h = nn.bert.apply(params["encoder"], tokens, mask, eps=encoder.eps, ops=ops)
-            logits = ops.dense(nn.bert.mean_pool(h, mask), params["head"]["w"],
-                               params["head"]["b"])  # fmt: skip
+            logits = ops.dense(nn.bert.mean_pool(h, mask), params["head"]["w"], params["head"]["b"])
             return jnp.mean(ops.softmax_cross_entropy(logits, labels))
 
         return f
@@ -393,15 +443,33 @@ def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10,
     with jax.numpy_dtype_promotion("standard"):
         tx = optax.adamw(1e-4, weight_decay=0.01)  # torch.optim.AdamW's update
         state = tx.init(params)
-        steps = {name: _update_step(loss(ops), tx)
-                 for name, ops in (("manual", rules), ("autodiff", reference))}  # fmt: skip
-        return measure("bert step", {"B": b, "T": t}, steps, params, state, batch,
-                       rounds=rounds, peer=peer, case="bert")  # fmt: skip
+        steps = {
+            name: _update_step(loss(ops), tx)
+            for name, ops in (("manual", rules), ("autodiff", reference))
+        }
+        return measure(
+            "bert step",
+            {"B": b, "T": t},
+            steps,
+            params,
+            state,
+            batch,
+            rounds=rounds,
+            peer=peer,
+            case="bert",
+        )
 
 
-def bench_decoder(b: int = 16, t: int = 128, *, hidden: int = 192, layers: int = 4,
-                  vocab: int = 1024, rounds: int = 10,
-                  peer: TorchPeer | None = None) -> Row:  # fmt: skip
+def bench_decoder(
+    b: int = 16,
+    t: int = 128,
+    *,
+    hidden: int = 192,
+    layers: int = 4,
+    vocab: int = 1024,
+    rounds: int = 10,
+    peer: TorchPeer | None = None,
+) -> Row:
     """A training step (loss, gradients, AdamW) of the Llama-style decoder of
     ``jaxchain train --model decoder`` (``tasks.decoder_dims``: heads of 64, grouped-query
     attention, SwiGLU, RMSNorm, RoPE, the fused cross-entropy head) on random tokens; with a
@@ -418,11 +486,22 @@ def bench_decoder(b: int = 16, t: int = 128, *, hidden: int = 192, layers: int =
     with jax.numpy_dtype_promotion("standard"):
         tx = optax.adamw(1e-3)
         state = tx.init(params)
-        steps = {name: _update_step(loss(ops), tx)
-                 for name, ops in (("manual", rules), ("autodiff", reference))}  # fmt: skip
+        steps = {
+            name: _update_step(loss(ops), tx)
+            for name, ops in (("manual", rules), ("autodiff", reference))
+        }
         config = {"B": b, "T": t, "D": hidden, "layers": layers, "V": vocab}
-        return measure("decoder step", config, steps, params, state, batch, rounds=rounds,
-                       peer=peer, case="llama")  # fmt: skip
+        return measure(
+            "decoder step",
+            config,
+            steps,
+            params,
+            state,
+            batch,
+            rounds=rounds,
+            peer=peer,
+            case="llama",
+        )
 
 
 # --- MLP -------------------------------------------------------------------------------------
@@ -530,8 +609,12 @@ def machine() -> dict:
     }
 
 
-def run(preset: str = "full", only: tuple[str, ...] = (), log: Callable[[str], None] = print,
-        torch: str | None = None):  # fmt: skip
+def run(
+    preset: str = "full",
+    only: tuple[str, ...] = (),
+    log: Callable[[str], None] = print,
+    torch: str | None = None,
+):
     """Run a preset's benchmarks (or ``only`` some of them), with PyTorch's counterparts run by
     the interpreter ``torch`` if given (:class:`TorchPeer`); returns the rows and the matmul
     rate (flop/s) measured in the same run. ``log`` gets the table's header, then each row as
@@ -558,17 +641,20 @@ def table(rows: list[Row], peak: float, *, header: bool = True) -> str:
     PyTorch (where the row has it), temp memory."""
     lines = []
     if header:
-        lines += ["| bench | config | impl | ms | vs autodiff | vs torch | temp MiB "
-                  "| temp vs autodiff | % of matmul peak |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "| bench | config | impl | ms | vs autodiff | vs torch | temp MiB "
+            "| temp vs autodiff | % of matmul peak |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     for row in rows:
         config = " ".join(f"{k}={v}" for k, v in row.config.items())
         for name in row.seconds:
             rate = "" if row.flops is None else f"{100 * row.flops / row.seconds[name] / peak:.0f}"
             torch = f"{row.ratio(name, 'torch'):.2f}x" if "torch" in row.seconds else ""
             memory = row.memory(name)
-            temp = ("-", "-") if memory is None else (f"{row.temp[name] / 2**20:.1f}",
-                                                      f"{memory:.3f}")  # fmt: skip
+            temp = (
+                ("-", "-") if memory is None else (f"{row.temp[name] / 2**20:.1f}", f"{memory:.3f}")
+            )
             lines.append(
                 f"| {row.bench} | {config} | {name} | {1e3 * row.seconds[name]:.2f} "
                 f"| {row.ratio(name):.2f}x | {torch} | {temp[0]} | {temp[1]} | {rate} |"
@@ -588,8 +674,9 @@ def plot(rows: list[Row], path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for causal in sorted({r.config["causal"] for r in attention}):
-        chosen = sorted((r for r in attention if r.config["causal"] == causal),
-                        key=lambda r: r.config["T"])  # fmt: skip
+        chosen = sorted(
+            (r for r in attention if r.config["causal"] == causal), key=lambda r: r.config["T"]
+        )
         lengths = [r.config["T"] for r in chosen]
         for name in chosen[0].seconds:
             label = f"{name}{' (causal)' if causal else ''}"
@@ -598,8 +685,12 @@ def plot(rows: list[Row], path) -> None:
                 lengths, [1e3 * r.seconds[name] for r in chosen], "o" + style, label=label
             )
             if name in chosen[0].temp:  # XLA's compiled memory; none for PyTorch
-                axes[1].loglog(lengths, [max(r.temp[name], 1) / 2**20 for r in chosen],
-                               "o" + style, label=label)  # fmt: skip
+                axes[1].loglog(
+                    lengths,
+                    [max(r.temp[name], 1) / 2**20 for r in chosen],
+                    "o" + style,
+                    label=label,
+                )
     axes[0].set_ylabel("loss + gradients (ms)")
     axes[1].set_ylabel("compiled temporary memory (MiB)")
     for ax in axes:
@@ -612,8 +703,11 @@ def plot(rows: list[Row], path) -> None:
 
 
 def to_json(rows: list[Row], peak: float) -> dict:
-    return {"machine": machine(), "matmul_flops_per_second": peak,
-            "rows": [dataclasses.asdict(r) for r in rows]}  # fmt: skip
+    return {
+        "machine": machine(),
+        "matmul_flops_per_second": peak,
+        "rows": [dataclasses.asdict(r) for r in rows],
+    }
 
 
 __all__ = [

@@ -33,13 +33,16 @@ def _check(args: argparse.Namespace) -> int:
     check = check_jvp if forward else check_vjp
     width = max(len(c.name) for c in cases)
     transposed = f"  {'transposed':>10}" if forward else ""
-    print(f"{'op':<{width}}  {'vs autodiff':>11}  {'vs fin.diff':>11}  {'2nd order':>9}"
-          f"{transposed}  result")  # fmt: skip
+    print(
+        f"{'op':<{width}}  {'vs autodiff':>11}  {'vs fin.diff':>11}  {'2nd order':>9}"
+        f"{transposed}  result"
+    )
     failed = []
     for case in cases:
         key = jax.random.key(args.seed)
-        report = check(case.of(args.mode), case.reference, *case.args(key, args.dtype),
-                       name=case.name)  # fmt: skip
+        report = check(
+            case.of(args.mode), case.reference, *case.args(key, args.dtype), name=case.name
+        )
         autodiff = max(report.max_rel("jvp" if forward else "vjp"), report.max_rel("forward"))
         fd, second = report.max_rel("finite differences"), report.max_rel("second order")
         verdict = "ok" if report.ok else "FAIL"
@@ -99,8 +102,9 @@ def _join(args: argparse.Namespace) -> None:
     from jaxchain import distributed
 
     try:
-        cluster = distributed.Cluster.from_flags(args.coordinator, args.num_processes,
-                                                 args.process_id)  # fmt: skip
+        cluster = distributed.Cluster.from_flags(
+            args.coordinator, args.num_processes, args.process_id
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     cluster.initialize()
@@ -133,8 +137,10 @@ def _check_precision(cases, args: argparse.Namespace) -> int:
     results = [peers.compare(c, args.dtype, jax.random.key(args.seed)) for c in cases]
     for r in results:
         theirs = "-" if r.peer_error is None else f"{r.peer_error:.1e}"
-        print(f"{r.name:<{width}}  {r.error:>10.1e}  {r.peer or '(none)':<46} {theirs:>9}  "
-              f"{'ok' if r.ok else 'WORSE'}")  # fmt: skip
+        print(
+            f"{r.name:<{width}}  {r.error:>10.1e}  {r.peer or '(none)':<46} {theirs:>9}  "
+            f"{'ok' if r.ok else 'WORSE'}"
+        )
     failed = [r for r in results if not r.ok]
     print(
         f"\n{len(results) - len(failed)} no worse than their counterpart, {len(failed)} worse "
@@ -171,10 +177,16 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
 
         with _writing(out):
             metrics, params = train.train(
-                config, pathlib.Path(out), resume=args.resume, overwrite=args.overwrite,
-                stop_at=args.stop_at, checks=args.checks, log=say,
-                progress=progress, task=task,
-            )  # fmt: skip
+                config,
+                pathlib.Path(out),
+                resume=args.resume,
+                overwrite=args.overwrite,
+                stop_at=args.stop_at,
+                checks=args.checks,
+                log=say,
+                progress=progress,
+                task=task,
+            )
     params = distributed.local(params)  # every process: a gather when params are sharded
     if not distributed.is_main():
         return metrics
@@ -191,8 +203,11 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     }
     print(" ".join(f"{k}={v}" for k, v in headline.items()), f"-> {out}/metrics.json")
     if "interrupted" in metrics:
-        print(f"jaxchain {args.command}: interrupted at step {metrics['steps']}; checkpoint "
-              "written; --resume continues", file=sys.stderr)  # fmt: skip
+        print(
+            f"jaxchain {args.command}: interrupted at step {metrics['steps']}; checkpoint "
+            "written; --resume continues",
+            file=sys.stderr,
+        )
     return metrics
 
 
@@ -261,10 +276,16 @@ def _generate(args: argparse.Namespace) -> int:
     like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), vocab, **dims))
     params = _restore(run, config, like)
     try:
-        text = tasks.generate_text(params, tokenizer, args.prompt, args.steps,
-                                   seed=args.seed, temperature=args.temperature,
-                                   top_k=args.top_k or None,
-                                   progress=_generated(args.steps))  # fmt: skip
+        text = tasks.generate_text(
+            params,
+            tokenizer,
+            args.prompt,
+            args.steps,
+            seed=args.seed,
+            temperature=args.temperature,
+            top_k=args.top_k or None,
+            progress=_generated(args.steps),
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     print(text)
@@ -300,8 +321,10 @@ def _export(args: argparse.Namespace) -> int:
     if config.model == "decoder":
         return _export_decoder(run, out, config)
     if config.data != "vader":
-        raise UsageError(f"--run: {run} is a {config.model} run; export writes fine-tuned "
-                         "MiniLM encoders (jaxchain finetune)")  # fmt: skip
+        raise UsageError(
+            f"--run: {run} is a {config.model} run; export writes fine-tuned "
+            "MiniLM encoders (jaxchain finetune)"
+        )
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out: {out} is not empty; export writes a new directory")
     task = _task(config)
@@ -311,8 +334,10 @@ def _export(args: argparse.Namespace) -> int:
         params = task.merge(params)
     source = json.loads((pretrained.minilm_dir() / "config.json").read_text())
     pretrained.save_bert(out, params["encoder"], source, head=params["head"])
-    print(f"{config.strategy} run {run} -> {out} (config.json, model.safetensors, "
-          f"{pretrained.HEAD_FILE}, tokenizer files)")  # fmt: skip
+    print(
+        f"{config.strategy} run {run} -> {out} (config.json, model.safetensors, "
+        f"{pretrained.HEAD_FILE}, tokenizer files)"
+    )
     return 0
 
 
@@ -370,14 +395,24 @@ def _finetune(args: argparse.Namespace) -> int:
         metrics = _run(config, _task(config), where, args)  # one encoder in memory at a time
         if "interrupted" in metrics:
             return _status(metrics)
-        keep = ("test_accuracy", "val_accuracy", "parameters", "trainable_parameters",
-                "optimizer_bytes", "steps", "seconds")  # fmt: skip
+        keep = (
+            "test_accuracy",
+            "val_accuracy",
+            "parameters",
+            "trainable_parameters",
+            "optimizer_bytes",
+            "steps",
+            "seconds",
+        )
         rows.append({"strategy": config.strategy, "lr": config.lr, **{k: metrics[k] for k in keep}})
     from jaxchain import distributed
 
     if args.compare and distributed.is_main():
-        lines = ["| strategy | lr | test accuracy | val accuracy | trainable | optimizer state "
-                 "| steps | seconds |", "|" + " --- |" * 8]  # fmt: skip
+        lines = [
+            "| strategy | lr | test accuracy | val accuracy | trainable | optimizer state "
+            "| steps | seconds |",
+            "|" + " --- |" * 8,
+        ]
         lines += [
             f"| {r['strategy']} | {r['lr']:g} | {r['test_accuracy']:.4f} | "
             f"{r['val_accuracy']:.4f} | {r['trainable_parameters'] / r['parameters']:.2%} | "
@@ -460,8 +495,13 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
         "vocab": "BPE vocabulary size (decoder, trained on the training split)",
         "dropout": "dropout rate in training (the models' own places; none at evaluation)",
     }  # fmt: skip
-    kinds = {"lr": float, "clip": float, "time-limit": float, "weight-decay": float,
-             "dropout": float}  # fmt: skip
+    kinds = {
+        "lr": float,
+        "clip": float,
+        "time-limit": float,
+        "weight-decay": float,
+        "dropout": float,
+    }
     for name, default in defaults.items():
         p.add_argument(f"--{name}", type=kinds.get(name, int), default=default, help=helps[name])
     p.add_argument(
@@ -479,21 +519,32 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out whole")
     p.add_argument("--stop-at", type=int, help="stop after this step as if interrupted")
-    p.add_argument("--checks", action="store_true",
-                   help="checked steps: an out-of-range label or id, or a non-finite loss or "
-                   "gradient, stops the run with an error (slower)")  # fmt: skip
-    p.add_argument("--shard", choices=distributed.SHARDS, default="none",
-                   help="params: split every large parameter and its optimizer state over "
-                   "the devices (FSDP / ZeRO-3); none: replicate them")  # fmt: skip
+    p.add_argument(
+        "--checks",
+        action="store_true",
+        help="checked steps: an out-of-range label or id, or a non-finite loss or "
+        "gradient, stops the run with an error (slower)",
+    )
+    p.add_argument(
+        "--shard",
+        choices=distributed.SHARDS,
+        default="none",
+        help="params: split every large parameter and its optimizer state over "
+        "the devices (FSDP / ZeRO-3); none: replicate them",
+    )
     env = distributed.ENV
     p.add_argument(
         "--coordinator",
         metavar="HOST:PORT",
         help=f"process 0's address, for a multi-process run (or {env['coordinator']})",
     )
-    p.add_argument("--num-processes", type=int, metavar="N",
-                   help=f"processes in the run (or {env['num_processes']}); each trains on its "
-                   "slice of every batch over the devices of all")  # fmt: skip
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help=f"processes in the run (or {env['num_processes']}); each trains on its "
+        "slice of every batch over the devices of all",
+    )
     p.add_argument(
         "--process-id",
         type=int,
@@ -508,23 +559,31 @@ def parser() -> argparse.ArgumentParser:
 
     formatter = argparse.ArgumentDefaultsHelpFormatter
     root = _Parser(
-        prog="jaxchain", description="The chain rule written by hand, checked against autodiff.",
+        prog="jaxchain",
+        description="The chain rule written by hand, checked against autodiff.",
         allow_abbrev=False,
-    )  # fmt: skip
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, allow_abbrev=False, formatter_class=formatter)
 
     check = command("check", "check every rule against autodiff and finite differences")
-    check.add_argument("--dtype", default="float64",
-                       choices=["float64", "float32", "bfloat16", "float16"],
-                       help="the dtype of the arguments; bfloat16 and float16 compare each "
-                       "rule's error against float64 with its jax.nn/optax/flax "
-                       "counterpart's")  # fmt: skip
-    check.add_argument("--mode", choices=["reverse", "forward"], default="reverse",
-                       help="reverse: the rules' VJPs (jaxchain.rules); forward: the JVPs of "
-                       "jaxchain.tangents and the VJPs JAX derives from them")  # fmt: skip
+    check.add_argument(
+        "--dtype",
+        default="float64",
+        choices=["float64", "float32", "bfloat16", "float16"],
+        help="the dtype of the arguments; bfloat16 and float16 compare each "
+        "rule's error against float64 with its jax.nn/optax/flax "
+        "counterpart's",
+    )
+    check.add_argument(
+        "--mode",
+        choices=["reverse", "forward"],
+        default="reverse",
+        help="reverse: the rules' VJPs (jaxchain.rules); forward: the JVPs of "
+        "jaxchain.tangents and the VJPs JAX derives from them",
+    )
     check.add_argument("--seed", type=int, default=0, help="seeds the arguments")
     check.add_argument("--only", nargs="*", default=[], metavar="OP", help="check just these ops")
     check.add_argument(
@@ -542,28 +601,63 @@ def parser() -> argparse.ArgumentParser:
         default=d.optimizer,
         help="the optax optimizer",
     )
-    t.add_argument("--schedule", choices=optim.SCHEDULES, default=d.schedule,
-                   help="learning rate schedule")  # fmt: skip
-    names = ("lr", "warmup", "clip", "accumulate", "steps", "batch-size", "seed", "hidden",
-             "layers", "seq-len", "eval-every", "checkpoint-every", "patience", "devices",
-             "time-limit", "vocab", "dropout")  # fmt: skip
+    t.add_argument(
+        "--schedule", choices=optim.SCHEDULES, default=d.schedule, help="learning rate schedule"
+    )
+    names = (
+        "lr",
+        "warmup",
+        "clip",
+        "accumulate",
+        "steps",
+        "batch-size",
+        "seed",
+        "hidden",
+        "layers",
+        "seq-len",
+        "eval-every",
+        "checkpoint-every",
+        "patience",
+        "devices",
+        "time-limit",
+        "vocab",
+        "dropout",
+    )
     _run_flags(t, {n: getattr(d, n.replace("-", "_")) for n in names})
     t.set_defaults(run=_train)
 
     f = command("finetune", "fine-tune MiniLM-L6 on the VADER sentiment lexicon")
-    f.add_argument("--strategy", choices=tasks.STRATEGIES, default="full",
-                   help="probe: frozen encoder; top-k: the top K blocks; full; scratch: random "
-                   "init; lora: adapters of rank --rank on every projection")  # fmt: skip
+    f.add_argument(
+        "--strategy",
+        choices=tasks.STRATEGIES,
+        default="full",
+        help="probe: frozen encoder; top-k: the top K blocks; full; scratch: random "
+        "init; lora: adapters of rank --rank on every projection",
+    )
     f.add_argument("--top-k", type=int, default=d.top_k, help="trainable blocks of top-k")
     f.add_argument("--rank", type=int, default=d.rank, help="the rank of lora's adapters")
     f.add_argument("--compare", action="store_true", help="run every strategy; one table")
     f.add_argument(
         "--lr", type=float, help=f"peak learning rate (default by strategy: {FINETUNE_LR})"
     )
-    _run_flags(f, {"steps": 600, "batch-size": 32, "warmup": 60, "accumulate": 1,
-                   "weight-decay": 0.01, "seq-len": 16, "eval-every": 100,
-                   "checkpoint-every": 200, "seed": 0, "patience": None, "devices": 1,
-                   "time-limit": None, "dropout": 0.0})  # fmt: skip
+    _run_flags(
+        f,
+        {
+            "steps": 600,
+            "batch-size": 32,
+            "warmup": 60,
+            "accumulate": 1,
+            "weight-decay": 0.01,
+            "seq-len": 16,
+            "eval-every": 100,
+            "checkpoint-every": 200,
+            "seed": 0,
+            "patience": None,
+            "devices": 1,
+            "time-limit": None,
+            "dropout": 0.0,
+        },
+    )
     f.set_defaults(run=_finetune, optimizer="adamw", schedule="cosine")
 
     g = command("generate", "sample text from a trained decoder run")
@@ -581,28 +675,49 @@ def parser() -> argparse.ArgumentParser:
     g.set_defaults(run=_generate)
 
     x = command("export", "write a MiniLM run as Hugging Face BERT, a decoder run as Llama")
-    x.add_argument("--run", dest="run_dir", required=True,
-                   help="a jaxchain finetune run, or a decoder run")  # fmt: skip
-    x.add_argument("--out", required=True, help="the new directory: config.json, "
-                   "model.safetensors, head.safetensors, tokenizer.json")  # fmt: skip
+    x.add_argument(
+        "--run", dest="run_dir", required=True, help="a jaxchain finetune run, or a decoder run"
+    )
+    x.add_argument(
+        "--out",
+        required=True,
+        help="the new directory: config.json, model.safetensors, head.safetensors, tokenizer.json",
+    )
     x.set_defaults(run=_export)
 
     b = command("bench", "time and memory: hand-written against autodiff (and PyTorch)")
-    b.add_argument("--preset", choices=["full", "quick"], default="full",
-                   help="full: the sizes of bench/RESULTS.md; quick: smaller")  # fmt: skip
-    b.add_argument("--only", nargs="*", default=[], metavar="NAME",
-                   help="attention, linear_cross_entropy, lstm, gru, bert, decoder, mlp, "
-                   "forward")  # fmt: skip
-    b.add_argument("--torch", metavar="PYTHON", default=None,
-                   help="an interpreter with torch (bench/torch_env.sh makes one): PyTorch's "
-                   "LSTM, GRU, MiniLM and Llama steps and scaled_dot_product_attention, "
-                   "interleaved with jaxchain's")  # fmt: skip
+    b.add_argument(
+        "--preset",
+        choices=["full", "quick"],
+        default="full",
+        help="full: the sizes of bench/RESULTS.md; quick: smaller",
+    )
+    b.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="attention, linear_cross_entropy, lstm, gru, bert, decoder, mlp, forward",
+    )
+    b.add_argument(
+        "--torch",
+        metavar="PYTHON",
+        default=None,
+        help="an interpreter with torch (bench/torch_env.sh makes one): PyTorch's "
+        "LSTM, GRU, MiniLM and Llama steps and scaled_dot_product_attention, "
+        "interleaved with jaxchain's",
+    )
     b.add_argument("--out", default="bench/out", help="directory for bench.md, .json, .png")
     b.set_defaults(run=_bench)
 
     a = command("audit", "the checker over jax.numpy, jax.scipy, optax and flax derivatives")
-    a.add_argument("--only", nargs="*", default=[], metavar="NAME",
-                   help="just these recipes (jaxchain.audit.RECIPES); writes nothing")  # fmt: skip
+    a.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="just these recipes (jaxchain.audit.RECIPES); writes nothing",
+    )
     a.add_argument("--out", default="bench/AUDIT.md", help="the findings, as Markdown")
     a.set_defaults(run=_audit)
     return root
@@ -640,11 +755,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # Most likely another process died: a collective with it fails at once. Leave now;
         # JAX's orderly shutdown would wait for the lost process at a barrier.
-        print(f"jaxchain {args.command}: error: process {cluster.process_id} of "
-              f"{cluster.num_processes} stopped: {type(e).__name__}: {e}\n"
-              f"another process has probably died; the run's last checkpoint is kept: start "
-              f"all {cluster.num_processes} processes again with --resume",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"jaxchain {args.command}: error: process {cluster.process_id} of "
+            f"{cluster.num_processes} stopped: {type(e).__name__}: {e}\n"
+            f"another process has probably died; the run's last checkpoint is kept: start "
+            f"all {cluster.num_processes} processes again with --resume",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(1)
     return status
 

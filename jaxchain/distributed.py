@@ -44,8 +44,11 @@ __all__ = [
     "shard_batch",
 ]
 
-ENV = {"coordinator": "JAXCHAIN_COORDINATOR", "num_processes": "JAXCHAIN_NUM_PROCESSES",
-       "process_id": "JAXCHAIN_PROCESS_ID"}  # fmt: skip
+ENV = {
+    "coordinator": "JAXCHAIN_COORDINATOR",
+    "num_processes": "JAXCHAIN_NUM_PROCESSES",
+    "process_id": "JAXCHAIN_PROCESS_ID",
+}
 SHARDS = ("none", "params")
 SHARD_MIN_SIZE = 2**14  # smaller arrays (norms, biases) stay replicated: not worth a gather
 
@@ -68,8 +71,11 @@ class Cluster:
     ) -> "Cluster":
         """The flags, each falling back to its environment variable (:data:`ENV`); raises
         ``ValueError`` naming the flag when they do not describe a cluster."""
-        given = {"coordinator": coordinator, "num_processes": num_processes,
-                 "process_id": process_id}  # fmt: skip
+        given = {
+            "coordinator": coordinator,
+            "num_processes": num_processes,
+            "process_id": process_id,
+        }
         values = {}
         for name, value in given.items():
             if value is None and environ.get(ENV[name]):
@@ -203,8 +209,10 @@ def shard_batch(batch, sharding: NamedSharding | None):
     def one(x):
         x = np.asarray(x)
         rows = [index[0] for index in sharding.addressable_devices_indices_map(x.shape).values()]
-        lo, hi = min(r.start or 0 for r in rows), max(len(x) if r.stop is None else r.stop
-                                                       for r in rows)  # fmt: skip
+        lo, hi = (
+            min(r.start or 0 for r in rows),
+            max(len(x) if r.stop is None else r.stop for r in rows),
+        )
         return jax.make_array_from_process_local_data(sharding, x[lo:hi], x.shape)
 
     return jax.tree.map(one, batch)

@@ -90,9 +90,14 @@ class Linear(nnx.Linear):
 
 
 def _check_norm(what: str, module) -> None:
-    _refuse(what, **{"reduction_axes other than -1": module.reduction_axes != -1,
-                     "feature_axes other than -1": module.feature_axes != -1,
-                     "axis_name": module.axis_name is not None})  # fmt: skip
+    _refuse(
+        what,
+        **{
+            "reduction_axes other than -1": module.reduction_axes != -1,
+            "feature_axes other than -1": module.feature_axes != -1,
+            "axis_name": module.axis_name is not None,
+        },
+    )
 
 
 class LayerNorm(nnx.LayerNorm):
@@ -138,9 +143,13 @@ class LSTM(nnx.Module):
 
     def __init__(self, in_features: int, hidden_features: int, *, rngs: nnx.Rngs, **cell):
         self.cell = nnx.OptimizedLSTMCell(in_features, hidden_features, rngs=rngs, **cell)
-        _refuse("LSTM", **{"gate_fn other than sigmoid": self.cell.gate_fn is not jax.nn.sigmoid,
-                           "activation_fn other than tanh": self.cell.activation_fn
-                           is not jnp.tanh})  # fmt: skip
+        _refuse(
+            "LSTM",
+            **{
+                "gate_fn other than sigmoid": self.cell.gate_fn is not jax.nn.sigmoid,
+                "activation_fn other than tanh": self.cell.activation_fn is not jnp.tanh,
+            },
+        )
 
     def __call__(
         self,
@@ -152,9 +161,15 @@ class LSTM(nnx.Module):
     ):
         c0, h0 = (None, None) if initial_carry is None else initial_carry
         cell = self.cell
-        xs, w_x, w_h, b, h0, c0 = _same_dtype(cell.dtype, inputs, cell.dense_i.kernel[...],
-                                              cell.dense_h.kernel[...], cell.dense_h.bias[...],
-                                              h0, c0)  # fmt: skip
+        xs, w_x, w_h, b, h0, c0 = _same_dtype(
+            cell.dtype,
+            inputs,
+            cell.dense_i.kernel[...],
+            cell.dense_h.kernel[...],
+            cell.dense_h.bias[...],
+            h0,
+            c0,
+        )
         hs, (h, c) = rules.lstm(xs, h0, c0, w_x, w_h, b, seq_lengths)
         return ((c, h), hs) if return_carry else hs
 
@@ -179,8 +194,13 @@ def attention_fn(
     it: ``query (B, T, N, H)``, ``key``/``value (B, S, K, H)`` (grouped-query when K < N),
     ``mask`` broadcastable to ``(B, N, T, S)`` (True: may attend). Attention dropout and
     ``sow_weights`` (the weights are never formed whole) are refused."""
-    _refuse("attention_fn", **{"attention dropout": dropout_rate > 0 and not deterministic,
-                               "sow_weights": module is not None})  # fmt: skip
+    _refuse(
+        "attention_fn",
+        **{
+            "attention dropout": dropout_rate > 0 and not deterministic,
+            "sow_weights": module is not None,
+        },
+    )
     query, key, value, bias = _same_dtype(dtype, query, key, value, bias)
     return rules.dot_product_attention(query, key, value, bias, mask, is_causal=is_causal)
 
@@ -195,9 +215,14 @@ class MultiHeadAttention(nnx.MultiHeadAttention):
         kwargs.setdefault("attention_fn", attention_fn)
         kwargs.setdefault("decode", False)
         super().__init__(num_heads, in_features, *args, **kwargs)
-        _refuse("MultiHeadAttention", **{"attention dropout": self.dropout_rate > 0,
-                                         "decode": bool(self.decode),
-                                         "normalize_qk": self.normalize_qk})  # fmt: skip
+        _refuse(
+            "MultiHeadAttention",
+            **{
+                "attention dropout": self.dropout_rate > 0,
+                "decode": bool(self.decode),
+                "normalize_qk": self.normalize_qk,
+            },
+        )
 
     def __call__(
         self,
@@ -240,8 +265,13 @@ class DecoderBlock(nnx.Module):
         rope_base: float = decoder.ROPE_BASE,
         rngs: nnx.Rngs,
     ):
-        dims = dict(d_model=d_model, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                    num_layers=num_layers, d_ff=d_ff)  # fmt: skip
+        dims = dict(
+            d_model=d_model,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            num_layers=num_layers,
+            d_ff=d_ff,
+        )
         block = decoder.init(rngs.params(), 1, **dims)["blocks"][0]
         for name, value in block.items():
             setattr(self, name, nnx.Param(value))

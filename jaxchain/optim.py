@@ -172,8 +172,11 @@ def _read_at_exit() -> None:
             step.wait_checks()
         except checkify.JaxRuntimeError as e:
             what = str(e).strip().splitlines()[0]
-            print(f"jaxchain: a checked step failed and the program ended before reading it "
-                  f"(call step.wait_checks()): {what}", file=sys.stderr)  # fmt: skip
+            print(
+                f"jaxchain: a checked step failed and the program ended before reading it "
+                f"(call step.wait_checks()): {what}",
+                file=sys.stderr,
+            )
 
 
 def finish_checks(step: Callable) -> None:

@@ -37,8 +37,9 @@ def _attention(keywords: tuple[str, ...] = (), **kwargs) -> Callable:
     and then ``keywords``, by name."""
 
     def call(q, k, v, *rest):
-        return jax.nn.dot_product_attention(q, k, v, **dict(zip(keywords, rest, strict=True)),
-                                            **kwargs)  # fmt: skip
+        return jax.nn.dot_product_attention(
+            q, k, v, **dict(zip(keywords, rest, strict=True)), **kwargs
+        )
 
     return call
 
@@ -96,8 +97,9 @@ def _rnn(xs, h0, w_x, w_h, b, lengths=None):
 def _lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
     cell = fnn.LSTMCell(w_h.shape[0], dtype=xs.dtype, param_dtype=xs.dtype)
     params = {}
-    for gate, wx, wh, bias in zip("ifgo", *(jnp.split(a, 4, axis=-1) for a in (w_x, w_h, b)),
-                                  strict=True):  # fmt: skip
+    for gate, wx, wh, bias in zip(
+        "ifgo", *(jnp.split(a, 4, axis=-1) for a in (w_x, w_h, b)), strict=True
+    ):
         params[f"i{gate}"] = {"kernel": wx}
         params[f"h{gate}"] = {"kernel": wh, "bias": bias}
     hs, (c, h) = _scan_cell(cell, params, (c0, h0), xs, lengths)
@@ -266,8 +268,9 @@ def compare(case, dtype, key: jax.Array) -> Precision:
 
     peer = COUNTERPARTS.get(case.name)
     peer_error = None if peer is None else error(peer[1], jit=False)
-    return Precision(case.name, jnp.dtype(dtype).name, error(case.rule), peer and peer[0],
-                     peer_error)  # fmt: skip
+    return Precision(
+        case.name, jnp.dtype(dtype).name, error(case.rule), peer and peer[0], peer_error
+    )
 
 
 __all__ = ["COUNTERPARTS", "Precision", "compare"]

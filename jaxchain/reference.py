@@ -94,8 +94,9 @@ def log_softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) ->
     z = _wide(x)
     if where is not None:
         kept = jnp.where(where, z, 0)
-        m = jax.lax.stop_gradient(jnp.max(kept, axis=axis, keepdims=True, initial=-jnp.inf,
-                                          where=where))  # fmt: skip
+        m = jax.lax.stop_gradient(
+            jnp.max(kept, axis=axis, keepdims=True, initial=-jnp.inf, where=where)
+        )
         shifted = kept - jnp.where(jnp.isfinite(m), m, 0)
         total = jnp.sum(jnp.where(where, jnp.exp(shifted), 0), axis=axis, keepdims=True)
         return jnp.where(where, shifted - jnp.log(total), -jnp.inf).astype(x.dtype)
@@ -176,8 +177,17 @@ def dot_product_attention(
     queries; what a query may not see is ``-inf``, and a row that sees nothing is zeros.
     Always the whole ``(T, S)`` computation: ``block_size`` is accepted (the signature is the
     rule's) and ignored."""
-    a = _checks.check_attention(query, key, value, bias, mask, scale, query_seq_lengths,
-                        key_value_seq_lengths, local_window_size)  # fmt: skip
+    a = _checks.check_attention(
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale,
+        query_seq_lengths,
+        key_value_seq_lengths,
+        local_window_size,
+    )
     t, n, s_ = a.query.shape[1], a.query.shape[2], a.key.shape[1]
     i, j = jnp.arange(t)[:, None], jnp.arange(s_)[None, :]
     allowed = jnp.ones((1, 1, t, s_), bool)
@@ -255,9 +265,14 @@ def dropout(x: jax.Array, key: jax.Array, rate: float) -> jax.Array:
 
 
 def lora_dense(
-    x: jax.Array, w: jax.Array, b: jax.Array, lora_a: jax.Array, lora_b: jax.Array, *,
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array,
+    lora_a: jax.Array,
+    lora_b: jax.Array,
+    *,
     scale: float,
-) -> jax.Array:  # fmt: skip
+) -> jax.Array:
     """``x @ w + b + scale * (x @ lora_a) @ lora_b``, ``w`` and ``b`` frozen (no gradient)."""
     x, w, b, lora_a, lora_b, scale = _checks.check_lora(
         "lora_dense", x, w, b, lora_a, lora_b, scale

@@ -176,8 +176,11 @@ def _language_model(
         def init(key):
             k1, k2, k3 = jax.random.split(key, 3)
             table = 0.1 * jax.random.normal(k1, (vocab, embed), jnp.float32)
-            return {"embed": table, "cells": _stack_init(module, k2, embed, hidden, layers),
-                    "head": _head(k3, hidden, vocab)}  # fmt: skip
+            return {
+                "embed": table,
+                "cells": _stack_init(module, k2, embed, hidden, layers),
+                "head": _head(k3, hidden, vocab),
+            }
 
         def features(p, tokens, ops, key=None):
             xs = ops.embedding(tokens, p["embed"])
@@ -217,8 +220,13 @@ def decoder_dims(hidden: int, layers: int) -> dict:
     """The decoder's shape for ``--hidden`` and ``--layers``: heads of 64, half as many
     key/value heads (grouped-query attention), SwiGLU width ``8/3 D`` rounded up to 64."""
     heads = max(1, hidden // 64)
-    return dict(d_model=hidden, num_heads=heads, num_kv_heads=max(1, heads // 2),
-                num_layers=layers, d_ff=-(-8 * hidden // 3 // 64) * 64)  # fmt: skip
+    return dict(
+        d_model=hidden,
+        num_heads=heads,
+        num_kv_heads=max(1, heads // 2),
+        num_layers=layers,
+        d_ff=-(-8 * hidden // 3 // 64) * 64,
+    )
 
 
 def decoder_task(
@@ -255,8 +263,9 @@ def decoder_task(
     windows = np.arange(seq_len + 1)
 
     def batch(step: int):
-        starts = np.random.default_rng([seed, step]).integers(0, len(train) - seq_len - 1,
-                                                              batch_size)  # fmt: skip
+        starts = np.random.default_rng([seed, step]).integers(
+            0, len(train) - seq_len - 1, batch_size
+        )
         chunk = train[starts[:, None] + windows]
         return chunk[:, :-1], chunk[:, 1:]
 
@@ -266,20 +275,36 @@ def decoder_task(
     nats = jax.jit(lambda p, x, y: jnp.sum(rules.softmax_cross_entropy(logits(p, x, rules), y)))
 
     def evaluate(params, split: str) -> dict[str, float]:
-        total = sum(float(nats(params, windows_val[i : i + 32, :-1], windows_val[i : i + 32, 1:]))
-                    for i in range(0, len(windows_val), 32))  # fmt: skip
+        total = sum(
+            float(nats(params, windows_val[i : i + 32, :-1], windows_val[i : i + 32, 1:]))
+            for i in range(0, len(windows_val), 32)
+        )
         return {"loss": total / characters}
 
     return Task(init, logits, batch, evaluate, "language", loss_fn=loss, tokenizer=tokenizer)
 
 
 def shakespeare_task(
-    model: str, *, batch_size: int, seed: int, hidden: int, layers: int, seq_len: int,
-    vocab: int = 1024, dropout: float = 0.0,
-) -> Task:  # fmt: skip
+    model: str,
+    *,
+    batch_size: int,
+    seed: int,
+    hidden: int,
+    layers: int,
+    seq_len: int,
+    vocab: int = 1024,
+    dropout: float = 0.0,
+) -> Task:
     if model == "decoder":
-        return decoder_task(batch_size=batch_size, seed=seed, hidden=hidden, layers=layers,
-                            seq_len=seq_len, vocab=vocab, dropout=dropout)  # fmt: skip
+        return decoder_task(
+            batch_size=batch_size,
+            seed=seed,
+            hidden=hidden,
+            layers=layers,
+            seq_len=seq_len,
+            vocab=vocab,
+            dropout=dropout,
+        )
     corpus = data.shakespeare()
     for part in (corpus.train, corpus.val):
         data.check_labels("shakespeare", part, len(corpus.vocab))  # character ids
@@ -309,8 +334,10 @@ def shakespeare_task(
     )
 
     def evaluate(params, split: str) -> dict[str, float]:
-        losses = [val_loss(params, val[i : i + 64, :-1], val[i : i + 64, 1:])
-                  for i in range(0, len(val), 64)]  # fmt: skip
+        losses = [
+            val_loss(params, val[i : i + 64, :-1], val[i : i + 64, 1:])
+            for i in range(0, len(val), 64)
+        ]
         return {"loss": float(np.mean(losses))}
 
     return Task(init, logits, batch, evaluate, "language", corpus, loss_fn=loss)
@@ -334,9 +361,11 @@ def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable
     def trainable(params: dict) -> dict:
         encoder = params["encoder"]
         if strategy == "lora":
-            return {"encoder": jax.tree.map(lambda _: False, encoder),
-                    "lora": jax.tree.map(lambda _: True, params["lora"]),
-                    "head": jax.tree.map(lambda _: True, params["head"])}  # fmt: skip
+            return {
+                "encoder": jax.tree.map(lambda _: False, encoder),
+                "lora": jax.tree.map(lambda _: True, params["lora"]),
+                "head": jax.tree.map(lambda _: True, params["head"]),
+            }
         frozen = strategy in ("probe", "top-k")
         return {
             "encoder": {
@@ -351,9 +380,15 @@ def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable
 
 
 def sentiment_task(
-    strategy: str, *, batch_size: int, seed: int, top_k: int = 2, seq_len: int = 16,
-    rank: int = 8, dropout: float = 0.0,
-) -> Task:  # fmt: skip
+    strategy: str,
+    *,
+    batch_size: int,
+    seed: int,
+    top_k: int = 2,
+    seq_len: int = 16,
+    rank: int = 8,
+    dropout: float = 0.0,
+) -> Task:
     """Positive/negative entries of the VADER lexicon with MiniLM-L6, mean-pooled, and a dense
     head; ``scratch`` is the same architecture randomly initialised; ``lora`` adds adapters
     of rank ``rank`` to every projection of every block (:mod:`jaxchain.nn.lora`), and the
@@ -374,9 +409,14 @@ def sentiment_task(
     def init(key):
         k1, k2 = jax.random.split(key)
         if strategy == "scratch":
-            dims = (config["vocab_size"], config["max_position_embeddings"],
-                    config["hidden_size"], config["num_attention_heads"],
-                    config["num_hidden_layers"], config["intermediate_size"])  # fmt: skip
+            dims = (
+                config["vocab_size"],
+                config["max_position_embeddings"],
+                config["hidden_size"],
+                config["num_attention_heads"],
+                config["num_hidden_layers"],
+                config["intermediate_size"],
+            )
             params = nn.bert.init(k1, *dims, type_vocab_size=config["type_vocab_size"])
         else:  # a copy: a training step donates the params it is given
             params = jax.tree.map(jnp.copy, encoder.params)
@@ -419,12 +459,21 @@ def sentiment_task(
 
     def evaluate(params, split: str) -> dict[str, float]:
         tokens, mask, y = splits[split]
-        chunks = [np.asarray(predict(params, (tokens[i : i + 256], mask[i : i + 256])))
-                  for i in range(0, len(y), 256)]  # fmt: skip
+        chunks = [
+            np.asarray(predict(params, (tokens[i : i + 256], mask[i : i + 256])))
+            for i in range(0, len(y), 256)
+        ]
         return {"accuracy": float(np.mean(np.concatenate(chunks) == y))}
 
-    return Task(init, logits, batch, evaluate, "classification", trainable=trainable,
-                merge=merge if strategy == "lora" else None)  # fmt: skip
+    return Task(
+        init,
+        logits,
+        batch,
+        evaluate,
+        "classification",
+        trainable=trainable,
+        merge=merge if strategy == "lora" else None,
+    )
 
 
 def make_task(model: str, dataset: str, **options) -> Task:
@@ -453,9 +502,16 @@ MAX_TOKENS = 4096  # prompt and generated tokens together: `jaxchain generate`'s
 
 
 def generate_text(
-    params: dict, tokenizer, prompt: str, steps: int, *, seed: int = 0,
-    temperature: float = 0.8, top_k: int | None = 40, progress=None,
-) -> str:  # fmt: skip
+    params: dict,
+    tokenizer,
+    prompt: str,
+    steps: int,
+    *,
+    seed: int = 0,
+    temperature: float = 0.8,
+    top_k: int | None = 40,
+    progress=None,
+) -> str:
     """``prompt`` and ``steps`` BPE tokens sampled after it by the decoder
     (:func:`jaxchain.nn.decoder.generate`, with its KV cache), as text a terminal shows
     (:func:`jaxchain.data.decode_text`). The prompt and the new tokens together may number
@@ -471,6 +527,7 @@ def generate_text(
             f"{max(0, MAX_TOKENS - len(ids))}"
         )
     prompt_ids, key = jnp.array([ids], jnp.int32), jax.random.key(seed)
-    out = nn.decoder.generate(params, prompt_ids, steps, key=key, temperature=temperature,
-                              top_k=top_k, progress=progress)  # fmt: skip
+    out = nn.decoder.generate(
+        params, prompt_ids, steps, key=key, temperature=temperature, top_k=top_k, progress=progress
+    )
     return data.decode_text(tokenizer, np.asarray(out[0]).tolist())

@@ -92,8 +92,19 @@ class Config:
     dropout: float = 0.0  # training only; the key of step s: fold_in(DROPOUT_KEY(seed), s)
 
     def __post_init__(self):
-        positive = ("steps", "batch_size", "hidden", "layers", "seq_len", "eval_every",
-                    "checkpoint_every", "accumulate", "devices", "top_k", "rank")  # fmt: skip
+        positive = (
+            "steps",
+            "batch_size",
+            "hidden",
+            "layers",
+            "seq_len",
+            "eval_every",
+            "checkpoint_every",
+            "accumulate",
+            "devices",
+            "top_k",
+            "rank",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 flag = name.replace("_", "-")
@@ -104,8 +115,12 @@ class Config:
                 raise ValueError(f"train: --{name.replace('_', '-')} must be >= 0, got {value}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"train: --dropout must be in [0, 1), got {self.dropout}")
-        for name, choices in (("backward", BACKWARDS), ("optimizer", OPTIMIZERS),
-                              ("schedule", SCHEDULES), ("shard", distributed.SHARDS)):  # fmt: skip
+        for name, choices in (
+            ("backward", BACKWARDS),
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("shard", distributed.SHARDS),
+        ):
             if getattr(self, name) not in choices:
                 raise ValueError(
                     f"train: --{name} must be one of {', '.join(choices)}, "
@@ -129,10 +144,17 @@ class Config:
 
     def optimizer_for(self, trainable: Callable[[dict], dict] | None = None):
         """The run's optax optimizer; ``trainable`` as :func:`make_optimizer` takes it."""
-        return make_optimizer(self.optimizer, self.lr, steps=self.steps,
-                              schedule_kind=self.schedule, warmup=self.warmup, clip=self.clip,
-                              accumulate=self.accumulate, weight_decay=self.weight_decay,
-                              trainable=trainable)  # fmt: skip
+        return make_optimizer(
+            self.optimizer,
+            self.lr,
+            steps=self.steps,
+            schedule_kind=self.schedule,
+            warmup=self.warmup,
+            clip=self.clip,
+            accumulate=self.accumulate,
+            weight_decay=self.weight_decay,
+            trainable=trainable,
+        )
 
 
 @dataclasses.dataclass
@@ -373,8 +395,11 @@ class _Loop:
     def save(self, step, params, opt_state) -> None:
         self.flush()
         self.history.seconds = self.elapsed()
-        meta = {"step": step, "history": dataclasses.asdict(self.history),
-                "config": dataclasses.asdict(self.config)}  # fmt: skip
+        meta = {
+            "step": step,
+            "history": dataclasses.asdict(self.history),
+            "config": dataclasses.asdict(self.config),
+        }
         self.checkpoints.save(step, {"params": params, "opt_state": opt_state}, meta)
 
     def evaluate(self, step, params) -> bool:
@@ -432,16 +457,23 @@ class _Loop:
 
 def _summary(task, params, opt_state, step, history: History) -> dict:
     trainable = task.trainable(params) if task.trainable else jax.tree.map(lambda _: True, params)
-    counts = [(x.size, t) for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(trainable),
-                                          strict=True)]  # fmt: skip
+    counts = [
+        (x.size, t)
+        for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(trainable), strict=True)
+    ]
     whole, per_device = distributed.device_bytes({"params": params, "opt_state": opt_state})
-    result = {"parameters": sum(n for n, _ in counts),
-              "trainable_parameters": sum(n for n, t in counts if t),
-              "optimizer_bytes": sum(x.nbytes for x in jax.tree.leaves(opt_state)),
-              "state_bytes": whole, "state_bytes_per_device": per_device,
-              "steps": step, "seconds": round(history.seconds, 2),
-              "train_loss": history.train_loss, "val": history.val,
-              "skipped_steps": int(opt_state.total_notfinite)}  # fmt: skip
+    result = {
+        "parameters": sum(n for n, _ in counts),
+        "trainable_parameters": sum(n for n, t in counts if t),
+        "optimizer_bytes": sum(x.nbytes for x in jax.tree.leaves(opt_state)),
+        "state_bytes": whole,
+        "state_bytes_per_device": per_device,
+        "steps": step,
+        "seconds": round(history.seconds, 2),
+        "train_loss": history.train_loss,
+        "val": history.val,
+        "skipped_steps": int(opt_state.total_notfinite),
+    }
     if task.kind == "classification":
         result["test_accuracy"] = evaluate(task, params, "test")["accuracy"]
         result["val_accuracy"] = history.val[-1]["accuracy"] if history.val else None
@@ -483,8 +515,13 @@ def write_outputs(out: pathlib.Path, metrics: dict, config: Config) -> None:
     key = "loss" if any("loss" in v for v in metrics["val"]) else "accuracy"
     if metrics["val"]:
         ax2 = ax if key == "loss" else ax.twinx()
-        ax2.plot([v["step"] for v in metrics["val"]], [v[key] for v in metrics["val"]],
-                 "o-", color="C1", label=f"val {key}")  # fmt: skip
+        ax2.plot(
+            [v["step"] for v in metrics["val"]],
+            [v[key] for v in metrics["val"]],
+            "o-",
+            color="C1",
+            label=f"val {key}",
+        )
         ax2.set_ylabel(f"val {key}")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats)")

@@ -84,15 +84,22 @@ def _parity(dtype, groups, use_bias, causal, window, lengths, ts, block):
     q_len = jnp.array([t, t - 2], jnp.int32) if lengths else None
     kv_len = jnp.array([s, 2], jnp.int32) if lengths else None
     weight = jnp.asarray(_sees_anything(t, s, n, causal, window, q_len, kv_len), dtype)
-    options = dict(is_causal=causal, local_window_size=window, query_seq_lengths=q_len,
-                   key_value_seq_lengths=kv_len)  # fmt: skip
+    options = dict(
+        is_causal=causal,
+        local_window_size=window,
+        query_seq_lengths=q_len,
+        key_value_seq_lengths=kv_len,
+    )
     args = (q, k, v) if bias is None else (q, k, v, bias)
 
     def loss(f, **extra):
         return lambda *a: jnp.sum(f(*a, **options, **extra) * ct * weight)
 
-    want = jax.jit(jax.value_and_grad(loss(jax.nn.dot_product_attention, implementation="xla"),
-                                      tuple(range(len(args)))))(*args)  # fmt: skip
+    want = jax.jit(
+        jax.value_and_grad(
+            loss(jax.nn.dot_product_attention, implementation="xla"), tuple(range(len(args)))
+        )
+    )(*args)
     ours = loss(rules.dot_product_attention, block_size=block)
     got = jax.jit(jax.value_and_grad(ours, tuple(range(len(args)))))(*args)
     return got, want, args, loss
@@ -109,8 +116,9 @@ def test_matches_jax_nn(dtype, groups, bias, causal, window, lengths, ts, block)
         scale = float(jnp.max(jnp.abs(b))) or 1.0
         assert float(jnp.max(jnp.abs(a - b))) <= tol * scale
     if dtype == jnp.float64:  # and the twin, to float64's precision
-        twin = jax.jit(jax.value_and_grad(loss(reference.dot_product_attention),
-                                          tuple(range(len(args)))))(*args)  # fmt: skip
+        twin = jax.jit(
+            jax.value_and_grad(loss(reference.dot_product_attention), tuple(range(len(args))))
+        )(*args)
         chex.assert_trees_all_close(got, twin, rtol=1e-12, atol=1e-12)
 
 
@@ -148,8 +156,11 @@ def test_a_broadcast_bias_gets_the_summed_gradient(bias_shape):
     k, v = (jax.random.normal(key, (2, 7, 2, 4)) for key in keys[1:3])
     bias = jax.random.normal(keys[3], bias_shape)
     for block in (None, 2):
-        got = jax.grad(lambda b, blk=block: jnp.sum(
-            rules.dot_product_attention(q, k, v, b, block_size=blk) ** 2))(bias)  # fmt: skip
+        got = jax.grad(
+            lambda b, blk=block: jnp.sum(
+                rules.dot_product_attention(q, k, v, b, block_size=blk) ** 2
+            )
+        )(bias)
         want = jax.grad(lambda b: jnp.sum(jax.nn.dot_product_attention(q, k, v, b) ** 2))(bias)
         assert got.shape == bias_shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -186,8 +197,9 @@ def test_softmax_where_matches_jax_nn(op):
     where = jnp.array([[True, False, True, True, False, True]] * 2 + [[False] * 6])
     ours, theirs = getattr(rules, op), getattr(jax.nn, op)
     kept = where[:2]
-    np.testing.assert_allclose(ours(x, where=where)[:2][kept], theirs(x, where=where)[:2][kept],
-                               rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        ours(x, where=where)[:2][kept], theirs(x, where=where)[:2][kept], rtol=1e-12
+    )
     fill = 0.0 if op == "softmax" else -np.inf
     assert np.all(np.asarray(ours(x, where=where))[~np.asarray(where)] == fill)
     ct = jax.random.normal(jax.random.key(3), x.shape)

@@ -114,8 +114,10 @@ def test_strategies_freeze_what_they_say(minilm):
     params = {"encoder": minilm.params, "head": {"w": jnp.zeros((384, 2)), "b": jnp.zeros(2)}}
     adapters = nn.lora.init(jax.random.key(0), minilm.params["blocks"], 2)
     params_lora = {**params, "lora": adapters}
-    flags = {s: tasks.trainable_blocks(s, 6, top_k=2)(params_lora if s == "lora" else params)
-             for s in tasks.STRATEGIES}  # fmt: skip
+    flags = {
+        s: tasks.trainable_blocks(s, 6, top_k=2)(params_lora if s == "lora" else params)
+        for s in tasks.STRATEGIES
+    }
     assert not any(jax.tree.leaves(flags["lora"]["encoder"]))
     assert all(jax.tree.leaves(flags["lora"]["lora"])) and all(
         jax.tree.leaves(flags["lora"]["head"])
@@ -138,9 +140,19 @@ def test_strategies_freeze_what_they_say(minilm):
 def test_top_k_finetuning_moves_only_the_top_blocks(tmp_path, minilm):
     """Two steps of `top-k` with k=1: the embeddings and blocks 0-4 stay the pretrained ones
     bit for bit; block 5 and the head move."""
-    config = train.Config(model="minilm", data="vader", strategy="top-k", top_k=1,
-                          optimizer="adamw", lr=1e-3, steps=2, batch_size=8, seq_len=8,
-                          eval_every=2, checkpoint_every=2)  # fmt: skip
+    config = train.Config(
+        model="minilm",
+        data="vader",
+        strategy="top-k",
+        top_k=1,
+        optimizer="adamw",
+        lr=1e-3,
+        steps=2,
+        batch_size=8,
+        seq_len=8,
+        eval_every=2,
+        checkpoint_every=2,
+    )
     with jax.numpy_dtype_promotion("standard"):
         metrics, params = train.train(config, tmp_path, log=lambda s: None)
     encoder, pretrained_ = params["encoder"], minilm.params

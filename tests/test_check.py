@@ -150,8 +150,11 @@ def test_what_cannot_be_checked_is_said_not_raised():
 
 
 def test_correct_rule_passes_and_report_reads_well():
-    report = check_vjp(rules.softmax_cross_entropy, reference.softmax_cross_entropy,
-                       *_args("softmax_cross_entropy"))  # fmt: skip
+    report = check_vjp(
+        rules.softmax_cross_entropy,
+        reference.softmax_cross_entropy,
+        *_args("softmax_cross_entropy"),
+    )
     assert report.ok and report.max_rel("vjp") < TOLERANCES[jnp.dtype(jnp.float64)]
     leaves = {e.leaf for e in report.errors}
     assert leaves - {"all"} == {"logits", "out"}  # integer labels not differentiated
@@ -360,8 +363,11 @@ def test_a_jvp_that_moves_without_a_tangent_fails():
 def test_correct_jvp_passes_and_report_reads_well():
     from jaxchain import tangents
 
-    report = check.check_jvp(tangents.softmax_cross_entropy, reference.softmax_cross_entropy,
-                             *_args("softmax_cross_entropy"))  # fmt: skip
+    report = check.check_jvp(
+        tangents.softmax_cross_entropy,
+        reference.softmax_cross_entropy,
+        *_args("softmax_cross_entropy"),
+    )
     assert report.ok and report.kind == "check_jvp"
     assert {e.check for e in report.errors} == {
         "eager vs jit", "forward", "jvp", "dtype", "zero tangent", "linearity", "determinism",

@@ -33,8 +33,9 @@ def test_check_forward_mode_prints_the_jvp_table(capsys):
 def test_check_forward_mode_exits_one_when_a_jvp_is_wrong(capsys, monkeypatch):
     wrong = jax.custom_jvp(jnp.tanh)
     wrong.defjvp(lambda x, t: (jnp.tanh(x[0]), t[0]))  # forgot the derivative
-    bad = registry.Case("tanh", jnp.tanh, reference.tanh, registry._unary, {"shape": ((3,),)},
-                        wrong)  # fmt: skip
+    bad = registry.Case(
+        "tanh", jnp.tanh, reference.tanh, registry._unary, {"shape": ((3,),)}, wrong
+    )
     monkeypatch.setitem(registry.RULES, "tanh", bad)
     assert cli.main(["check", "--mode", "forward", "--only", "tanh"]) == 1
     assert "0 passed, 1 failed" in capsys.readouterr().out

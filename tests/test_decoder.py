@@ -18,8 +18,16 @@ OPS = (rules, reference)
 def _decoder(tie=False, sharp=20.0):
     """A small decoder with grouped-query attention, its weights scaled up so that greedy
     choices are far from ties."""
-    params = nn.decoder.init(jax.random.key(0), 23, d_model=16, num_heads=4, num_kv_heads=2,
-                             num_layers=2, d_ff=24, tie_embeddings=tie)  # fmt: skip
+    params = nn.decoder.init(
+        jax.random.key(0),
+        23,
+        d_model=16,
+        num_heads=4,
+        num_kv_heads=2,
+        num_layers=2,
+        d_ff=24,
+        tie_embeddings=tie,
+    )
     return jax.tree.map(lambda a: a * sharp if a.ndim > 1 else a, params)
 
 
@@ -28,8 +36,14 @@ def test_generate_with_the_kv_cache_is_greedy_decoding_by_full_recomputation(tie
     params = _decoder(tie)
     prompt = jax.random.randint(jax.random.key(1), (2, 3), 0, 23)
     made = []
-    cached = nn.decoder.generate(params, prompt, 7, key=jax.random.key(2), temperature=0.0,
-                                 progress=lambda n: made.append(int(n)))  # fmt: skip
+    cached = nn.decoder.generate(
+        params,
+        prompt,
+        7,
+        key=jax.random.key(2),
+        temperature=0.0,
+        progress=lambda n: made.append(int(n)),
+    )
     jax.effects_barrier()
     assert made == [1, 2, 3, 4, 5, 6, 7]  # in order, one call per token
     # every step recomputes the whole sequence, no cache; causal attention lets it run on a
@@ -60,15 +74,27 @@ def test_decoder_bad_input():
     key, ids = jax.random.key(0), jnp.zeros((1, 2), jnp.int32)
     for call, message in [
         (lambda: nn.decoder.generate(params, ids[:, :0], 2, key=key), "at least one token"),
-        (lambda: nn.decoder.generate(params, ids, 2, key=key, top_k=24),
-         r"top_k must be in \[1, 23\]"),
-        (lambda: nn.decoder.generate(params, jnp.zeros((1, 2)), 2, key=key),
-         "prompt must be integer"),
-        (lambda: nn.decoder.init(jax.random.key(0), 5, d_model=16, num_heads=4, num_kv_heads=3,
-                                 num_layers=1, d_ff=8), "not a multiple of num_kv_heads"),
-        (lambda: nn.decoder.init(jax.random.key(0), 5, d_model=12, num_heads=4, num_kv_heads=2,
-                                 num_layers=1, d_ff=8), "must be even"),
-    ]:  # fmt: skip
+        (
+            lambda: nn.decoder.generate(params, ids, 2, key=key, top_k=24),
+            r"top_k must be in \[1, 23\]",
+        ),
+        (
+            lambda: nn.decoder.generate(params, jnp.zeros((1, 2)), 2, key=key),
+            "prompt must be integer",
+        ),
+        (
+            lambda: nn.decoder.init(
+                jax.random.key(0), 5, d_model=16, num_heads=4, num_kv_heads=3, num_layers=1, d_ff=8
+            ),
+            "not a multiple of num_kv_heads",
+        ),
+        (
+            lambda: nn.decoder.init(
+                jax.random.key(0), 5, d_model=12, num_heads=4, num_kv_heads=2, num_layers=1, d_ff=8
+            ),
+            "must be even",
+        ),
+    ]:
         with pytest.raises(ValueError, match=message):
             call()
 
@@ -165,9 +191,11 @@ def test_merged_adapters_give_the_adapted_model():
     np.testing.assert_allclose(adapted, merged, rtol=1e-5, atol=1e-5)
     assert not np.allclose(adapted, nn.bert.apply(enc, tokens), atol=1e-3)
     for ops in OPS:
-        g = jax.grad(lambda p, ops=ops: jnp.sum(nn.bert.apply(
-            p["enc"], tokens, lora=p["lora"], lora_scale=s, ops=ops) ** 2))(
-            {"enc": enc, "lora": adapters})  # fmt: skip
+        g = jax.grad(
+            lambda p, ops=ops: jnp.sum(
+                nn.bert.apply(p["enc"], tokens, lora=p["lora"], lora_scale=s, ops=ops) ** 2
+            )
+        )({"enc": enc, "lora": adapters})
         leaves = jax.tree.leaves(g["enc"]["blocks"])
         assert all(float(jnp.abs(x).max()) == 0 for x in leaves[:1])  # a frozen weight
         assert all(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(g["lora"]))
@@ -181,8 +209,9 @@ def test_decoder_lora_merged_is_adapted_and_only_the_adapters_learn():
     assert set(adapters[0]) == set(nn.lora.DECODER_TARGETS)
     assert adapters[0]["k"]["b"].shape == (2, 2 * 4) and adapters[0]["o"]["a"].shape == (16, 2)
     noise = jax.random.key(9)  # B starts at zero: move it, so that the adapters do something
-    adapters = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(noise, a.shape, a.dtype),
-                            adapters)  # fmt: skip
+    adapters = jax.tree.map(
+        lambda a: a + 0.3 * jax.random.normal(noise, a.shape, a.dtype), adapters
+    )
     tokens = jax.random.randint(jax.random.key(10), (2, 6), 0, 23)
     s = nn.lora.scale(2)
 
@@ -206,8 +235,10 @@ def test_lora_strategy_trains_under_two_percent_of_minilm():
     task = tasks.sentiment_task("lora", batch_size=4, seed=0, rank=8)
     params = task.init(jax.random.key(0))
     trainable = task.trainable(params)
-    sizes = [(x.size, t) for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(trainable),
-                                         strict=True)]  # fmt: skip
+    sizes = [
+        (x.size, t)
+        for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(trainable), strict=True)
+    ]
     share = sum(n for n, t in sizes if t) / sum(n for n, _ in sizes)
     assert 0.01 < share < 0.02
     assert not any(jax.tree.leaves(trainable["encoder"]))
@@ -223,23 +254,51 @@ def test_bpe_tokens_round_trip_the_text():
         data.bpe(corpus, 200)
 
 
-def test_decoder_trains_and_generates_from_the_command_line(tmp_path, capsys, file_mode,
-                                                            monkeypatch):  # fmt: skip
+def test_decoder_trains_and_generates_from_the_command_line(
+    tmp_path, capsys, file_mode, monkeypatch
+):
     """`jaxchain train --model decoder` writes the tokenizer with the run; `jaxchain generate`
     samples from its checkpoint (greedy: twice the same text)."""
     from jaxchain.cli import main
 
     out = tmp_path / "run"
-    flags = ["--hidden", "64", "--layers", "1", "--steps", "3", "--batch-size", "2",
-             "--seq-len", "16", "--eval-every", "3", "--vocab", "300"]  # fmt: skip
+    flags = [
+        "--hidden",
+        "64",
+        "--layers",
+        "1",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--eval-every",
+        "3",
+        "--vocab",
+        "300",
+    ]
     with jax.numpy_dtype_promotion("standard"):  # optax's Adam, as written
-        assert main(["train", "--model", "decoder", "--data", "shakespeare", "--out", str(out),
-                     *flags]) == 0  # fmt: skip
+        assert (
+            main(
+                ["train", "--model", "decoder", "--data", "shakespeare", "--out", str(out), *flags]
+            )
+            == 0
+        )
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "tokenizer.json").is_file() and 1 < metrics["val_loss"] < 8  # nats per char
     capsys.readouterr()
-    greedy = ["generate", "--run", str(out), "--prompt", "ROMEO:", "--steps", "5",
-              "--temperature", "0"]  # fmt: skip
+    greedy = [
+        "generate",
+        "--run",
+        str(out),
+        "--prompt",
+        "ROMEO:",
+        "--steps",
+        "5",
+        "--temperature",
+        "0",
+    ]
     texts = []
     for _ in range(2):
         assert main(greedy) == 0

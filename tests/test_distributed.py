@@ -18,8 +18,22 @@ import pytest
 
 from jaxchain import distributed, train
 
-MLP = ["--model", "mlp", "--steps", "8", "--batch-size", "32", "--hidden", "16",
-       "--layers", "1", "--eval-every", "4", "--checkpoint-every", "4"]  # fmt: skip
+MLP = [
+    "--model",
+    "mlp",
+    "--steps",
+    "8",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--eval-every",
+    "4",
+    "--checkpoint-every",
+    "4",
+]
 QUIET = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -76,14 +90,20 @@ def test_two_processes_train_and_resume_as_one(tmp_path):
     assert "step 4: val accuracy" in first[0] and "val accuracy" not in first[1]  # logs once
     resumed, _ = _together("train", *MLP, "--out", str(two), "--resume")
     assert "resumed at step 4" in resumed[0]
-    assert {p.name for p in two.iterdir()} == {".lock", "run.json", "checkpoints", "metrics.json",
-                                               "loss.png"}  # fmt: skip
+    assert {p.name for p in two.iterdir()} == {
+        ".lock",
+        "run.json",
+        "checkpoints",
+        "metrics.json",
+        "loss.png",
+    }
     assert json.loads((two / "run.json").read_text())["config"]["devices"] == 2
     (a, meta_a), (b, meta_b) = _state(one), _state(two)
     assert meta_a["step"] == meta_b["step"] == 8
     # the same batches, split over two processes: equal up to float32 summation order
-    np.testing.assert_allclose(meta_b["history"]["train_loss"], meta_a["history"]["train_loss"],
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        meta_b["history"]["train_loss"], meta_a["history"]["train_loss"], rtol=1e-5
+    )
     assert [v["accuracy"] for v in meta_b["history"]["val"]] == [
         v["accuracy"] for v in meta_a["history"]["val"]
     ]
@@ -91,8 +111,17 @@ def test_two_processes_train_and_resume_as_one(tmp_path):
 
 
 def test_a_dead_process_stops_the_other_with_a_clear_error(tmp_path):
-    flags = [*MLP, "--steps", "1000000", "--eval-every", "1000000",
-             "--checkpoint-every", "1000000", "--out", str(tmp_path / "run")]  # fmt: skip
+    flags = [
+        *MLP,
+        "--steps",
+        "1000000",
+        "--eval-every",
+        "1000000",
+        "--checkpoint-every",
+        "1000000",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     port = _port()
     with open(tmp_path / "log", "w") as log:
         survivor = _start("train", *flags, process=0, port=port, log=log)
@@ -127,8 +156,11 @@ def test_a_cluster_that_cannot_be_is_a_clear_error(flags, env, says):
 
 
 def test_the_environment_names_the_cluster_and_flags_win():
-    env = {"JAXCHAIN_COORDINATOR": "10.0.0.1:1234", "JAXCHAIN_NUM_PROCESSES": "4",
-           "JAXCHAIN_PROCESS_ID": "3"}  # fmt: skip
+    env = {
+        "JAXCHAIN_COORDINATOR": "10.0.0.1:1234",
+        "JAXCHAIN_NUM_PROCESSES": "4",
+        "JAXCHAIN_PROCESS_ID": "3",
+    }
     assert distributed.Cluster.from_flags(environ=env) == distributed.Cluster("10.0.0.1:1234", 4, 3)
     assert distributed.Cluster.from_flags(process_id=1, environ=env).process_id == 1
     assert not distributed.Cluster.from_flags(environ={}).multi
@@ -136,8 +168,20 @@ def test_the_environment_names_the_cluster_and_flags_win():
 
 # --- sharded parameters, and the fine-tuned encoder out to Hugging Face -----------------------
 
-FINETUNE = ["--strategy", "full", "--steps", "4", "--batch-size", "8", "--seq-len", "8",
-            "--eval-every", "4", "--warmup", "1"]  # fmt: skip
+FINETUNE = [
+    "--strategy",
+    "full",
+    "--steps",
+    "4",
+    "--batch-size",
+    "8",
+    "--seq-len",
+    "8",
+    "--eval-every",
+    "4",
+    "--warmup",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +191,17 @@ def finetuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
     env = {**QUIET, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     _alone("finetune", *FINETUNE, "--out", str(root / "one"), env=env)
-    _alone("finetune", *FINETUNE, "--devices", "8", "--shard", "params",
-           "--out", str(root / "eight"), env=env)  # fmt: skip
+    _alone(
+        "finetune",
+        *FINETUNE,
+        "--devices",
+        "8",
+        "--shard",
+        "params",
+        "--out",
+        str(root / "eight"),
+        env=env,
+    )
     return root
 
 
@@ -158,8 +211,9 @@ def test_sharded_params_train_as_one_device_in_an_eighth_of_the_memory(finetuned
         json.loads((finetuned / d / "metrics.json").read_text()) for d in ("one", "eight")
     )
     assert eight["config"]["shard"] == "params" and eight["config"]["devices"] == 8
-    np.testing.assert_allclose(np.array(eight["train_loss"]), np.array(one["train_loss"]),
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.array(eight["train_loss"]), np.array(one["train_loss"]), rtol=1e-5
+    )
     assert [v["accuracy"] for v in eight["val"]] == [v["accuracy"] for v in one["val"]]
     assert eight["test_accuracy"] == one["test_accuracy"]
     # params + Adam's two moments: about 260 MiB whole; each device holds about an eighth
@@ -185,9 +239,22 @@ def test_export_writes_the_fine_tuned_encoder_for_hugging_face(finetuned):
     np.testing.assert_array_equal(head["weight"], np.asarray(params["head"]["w"]).T)
     # the one-device run's: 4 Adam steps of at most lr = 1e-4 each, equal to within 1e-5
     # (the key biases, whose gradient is zero but for rounding, move by Adam's noise)
-    chex.assert_trees_all_close(pretrained.load_minilm(finetuned / "hf-one").params,
-                                exported.params, rtol=0, atol=1e-5)  # fmt: skip
-    again = subprocess.run([sys.executable, "-m", "jaxchain.cli", "export", "--run",
-                            str(finetuned / "one"), "--out", str(finetuned / "hf-one")],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    chex.assert_trees_all_close(
+        pretrained.load_minilm(finetuned / "hf-one").params, exported.params, rtol=0, atol=1e-5
+    )
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxchain.cli",
+            "export",
+            "--run",
+            str(finetuned / "one"),
+            "--out",
+            str(finetuned / "hf-one"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 2 and "is not empty" in again.stderr

@@ -127,8 +127,10 @@ def test_the_oracle_catches_a_softmax_that_loses_its_normaliser():
         m = jnp.max(x, -1, keepdims=True)
         return jnp.exp(x - (m + jnp.log(jnp.sum(jnp.exp(x - m), -1, keepdims=True))))
 
-    old_softmax.defvjp(lambda x: (old_softmax(x), old_softmax(x)),
-                       lambda y, g: (y * (g - jnp.sum(g * y, -1, keepdims=True)),))  # fmt: skip
+    old_softmax.defvjp(
+        lambda x: (old_softmax(x), old_softmax(x)),
+        lambda y, g: (y * (g - jnp.sum(g * y, -1, keepdims=True)),),
+    )
     x = 1e4 + jnp.arange(8.0, dtype=F32).reshape(2, 4)
     assert not check.check_vjp(old_softmax, reference.softmax, x, finite_differences=False).ok
     assert check.check_vjp(rules.softmax, reference.softmax, x, finite_differences=False).ok

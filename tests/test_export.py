@@ -18,8 +18,9 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
 
 def _fixture_module():
-    spec = importlib.util.spec_from_file_location("make_export_fixture",
-                                                  FIXTURES / "make_export_fixture.py")  # fmt: skip
+    spec = importlib.util.spec_from_file_location(
+        "make_export_fixture", FIXTURES / "make_export_fixture.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -54,8 +55,11 @@ def test_to_torch_is_from_torch_reversed():
     encoder = pretrained.load_minilm()
     state = bert.to_torch(encoder.params)
     original = load_file(pretrained.minilm_dir() / "model.safetensors")
-    assert set(original) - set(state) == {"embeddings.position_ids", "pooler.dense.weight",
-                                          "pooler.dense.bias"}  # fmt: skip
+    assert set(original) - set(state) == {
+        "embeddings.position_ids",
+        "pooler.dense.weight",
+        "pooler.dense.bias",
+    }
     for name, value in state.items():
         np.testing.assert_array_equal(value, original[name], err_msg=name)
     chex.assert_trees_all_equal(bert.from_torch(state, 12), encoder.params)
@@ -74,9 +78,15 @@ def test_save_bert_writes_every_file_with_the_default_mode(tmp_path, file_mode):
     from jaxchain import nn
 
     params = nn.bert.init(jax.random.key(0), 30, 8, 16, 2, 1, 32)
-    config = dict(vocab_size=30, max_position_embeddings=8, hidden_size=16,
-                  num_attention_heads=2, num_hidden_layers=1, intermediate_size=32,
-                  type_vocab_size=2)  # fmt: skip
+    config = dict(
+        vocab_size=30,
+        max_position_embeddings=8,
+        hidden_size=16,
+        num_attention_heads=2,
+        num_hidden_layers=1,
+        intermediate_size=32,
+        type_vocab_size=2,
+    )
     head = {"w": np.zeros((16, 2), np.float32), "b": np.zeros(2, np.float32)}
     out = pretrained.save_bert(tmp_path / "export", params, config, head=head)
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}

@@ -26,8 +26,9 @@ def _argv(*args, command="train"):
 
 
 def _cli(*args, status=0, command="train"):
-    done = subprocess.run(_argv(*args, command=command), capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        _argv(*args, command=command), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == status, done.stdout[-2000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr
     return done
@@ -106,8 +107,9 @@ def test_processes_racing_over_one_compilation_cache_get_right_results(tmp_path)
 
 
 def _truncate_a_data_file(step_dir):
-    files = sorted((step_dir / "state" / "ocdbt.process_0" / "d").iterdir(),
-                   key=lambda p: p.stat().st_size)  # fmt: skip
+    files = sorted(
+        (step_dir / "state" / "ocdbt.process_0" / "d").iterdir(), key=lambda p: p.stat().st_size
+    )
     data = files[-1].read_bytes()
     files[-1].write_bytes(data[: len(data) // 2])
 
@@ -161,8 +163,10 @@ def test_two_runs_started_together_into_one_directory(tmp_path):
     """Exactly one runs; the other is refused in one line; the run is whole."""
     out = tmp_path / "run"
     flags = [*RUN, "--steps", "200", "--eval-every", "100", "--out", str(out)]
-    procs = [subprocess.Popen(_argv(*flags), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(_argv(*flags), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=600) for p in procs]
     statuses = sorted(p.returncode for p in procs)
     assert statuses == [0, 2], results
@@ -195,8 +199,12 @@ def _interrupt(flags, out, signum, *extra, second=()):
     refused), and send ``signum``: the run stops after its step, checkpointed, with one line
     and the status 128 + signum."""
     before = _steps(out) if out.exists() else set()
-    proc = subprocess.Popen(_argv(*flags, "--out", str(out), *extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        _argv(*flags, "--out", str(out), *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _started(proc, out, before)
         if second:
@@ -281,9 +289,14 @@ CASES = [  # (name, command, arguments from tmp_path, what the line says)
 def test_user_errors_are_one_line_with_status_2(tmp_path, command, make, says):
     args = make(tmp_path)
     before = _snapshot(tmp_path)
-    done = subprocess.run(_argv(*RUN[:2], "--steps", "2", *args, command=command) if command == "train"
-                          else _argv(*args, command=command), capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        _argv(*RUN[:2], "--steps", "2", *args, command=command)
+        if command == "train"
+        else _argv(*args, command=command),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     _one_line(done, says)
     assert _snapshot(tmp_path) == before
 
@@ -292,8 +305,10 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, command, make, says):
 # than a checkpoint's data file (writes past it fail with EFBIG, as a full disk fails them with
 # ENOSPC; Python ignores the SIGXFSZ that comes with it). An exec, not `preexec_fn`: a fork of
 # this process, which runs JAX's threads, warns (and may deadlock).
-LIMITED = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10,) * 2);"
-           " os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")  # fmt: skip
+LIMITED = (
+    "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10,) * 2);"
+    " os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 @pytest.mark.parametrize("how", ["tmpfs", "file size limit"])
@@ -375,25 +390,36 @@ with jax.numpy_dtype_promotion("standard"):
         except Exception as e:
             print(type(e).__name__)
 """
-    raised = subprocess.run([sys.executable, "-c", script, "next"], capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    raised = subprocess.run(
+        [sys.executable, "-c", script, "next"], capture_output=True, text=True, timeout=300
+    )
     assert raised.stdout.strip() == "JaxRuntimeError" and raised.stderr == "", raised.stderr
-    unread = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    unread = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     lines = unread.stderr.strip().splitlines()
     assert len(lines) == 1 and "labels must lie in [0, 5)" in lines[0], unread.stderr
 
 
 def test_dropout_resumes_bit_identical_and_is_recorded(tmp_path):
     with jax.numpy_dtype_promotion("standard"):
-        small = dict(model="mlp", steps=6, batch_size=32, hidden=16, layers=1, eval_every=6,
-                     checkpoint_every=3, dropout=0.3)  # fmt: skip
+        small = dict(
+            model="mlp",
+            steps=6,
+            batch_size=32,
+            hidden=16,
+            layers=1,
+            eval_every=6,
+            checkpoint_every=3,
+            dropout=0.3,
+        )
         config = train.Config(**small)
         _, p1 = train.train(config, tmp_path / "whole", log=lambda _: None)
         train.train(config, tmp_path / "split", stop_at=3, log=lambda _: None)
         _, p2 = train.train(config, tmp_path / "split", resume=True, log=lambda _: None)
-        _, p0 = train.train(train.Config(**{**small, "dropout": 0.0}), tmp_path / "plain",
-                            log=lambda _: None)  # fmt: skip
+        _, p0 = train.train(
+            train.Config(**{**small, "dropout": 0.0}), tmp_path / "plain", log=lambda _: None
+        )
     chex.assert_trees_all_equal(p1, p2)
     leaves = zip(jax.tree.leaves(p0), jax.tree.leaves(p1), strict=True)
     assert not all(bool((a == b).all()) for a, b in leaves)  # dropout changed the run

@@ -492,8 +492,7 @@ def test_correct_function_passes(name, against):
     case = _all_correct()[name]
     run = check.check_vjp if case.mode == "vjp" else check.check_jvp
     with jax.numpy_dtype_promotion("standard"):
-        report = run(case.f, case.f if against == "autodiff" else None, *case.args,
-                     **case.options)  # fmt: skip
+        report = run(case.f, case.f if against == "autodiff" else None, *case.args, **case.options)
     assert report.ok, f"false alarm on {name} ({case.where}):\n{report}"
 
 

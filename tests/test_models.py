@@ -22,8 +22,15 @@ B, T, I, H = 3, 6, 3, 4
 # dense layers); the recurrent models without lengths and the non-causal attention layer
 # (each is its rule with dense layers around it, and test_rules.py property-tests the rules;
 # `make test` keeps the models with lengths and the causal attention layer)
-SLOW = {"bert(finetune)", "transformer", "transformer(pre-norm, causal)", "rnn", "lstm", "gru",
-        "attention"}  # fmt: skip
+SLOW = {
+    "bert(finetune)",
+    "transformer",
+    "transformer(pre-norm, causal)",
+    "rnn",
+    "lstm",
+    "gru",
+    "attention",
+}
 
 
 @pytest.mark.parametrize(
@@ -182,8 +189,12 @@ def test_from_torch_lstm_layout():
     h, i = 3, 2
     w_ih = np.arange(4 * h * i, dtype=np.float32).reshape(4 * h, i)
     w_hh = np.arange(4 * h * h, dtype=np.float32).reshape(4 * h, h)
-    sd = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh,
-          "bias_ih_l0": np.ones(4 * h, np.float32), "bias_hh_l0": np.full(4 * h, 2.0, np.float32)}  # fmt: skip
+    sd = {
+        "weight_ih_l0": w_ih,
+        "weight_hh_l0": w_hh,
+        "bias_ih_l0": np.ones(4 * h, np.float32),
+        "bias_hh_l0": np.full(4 * h, 2.0, np.float32),
+    }
     p = nn.lstm.from_torch(sd)
     np.testing.assert_array_equal(p["w_x"], w_ih.T)
     np.testing.assert_array_equal(p["w_h"], w_hh.T)

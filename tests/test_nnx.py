@@ -113,8 +113,9 @@ def test_multi_head_attention_is_nnx_multi_head_attention(kv_heads, memory, call
     a, b = _same(ours, theirs, *args, rtol=1e-6, atol=1e-6, **call)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     if memory:
-        plain = nnx.MultiHeadAttention(2, 8, attention_fn=jn.attention_fn, rngs=nnx.Rngs(0),
-                                       **kwargs)  # fmt: skip
+        plain = nnx.MultiHeadAttention(
+            2, 8, attention_fn=jn.attention_fn, rngs=nnx.Rngs(0), **kwargs
+        )
         a, b = _same(ours, plain, *args, **call)
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
@@ -167,8 +168,10 @@ class _Classifier(nnx.Module):
 def test_an_nnx_model_trains_the_same_through_the_bridge():
     digits = data.digits()
     x, y = jnp.asarray(digits.train.x[:128]), jnp.asarray(digits.train.y[:128])
-    models = [_Classifier(jn.Linear, jn.LayerNorm, rngs=nnx.Rngs(0)),
-              _Classifier(nnx.Linear, nnx.LayerNorm, rngs=nnx.Rngs(0))]  # fmt: skip
+    models = [
+        _Classifier(jn.Linear, jn.LayerNorm, rngs=nnx.Rngs(0)),
+        _Classifier(nnx.Linear, nnx.LayerNorm, rngs=nnx.Rngs(0)),
+    ]
     chex.assert_trees_all_equal(_params(models[0]), _params(models[1]))
 
     @nnx.jit

@@ -19,8 +19,14 @@ def test_there_are_eight():
 
 # The longest executions (20-35 s each) run in `make thorough`; `make test` runs the others
 # and checks every .ipynb against its source below.
-THOROUGH = {"01_chain_rule_mlp", "02_backprop_through_time", "03_attention",
-            "06_training_and_finetuning", "07_modern_decoder", "08_autodiff_from_scratch"}  # fmt: skip
+THOROUGH = {
+    "01_chain_rule_mlp",
+    "02_backprop_through_time",
+    "03_attention",
+    "06_training_and_finetuning",
+    "07_modern_decoder",
+    "08_autodiff_from_scratch",
+}
 
 
 @pytest.mark.parametrize(
@@ -30,8 +36,14 @@ THOROUGH = {"01_chain_rule_mlp", "02_backprop_through_time", "03_attention",
 )
 def test_notebook_runs(source):
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    result = subprocess.run([sys.executable, source.name], cwd=source.parent, env=env,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, source.name],
+        cwd=source.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
 

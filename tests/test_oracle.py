@@ -113,8 +113,11 @@ def test_every_family_implements_one_interface():
     from jaxchain import ops, tangents
 
     for module in (rules, tangents, reference):
-        public = {n for n, v in vars(module).items()
-                  if not n.startswith("_") and callable(v) and not inspect.ismodule(v)}  # fmt: skip
+        public = {
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_") and callable(v) and not inspect.ismodule(v)
+        }
         assert public == set(ops.NAMES), (module.__name__, sorted(public ^ set(ops.NAMES)))
     for name in ops.NAMES:
         want = inspect.signature(getattr(ops.Ops, name))

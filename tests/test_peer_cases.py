@@ -114,8 +114,9 @@ def test_jax_dot_product_attention(dtype, mode, groups):
         )  # fmt: skip
         tol = 0.01 if mode == "plain" else 0.02
         for a, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(w, np.float32),
-                                       atol=tol, rtol=tol)  # fmt: skip
+            np.testing.assert_allclose(
+                np.asarray(a, np.float32), np.asarray(w, np.float32), atol=tol, rtol=tol
+            )
 
 
 # --- optax, optax/losses/_classification_test.py ----------------------------------------------
@@ -127,8 +128,9 @@ def test_optax_softmax_cross_entropy_with_integer_labels(ops):
     SoftmaxCrossEntropyWithIntegerLabelsTest."""
     logits = jnp.array([[10.0, 1.0, -2.0], [1.0, 4.0, 0.2]], F32)
     labels = jnp.array([1, 0], jnp.int32)
-    np.testing.assert_allclose(ops.softmax_cross_entropy(logits, labels), [9.00013, 3.0696733],
-                               atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        ops.softmax_cross_entropy(logits, labels), [9.00013, 3.0696733], atol=1e-4
+    )
     np.testing.assert_allclose(
         ops.softmax_cross_entropy(logits, labels),
         optax.softmax_cross_entropy_with_integer_labels(logits, labels),

@@ -208,9 +208,11 @@ def test_torch_peer_is_timed_with_the_rules_and_named_in_the_table(tmp_path):
 def test_the_torch_worker_reports_what_failed(tmp_path):
     """The real worker, started with a stand-in ``torch`` that has no ``nn``: it says hello,
     and the failure of a setup comes back as an error, not a hang."""
-    (tmp_path / "torch.py").write_text("__version__ = '0.0-stand-in'\n"
-                                       "def get_num_threads(): return 1\n"
-                                       "def manual_seed(seed): pass\n")  # fmt: skip
+    (tmp_path / "torch.py").write_text(
+        "__version__ = '0.0-stand-in'\n"
+        "def get_num_threads(): return 1\n"
+        "def manual_seed(seed): pass\n"
+    )
     python = tmp_path / "python"
     python.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path} exec {sys.executable} "$@"\n')
     python.chmod(0o755)
@@ -230,8 +232,13 @@ def test_bench_without_a_torch_interpreter_is_a_clear_error(tmp_path, capsys):
 
 
 def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
-    tiny = {"attention": [lambda p, c=c: benchmarks.bench_attention(16, is_causal=c, head_size=4, rounds=1) for c in (False, True)],
-            "mlp": [lambda p: benchmarks.bench_mlp(8, 2, 4, rounds=1)]}  # fmt: skip
+    tiny = {
+        "attention": [
+            lambda p, c=c: benchmarks.bench_attention(16, is_causal=c, head_size=4, rounds=1)
+            for c in (False, True)
+        ],
+        "mlp": [lambda p: benchmarks.bench_mlp(8, 2, 4, rounds=1)],
+    }
     monkeypatch.setitem(benchmarks.PRESETS, "quick", tiny)
     monkeypatch.setattr(benchmarks, "matmul_flops_per_second", lambda: 1e9)
     assert cli.main(["bench", "--preset", "quick", "--out", str(tmp_path)]) == 0
@@ -248,8 +255,12 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
     tiny["gru"] = [lambda p: benchmarks.bench_gru(4, 2, 3, rounds=2, peer=p)]
     python = _interpreter(tmp_path, FAKE_WORKER)
     out = tmp_path / "with-torch"
-    assert cli.main(["bench", "--preset", "quick", "--only", "gru", "--torch", python,
-                     "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            ["bench", "--preset", "quick", "--only", "gru", "--torch", python, "--out", str(out)]
+        )
+        == 0
+    )
     table = (out / "bench.md").read_text()
     assert f"PyTorch run by {python}" in table.splitlines()[0]
     assert "| gru | T=4 B=2 I=3 H=3 | torch | 250.00 | " in table

@@ -45,8 +45,11 @@ def _assert_same(got, want):
 def test_every_rule_gradient_and_jvp_export_for_gpu_and_tpu(name):
     case = RULES[name]
     args = case.args(jax.random.key(0), jnp.float32)
-    floating = tuple(i for i, a in enumerate(args)
-                     if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating))  # fmt: skip
+    floating = tuple(
+        i
+        for i, a in enumerate(args)
+        if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating)
+    )
 
     def grad(*args, f=case.rule):
         return jax.grad(lambda *a: _sum(f(*a)), floating)(*args)

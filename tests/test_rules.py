@@ -51,8 +51,14 @@ def test_rule_matches_reference(name, mode, dtype):
     if mode == "forward" or dtype == jnp.float32:
         case = dataclasses.replace(case, dims={k: sizes[:1] for k, sizes in case.dims.items()})
     fd = dtype == jnp.float64
-    jt.check_property(case.of(mode), case.reference, jt.case_args(case, dtype),
-                      finite_differences=fd, name=name, mode=mode)  # fmt: skip
+    jt.check_property(
+        case.of(mode),
+        case.reference,
+        jt.case_args(case, dtype),
+        finite_differences=fd,
+        name=name,
+        mode=mode,
+    )
 
 
 @pytest.mark.parametrize("family", [rules, tangents], ids=["rules", "tangents"])

@@ -55,8 +55,10 @@ def _scalar(f):
     """A scalar loss of the model's outputs: a fixed weighted sum of each output's squares."""
 
     def loss(z):
-        return sum(jnp.sum(jnp.cos(jnp.arange(o.size).reshape(o.shape)) * o**2)
-                   for o in jax.tree.leaves(f(z)))  # fmt: skip
+        return sum(
+            jnp.sum(jnp.cos(jnp.arange(o.size).reshape(o.shape)) * o**2)
+            for o in jax.tree.leaves(f(z))
+        )
 
     return loss
 
@@ -71,8 +73,14 @@ def _derivatives(f, z, t):
 
 # `make test` takes one case of each kind of model (the padded recurrent ones, causal
 # attention, the decoder); the others run in `make thorough` (each compiles for 5-35 s)
-FAST = {"mlp(relu)", "rnn(lengths)", "lstm(lengths)", "gru(lengths)", "attention(causal)",
-        "decoder(dropout)"}  # fmt: skip
+FAST = {
+    "mlp(relu)",
+    "rnn(lengths)",
+    "lstm(lengths)",
+    "gru(lengths)",
+    "attention(causal)",
+    "decoder(dropout)",
+}
 
 
 @pytest.mark.parametrize(
@@ -106,6 +114,8 @@ def test_blockwise_attention_jvp_is_blockwise():
     ours, theirs = jvp(tangents, block_size=128), jvp(reference)
     assert_close(ours(primals, directions), theirs(primals, directions), tol=1e-4)
     one_matrix = t * t * 4
-    temp = {name: f.lower(primals, directions).compile().memory_analysis().temp_size_in_bytes
-            for name, f in (("ours", ours), ("theirs", theirs))}  # fmt: skip
+    temp = {
+        name: f.lower(primals, directions).compile().memory_analysis().temp_size_in_bytes
+        for name, f in (("ours", ours), ("theirs", theirs))
+    }
     assert temp["ours"] < 0.15 * one_matrix < 2 * one_matrix < temp["theirs"]

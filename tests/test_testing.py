@@ -60,6 +60,7 @@ def draw(x):
     assert x.dtype == "float32", x.dtype
 draw()
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stderr == "", done.stderr

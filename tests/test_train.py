@@ -17,8 +17,16 @@ from jaxchain import data, train
 from jaxchain.check import tolerance
 
 F32 = jnp.float32
-SMALL = dict(model="mlp", data="digits", steps=12, batch_size=32, hidden=16, layers=1,
-             eval_every=6, checkpoint_every=4)  # fmt: skip
+SMALL = dict(
+    model="mlp",
+    data="digits",
+    steps=12,
+    batch_size=32,
+    hidden=16,
+    layers=1,
+    eval_every=6,
+    checkpoint_every=4,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -121,8 +129,22 @@ def _final_params(out):
 
 @pytest.mark.slow  # make test: the SIGKILL test below, and the two-process run's --resume
 def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path):
-    flags = ["--model", "mlp", "--steps", "12", "--batch-size", "32", "--hidden", "16",
-             "--layers", "1", "--eval-every", "6", "--checkpoint-every", "4"]  # fmt: skip
+    flags = [
+        "--model",
+        "mlp",
+        "--steps",
+        "12",
+        "--batch-size",
+        "32",
+        "--hidden",
+        "16",
+        "--layers",
+        "1",
+        "--eval-every",
+        "6",
+        "--checkpoint-every",
+        "4",
+    ]
     _cli(*flags, "--out", str(tmp_path / "whole"))
     _cli(*flags, "--out", str(tmp_path / "split"), "--stop-at", "6")  # interrupted at 6
     resumed = _cli(*flags, "--out", str(tmp_path / "split"), "--resume")  # a new process
@@ -150,11 +172,13 @@ def test_two_devices_give_the_same_curve_replicated_or_sharded(tmp_path):
     flags = ["--model", "mlp", "--steps", "6", "--batch-size", "32", "--eval-every", "6"]
     for n, shard in (("1", "none"), ("2", "none"), ("2s", "params")):
         _cli(*flags, "--devices", n[0], "--shard", shard, "--out", str(tmp_path / n), env=env)
-    one, two, sharded = (json.loads((tmp_path / n / "metrics.json").read_text())
-                         for n in ("1", "2", "2s"))  # fmt: skip
+    one, two, sharded = (
+        json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("1", "2", "2s")
+    )
     np.testing.assert_allclose(np.array(one["train_loss"]), np.array(two["train_loss"]), rtol=1e-5)
-    np.testing.assert_allclose(np.array(sharded["train_loss"]), np.array(one["train_loss"]),
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.array(sharded["train_loss"]), np.array(one["train_loss"]), rtol=1e-5
+    )
     # the (128, 128) weight and its Adam moments split in two; the rest is too small to split
     assert two["state_bytes_per_device"] == two["state_bytes"]
     split = 3 * 128 * 128 * 4 // 2
@@ -191,16 +215,31 @@ def test_data_sets_are_fixed_and_disjoint():
 def test_early_stopping_on_the_validation_metric(tmp_path):
     """With a zero learning rate the validation accuracy never improves: patience 2 stops the
     run at the third evaluation."""
-    config = train.Config(**{**SMALL, "optimizer": "sgd", "lr": 0.0, "eval_every": 1,
-                             "patience": 2, "steps": 50})  # fmt: skip
+    config = train.Config(
+        **{**SMALL, "optimizer": "sgd", "lr": 0.0, "eval_every": 1, "patience": 2, "steps": 50}
+    )
     metrics, _ = train.train(config, tmp_path, log=lambda _: None)
     assert metrics["steps"] == 3 and len(metrics["val"]) == 3
 
 
 # --- a run directory is a unit ----------------------------------------------------------------
 
-FLAGS = ["--model", "mlp", "--steps", "12", "--batch-size", "32", "--hidden", "16",
-         "--layers", "1", "--eval-every", "6", "--checkpoint-every", "4"]  # fmt: skip
+FLAGS = [
+    "--model",
+    "mlp",
+    "--steps",
+    "12",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--eval-every",
+    "6",
+    "--checkpoint-every",
+    "4",
+]
 
 
 def _snapshot(directory):
@@ -252,8 +291,20 @@ def test_resume_needs_a_run_and_overwrite_needs_a_run(tmp_path):
 
 @pytest.mark.slow  # make test: the same checks through train's flags (the test above)
 def test_finetune_refuses_an_existing_run(tmp_path):
-    flags = ["--strategy", "probe", "--steps", "2", "--batch-size", "4", "--eval-every", "2",
-             "--warmup", "1", "--out", str(tmp_path)]  # fmt: skip
+    flags = [
+        "--strategy",
+        "probe",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "2",
+        "--warmup",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     _cli(*flags, command="finetune")
     before = _snapshot(tmp_path)
     _one_line_error(_cli(*flags, command="finetune", status=2), "--resume", "--overwrite")
@@ -399,8 +450,9 @@ def test_an_out_of_range_label_in_a_checked_step_raises():
 def test_make_step_has_aux_and_donates(checks):
     tx = train.make_optimizer("sgd", 0.1)
     params = _params()
-    step = train.make_step(lambda p, b: (_quadratic(p, b), {"w0": p["w"][0]}), tx, has_aux=True,
-                           checks=checks)  # fmt: skip
+    step = train.make_step(
+        lambda p, b: (_quadratic(p, b), {"w0": p["w"][0]}), tx, has_aux=True, checks=checks
+    )
     new, _, metrics = step(params, tx.init(params), jnp.zeros(3, F32))
     assert float(metrics["aux"]["w0"]) == 1.0 and float(new["w"][0]) < 1.0
     assert params["w"].is_deleted()  # donated: its buffer was reused
@@ -423,8 +475,18 @@ def test_recurrent_layers_stack():
 
 
 def test_time_limit_is_kept_and_progress_is_printed(tmp_path):
-    done = _cli("--model", "mlp", "--steps", "1000000", "--time-limit", "7", "--eval-every",
-                "100000", "--out", str(tmp_path))  # fmt: skip
+    done = _cli(
+        "--model",
+        "mlp",
+        "--steps",
+        "1000000",
+        "--time-limit",
+        "7",
+        "--eval-every",
+        "100000",
+        "--out",
+        str(tmp_path),
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 < metrics["steps"] < 1000000
     assert 6 < metrics["seconds"] < 60  # kept: stopped after 7 s, long before 1e6 steps
@@ -434,8 +496,22 @@ def test_time_limit_is_kept_and_progress_is_printed(tmp_path):
 def test_checked_run_from_the_command(tmp_path, capsys):
     from jaxchain import cli
 
-    argv = ["train", "--model", "mlp", "--steps", "3", "--eval-every", "3", "--checks",
-            "--hidden", "8", "--layers", "1", "--out", str(tmp_path)]  # fmt: skip
+    argv = [
+        "train",
+        "--model",
+        "mlp",
+        "--steps",
+        "3",
+        "--eval-every",
+        "3",
+        "--checks",
+        "--hidden",
+        "8",
+        "--layers",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     with jax.numpy_dtype_promotion("standard"):
         assert cli.main(argv) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())

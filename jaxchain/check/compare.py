@@ -89,8 +89,9 @@ def natural_floor(tol: float, natural: float) -> float:
     return math.sqrt(tol) * natural
 
 
-def leaf_error(check, name, got, want, tol, floor, *, shape=None, coords=None, slack=None,
-               note="") -> LeafError:  # fmt: skip
+def leaf_error(
+    check, name, got, want, tol, floor, *, shape=None, coords=None, slack=None, note=""
+) -> LeafError:
     """Error of ``got`` against ``want``, relative to ``max(max|want|, floor)``; with
     ``coords``, they are the values at those flat coordinates of a leaf of ``shape``; with
     ``slack``, differences up to it (per element: the rounding noise of ``want``) count as
@@ -134,8 +135,9 @@ def max_abs(leaves) -> float:
     return max((float(np.max(np.abs(_flat(x)), initial=0.0)) for x in leaves), default=0.0)
 
 
-def compare(check: str, names, got, want, tol: float, natural: float = 1.0,
-            slack=None) -> list[LeafError]:  # fmt: skip
+def compare(
+    check: str, names, got, want, tol: float, natural: float = 1.0, slack=None
+) -> list[LeafError]:
     """One row per leaf: ``got`` against ``want``, each leaf relative to its own scale but
     never to less than 1% of the largest leaf's nor than :func:`natural_floor`; differences
     up to ``slack`` (one number per leaf, from :func:`rounding_noise`) count as none."""
@@ -239,8 +241,10 @@ def choose_tolerance(io_dtypes, inside, forward_error, size: int):
     base_io, base = tolerance(*io_dtypes), tolerance(*io_dtypes, inside)
     notes = []
     if base > base_io and forward_error is not None and forward_error <= 1e-2 * base_io:
-        notes.append(f"f computes in {inside} inside, but its outputs match the reference's "
-                     f"to {forward_error:.0e}: compared at {base_io:.0e}")  # fmt: skip
+        notes.append(
+            f"f computes in {inside} inside, but its outputs match the reference's "
+            f"to {forward_error:.0e}: compared at {base_io:.0e}"
+        )
         base = base_io
     elif base > base_io:
         notes.append(f"f computes in {inside} inside: compared at its tolerance {base:.0e}")

@@ -107,8 +107,24 @@ def _exact(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return (x + h) - x
 
 
-def vjp_differences(spec, order, diff, other, names, grads, u, v, mask, *, key, bits, fd_eps,
-                    points, natural, phi_abs) -> tuple[list, list[str], dict]:  # fmt: skip
+def vjp_differences(
+    spec,
+    order,
+    diff,
+    other,
+    names,
+    grads,
+    u,
+    v,
+    mask,
+    *,
+    key,
+    bits,
+    fd_eps,
+    points,
+    natural,
+    phi_abs,
+) -> tuple[list, list[str], dict]:
     """Analytic ``grads`` of ``<u, f>`` (order 1) or of ``<grad <u, f>, v>`` (order 2)
     against finite differences at ``points`` sampled coordinates per leaf and along ``v``
     (the inputs already in float64). Returns the rows, notes on what was weakened, and the
@@ -122,8 +138,9 @@ def vjp_differences(spec, order, diff, other, names, grads, u, v, mask, *, key, 
     offsets = layout.offsets()
     where = np.concatenate([c + o for c, o in zip(coords, offsets, strict=False)] + [[0]])
     where = where.astype(np.int64)[:-1]
-    h = np.concatenate([np.full(len(c), h_rel * s) for c, s in zip(coords, scales, strict=True)]
-                       + [np.zeros(0)])  # fmt: skip
+    h = np.concatenate(
+        [np.full(len(c), h_rel * s) for c, s in zip(coords, scales, strict=True)] + [np.zeros(0)]
+    )
     h = _exact(flat[where], h) if len(where) else h
     noise_steps = NOISE_STEP * (np.arange(NOISE_PROBES) - NOISE_PROBES // 2)
     steps = np.concatenate([[0.0], h, -h, [h_rel, -h_rel], noise_steps])
@@ -148,21 +165,48 @@ def vjp_differences(spec, order, diff, other, names, grads, u, v, mask, *, key, 
     rows = []
     for i, (n, a, d, sl, k) in enumerate(zip(names, *parts, strict=True)):
         note = f"kink at {int(k.sum())} of {len(k)} points" if k.any() else ""
-        rows.append(leaf_error(check, n, a, d, rtol, floor, shape=(layout.sizes()[i],),
-                               coords=coords[i], slack=sl, note=note))  # fmt: skip
+        rows.append(
+            leaf_error(
+                check,
+                n,
+                a,
+                d,
+                rtol,
+                floor,
+                shape=(layout.sizes()[i],),
+                coords=coords[i],
+                slack=sl,
+                note=note,
+            )
+        )
         rows[-1] = _leaf_index(rows[-1], layout, i)
     w_flat = np.asarray(layout.flatten(v), np.float64)
     directional = (dir_up - dir_down) / (2 * h_rel)
     a_dir = float(flat_grads @ w_flat)
-    num_dir, kink_dir = _one_or_two_sided(np.array([a_dir]), phi0, np.array([dir_up]),
-                                          np.array([dir_down]), np.array([h_rel]))  # fmt: skip
+    num_dir, kink_dir = _one_or_two_sided(
+        np.array([a_dir]), phi0, np.array([dir_up]), np.array([dir_down]), np.array([h_rel])
+    )
     dir_floor = max(_SCALE_FLOOR * float(np.abs(flat_grads) @ np.abs(w_flat)), floor)
-    rows.append(leaf_error(check + " (direction)", "all", [a_dir], num_dir, rtol, dir_floor,
-                           slack=10 * noise / h_rel,
-                           note="kink" if kink_dir.any() else ""))  # fmt: skip
+    rows.append(
+        leaf_error(
+            check + " (direction)",
+            "all",
+            [a_dir],
+            num_dir,
+            rtol,
+            dir_floor,
+            slack=10 * noise / h_rel,
+            note="kink" if kink_dir.any() else "",
+        )
+    )
     notes = _notes(order, bits, h_rel, noise, phi0, kinks, up, down)
-    info = {"directional": float(num_dir[0]), "rtol": rtol, "slack": 10 * noise / h_rel,
-            "floor": dir_floor, "unsmoothed": float(directional)}  # fmt: skip
+    info = {
+        "directional": float(num_dir[0]),
+        "rtol": rtol,
+        "slack": 10 * noise / h_rel,
+        "floor": dir_floor,
+        "unsmoothed": float(directional),
+    }
     return rows, notes, info
 
 
@@ -213,14 +257,18 @@ def _notes(order, bits, h_rel, noise, phi0, kinks, up, down) -> list[str]:
     notes = []
     what = "finite differences" if order == 1 else "second-order finite differences"
     if bits < 64:
-        notes.append(f"f computes in float{bits} inside: {what} step by {h_rel:.1e} of each "
-                     f"leaf's scale, tolerance {max(FD_RTOL, 10 * h_rel**2):.1e}")  # fmt: skip
+        notes.append(
+            f"f computes in float{bits} inside: {what} step by {h_rel:.1e} of each "
+            f"leaf's scale, tolerance {max(FD_RTOL, 10 * h_rel**2):.1e}"
+        )
     rel = noise / max(abs(phi0), 1e-300)
     if rel > 1e-12:
         notes.append(f"{what}: f's outputs are noisy to {rel:.1e} (relative): slack added")
     if kinks.any():
-        notes.append(f"{what}: {int(kinks.sum())} sampled point(s) are kinks (one-sided "
-                     "differences disagree); passed where the rule lies between them")  # fmt: skip
+        notes.append(
+            f"{what}: {int(kinks.sum())} sampled point(s) are kinks (one-sided "
+            "differences disagree); passed where the rule lies between them"
+        )
     edge = int((np.isfinite(up) ^ np.isfinite(down)).sum())
     if edge:
         notes.append(f"{what}: {edge} point(s) at the edge of the domain: one-sided")

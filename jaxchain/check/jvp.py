@@ -147,17 +147,20 @@ def check_jvp(
             rows += compare("jvp", onames, got, want, tol)
     outs = [o for o in results[0][0] if inexact_dtype(o.dtype)]
     zeros = tuple(jnp.zeros_like(t) for t in ts[0])
-    rows += _cotangent_contract(onames, outs, results[0][1], call(spec, diff, other, zeros)[1],
-                                "zero tangent")  # fmt: skip
-    rows += _linearity(call, spec, diff, other, onames, ts, results, tol,
-                       trusted if ref is not None else None, ref)  # fmt: skip
+    rows += _cotangent_contract(
+        onames, outs, results[0][1], call(spec, diff, other, zeros)[1], "zero tangent"
+    )
+    rows += _linearity(
+        call, spec, diff, other, onames, ts, results, tol, trusted if ref is not None else None, ref
+    )
     rows += _determinism(call(spec, diff, other, ts[0])[1], results[0][1], onames, nondet_tol)
     if vmap:
         rows += _attempt("vmap", lambda: _vmap(call, spec, ref, diff, other, onames, ts, tol))
     if second_order and ref is not None:
         s = normal_like(key_s, diff)
-        rows += _attempt("second order", lambda: _second_order(spec, ref, diff, other, onames,
-                                                              ts[0], s, tol))  # fmt: skip
+        rows += _attempt(
+            "second order", lambda: _second_order(spec, ref, diff, other, onames, ts[0], s, tol)
+        )
     if transpose:
         rows += _attempt(
             "vjp (transposed)",
@@ -165,9 +168,16 @@ def check_jvp(
         )
     if finite_differences:
         with jax.enable_x64(True):
-            more, extra = _finite_differences(spec, onames, diff, other, ts[0],
-                                              normal_like(key_s, diff), fd_eps,
-                                              second_order and ref is None)  # fmt: skip
+            more, extra = _finite_differences(
+                spec,
+                onames,
+                diff,
+                other,
+                ts[0],
+                normal_like(key_s, diff),
+                fd_eps,
+                second_order and ref is None,
+            )
         rows, notes = rows + more, notes + extra
     else:
         notes.append("finite differences off (finite_differences=False)")
@@ -180,8 +190,7 @@ def _tolerance(spec, ref, diff, other, out, results, ts, call, names):
     err = None
     if ref is not None and tolerance(*io, inside) > tolerance(*io):
         want = call(ref, diff, other, ts[0])[0]
-        err = max(e.max_rel for e in compare("f", names, results[0][0], want,
-                                              tolerance(*io)))  # fmt: skip
+        err = max(e.max_rel for e in compare("f", names, results[0][0], want, tolerance(*io)))
     return choose_tolerance(io, inside, err, sum(int(x.size) for x in diff))
 
 
@@ -224,11 +233,17 @@ def _vmap(call, spec, ref, diff, other, names, ts, tol) -> list[LeafError]:
     tangents at fixed primals, and both nested."""
     moved = tuple(MOVE * x for x in diff)
     c = [[ts[0], ts[1 % len(ts)]], [ts[-1], ts[0]]]
-    both, nested, why = batched((_batched, _batched_once), spec, stack(diff, moved), other,
-                                stack(stack(*c[0]), stack(*c[1])))  # fmt: skip
+    both, nested, why = batched(
+        (_batched, _batched_once),
+        spec,
+        stack(diff, moved),
+        other,
+        stack(stack(*c[0]), stack(*c[1])),
+    )
     trusted = ref or spec
-    want = [[call(trusted, p, other, c[i][j])[1] for j in range(2)]
-            for i, p in enumerate((diff, moved))]  # fmt: skip
+    want = [
+        [call(trusted, p, other, c[i][j])[1] for j in range(2)] for i, p in enumerate((diff, moved))
+    ]
     rows = compare("vmap", names, both, stack(want[0][0], want[1][0]), tol)
     if why is not None:
         return [*rows, skipped("vmap (tangents, nested)", why)]
@@ -264,8 +279,13 @@ def _finite_differences(spec, names, diff, other, t, s, fd_eps, second) -> tuple
     s = tuple(_up(d) * leaf_scale(x) for d, x in zip(s, diff, strict=True))
     bits = jnp.finfo(working_dtype(lambda *d: spec.call(d, other), *diff)).bits
     if bits < 32:
-        return [skipped("finite differences", f"f computes in float{bits} inside: its outputs "
-                        "are too coarse for finite differences")], []  # fmt: skip
+        return [
+            skipped(
+                "finite differences",
+                f"f computes in float{bits} inside: its outputs "
+                "are too coarse for finite differences",
+            )
+        ], []
     h = step_size(bits, fd_eps)
     unit = float(2.0 ** -(53 if bits == 64 else 24))
     out, jt = _jvp(spec, diff, other, t)
@@ -303,9 +323,20 @@ def _along(check, names, analytic, base, up, down, h, unit, bits) -> tuple[list,
         noise = 10 * unit * np.where(bad, 0, np.abs(o)) / h
         slack.append(noise + one_sided_slack(p, m, num))
     floor = _SCALE_FLOOR * max_abs(numeric)
-    rows = [leaf_error(check, n, a, b, rtol, floor, shape=np.shape(a), slack=sl,
-                       note=f"kink at {kinks} element(s)" if kinks else "")
-            for n, a, b, sl in zip(names, analytic, numeric, slack, strict=True)]  # fmt: skip
+    rows = [
+        leaf_error(
+            check,
+            n,
+            a,
+            b,
+            rtol,
+            floor,
+            shape=np.shape(a),
+            slack=sl,
+            note=f"kink at {kinks} element(s)" if kinks else "",
+        )
+        for n, a, b, sl in zip(names, analytic, numeric, slack, strict=True)
+    ]
     notes = [f"{check}: {masked} output element(s) not finite at the input, not compared"] * bool(
         masked
     )

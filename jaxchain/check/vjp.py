@@ -182,7 +182,7 @@ def check_vjp(
             "finite differences",
             lambda: run.differences(u, v, key_fd, fd_eps, fd_points, second_order),
         )
-    else:  # fmt: skip
+    else:
         run.notes.append("finite differences off (finite_differences=False)")
     rows = _worst_per_leaf(rows)
     if ref is not None:
@@ -233,8 +233,10 @@ def _column_note(row: LeafError, names, outs, got, want) -> str:
     diff = np.abs(got - want)
     order = [int(i) for i in np.argsort(-diff, kind="stable")[:_COLUMN_ENTRIES] if diff[i] > 0]
     starts = np.cumsum([0, *(math.prod(o.shape) for o in outs)])
-    lines = [f"{COLUMN} d out / d {where} (rule vs reference, {int((diff > 0).sum())} "
-             f"of {diff.size} entries differ):"]  # fmt: skip
+    lines = [
+        f"{COLUMN} d out / d {where} (rule vs reference, {int((diff > 0).sum())} "
+        f"of {diff.size} entries differ):"
+    ]
     for i in order:
         leaf = int(np.searchsorted(starts, i, side="right")) - 1
         at = unravel(i - int(starts[leaf]), outs[leaf].shape)
@@ -374,8 +376,11 @@ class _Run:
             ref = lambda ct: self.call(self.ref, ct)[1]  # noqa: E731
             cap = lambda want: accepted(want, self.tol, self.natural())  # noqa: E731
             at_u = rounding_noise(ref, u, self.trusted[0][1], gu, cap(self.trusted[0][1]))
-            at_w = (rounding_noise(ref, w, self.trusted[-1][1], gw, cap(self.trusted[-1][1]))
-                    if len(self.cts) > 1 else None)  # fmt: skip
+            at_w = (
+                rounding_noise(ref, w, self.trusted[-1][1], gw, cap(self.trusted[-1][1]))
+                if len(self.cts) > 1
+                else None
+            )
             noise = list(zip(at_u, at_w or [0.0] * len(at_u), strict=True))
         rows = []
         for a, b in SCALES:
@@ -420,11 +425,14 @@ class _Run:
         moved = tuple(MOVE * x for x in self.diff)
         c = [[self.cts[0], self.cts[1 % len(self.cts)]], [self.cts[-1], self.cts[0]]]
         ct22 = stack(stack(*c[0]), stack(*c[1]))
-        both, nested, why = batched((_batched, _batched_once), self.spec,
-                                    stack(self.diff, moved), self.other, ct22)  # fmt: skip
+        both, nested, why = batched(
+            (_batched, _batched_once), self.spec, stack(self.diff, moved), self.other, ct22
+        )
         trusted = self.ref or self.spec
-        want = [[self.call(trusted, c[i][j], p)[1] for j in range(2)]
-                for i, p in enumerate((self.diff, moved))]  # fmt: skip
+        want = [
+            [self.call(trusted, c[i][j], p)[1] for j in range(2)]
+            for i, p in enumerate((self.diff, moved))
+        ]
         rows = compare("vmap", self.names, both, stack(want[0][0], want[1][0]), self.tol)
         if why is not None:
             return [*rows, skipped("vmap (cotangents, nested)", why)]
@@ -435,14 +443,15 @@ class _Run:
         mask = tuple(jnp.ones(c.shape, bool) for c in u)
         got_x, got_u = fd.hvp(self.spec, self.other, mask, u, v, self.diff)
         want = fd.hvp(self.ref, self.other, mask, u, v, self.diff)
-        noise = rounding_noise(lambda v: fd.hvp(self.ref, self.other, mask, u, v, self.diff),
-                               v, want)  # fmt: skip
+        noise = rounding_noise(
+            lambda v: fd.hvp(self.ref, self.other, mask, u, v, self.diff), v, want
+        )
         (want_x, want_u), k = want, len(self.names)
         rows = compare("second order", self.names, got_x, want_x, self.tol, slack=noise[:k])
-        names = [n for n, o in zip(self.onames, self.out, strict=True)
-                 if inexact_dtype(o.dtype)]  # fmt: skip
-        return rows + compare("second order (cotangent)", names, got_u, want_u, self.tol,
-                              slack=noise[k:])  # fmt: skip
+        names = [n for n, o in zip(self.onames, self.out, strict=True) if inexact_dtype(o.dtype)]
+        return rows + compare(
+            "second order (cotangent)", names, got_u, want_u, self.tol, slack=noise[k:]
+        )
 
     def differences(self, u, v, key, fd_eps, points, second_order) -> list[LeafError]:
         """Finite differences of ``<u, f>`` (and, without a reference, of ``<grad <u, f>,
@@ -457,8 +466,10 @@ class _Run:
         mask = tuple(jnp.isfinite(o) for o in outs)
         masked = int(sum(int((~m).sum()) for m in mask))
         if masked:
-            self.notes.append(f"{masked} output element(s) not finite at the input: masked "
-                              "out of finite differences")  # fmt: skip
+            self.notes.append(
+                f"{masked} output element(s) not finite at the input: masked "
+                "out of finite differences"
+            )
         empty = [n for n, x in zip(self.names, diff, strict=True) if x.size == 0]
         if empty:
             self.notes.append(f"no elements, not checked: {', '.join(empty)}")
@@ -467,15 +478,35 @@ class _Run:
         um = tuple(jnp.where(m, w, 0) for m, w in zip(mask, u, strict=True))
         grads = _vjp(self.spec, diff, self.other, um)[1]
         common = dict(key=key, bits=bits, fd_eps=fd_eps, points=points, natural=self.natural())
-        rows, notes, info = fd.vjp_differences(self.spec, 1, diff, self.other, self.names,
-                                               grads, u, v, mask, **common,
-                                               phi_abs=_abs_inner(um, outs))  # fmt: skip
+        rows, notes, info = fd.vjp_differences(
+            self.spec,
+            1,
+            diff,
+            self.other,
+            self.names,
+            grads,
+            u,
+            v,
+            mask,
+            **common,
+            phi_abs=_abs_inner(um, outs),
+        )
         self.notes += notes
         if self.ref is None and second_order:
             hx, hu = fd.hvp(self.spec, self.other, mask, u, v, diff)
-            more, notes, _ = fd.vjp_differences(self.spec, 2, diff, self.other, self.names,
-                                                hx, u, v, mask, **common,
-                                                phi_abs=_abs_inner(v, grads))  # fmt: skip
+            more, notes, _ = fd.vjp_differences(
+                self.spec,
+                2,
+                diff,
+                self.other,
+                self.names,
+                hx,
+                u,
+                v,
+                mask,
+                **common,
+                phi_abs=_abs_inner(v, grads),
+            )
             self.notes += notes
             rows += [*more, _cotangent_row(um, hu, info)]
         return rows
@@ -501,8 +532,15 @@ def _cotangent_row(u, hu, info) -> LeafError:
     ``v``: a backward that ``stop_gradient`` s its cotangent, or a nested rule that drops
     ``d/dg`` (jax#21220), gives 0."""
     got = float(sum(jnp.sum(a * b).real for a, b in zip(u, hu, strict=True)))
-    return leaf_error("second order (cotangent, fd)", "all", [got], [info["directional"]],
-                      info["rtol"], info["floor"], slack=info["slack"])  # fmt: skip
+    return leaf_error(
+        "second order (cotangent, fd)",
+        "all",
+        [got],
+        [info["directional"]],
+        info["rtol"],
+        info["floor"],
+        slack=info["slack"],
+    )
 
 
 def _leaf_of(e: Exception, f, args) -> str:
@@ -540,8 +578,11 @@ def _raw_contract(f, args, out, ct) -> list[LeafError]:
     rows = []
     for name, arg, g in zip(names, args, raw, strict=True):
         note = _leaf_contract(arg, g)
-        rows.append(failure("contract", name, note) if note else
-                    LeafError("contract", name, 0.0, 0.0, (), 0.0))  # fmt: skip
+        rows.append(
+            failure("contract", name, note)
+            if note
+            else LeafError("contract", name, 0.0, 0.0, (), 0.0)
+        )
     return rows
 
 

@@ -26,8 +26,10 @@ def init(key: jax.Array, d_model: int, num_heads: int, *, dtype=jnp.float32) -> 
         raise ValueError(f"attention: d_model {d_model} is not divisible by num_heads {num_heads}")
     n, h = num_heads, d_model // num_heads
     kq, kk, kv, ko = jax.random.split(key, 4)
-    proj = {name: _init.glorot(k, (d_model, d_model), dtype).reshape(d_model, n, h)
-            for name, k in (("w_q", kq), ("w_k", kk), ("w_v", kv))}  # fmt: skip
+    proj = {
+        name: _init.glorot(k, (d_model, d_model), dtype).reshape(d_model, n, h)
+        for name, k in (("w_q", kq), ("w_k", kk), ("w_v", kv))
+    }
     biases = {name: jnp.zeros((n, h), dtype) for name in ("b_q", "b_k", "b_v")}
     w_o = _init.glorot(ko, (d_model, d_model), dtype).reshape(n, h, d_model)
     return {**proj, **biases, "w_o": w_o, "b_o": jnp.zeros((d_model,), dtype)}

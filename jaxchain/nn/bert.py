@@ -105,8 +105,17 @@ def apply(
     adapters = [None] * len(blocks) if lora is None else lora[: len(blocks)]
     for i, (block, adapter) in enumerate(zip(blocks, adapters, strict=True)):
         k = None if key is None else jax.random.fold_in(key, i + 1)
-        x = transformer.apply_block(block, x, mask, eps=eps, lora=adapter, lora_scale=lora_scale,
-                                    dropout=dropout, key=k, ops=ops)  # fmt: skip
+        x = transformer.apply_block(
+            block,
+            x,
+            mask,
+            eps=eps,
+            lora=adapter,
+            lora_scale=lora_scale,
+            dropout=dropout,
+            key=k,
+            ops=ops,
+        )
     return x
 
 
@@ -133,8 +142,12 @@ def from_torch(state_dict: Mapping[str, np.ndarray], num_heads: int) -> Params:
     names = ("word_embeddings", "position_embeddings", "token_type_embeddings")
     require(sd, [f"{e}{n}.weight" for n in names] + [f"{e}LayerNorm.weight"], "bert")
     word, position, token_type = (jnp.asarray(sd[f"{e}{n}.weight"]) for n in names)
-    embeddings = {"word": word, "position": position, "token_type": token_type,
-                  "norm": _norm(sd, f"{e}LayerNorm")}  # fmt: skip
+    embeddings = {
+        "word": word,
+        "position": position,
+        "token_type": token_type,
+        "norm": _norm(sd, f"{e}LayerNorm"),
+    }
     d = word.shape[1]
     if d % num_heads:
         raise ValueError(f"bert.from_torch: width {d} is not divisible by {num_heads} heads")
@@ -157,8 +170,14 @@ def from_torch(state_dict: Mapping[str, np.ndarray], num_heads: int) -> Params:
             "w2": jnp.asarray(sd[f"{p}output.dense.weight"].T),
             "b2": jnp.asarray(sd[f"{p}output.dense.bias"]),
         }
-        blocks.append({"attention": attention, "norm1": _norm(sd, f"{p}attention.output.LayerNorm"),
-                       "ffn": ffn, "norm2": _norm(sd, f"{p}output.LayerNorm")})  # fmt: skip
+        blocks.append(
+            {
+                "attention": attention,
+                "norm1": _norm(sd, f"{p}attention.output.LayerNorm"),
+                "ffn": ffn,
+                "norm2": _norm(sd, f"{p}output.LayerNorm"),
+            }
+        )
         i += 1
     if not blocks:
         raise ValueError("bert.from_torch: state_dict has no encoder.layer.0.* weights")
@@ -171,8 +190,10 @@ def to_torch(params: Params) -> dict[str, np.ndarray]:
     ``from_torch(to_torch(p), n)`` is ``p`` bit for bit. Plain params only: fold LoRA adapters
     in first (:func:`jaxchain.nn.lora.merge`)."""
     e = params["embeddings"]
-    sd = {f"embeddings.{name}_embeddings.weight": e[key] for key, name in
-          (("word", "word"), ("position", "position"), ("token_type", "token_type"))}  # fmt: skip
+    sd = {
+        f"embeddings.{name}_embeddings.weight": e[key]
+        for key, name in (("word", "word"), ("position", "position"), ("token_type", "token_type"))
+    }
     sd |= _norm_to_torch(e["norm"], "embeddings.LayerNorm")
     d = e["word"].shape[1]
     for i, block in enumerate(params["blocks"]):

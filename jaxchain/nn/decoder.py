@@ -327,8 +327,9 @@ def generate(
     if steps == 0:
         return prompt
     constants = (float(rope_base), float(eps))
-    return _generate(params, prompt, key, float(temperature), steps, top_k, constants, ops,
-                     progress)  # fmt: skip
+    return _generate(
+        params, prompt, key, float(temperature), steps, top_k, constants, ops, progress
+    )
 
 
 def _sample(logits, key, temperature: float, top_k: int | None):
@@ -370,8 +371,11 @@ def _generate(params, prompt, key, temperature, steps, top_k, constants, ops, pr
     logits, caches = forward(prompt, caches, 0)
     keys = jax.random.split(key, steps)
     first = _sample(logits, keys[0], temperature, top_k)
-    made = (lambda n: None) if progress is None else (
-        lambda n: jax.debug.callback(progress, n, ordered=True))  # fmt: skip
+    made = (
+        (lambda n: None)
+        if progress is None
+        else (lambda n: jax.debug.callback(progress, n, ordered=True))
+    )
     made(1)
 
     def step(carry, i):

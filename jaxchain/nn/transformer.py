@@ -67,8 +67,15 @@ def apply_block(
         return ops.layer_norm(y, params[name]["scale"], params[name]["bias"], eps)
 
     def attend(y):
-        y = attention.apply(params["attention"], y, mask, is_causal=is_causal, lora=lora,
-                            lora_scale=lora_scale, ops=ops)  # fmt: skip
+        y = attention.apply(
+            params["attention"],
+            y,
+            mask,
+            is_causal=is_causal,
+            lora=lora,
+            lora_scale=lora_scale,
+            ops=ops,
+        )
         return _dropout.maybe(ops, y, dropout, key, 0)
 
     def ffn(y):
@@ -140,8 +147,17 @@ def apply(
     x = ops.embedding(tokens, params["embed"]) + params["position"][None, :t]
     for i, block in enumerate(params["blocks"]):
         k = None if key is None else jax.random.fold_in(key, i)
-        x = apply_block(block, x, mask, is_causal=is_causal, pre_norm=pre_norm, eps=eps,
-                        dropout=dropout, key=k, ops=ops)  # fmt: skip
+        x = apply_block(
+            block,
+            x,
+            mask,
+            is_causal=is_causal,
+            pre_norm=pre_norm,
+            eps=eps,
+            dropout=dropout,
+            key=k,
+            ops=ops,
+        )
     if pre_norm:
         x = ops.layer_norm(x, params["final_norm"]["scale"], params["final_norm"]["bias"], eps)
     return x

@@ -101,18 +101,52 @@ def dot_product_attention(
     Returns:
       The shape of ``query``.
     """
-    return attend(_attention, _blockwise, query, key, value, bias, mask, scale, is_causal,
-                  query_seq_lengths, key_value_seq_lengths, local_window_size,
-                  block_size)  # fmt: skip
+    return attend(
+        _attention,
+        _blockwise,
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale,
+        is_causal,
+        query_seq_lengths,
+        key_value_seq_lengths,
+        local_window_size,
+        block_size,
+    )
 
 
-def attend(whole, blocks, query, key, value, bias, mask, scale, is_causal, query_seq_lengths,
-           key_value_seq_lengths, local_window_size, block_size):  # fmt: skip
+def attend(
+    whole,
+    blocks,
+    query,
+    key,
+    value,
+    bias,
+    mask,
+    scale,
+    is_causal,
+    query_seq_lengths,
+    key_value_seq_lengths,
+    local_window_size,
+    block_size,
+):
     """:func:`dot_product_attention`'s checks and layout around its kernels,
     ``whole(q, k, v, bias, allowed, scale)`` and ``blocks(q, k, v, bias, mask, q_len, kv_len,
     scale, span, bq, bk)`` (shared with :mod:`jaxchain.tangents`)."""
-    a = check_attention(query, key, value, bias, mask, scale, query_seq_lengths,
-                        key_value_seq_lengths, local_window_size)  # fmt: skip
+    a = check_attention(
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale,
+        query_seq_lengths,
+        key_value_seq_lengths,
+        local_window_size,
+    )
     b, t, n, h = a.query.shape
     s, kv = a.key.shape[1], a.key.shape[2]
     q = a.query.reshape(b, t, kv, n // kv, h)  # (B, T, K, G, H): query head n = k G + g
@@ -340,8 +374,17 @@ class _Layout:
         return body(carry) if seen is None else lax.cond(seen, body, lambda c: c, carry)
 
     def allowed(self, mask, i, j):
-        return _allowed(self.span, mask, self.q_len, self.kv_len, i * self.bq, j * self.bk,
-                        self.bq, self.bk, padded=self.span.keys % self.bk != 0)  # fmt: skip
+        return _allowed(
+            self.span,
+            mask,
+            self.q_len,
+            self.kv_len,
+            i * self.bq,
+            j * self.bk,
+            self.bq,
+            self.bk,
+            padded=self.span.keys % self.bk != 0,
+        )
 
     def pad(self, q, k, v, bias, mask):
         """T and S padded to whole blocks: zero queries and keys, zero bias, a False mask."""
@@ -428,8 +471,10 @@ def online(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk, tangents=Non
         return o.astype(q.dtype), (finite_or_zero(m), _log_normaliser(l)), do
 
     o, (m, log_l), do = lax.map(query_block, jnp.arange(layout.nq))  # (nq, B, bq, K, G, H)
-    o, do = (None if a is None else jnp.moveaxis(a, 0, 1).reshape(b, layout.tp, kv, g, h)[:, :t]
-             for a in (o, do))  # fmt: skip
+    o, do = (
+        None if a is None else jnp.moveaxis(a, 0, 1).reshape(b, layout.tp, kv, g, h)[:, :t]
+        for a in (o, do)
+    )
     m, log_l = (jnp.moveaxis(a, 0, 2).reshape(b, kv, layout.tp, g) for a in (m, log_l))
     return o, m, log_l, do
 
@@ -458,8 +503,13 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
             dq_i, dk, dv, dz = _gradients(p, g_i, q_i, k_j, v_j, d_i, scale)
             dq = lax.dynamic_update_slice_in_dim(dq, _slice(dq, i * bq, bq) + dq_i, i * bq, 1)
             if db is not None:  # add dZ, summed to the bias's shape, into its block
-                starts = (0, 0, i * bq if db.shape[2] > 1 else 0, 0,
-                          j * bk if db.shape[4] > 1 else 0)  # fmt: skip
+                starts = (
+                    0,
+                    0,
+                    i * bq if db.shape[2] > 1 else 0,
+                    0,
+                    j * bk if db.shape[4] > 1 else 0,
+                )
                 part = _sum_to(dz, b_ij.shape) + lax.dynamic_slice(db, starts, b_ij.shape)
                 db = lax.dynamic_update_slice(db, part, starts)
             return dq, db, dk_j + dk, dv_j + dv
@@ -477,8 +527,7 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
     dk, dv = (jnp.moveaxis(a, 0, 1).reshape(b, layout.sp, kv, h)[:, :s] for a in (dk, dv))
     if db is not None:
         db = db[:, :, : bias.shape[2], :, : bias.shape[4]].astype(bias.dtype)
-    return (dq[:, :t].astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), db,
-            None, None, None)  # fmt: skip
+    return (dq[:, :t].astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), db, None, None, None)
 
 
 _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)

@@ -180,9 +180,14 @@ _swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 def lora_dense(
-    x: jax.Array, w: jax.Array, b: jax.Array, lora_a: jax.Array, lora_b: jax.Array, *,
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array,
+    lora_a: jax.Array,
+    lora_b: jax.Array,
+    *,
     scale: float,
-) -> jax.Array:  # fmt: skip
+) -> jax.Array:
     r"""A frozen affine layer with a trainable low-rank update (LoRA),
     :math:`y = x W + b + s\,(x A) B`.
 

@@ -36,9 +36,21 @@ def dot_product_attention(
     online softmax rescales :math:`S V + P \dot V` and :math:`\operatorname{rowsum}(S)` as it
     rescales the output, so no ``(T, S)`` array (of values or of tangents) exists.
     """
-    return reverse.attend(_attention, _blockwise, query, key, value, bias, mask, scale,
-                          is_causal, query_seq_lengths, key_value_seq_lengths,
-                          local_window_size, block_size)  # fmt: skip
+    return reverse.attend(
+        _attention,
+        _blockwise,
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale,
+        is_causal,
+        query_seq_lengths,
+        key_value_seq_lengths,
+        local_window_size,
+        block_size,
+    )
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(5,))
@@ -65,6 +77,7 @@ def _blockwise(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
 @_blockwise.defjvp
 def _blockwise_jvp(scale, span, bq, bk, primals, tangents):
     q, k, v, bias, mask, q_len, kv_len = primals
-    o, _, _, do = reverse.online(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk,
-                                 tangents=tangents[:4])  # fmt: skip
+    o, _, _, do = reverse.online(
+        q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk, tangents=tangents[:4]
+    )
     return o, do.astype(q.dtype)

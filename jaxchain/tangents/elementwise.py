@@ -49,8 +49,7 @@ def tanh_and_slope(x):
     return y, 1 - y * y  # d tanh = 1 - tanh**2
 
 
-_relu, _sigmoid, _tanh = (_diagonal(f) for f in (relu_and_slope, sigmoid_and_slope,
-                                                 tanh_and_slope))  # fmt: skip
+_relu, _sigmoid, _tanh = (_diagonal(f) for f in (relu_and_slope, sigmoid_and_slope, tanh_and_slope))
 _silu = _diagonal(reverse.silu_and_derivative)
 _gelu = {a: _diagonal(partial(reverse.gelu_and_derivative, approximate=a)) for a in (False, True)}
 

@@ -82,9 +82,14 @@ def _swiglu_jvp(primals, tangents):
 
 
 def lora_dense(
-    x: jax.Array, w: jax.Array, b: jax.Array, lora_a: jax.Array, lora_b: jax.Array, *,
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array,
+    lora_a: jax.Array,
+    lora_b: jax.Array,
+    *,
     scale: float,
-) -> jax.Array:  # fmt: skip
+) -> jax.Array:
     r""":math:`y = x W + b + s\,(x A) B` with ``W`` and ``b`` frozen: their tangents are not
     read (constants of the function, as the reverse rule gives them no gradient). JVP
 
