@@ -733,11 +733,24 @@ def _quiet_closed_loops(unraisable, *, hook=sys.unraisablehook) -> None:
     hook(unraisable)
 
 
+def _not_a_failed_write(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task exception was never retrieved" of an orbax write that the
+    file system failed (one per pending write of the checkpoint, logged when the task is
+    collected, while the command reports that checkpoint's error in one line)."""
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None or "exception was never retrieved" not in str(record.msg):
+        return True
+    from jaxchain import runs
+
+    return runs._os_error(error) is None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # orbax logs the errors it raises, tracebacks included, through absl; the command
     # reports each error itself, in one line
     logging.getLogger("absl").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").addFilter(_not_a_failed_write)
     sys.unraisablehook = _quiet_closed_loops
     try:
         status = args.run(args)

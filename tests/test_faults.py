@@ -335,6 +335,38 @@ def test_a_full_disk_is_one_line_with_status_2(tmp_path, how):
             subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.parametrize(
+    ("error", "logged"), [(OSError(28, "No space left on device"), False), (KeyError("x"), True)]
+)
+def test_a_write_the_file_system_failed_is_not_logged_again_by_asyncio(caplog, error, logged):
+    """asyncio logs each failed task nobody awaited when it is collected; orbax leaves one per
+    pending write of a checkpoint the disk refused, which the command has reported already.
+    Only those are dropped (a CI run printed 40 such lines after the one-line error)."""
+    import asyncio
+    import gc
+    import logging
+
+    from jaxchain import cli
+
+    async def write():
+        raise error
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(write())
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addFilter(cli._not_a_failed_write)
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            del task
+            gc.collect()
+    finally:
+        asyncio_log.removeFilter(cli._not_a_failed_write)
+    said = [r for r in caplog.records if "exception was never retrieved" in r.getMessage()]
+    assert len(said) == int(logged), caplog.text
+
+
 def test_load_minilm_names_the_file_that_is_missing_or_wrong(tmp_path):
     from safetensors.numpy import load_file, save_file
 
