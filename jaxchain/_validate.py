@@ -71,9 +71,3 @@ def broadcastable(op: str, name: str, x, target: Sequence[int], layout: str) -> 
     padded = (1,) * (len(target) - len(xs)) + xs
     if len(xs) > len(target) or any(a not in (1, b) for a, b in zip(padded, target, strict=True)):
         _fail(op, f"{name} of shape {xs} does not broadcast to {layout} = {target}")
-
-
-def along_last_axis(v: jax.Array, ndim: int) -> jax.Array:
-    """A ``(D,)`` vector shaped ``(1, ..., 1, D)`` to broadcast against a rank-``ndim`` array
-    (explicitly, so that code runs under ``jax_numpy_rank_promotion='raise'``)."""
-    return jnp.reshape(v, (1,) * (ndim - 1) + (-1,))

@@ -370,7 +370,7 @@ def bench_recurrent(
     if others and name == "lstm":
         flax_step, state = _flax_lstm_step(i, h)
         extra["flax"] = (flax_step, (state, xs))
-    gates = {"lstm": 4, "gru": 3}[name]
+    gates = nn.RECURRENT[name].GATES
     flops = 3 * 2 * t * b * (i + h) * gates * h  # forward products, and two per product backward
     config = {"T": t, "B": b, "I": i, "H": h}
     return measure(

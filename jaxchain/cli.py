@@ -742,7 +742,7 @@ def _not_a_failed_write(record: logging.LogRecord) -> bool:
         return True
     from jaxchain import runs
 
-    return runs._os_error(error) is None
+    return runs.os_error(error) is None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,10 +1,13 @@
-"""Each rule's counterpart in the ecosystem (jax.nn, optax, flax), with the rule's signature,
-and the low-precision comparison behind ``jaxchain check --dtype bfloat16``: a rule's error
-against a float64 truth next to its counterpart's, on the same inputs.
+"""Each op's counterpart in the ecosystem (jax.nn, optax, flax) as a family of its own: the
+functions of :class:`jaxchain.ops.Ops`, each with the op's signature, computed by the
+library that a user of the op would otherwise call. A registry case binds its counterpart as
+it binds its rule (``Case.counterpart``), so the two take the same arguments.
 
-The truth is the autodiff twin (:mod:`jaxchain.reference`) run in float64 on the same values;
-the error of an implementation is the larger of its output's and its gradients' (under one
-fixed cotangent) norm-wise relative errors, ``max|a - truth| / max|truth|``.
+Also the low-precision comparison behind ``jaxchain check --dtype bfloat16``: a rule's error
+against a float64 truth next to its counterpart's, on the same inputs. The truth is the
+autodiff twin (:mod:`jaxchain.reference`) run in float64 on the same values; the error of an
+implementation is the larger of its output's and its gradients' (under one fixed cotangent)
+norm-wise relative errors, ``max|a - truth| / max|truth|``.
 """
 
 import dataclasses
@@ -16,40 +19,148 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxchain.ops import NAMES
 
-def _dense(x, w, b):
+
+def _computed_by(library: str) -> Callable[[Callable], Callable]:
+    """Marks a counterpart with what computes it (shown next to the rule's error)."""
+
+    def mark(f: Callable) -> Callable:
+        f.computed_by = library
+        return f
+
+    return mark
+
+
+def computed_by(f: Callable) -> str:
+    """What computes the counterpart ``f`` (under any bindings with ``.func``, as a registry
+    case has it): "flax.linen.Dense", "jax.nn.softmax", ..."""
+    while not hasattr(f, "computed_by"):
+        f = f.func
+    return f.computed_by
+
+
+@_computed_by("flax.linen.Dense")
+def dense(x, w, b):
     layer = fnn.Dense(w.shape[1], dtype=x.dtype, param_dtype=w.dtype)
     return layer.apply({"params": {"kernel": w, "bias": b}}, x)
 
 
-def _embedding(ids, table):
+@_computed_by("flax.linen.Embed")
+def embedding(ids, table):
     layer = fnn.Embed(*table.shape, dtype=table.dtype, param_dtype=table.dtype)
     return layer.apply({"params": {"embedding": table}}, ids)
 
 
-def _layer_norm(x, scale, bias, eps=1e-5):
+@_computed_by("jax.nn.relu")
+def relu(x):
+    return jax.nn.relu(x)
+
+
+@_computed_by("jax.nn.sigmoid")
+def sigmoid(x):
+    return jax.nn.sigmoid(x)
+
+
+@_computed_by("jax.numpy.tanh")
+def tanh(x):
+    return jnp.tanh(x)
+
+
+@_computed_by("jax.nn.gelu")
+def gelu(x, approximate=False):
+    return jax.nn.gelu(x, approximate=approximate)
+
+
+@_computed_by("jax.nn.silu")
+def silu(x):
+    return jax.nn.silu(x)
+
+
+@_computed_by("flax.linen.Dropout")
+def dropout(x, key, rate):
+    return fnn.Dropout(rate).apply({}, x, deterministic=False, rng=key)
+
+
+@_computed_by("jax.nn.softmax")
+def softmax(x, axis=-1, where=None):
+    return jax.nn.softmax(x, axis=axis, where=where)
+
+
+@_computed_by("jax.nn.log_softmax")
+def log_softmax(x, axis=-1, where=None):
+    return jax.nn.log_softmax(x, axis=axis, where=where)
+
+
+@_computed_by("optax.softmax_cross_entropy_with_integer_labels")
+def softmax_cross_entropy(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+@_computed_by("optax (of x @ w)")
+def linear_softmax_cross_entropy(x, w, labels, *, chunk_size=None):
+    return optax.softmax_cross_entropy_with_integer_labels(x @ w, labels)  # no chunks
+
+
+@_computed_by("optax.sigmoid_binary_cross_entropy")
+def sigmoid_binary_cross_entropy(logits, labels):
+    return optax.sigmoid_binary_cross_entropy(logits, labels)
+
+
+@_computed_by("optax.squared_error")
+def mse(pred, target):
+    return jnp.mean(optax.squared_error(pred, target))
+
+
+@_computed_by("flax.linen.LayerNorm")
+def layer_norm(x, scale, bias, eps=1e-5):
     layer = fnn.LayerNorm(epsilon=eps, dtype=x.dtype, param_dtype=x.dtype)
     return layer.apply({"params": {"scale": scale, "bias": bias}}, x)
 
 
-def _attention(keywords: tuple[str, ...] = (), **kwargs) -> Callable:
-    """jax.nn.dot_product_attention with the registry case's arguments: ``query, key, value``
-    and then ``keywords``, by name."""
-
-    def call(q, k, v, *rest):
-        return jax.nn.dot_product_attention(
-            q, k, v, **dict(zip(keywords, rest, strict=True)), **kwargs
-        )
-
-    return call
-
-
-def _rms_norm(x, scale, eps=1e-6):
+@_computed_by("flax.linen.RMSNorm")
+def rms_norm(x, scale, eps=1e-6):
     layer = fnn.RMSNorm(epsilon=eps, dtype=x.dtype, param_dtype=x.dtype)
     return layer.apply({"params": {"scale": scale}}, x)
 
 
-def _rope(x, positions, *, base=10000.0):
+@_computed_by("jax.nn.dot_product_attention")
+def dot_product_attention(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    *,
+    scale=None,
+    is_causal=False,
+    query_seq_lengths=None,
+    key_value_seq_lengths=None,
+    local_window_size=None,
+    block_size=None,
+):
+    """jax.nn's, which has no blocks: ``block_size`` is the rule's alone."""
+    return jax.nn.dot_product_attention(
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale=scale,
+        is_causal=is_causal,
+        query_seq_lengths=query_seq_lengths,
+        key_value_seq_lengths=key_value_seq_lengths,
+        local_window_size=local_window_size,
+    )
+
+
+@_computed_by("jax.nn.silu(x @ w_gate) * (x @ w_up)")
+def swiglu(x, w_gate, w_up):
+    return jax.nn.silu(x @ w_gate) * (x @ w_up)
+
+
+@_computed_by("complex rotation (jax.numpy)")
+def rope(x, positions, *, base=10000.0):
     """The rotation as a product of complex numbers, ``(x_j + i x_{j+H/2}) e^{i theta_j}``."""
     f = jnp.promote_types(x.dtype, jnp.float32)
     h = x.shape[-1] // 2
@@ -58,16 +169,9 @@ def _rope(x, positions, *, base=10000.0):
     return jnp.concatenate([z.real, z.imag], axis=-1).astype(x.dtype)
 
 
-def _lora_dense(x, lora_a, lora_b):
-    from jaxchain.registry import frozen_weights
-
-    w, b = frozen_weights(x, lora_b.shape[1])
-    frozen = fnn.Dense(w.shape[1], dtype=x.dtype, param_dtype=x.dtype)
-    return frozen.apply({"params": {"kernel": w, "bias": b}}, x) + 2.0 * (x @ lora_a) @ lora_b
-
-
-def _linear_cross_entropy(x, w, labels, *, chunk_size=None):
-    return optax.softmax_cross_entropy_with_integer_labels(x @ w, labels)
+@_computed_by("flax.linen.Dense + s (x A) B")
+def lora_dense(x, w, b, lora_a, lora_b, *, scale):
+    return dense(x, w, b) + scale * (x @ lora_a) @ lora_b
 
 
 def _scan_cell(cell, params, carry, xs, lengths):
@@ -88,13 +192,15 @@ def _scan_cell(cell, params, carry, xs, lengths):
     return jnp.swapaxes(ys, 0, 1), last
 
 
-def _rnn(xs, h0, w_x, w_h, b, lengths=None):
+@_computed_by("flax.linen.SimpleCell (scanned)")
+def rnn(xs, h0, w_x, w_h, b, lengths=None):
     cell = fnn.SimpleCell(w_h.shape[0], dtype=xs.dtype, param_dtype=xs.dtype)
     params = {"i": {"kernel": w_x, "bias": b}, "h": {"kernel": w_h}}
     return _scan_cell(cell, params, h0, xs, lengths)
 
 
-def _lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
+@_computed_by("flax.linen.LSTMCell (scanned)")
+def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
     cell = fnn.LSTMCell(w_h.shape[0], dtype=xs.dtype, param_dtype=xs.dtype)
     params = {}
     for gate, wx, wh, bias in zip(
@@ -106,7 +212,8 @@ def _lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
     return hs, (h, c)
 
 
-def _gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
+@_computed_by("flax.linen.GRUCell (scanned)")
+def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
     """flax's GRUCell has one bias for r and z (ours: two, summed) and keeps b_hn apart."""
     cell = fnn.GRUCell(w_h.shape[0], dtype=xs.dtype, param_dtype=xs.dtype)
     (wx_r, wx_z, wx_n), (wh_r, wh_z, wh_n) = (jnp.split(a, 3, axis=-1) for a in (w_x, w_h))
@@ -120,76 +227,6 @@ def _gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
         "hn": {"kernel": wh_n, "bias": bh_n},
     }
     return _scan_cell(cell, params, h0, xs, lengths)
-
-
-COUNTERPARTS: dict[str, tuple[str, Callable]] = {
-    "dense": ("flax.linen.Dense", _dense),
-    "embedding": ("flax.linen.Embed", _embedding),
-    "relu": ("jax.nn.relu", jax.nn.relu),
-    "sigmoid": ("jax.nn.sigmoid", jax.nn.sigmoid),
-    "tanh": ("jax.numpy.tanh", jnp.tanh),
-    "gelu": ("jax.nn.gelu", lambda x: jax.nn.gelu(x, approximate=False)),
-    "gelu(approximate)": ("jax.nn.gelu", lambda x: jax.nn.gelu(x, approximate=True)),
-    "softmax": ("jax.nn.softmax", jax.nn.softmax),
-    "softmax(axis=0)": ("jax.nn.softmax", lambda x: jax.nn.softmax(x, axis=0)),
-    "log_softmax": ("jax.nn.log_softmax", jax.nn.log_softmax),
-    "softmax_cross_entropy": (
-        "optax.softmax_cross_entropy_with_integer_labels",
-        optax.softmax_cross_entropy_with_integer_labels,
-    ),
-    "linear_softmax_cross_entropy": ("optax (of x @ w)", _linear_cross_entropy),
-    "sigmoid_binary_cross_entropy": (
-        "optax.sigmoid_binary_cross_entropy",
-        optax.sigmoid_binary_cross_entropy,
-    ),
-    "mse": ("optax.squared_error", lambda p, t: jnp.mean(optax.squared_error(p, t))),
-    "softmax(where)": ("jax.nn.softmax", lambda x, where: jax.nn.softmax(x, where=where)),
-    "layer_norm": ("flax.linen.LayerNorm", _layer_norm),
-    "rms_norm": ("flax.linen.RMSNorm", _rms_norm),
-    "silu": ("jax.nn.silu", jax.nn.silu),
-    "swiglu": (
-        "jax.nn.silu(x @ w_gate) * (x @ w_up)",
-        lambda x, wg, wu: jax.nn.silu(x @ wg) * (x @ wu),
-    ),
-    "rope": ("complex rotation (jax.numpy)", _rope),
-    "dropout": (
-        "flax.linen.Dropout",
-        lambda x, key: fnn.Dropout(0.3).apply({}, x, deterministic=False, rng=key),
-    ),
-    "lora_dense": ("flax.linen.Dense + s (x A) B", _lora_dense),
-    **{
-        name: ("jax.nn.dot_product_attention", f)
-        for names, f in (
-            (("", "(blocks)"), _attention()),
-            (("(causal)", "(blocks, causal)"), _attention(is_causal=True)),
-            (("(mask)", "(blocks, mask)"), _attention(("mask",))),
-            (
-                ("(gqa, bias, lengths, window)",),
-                _attention(
-                    ("bias", "query_seq_lengths", "key_value_seq_lengths"), local_window_size=(2, 1)
-                ),
-            ),
-            (
-                ("(blocks, gqa, bias, lengths, window, causal)",),
-                _attention(
-                    ("bias", "query_seq_lengths", "key_value_seq_lengths"),
-                    local_window_size=(1, 2),
-                    is_causal=True,
-                ),
-            ),
-        )
-        for name in (f"dot_product_attention{n}" for n in names)
-    },
-    **{
-        name: (f"flax.linen.{cell} (scanned)", f)
-        for op, cell, f in (
-            ("rnn", "SimpleCell", _rnn),
-            ("lstm", "LSTMCell", _lstm),
-            ("gru", "GRUCell", _gru),
-        )
-        for name in (op, f"{op}(lengths)")
-    },
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,11 +303,10 @@ def compare(case, dtype, key: jax.Array) -> Precision:
         got, _ = _vjp(f, args, cotangent, jit=jit)
         return max(_relative(a, b) for a, b in zip(got, truth, strict=True))
 
-    peer = COUNTERPARTS.get(case.name)
-    peer_error = None if peer is None else error(peer[1], jit=False)
-    return Precision(
-        case.name, jnp.dtype(dtype).name, error(case.rule), peer and peer[0], peer_error
-    )
+    peer = case.counterpart
+    peer_error = None if peer is None else error(peer, jit=False)
+    name = None if peer is None else computed_by(peer)
+    return Precision(case.name, jnp.dtype(dtype).name, error(case.rule), name, peer_error)
 
 
-__all__ = ["COUNTERPARTS", "Precision", "compare"]
+__all__ = [*NAMES, "Precision", "compare", "computed_by"]

@@ -4,10 +4,12 @@ The registry is what ``jaxchain check`` runs and what the generic property tests
 rule added here is checked the moment it exists. :data:`RULES` holds the ops; :data:`MODELS`
 holds each model's ``apply`` with ``ops=rules`` against the same with ``ops=reference``.
 Each case also carries its forward-mode twin from :mod:`jaxchain.tangents` (``Case.tangent``),
-checked by ``jaxchain check --mode forward`` against the same reference.
+checked by ``jaxchain check --mode forward`` against the same reference, and its counterpart
+in the ecosystem from :mod:`jaxchain.peers` (``Case.counterpart``), bound the same way.
 """
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -15,11 +17,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxchain import nn, reference, rules, tangents
+from jaxchain import nn, peers, reference, rules, tangents
 
 Args = tuple[Any, ...]
 MODES = ("reverse", "forward")  # the hand-written families: rules (custom_vjp), tangents (jvp)
-FAMILIES = (rules, reference, tangents)  # what each case binds: rule, reference, tangent
+# what each case of an op binds: its rule, reference, tangent and counterpart
+FAMILIES = (rules, reference, tangents, peers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +37,8 @@ class Case:
         values of roughly ``scale``.
       dims: for each named dimension, the sizes to draw from; the first is the default.
       tangent: the same op from the forward-mode family (:mod:`jaxchain.tangents`), if any.
+      counterpart: the same op computed by jax.nn, optax or flax (:mod:`jaxchain.peers`),
+        same signature; None for the models.
     """
 
     name: str
@@ -42,6 +47,7 @@ class Case:
     make_args: Callable[[jax.Array, Any, float, Mapping[str, Any]], Args]
     dims: Mapping[str, tuple]
     tangent: Callable | None = None
+    counterpart: Callable | None = None
 
     def of(self, mode: str) -> Callable:
         """The function checked in ``mode``: the rule (``"reverse"``) or its forward-mode
@@ -237,13 +243,24 @@ _ROWS = {"lead": ((4,), (2, 3))}
 _ATTENTION = {"TS": ((5, 5), (3, 4)), "B": (2,), "NK": ((2, 2),), "H": (4,)}
 _GQA = {**_ATTENTION, "NK": ((4, 2),)}  # grouped queries: 2 per key/value head
 _SEQUENCE = {"B": (3,), "T": (6, 3), "I": (3,), "H": (4,)}
-_RECURRENT = {"rnn": (1, 1, 1), "lstm": (4, 2, 1), "gru": (3, 1, 2)}  # gates, states, biases
+
+
+def _recurrent_shape(op: str) -> tuple[int, int, int]:
+    """``(gates, states, biases)`` of a recurrent op: its model's gate blocks, and the
+    arguments its signature has between ``xs`` and ``w_x`` and between ``w_h`` and
+    ``lengths``."""
+    names = list(inspect.signature(getattr(rules, op)).parameters)
+    states = names.index("w_x") - 1
+    return nn.RECURRENT[op].GATES, states, names.index("lengths") - names.index("w_h") - 1
+
+
+_RECURRENT = {op: _recurrent_shape(op) for op in nn.RECURRENT}
 
 
 def _case(name, make_args, dims, *bound: Callable) -> Case:
     """A case of op ``name``, or of the functions ``bound`` for each family."""
-    rule, ref, tangent = bound or (getattr(family, name) for family in FAMILIES)
-    return Case(name, rule, ref, make_args, dims, tangent)
+    rule, ref, tangent, counterpart = bound or (getattr(family, name) for family in FAMILIES)
+    return Case(name, rule, ref, make_args, dims, tangent, counterpart)
 
 
 def _variant(name: str, op: str, make_args, dims, **kwargs) -> Case:
@@ -345,7 +362,7 @@ RULES: dict[str, Case] = {
 def _model(name: str, call, make_args, dims) -> Case:
     """A case whose rule is ``call(rules, *args)``, reference ``call(reference, *args)`` and
     tangent ``call(tangents, *args)``."""
-    rule, ref, tangent = (partial(call, family) for family in FAMILIES)
+    rule, ref, tangent = (partial(call, family) for family in (rules, reference, tangents))
     return Case(name, rule, ref, make_args, dims, tangent)
 
 
@@ -459,17 +476,16 @@ _SEQ = {"B": (3,), "T": (5,), "I": (3,), "H": (4,)}
 _MHA = {"T": (5,), "D": (8,), "N": (2,)}
 _ENCODER = {"T": (6,), "D": (8,)}
 _DECODER = {"T": (5,), "D": (16,)}
-_MODULES = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
 
 MODELS: dict[str, Case] = {
     c.name: c
     for c in [
         _model("mlp(relu)", _mlp("relu"), _mlp_args("relu"), {"sizes": ((3, 8, 8, 4),)}),
         _model("mlp(tanh)", _mlp("tanh"), _mlp_args("tanh"), {"sizes": ((3, 8, 4),)}),
-        *[_model(n, _sequence(m), _sequence_args(m, False), _SEQ) for n, m in _MODULES.items()],
+        *[_model(n, _sequence(m), _sequence_args(m, False), _SEQ) for n, m in nn.RECURRENT.items()],
         *[
             _model(f"{n}(lengths)", _sequence(m), _sequence_args(m, True), _SEQ)
-            for n, m in _MODULES.items()
+            for n, m in nn.RECURRENT.items()
         ],
         _model("attention", _attention(False), _attention_args, _MHA),
         _model("attention(causal)", _attention(True), _attention_args, _MHA),

@@ -190,7 +190,7 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {line[:160]}".rstrip(": ")
 
 
-def _os_error(e: BaseException) -> str | None:
+def os_error(e: BaseException) -> str | None:
     """The operating system's words for ``e`` ("No space left on device"), if the file
     system caused it (an ``OSError``, or tensorstore's message with an ``os_error_code``)."""
     if isinstance(e, OSError):
@@ -258,7 +258,7 @@ class Checkpoints:
                 step_dir = self.directory / str(step)
                 _files.write_text(step_dir / FILES, json.dumps(_listing(step_dir)))
         except Exception as e:  # tensorstore reports the file system's errors as ValueError
-            reason = _os_error(e)
+            reason = os_error(e)
             if reason is None:
                 raise
             raise RunError(

@@ -25,8 +25,7 @@ import numpy as np
 from jaxchain import data, nn, rules
 from jaxchain.ops import Ops
 
-RECURRENT = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
-MODELS = ("mlp", *RECURRENT, "transformer", "decoder")
+MODELS = ("mlp", *nn.RECURRENT, "transformer", "decoder")
 DATASETS = ("digits", "shakespeare")  # what `jaxchain train` trains on; vader is finetune's
 
 
@@ -112,8 +111,8 @@ def _digits_model(model: str, hidden: int, layers: int, dropout: float = 0.0):
             return nn.mlp.apply(p, x, dropout=dropout, key=key, ops=ops)
 
         return (lambda k: nn.mlp.init(k, sizes)), logits_mlp
-    if model in RECURRENT:
-        module = RECURRENT[model]
+    if model in nn.RECURRENT:
+        module = nn.RECURRENT[model]
 
         def init(key):
             k1, k2 = jax.random.split(key)
@@ -145,7 +144,7 @@ def _digits_model(model: str, hidden: int, layers: int, dropout: float = 0.0):
 def digits_task(
     model: str, *, batch_size: int, seed: int, hidden: int, layers: int, dropout: float = 0.0
 ) -> Task:
-    ds = data.digits(sequence=model in RECURRENT)
+    ds = data.digits(sequence=model in nn.RECURRENT)
     for split in (ds.train, ds.val, ds.test):
         data.check_labels("digits", split.y, ds.num_classes)
     init, logits = _digits_model(model, hidden, layers, dropout)
@@ -170,8 +169,8 @@ def digits_task(
 def _language_model(
     model: str, vocab: int, hidden: int, layers: int, seq_len: int, dropout: float = 0.0
 ):
-    if model in RECURRENT:
-        module, embed = RECURRENT[model], min(64, hidden)
+    if model in nn.RECURRENT:
+        module, embed = nn.RECURRENT[model], min(64, hidden)
 
         def init(key):
             k1, k2, k3 = jax.random.split(key, 3)
@@ -190,7 +189,7 @@ def _language_model(
     if model != "transformer":
         raise ValueError(
             f"train: --model {model} cannot model language (--data shakespeare); use one of "
-            f"{', '.join((*RECURRENT, 'transformer'))}"
+            f"{', '.join((*nn.RECURRENT, 'transformer'))}"
         )
     heads = max(1, hidden // 64)
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from jaxchain import reference, rules
+from jaxchain._primal.attention import Layout, Span
 from jaxchain.check import tolerance
-from jaxchain.rules.attention import Span, _Layout
 
 B, H, K = 2, 4, 2
 
@@ -180,11 +180,11 @@ def test_unbatched_inputs_as_jax_nn():
 def test_blocks_outside_the_window_or_lengths_are_skipped():
     """The blockwise path's visibility of a (query block, key block) pair: False exactly for
     blocks that causality, the window or the lengths hide entirely (those are skipped)."""
-    layout = _Layout(8, Span(left=1, right=0, keys=8), 2, 2, None, jnp.array([8, 3]))
+    layout = Layout(8, Span(left=1, right=0, keys=8), 2, 2, None, jnp.array([8, 3]))
     seen = np.array([[bool(layout.visible(i, j)) for j in range(4)] for i in range(4)])
     # query block i (queries 2i, 2i+1) sees keys 2i-1 .. 2i+1: key blocks i-1 and i
     np.testing.assert_array_equal(seen, np.eye(4, dtype=bool) | np.eye(4, k=-1, dtype=bool))
-    short = _Layout(8, Span(None, None, 8), 2, 2, None, jnp.array([3, 1]))  # keys < 3 only
+    short = Layout(8, Span(None, None, 8), 2, 2, None, jnp.array([3, 1]))  # keys < 3 only
     assert [bool(short.visible(0, j)) for j in range(4)] == [True, True, False, False]
 
 

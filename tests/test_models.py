@@ -12,7 +12,7 @@ from jaxchain import nn, reference, rules
 from jaxchain.registry import MODELS
 
 OPS = pytest.mark.parametrize("ops", [rules, reference], ids=["rules", "reference"])
-RECURRENT = {"rnn": nn.rnn, "lstm": nn.lstm, "gru": nn.gru}
+RECURRENT = nn.RECURRENT
 B, T, I, H = 3, 6, 3, 4
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxchain import benchmarks, cli, reference, rules
+from jaxchain._primal.attention import Span
 from jaxchain.check import assert_close
 from jaxchain.rules import attention as attention_rules
 
@@ -41,7 +42,7 @@ def test_long_sequences_go_blockwise_and_match_autodiff(is_causal, monkeypatch):
     )
     q, k, v, ct = _qkv(1100, h=4, n=1)
     got = _grads(rules, q, k, v, ct, is_causal=is_causal)
-    span = attention_rules.Span(None, 0 if is_causal else None, 1100)
+    span = Span(None, 0 if is_causal else None, 1100)
     assert calls == [(span, 512, 256)]
     assert_close(got, _grads(reference, q, k, v, ct, is_causal=is_causal))
 

@@ -7,4 +7,17 @@ within float tolerance.
 
 from jaxchain.nn import attention, bert, decoder, gru, lora, lstm, mlp, rnn, transformer
 
-__all__ = ["attention", "bert", "decoder", "gru", "lora", "lstm", "mlp", "rnn", "transformer"]
+RECURRENT = {"rnn": rnn, "lstm": lstm, "gru": gru}  # the recurrent models, by their op's name
+
+__all__ = [
+    "RECURRENT",
+    "attention",
+    "bert",
+    "decoder",
+    "gru",
+    "lora",
+    "lstm",
+    "mlp",
+    "rnn",
+    "transformer",
+]

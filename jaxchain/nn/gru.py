@@ -17,6 +17,7 @@ from jaxchain.nn._torch import recurrent_from_torch
 from jaxchain.ops import Ops
 
 Params = dict[str, jax.Array]
+GATES = 3  # gate blocks stacked in w_x, w_h and the biases
 
 
 def init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32) -> Params:
@@ -24,10 +25,10 @@ def init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32
     kx, kh = jax.random.split(key)
     h = hidden_size
     return {
-        "w_x": _init.glorot(kx, (input_size, 3 * h), dtype),
-        "w_h": _init.orthogonal_gates(kh, h, 3, dtype),
-        "b_x": jnp.zeros((3 * h,), dtype),
-        "b_h": jnp.zeros((3 * h,), dtype),
+        "w_x": _init.glorot(kx, (input_size, GATES * h), dtype),
+        "w_h": _init.orthogonal_gates(kh, h, GATES, dtype),
+        "b_x": jnp.zeros((GATES * h,), dtype),
+        "b_h": jnp.zeros((GATES * h,), dtype),
     }
 
 

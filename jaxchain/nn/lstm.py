@@ -16,6 +16,7 @@ from jaxchain.nn._torch import recurrent_from_torch
 from jaxchain.ops import Ops
 
 Params = dict[str, jax.Array]
+GATES = 4  # gate blocks stacked in w_x, w_h and the biases
 Carry = tuple[jax.Array, jax.Array]
 
 
@@ -32,10 +33,10 @@ def init(
     remembering)."""
     kx, kh = jax.random.split(key)
     h = hidden_size
-    b = jnp.zeros((4 * h,), dtype).at[h : 2 * h].set(forget_bias)
+    b = jnp.zeros((GATES * h,), dtype).at[h : 2 * h].set(forget_bias)
     return {
-        "w_x": _init.glorot(kx, (input_size, 4 * h), dtype),
-        "w_h": _init.orthogonal_gates(kh, h, 4, dtype),
+        "w_x": _init.glorot(kx, (input_size, GATES * h), dtype),
+        "w_h": _init.orthogonal_gates(kh, h, GATES, dtype),
         "b": b,
     }
 

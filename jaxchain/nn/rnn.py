@@ -13,6 +13,7 @@ from jaxchain.nn._torch import recurrent_from_torch
 from jaxchain.ops import Ops
 
 Params = dict[str, jax.Array]
+GATES = 1  # gate blocks stacked in w_x, w_h and the biases
 
 
 def init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32) -> Params:
@@ -21,7 +22,7 @@ def init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32
     kx, kh = jax.random.split(key)
     return {
         "w_x": _init.glorot(kx, (input_size, hidden_size), dtype),
-        "w_h": _init.orthogonal_gates(kh, hidden_size, 1, dtype),
+        "w_h": _init.orthogonal_gates(kh, hidden_size, GATES, dtype),
         "b": jnp.zeros((hidden_size,), dtype),
     }
 

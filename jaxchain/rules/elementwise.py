@@ -6,18 +6,14 @@ gelu's derivative is not, so the forward computes it next to ``y`` (sharing ``er
 the derivative itself: one array either way, and the backward is a single product.
 """
 
-import math
 from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import erfc
 
 from jaxchain._checks import check_dropout, check_unary
-from jaxchain.rules._precision import wide
-
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_GELU_CUBIC = 0.044715
+from jaxchain._primal.elementwise import dropped, gelu_and_derivative, silu_and_derivative
+from jaxchain._primal.precision import wide
 
 
 def relu(x: jax.Array) -> jax.Array:
@@ -139,17 +135,6 @@ def _gelu_fwd(x, approximate):
     return y.astype(x.dtype), dy.astype(x.dtype)
 
 
-def gelu_and_derivative(x, approximate):
-    """``gelu(x)`` and its derivative (shared with :mod:`jaxchain.tangents`)."""
-    if approximate:
-        t = jnp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
-        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)  # du/dx
-        return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
-    cdf = 0.5 * erfc(x * -(1 / math.sqrt(2)))  # Phi(x)
-    pdf = jnp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))  # phi(x)
-    return x * cdf, cdf + x * pdf  # d [x Phi(x)] = Phi(x) + x phi(x)
-
-
 def _gelu_bwd(approximate, derivative, g):
     return ((wide(g) * wide(derivative)).astype(g.dtype),)
 
@@ -167,12 +152,6 @@ def silu(x: jax.Array) -> jax.Array:
     recomputed. bfloat16 and float16 are computed in float32.
     """
     return _silu(check_unary("silu", x))
-
-
-def silu_and_derivative(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``silu(x)`` and its derivative, from one sigmoid (shared with :func:`swiglu`)."""
-    s = jax.nn.sigmoid(x)
-    return x * s, s * (1 + x * (1 - s))
 
 
 @jax.custom_vjp
@@ -216,20 +195,9 @@ def dropout(x: jax.Array, key: jax.Array, rate: float) -> jax.Array:
     return _dropout(x, key, rate)
 
 
-def _kept(key, rate, shape):
-    return jax.random.bernoulli(key, 1 - rate, shape)
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _dropout(x, key, rate):
     return _dropout_fwd(x, key, rate)[0]
-
-
-def dropped(x, key, rate: float):
-    """``m * x / (1 - rate)`` with the mask ``m`` drawn from ``key``: the forward pass, and
-    (dropout being linear) its backward and its JVP, on the cotangent or the tangent."""
-    kept = _kept(key, rate, x.shape)
-    return jnp.where(kept, wide(x) / (1 - rate) if rate < 1 else 0, 0).astype(x.dtype)
 
 
 def _dropout_fwd(x, key, rate):

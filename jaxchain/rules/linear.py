@@ -6,10 +6,10 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxchain import _validate
 from jaxchain._checks import check_dense, check_embedding, check_lora, check_swiglu
-from jaxchain.rules._precision import wide
-from jaxchain.rules.elementwise import silu_and_derivative
+from jaxchain._primal.elementwise import silu_and_derivative
+from jaxchain._primal.linear import affine, gated, lookup, low_rank, valid_ids
+from jaxchain._primal.precision import wide
 
 
 def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
@@ -41,11 +41,6 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 @jax.custom_vjp
 def _dense(x, w, b):
     return _dense_fwd(x, w, b)[0]
-
-
-def affine(x, w, b):
-    """``x W + b``, in float32 for narrower inputs (shared with :mod:`jaxchain.tangents`)."""
-    return (wide(x) @ wide(w) + _validate.along_last_axis(wide(b), x.ndim)).astype(x.dtype)
 
 
 def _dense_fwd(x, w, b):
@@ -87,17 +82,6 @@ def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
     return _embedding(*check_embedding("embedding", ids, table))
 
 
-def _valid(ids, table):
-    return (ids >= 0) & (ids < table.shape[0])
-
-
-def lookup(ids, table, fill=jnp.nan):
-    """The rows of ``table`` at ``ids``; rows of ``fill`` at invalid ids (NaN for the op; 0
-    for its tangent, in :mod:`jaxchain.tangents`)."""
-    rows = jnp.take(table, jnp.clip(ids, 0, max(table.shape[0] - 1, 0)), axis=0)
-    return jnp.where(_valid(ids, table)[..., None], rows, fill)
-
-
 @jax.custom_vjp
 def _embedding(ids, table):
     return lookup(ids, table)
@@ -109,7 +93,7 @@ def _embedding_fwd(ids, table):
 
 def _embedding_bwd(res, g):
     ids, table = res  # the table (an input, alive anyway) only for its shape
-    rows = jnp.where(_valid(ids, table), ids, table.shape[0])  # an invalid id: dropped
+    rows = jnp.where(valid_ids(ids, table), ids, table.shape[0])  # an invalid id: dropped
     d_table = jnp.zeros(table.shape, wide(g).dtype).at[rows].add(wide(g), mode="drop")
     return None, d_table.astype(table.dtype)  # scatter-added rows of g (float32 sums)
 
@@ -148,14 +132,6 @@ def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array) -> jax.Array:
 @jax.custom_vjp
 def _swiglu(x, w_gate, w_up):
     return _swiglu_fwd(x, w_gate, w_up)[0]
-
-
-def gated(x, w_gate, w_up):
-    """``(silu(a) u, a, u)`` with ``a = x W_g``, ``u = x W_u``; ``y`` in x's dtype, the
-    pre-activations in float32 for narrower inputs (shared with :mod:`jaxchain.tangents`)."""
-    x_ = wide(x)
-    a, u = x_ @ wide(w_gate), x_ @ wide(w_up)
-    return (a * jax.nn.sigmoid(a) * u).astype(x.dtype), a, u
 
 
 def _swiglu_fwd(x, w_gate, w_up):
@@ -220,14 +196,6 @@ def lora_dense(
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _lora_dense(x, w, b, lora_a, lora_b, scale):
     return _lora_dense_fwd(x, w, b, lora_a, lora_b, scale)[0]
-
-
-def low_rank(x, w, b, lora_a, lora_b, scale):
-    """``(x W + b + s (x A) B, x A)``, in float32 for narrower inputs."""
-    x_ = wide(x)
-    h = x_ @ wide(lora_a)  # (..., R)
-    y = x_ @ wide(w) + _validate.along_last_axis(wide(b), x.ndim) + scale * (h @ wide(lora_b))
-    return y.astype(x.dtype), h
 
 
 def _lora_dense_fwd(x, w, b, lora_a, lora_b, scale):

@@ -15,8 +15,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxchain._checks import check_axis, check_labels, check_linear_labels, check_pair
-from jaxchain.rules._precision import finite_or_zero, row_max, wide
+from jaxchain._checks import check_axis, check_labels, check_pair
+from jaxchain._primal.losses import (
+    binary_cross_entropy_of,
+    chunk_logits,
+    chunked_cross_entropy,
+    cross_entropy_of,
+    log_softmax_of,
+    over_chunks,
+    over_rows,
+    poison_rows,
+    softmax_of,
+)
+from jaxchain._primal.precision import wide
 
 # --- softmax ---------------------------------------------------------------------------------
 
@@ -40,24 +51,9 @@ def softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax
     return _softmax(x, where, axis)
 
 
-def _kept(z, where):
-    """``z`` with the elements left out by ``where`` at ``-inf``."""
-    return z if where is None else jnp.where(where, z, -jnp.inf)
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _softmax(x, where, axis):
     return _softmax_fwd(x, where, axis)[0]
-
-
-def softmax_of(x, where, axis: int):
-    """The softmax itself, in x's dtype (shared with :mod:`jaxchain.tangents`)."""
-    z = _kept(wide(x), where)
-    m = row_max(z, axis)
-    e = jnp.exp(z - (m if where is None else finite_or_zero(m)))  # a row with none kept: 0
-    total = jnp.sum(e, axis=axis, keepdims=True)
-    y = e / (total if where is None else jnp.where(total > 0, total, 1))
-    return y.astype(x.dtype)
 
 
 def _softmax_fwd(x, where, axis):
@@ -92,15 +88,6 @@ def log_softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) ->
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _log_softmax(x, where, axis):
     return _log_softmax_fwd(x, where, axis)[0]
-
-
-def log_softmax_of(x, where, axis: int):
-    """The log-softmax itself, in x's dtype."""
-    z = _kept(wide(x), where)
-    m = row_max(z, axis) if where is None else finite_or_zero(row_max(z, axis))
-    shifted = z - m
-    y = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
-    return (y if where is None else jnp.where(where, y, -jnp.inf)).astype(x.dtype)  # none: -inf
 
 
 def _log_softmax_fwd(x, where, axis):
@@ -144,27 +131,9 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return _softmax_cross_entropy(poison_rows(logits, labels, logits.shape[-1]), labels)
 
 
-def poison_rows(x, labels, v: int):
-    """``x (..., D)`` with NaN rows where ``labels`` lie outside ``[0, v)``: the loss and every
-    gradient through those rows become NaN (an addition, so its gradient passes them on)."""
-    nan = jnp.where((labels >= 0) & (labels < v), 0, jnp.nan).astype(x.dtype)
-    return x + nan[..., None]
-
-
 @jax.custom_vjp
 def _softmax_cross_entropy(logits, labels):
     return _softmax_cross_entropy_fwd(logits, labels)[0]
-
-
-def cross_entropy_of(logits, labels):
-    """``(loss, m, total)``: the losses in the logits' dtype, the row maximum and the shifted
-    normaliser ``sum exp(z - m)`` (kept, float32 for narrower logits)."""
-    z = wide(logits)
-    m = finite_or_zero(row_max(z, -1))  # (..., 1)
-    total = jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)  # e^(lse - m)
-    picked = jnp.take_along_axis(z, labels[..., None], axis=-1)  # z_y
-    loss = (m - picked) + jnp.log(total)  # lse - z_y, without rounding lse near large logits
-    return loss[..., 0].astype(logits.dtype), m, total
 
 
 def _softmax_cross_entropy_fwd(logits, labels):
@@ -180,9 +149,6 @@ def _softmax_cross_entropy_bwd(res, g):
 
 
 _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
-
-
-CHUNK = 2048  # the default vocabulary chunk of linear_softmax_cross_entropy
 
 
 def linear_softmax_cross_entropy(
@@ -217,61 +183,9 @@ def linear_softmax_cross_entropy(
     return over_rows(_linear_ce, x, w, labels, chunk_size)
 
 
-def over_rows(kernel, x, w, labels, chunk_size):
-    """:func:`linear_softmax_cross_entropy`'s checks around ``kernel(rows, w, labels,
-    chunk)`` on the rows of ``x`` flattened (shared with :mod:`jaxchain.tangents`)."""
-    op = "linear_softmax_cross_entropy"
-    x, w, labels = check_linear_labels(op, x, w, labels)
-    chunk = CHUNK if chunk_size is None else chunk_size
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"{op}: chunk_size must be a positive int or None, got {chunk_size!r}")
-    lead = x.shape[:-1]
-    rows = poison_rows(x, labels, w.shape[1]).reshape(-1, x.shape[-1])
-    loss = kernel(rows, w, labels.reshape(-1), min(chunk, w.shape[1]))
-    return loss.reshape(lead)
-
-
-def over_chunks(v: int, chunk: int, body, carry):
-    """``body(carry, start, size)`` over the columns ``[0, v)`` in chunks: a loop over the
-    whole chunks (static bounds, so the rule stays differentiable) and one remainder."""
-    full, rest = divmod(v, chunk)
-    if full:
-        carry = lax.fori_loop(0, full, lambda c, carry: body(carry, c * chunk, chunk), carry)
-    if rest:
-        carry = body(carry, full * chunk, rest)
-    return carry
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _linear_ce(x, w, labels, chunk):
     return _linear_ce_fwd(x, w, labels, chunk)[0]
-
-
-def chunk_logits(x, w_c):
-    """A chunk's logits, in float32 for narrower inputs."""
-    return wide(x) @ wide(w_c)
-
-
-def chunked_cross_entropy(x, w, labels, chunk: int):
-    """``(loss, m, total)`` a chunk of columns at a time (an online log-sum-exp)."""
-
-    def online(carry, start, size):
-        m, total = carry  # running max and sum of exp(z - m), per row
-        z = chunk_logits(x, lax.dynamic_slice_in_dim(w, start, size, axis=1))  # (N, size)
-        m_new = jnp.maximum(m, jnp.max(z, axis=-1, initial=-jnp.inf))
-        shift = finite_or_zero(m_new)
-        total = total * jnp.exp(finite_or_zero(m) - shift) + jnp.sum(
-            jnp.exp(z - shift[:, None]), axis=-1
-        )
-        return m_new, total
-
-    n, f = x.shape[0], wide(x).dtype
-    start = (jnp.full((n,), -jnp.inf, f), jnp.zeros((n,), f))
-    m, total = over_chunks(w.shape[1], chunk, online, start)
-    m = finite_or_zero(m)
-    picked = jnp.einsum("nd,dn->n", wide(x), wide(jnp.take(w, labels, axis=1)))  # z_y
-    loss = (m - picked) + jnp.log(total)
-    return loss.astype(x.dtype), m, total
 
 
 def _linear_ce_fwd(x, w, labels, chunk):
@@ -322,13 +236,6 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Ar
 @jax.custom_vjp
 def _sigmoid_bce(x, z):
     return _sigmoid_bce_fwd(x, z)[0]
-
-
-def binary_cross_entropy_of(x, z):
-    """The losses themselves, in x's dtype."""
-    x_, z_ = wide(x), wide(z)
-    linear = jnp.where(x_ > 0, (1 - z_) * x_, -z_ * x_)  # max(x, 0) - z x
-    return (linear + jnp.log1p(jnp.exp(-jnp.abs(x_)))).astype(x.dtype)
 
 
 def _sigmoid_bce_fwd(x, z):

@@ -5,21 +5,10 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxchain import _validate
 from jaxchain._checks import check_layer_norm, check_rms_norm
-from jaxchain.rules._precision import wide
-
-
-def mean(x, axis):
-    """The mean along ``axis`` (kept); 0 along an empty axis (nothing to normalise)."""
-    return jnp.sum(x, axis=axis, keepdims=True) / max(x.shape[axis], 1)
-
-
-def statistics(x, eps):
-    """The row mean and ``r = (var + eps)^(-1/2)``, kept."""
-    mu = mean(x, -1)
-    var = mean(jnp.square(x - mu), -1)
-    return mu, jax.lax.rsqrt(var + eps)
+from jaxchain._primal.linear import along_last_axis
+from jaxchain._primal.norm import mean, normalised, rms_normalised, statistics
+from jaxchain._primal.precision import wide
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -52,12 +41,6 @@ def _layer_norm(x, scale, bias, eps):
     return _layer_norm_fwd(x, scale, bias, eps)[0]
 
 
-def normalised(x, scale, bias, mu, r):
-    """``(x - mu) r scale + bias`` from the statistics, in float32 for narrower inputs."""
-    scale_, bias_ = (_validate.along_last_axis(wide(a), x.ndim) for a in (scale, bias))
-    return ((wide(x) - mu) * r * scale_ + bias_).astype(x.dtype)
-
-
 def _layer_norm_fwd(x, scale, bias, eps):
     mu, r = statistics(wide(x), eps)
     return normalised(x, scale, bias, mu, r), (x, scale, mu, r)
@@ -67,7 +50,7 @@ def _layer_norm_bwd(eps, res, g):
     x, scale, mu, r = res
     rows = tuple(range(x.ndim - 1))
     x_hat, g_ = (wide(x) - mu) * r, wide(g)  # x_hat recomputed
-    g_hat = g_ * _validate.along_last_axis(wide(scale), x.ndim)  # dL/dx_hat
+    g_hat = g_ * along_last_axis(wide(scale), x.ndim)  # dL/dx_hat
     row_mean = partial(mean, axis=-1)
     dx = r * (g_hat - row_mean(g_hat) - x_hat * row_mean(g_hat * x_hat))
     dscale, dbias = jnp.sum(g_ * x_hat, axis=rows), jnp.sum(g_, axis=rows)
@@ -106,13 +89,6 @@ def _rms_norm(x, scale, eps):
     return _rms_norm_fwd(x, scale, eps)[0]
 
 
-def rms_normalised(x, scale, eps):
-    """``(x r scale, r)``, ``r = (<x^2> + eps)^(-1/2)``, in float32 for narrower inputs."""
-    x_ = wide(x)
-    r = jax.lax.rsqrt(mean(jnp.square(x_), -1) + eps)
-    return (x_ * r * _validate.along_last_axis(wide(scale), x.ndim)).astype(x.dtype), r
-
-
 def _rms_norm_fwd(x, scale, eps):
     y, r = rms_normalised(x, scale, eps)
     return y, (x, scale, r)
@@ -122,7 +98,7 @@ def _rms_norm_bwd(eps, res, g):
     x, scale, r = res
     rows = tuple(range(x.ndim - 1))
     x_hat, g_ = wide(x) * r, wide(g)  # x_hat recomputed
-    g_hat = g_ * _validate.along_last_axis(wide(scale), x.ndim)  # dL/dx_hat
+    g_hat = g_ * along_last_axis(wide(scale), x.ndim)  # dL/dx_hat
     dx = r * (g_hat - x_hat * mean(g_hat * x_hat, -1))
     return dx.astype(x.dtype), jnp.sum(g_ * x_hat, axis=rows).astype(scale.dtype)
 

@@ -3,10 +3,9 @@
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 
 from jaxchain._checks import check_rope
-from jaxchain.rules._precision import wide
+from jaxchain._primal.rope import rotated
 
 
 def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:
@@ -43,29 +42,9 @@ def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Ar
     return _rope(x, positions, float(base))
 
 
-def _cos_sin(positions, h: int, base: float, dtype):
-    """``cos θ`` and ``sin θ``, ``(B|1, T, 1, H/2)``."""
-    inverse = base ** (-jnp.arange(0, h, 2, dtype=dtype) / h)  # beta^(-2j/H)
-    theta = positions[..., None].astype(dtype) * inverse[None, None]  # (B|1, T, H/2)
-    return jnp.cos(theta)[:, :, None], jnp.sin(theta)[:, :, None]
-
-
-def _rotate(x, cos, sin):
-    """Each pair ``(x_j, x_{j+H/2})`` rotated by the angle whose cosine and sine are given."""
-    x1, x2 = jnp.split(x, 2, axis=-1)
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _rope(x, positions, base):
     return _rope_fwd(x, positions, base)[0]
-
-
-def rotated(x, positions, base: float, sign: int = 1):
-    """``x`` rotated by the angles at ``positions`` (by minus them for ``sign=-1``)."""
-    x_ = wide(x)
-    cos, sin = _cos_sin(positions, x.shape[-1], base, x_.dtype)
-    return _rotate(x_, cos, sign * sin).astype(x.dtype)
 
 
 def _rope_fwd(x, positions, base):

@@ -5,8 +5,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxchain.rules import attention as reverse
-from jaxchain.rules.attention import _logits, _weighted, _weights
+from jaxchain._primal.attention import attend, logits, online, weighted, weights
 
 
 def dot_product_attention(
@@ -36,7 +35,7 @@ def dot_product_attention(
     online softmax rescales :math:`S V + P \dot V` and :math:`\operatorname{rowsum}(S)` as it
     rescales the output, so no ``(T, S)`` array (of values or of tangents) exists.
     """
-    return reverse.attend(
+    return attend(
         _attention,
         _blockwise,
         query,
@@ -55,29 +54,29 @@ def dot_product_attention(
 
 @partial(jax.custom_jvp, nondiff_argnums=(5,))
 def _attention(q, k, v, bias, allowed, scale):
-    return _weighted(_weights(q, k, bias, allowed, scale)[0], v).astype(q.dtype)
+    return weighted(weights(q, k, bias, allowed, scale)[0], v).astype(q.dtype)
 
 
 @_attention.defjvp
 def _attention_jvp(scale, primals, tangents):
     (q, k, v, bias, allowed), (dq, dk, dv, d_bias, _) = primals, tangents
-    p = _weights(q, k, bias, allowed, scale)[0]  # (B, K, T, G, S), zero where hidden
-    o = _weighted(p, v)  # (B, T, K, G, H)
-    dz = _logits(dq, k, d_bias, None, scale) + _logits(q, dk, None, None, scale)
+    p = weights(q, k, bias, allowed, scale)[0]  # (B, K, T, G, S), zero where hidden
+    o = weighted(p, v)  # (B, T, K, G, H)
+    dz = logits(dq, k, d_bias, None, scale) + logits(q, dk, None, None, scale)
     s = p * dz
-    do = _weighted(s, v) + _weighted(p, dv) - jnp.moveaxis(jnp.sum(s, -1), 2, 1)[..., None] * o
+    do = weighted(s, v) + weighted(p, dv) - jnp.moveaxis(jnp.sum(s, -1), 2, 1)[..., None] * o
     return o.astype(q.dtype), do.astype(q.dtype)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(7, 8, 9, 10))
 def _blockwise(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk):
-    return reverse.online(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk)[0]
+    return online(q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk)[0]
 
 
 @_blockwise.defjvp
 def _blockwise_jvp(scale, span, bq, bk, primals, tangents):
     q, k, v, bias, mask, q_len, kv_len = primals
-    o, _, _, do = reverse.online(
+    o, _, _, do = online(
         q, k, v, bias, mask, q_len, kv_len, scale, span, bq, bk, tangents=tangents[:4]
     )
     return o, do.astype(q.dtype)

@@ -9,11 +9,17 @@ from collections.abc import Callable
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 
 from jaxchain._checks import check_dropout, check_unary
-from jaxchain.rules import elementwise as reverse
-from jaxchain.rules._precision import wide
+from jaxchain._primal.elementwise import (
+    dropped,
+    gelu_and_derivative,
+    relu_and_slope,
+    sigmoid_and_slope,
+    silu_and_derivative,
+    tanh_and_slope,
+)
+from jaxchain._primal.precision import wide
 
 
 def _diagonal(value_and_slope: Callable) -> Callable:
@@ -33,25 +39,9 @@ def _diagonal(value_and_slope: Callable) -> Callable:
     return op
 
 
-def relu_and_slope(x):
-    return jnp.maximum(x, 0), (x > 0).astype(x.dtype)  # d relu(x) = [x > 0]
-
-
-def sigmoid_and_slope(x):
-    """``sigma(x)`` and its derivative (also the recurrent JVPs' gates)."""
-    y = jax.nn.sigmoid(x)
-    return y, y * (1 - y)  # d sigma = sigma (1 - sigma)
-
-
-def tanh_and_slope(x):
-    """``tanh(x)`` and its derivative (also the recurrent JVPs' gates)."""
-    y = jnp.tanh(x)
-    return y, 1 - y * y  # d tanh = 1 - tanh**2
-
-
 _relu, _sigmoid, _tanh = (_diagonal(f) for f in (relu_and_slope, sigmoid_and_slope, tanh_and_slope))
-_silu = _diagonal(reverse.silu_and_derivative)
-_gelu = {a: _diagonal(partial(reverse.gelu_and_derivative, approximate=a)) for a in (False, True)}
+_silu = _diagonal(silu_and_derivative)
+_gelu = {a: _diagonal(partial(gelu_and_derivative, approximate=a)) for a in (False, True)}
 
 
 def relu(x: jax.Array) -> jax.Array:
@@ -92,10 +82,10 @@ def dropout(x: jax.Array, key: jax.Array, rate: float) -> jax.Array:
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _dropout(x, key, rate):
-    return reverse.dropped(x, key, rate)
+    return dropped(x, key, rate)
 
 
 @_dropout.defjvp
 def _dropout_jvp(rate, primals, tangents):
     (x, key), (dx, _) = primals, tangents
-    return reverse.dropped(x, key, rate), reverse.dropped(dx, key, rate)  # the same mask
+    return dropped(x, key, rate), dropped(dx, key, rate)  # the same mask

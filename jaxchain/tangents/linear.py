@@ -8,15 +8,14 @@ from functools import partial
 
 import jax
 
-from jaxchain import _validate
 from jaxchain._checks import check_dense, check_embedding, check_lora, check_swiglu
-from jaxchain.rules import linear as reverse
-from jaxchain.rules._precision import wide
-from jaxchain.rules.elementwise import silu_and_derivative
+from jaxchain._primal.elementwise import silu_and_derivative
+from jaxchain._primal.linear import affine, along_last_axis, gated, lookup, low_rank
+from jaxchain._primal.precision import wide
 
 
 def _bias(b, ndim: int):
-    return _validate.along_last_axis(wide(b), ndim)
+    return along_last_axis(wide(b), ndim)
 
 
 def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
@@ -27,14 +26,14 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
 @jax.custom_jvp
 def _dense(x, w, b):
-    return reverse.affine(x, w, b)
+    return affine(x, w, b)
 
 
 @_dense.defjvp
 def _dense_jvp(primals, tangents):
     (x, w, b), (dx, dw, db) = primals, tangents
     dy = wide(dx) @ wide(w) + wide(x) @ wide(dw) + _bias(db, x.ndim)
-    return reverse.affine(x, w, b), dy.astype(x.dtype)
+    return affine(x, w, b), dy.astype(x.dtype)
 
 
 def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
@@ -46,13 +45,13 @@ def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
 
 @jax.custom_jvp
 def _embedding(ids, table):
-    return reverse.lookup(ids, table)
+    return lookup(ids, table)
 
 
 @_embedding.defjvp
 def _embedding_jvp(primals, tangents):
     (ids, table), (_, d_table) = primals, tangents
-    return reverse.lookup(ids, table), reverse.lookup(ids, d_table, fill=0)
+    return lookup(ids, table), lookup(ids, d_table, fill=0)
 
 
 def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array) -> jax.Array:
@@ -67,13 +66,13 @@ def swiglu(x: jax.Array, w_gate: jax.Array, w_up: jax.Array) -> jax.Array:
 
 @jax.custom_jvp
 def _swiglu(x, w_gate, w_up):
-    return reverse.gated(x, w_gate, w_up)[0]
+    return gated(x, w_gate, w_up)[0]
 
 
 @_swiglu.defjvp
 def _swiglu_jvp(primals, tangents):
     (x, w_gate, w_up), (dx, d_gate, d_up) = primals, tangents
-    y, a, u = reverse.gated(x, w_gate, w_up)
+    y, a, u = gated(x, w_gate, w_up)
     x_, dx_ = wide(x), wide(dx)
     act, d_act = silu_and_derivative(a)
     da = dx_ @ wide(w_gate) + x_ @ wide(d_gate)
@@ -102,13 +101,13 @@ def lora_dense(
 
 @partial(jax.custom_jvp, nondiff_argnums=(5,))
 def _lora_dense(x, w, b, lora_a, lora_b, scale):
-    return reverse.low_rank(x, w, b, lora_a, lora_b, scale)[0]
+    return low_rank(x, w, b, lora_a, lora_b, scale)[0]
 
 
 @_lora_dense.defjvp
 def _lora_dense_jvp(scale, primals, tangents):
     (x, w, b, lora_a, lora_b), (dx, _, _, d_a, d_b) = primals, tangents
-    y, h = reverse.low_rank(x, w, b, lora_a, lora_b, scale)
+    y, h = low_rank(x, w, b, lora_a, lora_b, scale)
     dx_ = wide(dx)
     dh = dx_ @ wide(lora_a) + wide(x) @ wide(d_a)
     dy = dx_ @ wide(w) + scale * (dh @ wide(lora_b) + h @ wide(d_b))

@@ -14,8 +14,18 @@ import numpy as np
 from jax import lax
 
 from jaxchain._checks import check_axis, check_labels, check_pair
-from jaxchain.rules import losses as reverse
-from jaxchain.rules._precision import wide
+from jaxchain._primal.losses import (
+    binary_cross_entropy_of,
+    chunk_logits,
+    chunked_cross_entropy,
+    cross_entropy_of,
+    log_softmax_of,
+    over_chunks,
+    over_rows,
+    poison_rows,
+    softmax_of,
+)
+from jaxchain._primal.precision import wide
 
 
 def softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax.Array:
@@ -28,19 +38,19 @@ def softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) -> jax
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _softmax(x, where, axis):
-    return reverse.softmax_of(x, where, axis)
+    return softmax_of(x, where, axis)
 
 
 @_softmax.defjvp
 def _softmax_jvp(axis, primals, tangents):
     (x, where), (dx, _) = primals, tangents
-    y = reverse.softmax_of(x, where, axis)
-    y_, dx_ = wide(y), _kept(wide(dx), where)
+    y = softmax_of(x, where, axis)
+    y_, dx_ = wide(y), _zero_where_left_out(wide(dx), where)
     dy = y_ * (dx_ - jnp.sum(y_ * dx_, axis=axis, keepdims=True))  # y (dx - <y, dx>)
     return y, dy.astype(x.dtype)
 
 
-def _kept(dx, where):
+def _zero_where_left_out(dx, where):
     """The tangent with the elements that ``where`` leaves out at 0."""
     return dx if where is None else jnp.where(where, dx, 0)
 
@@ -55,15 +65,17 @@ def log_softmax(x: jax.Array, axis: int = -1, where: jax.Array | None = None) ->
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _log_softmax(x, where, axis):
-    return reverse.log_softmax_of(x, where, axis)
+    return log_softmax_of(x, where, axis)
 
 
 @_log_softmax.defjvp
 def _log_softmax_jvp(axis, primals, tangents):
     (x, where), (dx, _) = primals, tangents
-    y = reverse.log_softmax_of(x, where, axis)
-    dx_ = _kept(wide(dx), where)
-    dy = _kept(dx_ - jnp.sum(jnp.exp(wide(y)) * dx_, axis=axis, keepdims=True), where)
+    y = log_softmax_of(x, where, axis)
+    dx_ = _zero_where_left_out(wide(dx), where)
+    dy = _zero_where_left_out(
+        dx_ - jnp.sum(jnp.exp(wide(y)) * dx_, axis=axis, keepdims=True), where
+    )
     return y, dy.astype(x.dtype)
 
 
@@ -72,18 +84,18 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     :func:`jaxchain.rules.softmax_cross_entropy`); JVP
     :math:`\dot\ell = \langle \operatorname{softmax}(z), \dot z \rangle - \dot z_y`."""
     logits, labels = check_labels("softmax_cross_entropy", logits, labels)
-    return _cross_entropy(reverse.poison_rows(logits, labels, logits.shape[-1]), labels)
+    return _cross_entropy(poison_rows(logits, labels, logits.shape[-1]), labels)
 
 
 @jax.custom_jvp
 def _cross_entropy(logits, labels):
-    return reverse.cross_entropy_of(logits, labels)[0]
+    return cross_entropy_of(logits, labels)[0]
 
 
 @_cross_entropy.defjvp
 def _cross_entropy_jvp(primals, tangents):
     (logits, labels), (dz, _) = primals, tangents
-    loss, m, total = reverse.cross_entropy_of(logits, labels)
+    loss, m, total = cross_entropy_of(logits, labels)
     y_hat, dz_ = jnp.exp(wide(logits) - m) / total, wide(dz)  # the softmax
     picked = jnp.take_along_axis(dz_, labels[..., None], axis=-1)[..., 0]  # dz_y
     return loss, (jnp.sum(y_hat * dz_, axis=-1) - picked).astype(logits.dtype)
@@ -102,27 +114,27 @@ def linear_softmax_cross_entropy(
     The forward pass's online log-sum-exp gives :math:`\ell` and the normaliser; a second
     pass over the chunks recomputes each chunk's logits and softmax and accumulates the dot
     products, so neither the ``(N, V)`` logits nor their tangents ever exist."""
-    return reverse.over_rows(_linear_ce, x, w, labels, chunk_size)
+    return over_rows(_linear_ce, x, w, labels, chunk_size)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(3,))
 def _linear_ce(x, w, labels, chunk):
-    return reverse.chunked_cross_entropy(x, w, labels, chunk)[0]
+    return chunked_cross_entropy(x, w, labels, chunk)[0]
 
 
 @_linear_ce.defjvp
 def _linear_ce_jvp(chunk, primals, tangents):
     (x, w, labels), (dx, dw, _) = primals, tangents
-    loss, m, total = reverse.chunked_cross_entropy(x, w, labels, chunk)
+    loss, m, total = chunked_cross_entropy(x, w, labels, chunk)
     x_, dx_ = wide(x), wide(dx)
 
     def dot(acc, start, size):
         w_c, dw_c = (lax.dynamic_slice_in_dim(a, start, size, axis=1) for a in (w, dw))
-        y_hat = jnp.exp(reverse.chunk_logits(x, w_c) - m[:, None]) / total[:, None]
+        y_hat = jnp.exp(chunk_logits(x, w_c) - m[:, None]) / total[:, None]
         dz = dx_ @ wide(w_c) + x_ @ wide(dw_c)  # the chunk's tangent logits
         return acc + jnp.sum(y_hat * dz, axis=-1)
 
-    expected = reverse.over_chunks(w.shape[1], chunk, dot, jnp.zeros(x.shape[0], x_.dtype))
+    expected = over_chunks(w.shape[1], chunk, dot, jnp.zeros(x.shape[0], x_.dtype))
     w_y, dw_y = (wide(jnp.take(a, labels, axis=1)) for a in (w, dw))  # (D, N)
     picked = jnp.einsum("nd,dn->n", dx_, w_y) + jnp.einsum("nd,dn->n", x_, dw_y)  # dz_y
     return loss, (expected - picked).astype(x.dtype)
@@ -138,7 +150,7 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Ar
 
 @jax.custom_jvp
 def _binary(x, z):
-    return reverse.binary_cross_entropy_of(x, z)
+    return binary_cross_entropy_of(x, z)
 
 
 @_binary.defjvp
@@ -146,7 +158,7 @@ def _binary_jvp(primals, tangents):
     (x, z), (dx, dz) = primals, tangents
     x_ = wide(x)
     d = (jax.nn.sigmoid(x_) - wide(z)) * wide(dx) - x_ * wide(dz)
-    return reverse.binary_cross_entropy_of(x, z), d.astype(x.dtype)
+    return binary_cross_entropy_of(x, z), d.astype(x.dtype)
 
 
 def mse(pred: jax.Array, target: jax.Array) -> jax.Array:

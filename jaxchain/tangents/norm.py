@@ -4,14 +4,14 @@ from functools import partial
 
 import jax
 
-from jaxchain import _validate
 from jaxchain._checks import check_layer_norm, check_rms_norm
-from jaxchain.rules import norm as reverse
-from jaxchain.rules._precision import wide
+from jaxchain._primal.linear import along_last_axis
+from jaxchain._primal.norm import mean, normalised, rms_normalised, statistics
+from jaxchain._primal.precision import wide
 
 
 def _along(a, ndim: int):
-    return _validate.along_last_axis(wide(a), ndim)
+    return along_last_axis(wide(a), ndim)
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -31,19 +31,19 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-
 
 @partial(jax.custom_jvp, nondiff_argnums=(3,))
 def _layer_norm(x, scale, bias, eps):
-    return reverse.normalised(x, scale, bias, *reverse.statistics(wide(x), eps))
+    return normalised(x, scale, bias, *statistics(wide(x), eps))
 
 
 @_layer_norm.defjvp
 def _layer_norm_jvp(eps, primals, tangents):
     (x, scale, bias), (dx, d_scale, d_bias) = primals, tangents
-    mu, r = reverse.statistics(wide(x), eps)
+    mu, r = statistics(wide(x), eps)
     x_hat, dx_ = (wide(x) - mu) * r, wide(dx)
-    row_mean = partial(reverse.mean, axis=-1)
+    row_mean = partial(mean, axis=-1)
     dx_hat = r * (dx_ - row_mean(dx_) - x_hat * row_mean(x_hat * dx_))
     dy = dx_hat * _along(scale, x.ndim) + x_hat * _along(d_scale, x.ndim)
     dy = dy + _along(d_bias, x.ndim)
-    return reverse.normalised(x, scale, bias, mu, r), dy.astype(x.dtype)
+    return normalised(x, scale, bias, mu, r), dy.astype(x.dtype)
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -61,14 +61,14 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _rms_norm(x, scale, eps):
-    return reverse.rms_normalised(x, scale, eps)[0]
+    return rms_normalised(x, scale, eps)[0]
 
 
 @_rms_norm.defjvp
 def _rms_norm_jvp(eps, primals, tangents):
     (x, scale), (dx, d_scale) = primals, tangents
-    y, r = reverse.rms_normalised(x, scale, eps)
+    y, r = rms_normalised(x, scale, eps)
     x_hat, dx_ = wide(x) * r, wide(dx)
-    dx_hat = r * (dx_ - x_hat * reverse.mean(x_hat * dx_, -1))
+    dx_hat = r * (dx_ - x_hat * mean(x_hat * dx_, -1))
     dy = dx_hat * _along(scale, x.ndim) + x_hat * _along(d_scale, x.ndim)
     return y, dy.astype(x.dtype)

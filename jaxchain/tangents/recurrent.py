@@ -11,9 +11,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxchain.rules import recurrent as reverse
-from jaxchain.rules.recurrent import keep, outputs, project, run, time_major
-from jaxchain.tangents.elementwise import sigmoid_and_slope, tanh_and_slope
+from jaxchain._primal.elementwise import sigmoid_and_slope, tanh_and_slope
+from jaxchain._primal.recurrent import (
+    gru_forward,
+    keep,
+    lstm_forward,
+    outputs,
+    project,
+    rnn_forward,
+    run,
+    time_major,
+)
 
 
 def _tangent_projection(xs, dxs, w_x, dw_x, db):
@@ -38,7 +46,7 @@ def rnn(xs, h0, w_x, w_h, b, lengths=None):
 
 @jax.custom_jvp
 def _rnn(xs, h0, w_x, w_h, b, mask):
-    return reverse._rnn(xs, h0, w_x, w_h, b, mask)
+    return rnn_forward(xs, h0, w_x, w_h, b, mask)[0]
 
 
 @_rnn.defjvp
@@ -73,7 +81,7 @@ def lstm(xs, h0, c0, w_x, w_h, b, lengths=None):
 
 @jax.custom_jvp
 def _lstm(xs, h0, c0, w_x, w_h, b, mask):
-    return reverse._lstm(xs, h0, c0, w_x, w_h, b, mask)
+    return lstm_forward(xs, h0, c0, w_x, w_h, b, mask)[0]
 
 
 @_lstm.defjvp
@@ -117,7 +125,7 @@ def gru(xs, h0, w_x, w_h, b_x, b_h, lengths=None):
 
 @jax.custom_jvp
 def _gru(xs, h0, w_x, w_h, b_x, b_h, mask):
-    return reverse._gru(xs, h0, w_x, w_h, b_x, b_h, mask)
+    return gru_forward(xs, h0, w_x, w_h, b_x, b_h, mask)[0]
 
 
 @_gru.defjvp

@@ -5,7 +5,7 @@ from functools import partial
 import jax
 
 from jaxchain._checks import check_rope
-from jaxchain.rules.rope import rotated
+from jaxchain._primal.rope import rotated
 
 
 def rope(x: jax.Array, positions: jax.Array, *, base: float = 10000.0) -> jax.Array:

@@ -1,0 +1,44 @@
+"""The affine map, the embedding lookup, SwiGLU's gated product and LoRA's low-rank sum."""
+
+import jax
+import jax.numpy as jnp
+
+from jaxchain._primal.precision import wide
+
+
+def affine(x, w, b):
+    """``x W + b``, in float32 for narrower inputs."""
+    return (wide(x) @ wide(w) + along_last_axis(wide(b), x.ndim)).astype(x.dtype)
+
+
+def valid_ids(ids, table):
+    return (ids >= 0) & (ids < table.shape[0])
+
+
+def lookup(ids, table, fill=jnp.nan):
+    """The rows of ``table`` at ``ids``; rows of ``fill`` at invalid ids (NaN for the op; 0
+    for its tangent, in :mod:`jaxchain.tangents`)."""
+    rows = jnp.take(table, jnp.clip(ids, 0, max(table.shape[0] - 1, 0)), axis=0)
+    return jnp.where(valid_ids(ids, table)[..., None], rows, fill)
+
+
+def gated(x, w_gate, w_up):
+    """``(silu(a) u, a, u)`` with ``a = x W_g``, ``u = x W_u``; ``y`` in x's dtype, the
+    pre-activations in float32 for narrower inputs."""
+    x_ = wide(x)
+    a, u = x_ @ wide(w_gate), x_ @ wide(w_up)
+    return (a * jax.nn.sigmoid(a) * u).astype(x.dtype), a, u
+
+
+def low_rank(x, w, b, lora_a, lora_b, scale):
+    """``(x W + b + s (x A) B, x A)``, in float32 for narrower inputs."""
+    x_ = wide(x)
+    h = x_ @ wide(lora_a)  # (..., R)
+    y = x_ @ wide(w) + along_last_axis(wide(b), x.ndim) + scale * (h @ wide(lora_b))
+    return y.astype(x.dtype), h
+
+
+def along_last_axis(v: jax.Array, ndim: int) -> jax.Array:
+    """A ``(D,)`` vector shaped ``(1, ..., 1, D)`` to broadcast against a rank-``ndim`` array
+    (explicitly, so that code runs under ``jax_numpy_rank_promotion='raise'``)."""
+    return jnp.reshape(v, (1,) * (ndim - 1) + (-1,))
