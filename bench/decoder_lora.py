@@ -24,7 +24,8 @@ import jax
 import numpy as np
 import optax
 
-from jaxchain import data, nn, pretrained, tasks
+from jaxchain import nn, pretrained
+from jaxchain.train import data, tasks
 
 HELD_OUT = "macbeth"
 

@@ -9,7 +9,8 @@ The regularisation strength C is chosen on the validation split; prints test acc
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from jaxchain import data, pretrained
+from jaxchain import pretrained
+from jaxchain.train import data
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ checks.
 
 import importlib
 
-__all__ = ["check", "nn", "reference", "rules", "tangents"]
+__all__ = ["check", "nn", "reference", "rules", "tangents", "train"]
 __version__ = "0.1.0"
 
 

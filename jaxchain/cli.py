@@ -7,6 +7,7 @@ import os
 import pathlib
 import sys
 import time
+import typing
 from collections.abc import Sequence
 
 
@@ -17,7 +18,7 @@ def _check(args: argparse.Namespace) -> int:
 
     jax.config.update("jax_enable_x64", True)
     from jaxchain.check import check_jvp, check_vjp
-    from jaxchain.registry import MODELS, RULES
+    from jaxchain.check.registry import MODELS, RULES
 
     known = {**RULES, **MODELS} if args.models else RULES
     unknown = sorted(set(args.only) - set(known))
@@ -78,7 +79,8 @@ def _setup(args: argparse.Namespace, out, *, with_task: bool = True, **fixed):
 
     import jax
 
-    from jaxchain import distributed, runs, train
+    from jaxchain import train
+    from jaxchain.train import distributed, runs
 
     fields = {f.name for f in dataclasses.fields(train.Config)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
@@ -99,7 +101,7 @@ def _setup(args: argparse.Namespace, out, *, with_task: bool = True, **fixed):
 def _join(args: argparse.Namespace) -> None:
     """Join the processes of a multi-process run (``--coordinator`` and the rest, or their
     environment variables), before anything touches JAX's backends."""
-    from jaxchain import distributed
+    from jaxchain.train import distributed
 
     try:
         cluster = distributed.Cluster.from_flags(
@@ -130,7 +132,7 @@ def _check_precision(cases, args: argparse.Namespace) -> int:
     """Each rule's error against float64 at a low precision, next to its counterpart's."""
     import jax
 
-    from jaxchain import peers
+    from jaxchain.check import peers
 
     width = max(len(c.name) for c in cases)
     print(f"{'op':<{width}}  {'vs float64':>10}  {'counterpart':<46} {'its error':>9}  result")
@@ -154,7 +156,8 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     a terminal); write and return its metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from jaxchain import distributed, tasks, train
+    from jaxchain import train
+    from jaxchain.train import distributed, tasks
 
     stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), stats)
@@ -223,7 +226,7 @@ def _status(metrics: dict) -> int:
 def _writing(out):
     """A run's errors as usage errors in one line: its directory refused (a ``RunError``) or
     a write under ``--out`` that failed (a full disk, a file size limit)."""
-    from jaxchain import runs
+    from jaxchain.train import runs
 
     try:
         yield
@@ -235,7 +238,8 @@ def _writing(out):
 
 def _read_run(run: pathlib.Path):
     """The configuration of the run in ``--run``, or a usage error."""
-    from jaxchain import runs, train
+    from jaxchain import train
+    from jaxchain.train import runs
 
     try:
         return train.read_config(run)
@@ -258,7 +262,8 @@ def _generate(args: argparse.Namespace) -> int:
     import jax
     from tokenizers import Tokenizer
 
-    from jaxchain import nn, tasks, train
+    from jaxchain import nn, train
+    from jaxchain.train import tasks
 
     run = pathlib.Path(args.run_dir)
     config, tokens = _read_run(run), run / train.TOKENIZER_FILE
@@ -346,7 +351,8 @@ def _export_decoder(run: pathlib.Path, out: pathlib.Path, config) -> int:
     import jax
     from tokenizers import Tokenizer
 
-    from jaxchain import nn, pretrained, tasks, train
+    from jaxchain import nn, pretrained, train
+    from jaxchain.train import tasks
 
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out: {out} is not empty; export writes a new directory")
@@ -377,7 +383,7 @@ def _finetune(args: argparse.Namespace) -> int:
     """Fine-tune MiniLM-L6 on the VADER lexicon by one strategy, or all (--compare)."""
     import json
 
-    from jaxchain.tasks import STRATEGIES
+    from jaxchain.train.tasks import STRATEGIES
 
     _join(args)
     out = pathlib.Path(args.out)
@@ -405,7 +411,7 @@ def _finetune(args: argparse.Namespace) -> int:
             "seconds",
         )
         rows.append({"strategy": config.strategy, "lr": config.lr, **{k: metrics[k] for k in keep}})
-    from jaxchain import distributed
+    from jaxchain.train import distributed
 
     if args.compare and distributed.is_main():
         lines = [
@@ -460,7 +466,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     """The audit's table on stdout; with every recipe, also written to --out."""
-    from jaxchain import audit
+    from jaxchain.check import audit
 
     try:
         audit.select(args.only)
@@ -477,7 +483,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
     """The flags ``train`` and ``finetune`` share, with their defaults."""
-    from jaxchain import distributed, runs, train
+    from jaxchain import train
+    from jaxchain.train import distributed, runs
 
     helps = {
         "lr": "peak learning rate", "warmup": "linear warm-up steps",
@@ -495,15 +502,11 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
         "vocab": "BPE vocabulary size (decoder, trained on the training split)",
         "dropout": "dropout rate in training (the models' own places; none at evaluation)",
     }  # fmt: skip
-    kinds = {
-        "lr": float,
-        "clip": float,
-        "time-limit": float,
-        "weight-decay": float,
-        "dropout": float,
-    }
+    hints = typing.get_type_hints(train.Config)  # a flag's type is its field's (None aside)
     for name, default in defaults.items():
-        p.add_argument(f"--{name}", type=kinds.get(name, int), default=default, help=helps[name])
+        field = hints[name.replace("-", "_")]
+        kind = next(t for t in (typing.get_args(field) or (field,)) if t is not type(None))
+        p.add_argument(f"--{name}", type=kind, default=default, help=helps[name])
     p.add_argument(
         "--backward",
         choices=sorted(train.BACKWARDS),
@@ -555,7 +558,8 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The `jaxchain` command line (every subcommand, with its flags)."""
-    from jaxchain import optim, tasks, train
+    from jaxchain import benchmarks, train
+    from jaxchain.train import optim, tasks
 
     formatter = argparse.ArgumentDefaultsHelpFormatter
     root = _Parser(
@@ -688,7 +692,7 @@ def parser() -> argparse.ArgumentParser:
     b = command("bench", "time and memory: hand-written against autodiff (and PyTorch)")
     b.add_argument(
         "--preset",
-        choices=["full", "quick"],
+        choices=list(benchmarks.PRESETS),
         default="full",
         help="full: the sizes of bench/RESULTS.md; quick: smaller",
     )
@@ -697,7 +701,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         metavar="NAME",
-        help="attention, linear_cross_entropy, lstm, gru, bert, decoder, mlp, forward",
+        help=", ".join(benchmarks.PRESETS["full"]),
     )
     b.add_argument(
         "--torch",
@@ -716,7 +720,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         metavar="NAME",
-        help="just these recipes (jaxchain.audit.RECIPES); writes nothing",
+        help="just these recipes (jaxchain.check.audit.RECIPES); writes nothing",
     )
     a.add_argument("--out", default="bench/AUDIT.md", help="the findings, as Markdown")
     a.set_defaults(run=_audit)
@@ -740,7 +744,7 @@ def _not_a_failed_write(record: logging.LogRecord) -> bool:
     error = record.exc_info[1] if record.exc_info else None
     if error is None or "exception was never retrieved" not in str(record.msg):
         return True
-    from jaxchain import runs
+    from jaxchain.train import runs
 
     return runs.os_error(error) is None
 

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from jaxchain import data, nn, pretrained, reference, rules, tasks, train
+from jaxchain import nn, pretrained, reference, rules
+from jaxchain.train import data, optim, tasks
 
 digits = data.digits()
 print(f"digits: {len(digits.train)} train, {len(digits.val)} val, {len(digits.test)} test")
@@ -62,7 +63,7 @@ def mlp_loss(ops):
 
 def fit(loss, params, stream, steps, tx):
     params = jax.tree.map(jnp.copy, params)  # the step donates (reuses) the params it is given
-    step, state, curve = train.make_step(loss, tx), tx.init(params), []
+    step, state, curve = optim.make_step(loss, tx), tx.init(params), []
     for _ in range(steps):
         params, state, metrics = step(params, state, next(stream))
         curve.append(float(metrics["loss"]))
@@ -70,7 +71,7 @@ def fit(loss, params, stream, steps, tx):
 
 
 init = nn.mlp.init(jax.random.key(0), [64, 128, 128, 10])
-tx = train.make_optimizer("adam", 1e-3)
+tx = optim.make_optimizer("adam", 1e-3)
 mlp, curve = fit(mlp_loss(rules), init, batches(digits.train, 64), 300, tx)
 _, curve_auto = fit(mlp_loss(reference), init, batches(digits.train, 64), 300, tx)
 np.testing.assert_allclose(curve, curve_auto, rtol=1e-4)
@@ -102,7 +103,7 @@ def lstm_loss(params, batch):
 
 
 lstm, lstm_curve = fit(
-    lstm_loss, lstm_init, batches(rows.train, 64), 400, train.make_optimizer("adam", 3e-3)
+    lstm_loss, lstm_init, batches(rows.train, 64), 400, optim.make_optimizer("adam", 3e-3)
 )
 lstm_acc = accuracy(jax.jit(lstm_logits), lstm, rows.test)
 print(f"LSTM test accuracy after 400 steps: {lstm_acc:.3f}")
@@ -138,7 +139,7 @@ base, _ = fit(
     init,
     batches(subset(digits.train, low), 32),
     200,
-    train.make_optimizer("adam", 1e-3),
+    optim.make_optimizer("adam", 1e-3),
 )
 new_head = nn.mlp.init(jax.random.key(5), [128, 10])["layers"][0]
 transfer = {"layers": [*base["layers"][:2], new_head]}
@@ -148,7 +149,7 @@ tuned, _ = fit(
     transfer,
     batches(subset(digits.train, high), 32),
     200,
-    train.make_optimizer("adam", 3e-3, trainable=trainable),
+    optim.make_optimizer("adam", 3e-3, trainable=trainable),
 )
 
 for old, new in zip(
@@ -168,11 +169,11 @@ assert head_acc > 0.85
 
 # %%
 x64, y64 = next(batches(digits.train, 64, seed=3))
-big_tx = train.make_optimizer("sgd", 0.5)
-small_tx = train.make_optimizer("sgd", 0.5, accumulate=4)
+big_tx = optim.make_optimizer("sgd", 0.5)
+small_tx = optim.make_optimizer("sgd", 0.5, accumulate=4)
 big_step, small_step = (
-    train.make_step(mlp_loss(rules), big_tx),
-    train.make_step(mlp_loss(rules), small_tx),
+    optim.make_step(mlp_loss(rules), big_tx),
+    optim.make_step(mlp_loss(rules), small_tx),
 )
 big, big_state = jax.tree.map(jnp.copy, init), big_tx.init(init)  # copies: steps donate
 small, small_state = jax.tree.map(jnp.copy, init), small_tx.init(init)
@@ -211,11 +212,11 @@ assert e[0] @ e[1] > e[0] @ e[2]
 task = tasks.sentiment_task("top-k", top_k=1, batch_size=16, seed=0, seq_len=8)
 params = task.init(jax.random.key(0))
 before = task.evaluate(params, "val")["accuracy"]
-tx = train.make_optimizer(
+tx = optim.make_optimizer(
     "adamw", 1e-3, steps=60, schedule_kind="cosine", warmup=6, trainable=task.trainable
 )
 step, state, ft_curve = (
-    train.make_step(lambda p, b: task.loss(p, b, rules), tx),
+    optim.make_step(lambda p, b: task.loss(p, b, rules), tx),
     tx.init(params),
     [],
 )

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxchain import cli, data, nn, pretrained, reference, rules, tasks, train
+from jaxchain import cli, nn, pretrained, reference, rules, train
 from jaxchain.check import assert_close, tolerance
+from jaxchain.train import data, optim, tasks
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_reference.npz"
 F32 = jnp.float32
@@ -87,11 +88,11 @@ def test_full_training_step_matches_autodiff(minilm):
         return jnp.mean(ops.softmax_cross_entropy(logits, y))
 
     lr = 1e-2
-    tx = train.make_optimizer("sgd", lr)
+    tx = optim.make_optimizer("sgd", lr)
     results = {}
     with jax.numpy_dtype_promotion("standard"):
         for ops in (rules, reference):
-            step = train.make_step(lambda p, b, ops=ops: loss(p, b, ops), tx)
+            step = optim.make_step(lambda p, b, ops=ops: loss(p, b, ops), tx)
             value, grads = jax.jit(jax.value_and_grad(loss), static_argnums=2)(params, batch, ops)
             new, _, _ = step(jax.tree.map(jnp.copy, params), tx.init(params), batch)  # donated
             results[ops.__name__] = value, grads, new

@@ -3,7 +3,8 @@
 import jax
 import jax.numpy as jnp
 
-from jaxchain import cli, reference, registry
+from jaxchain import cli, reference
+from jaxchain.check import registry
 
 
 def test_check_prints_a_table_and_exits_zero(capsys):

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxchain import data, nn, reference, rules, tasks
+from jaxchain import nn, reference, rules
+from jaxchain.train import data, tasks
 
 F32 = jnp.float32
 OPS = (rules, reference)

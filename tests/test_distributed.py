@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxchain import distributed, train
+from jaxchain import train
+from jaxchain.train import distributed, runs
 
 MLP = [
     "--model",
@@ -77,7 +78,7 @@ def _state(out):
     config = train.Config(model="mlp", data="digits", hidden=16, layers=1)
     params = config.task().init(jax.random.key(0))
     tx = config.optimizer_for()
-    checkpoints = train.Checkpoints(out / "checkpoints")
+    checkpoints = runs.Checkpoints(out / "checkpoints")
     state, meta = checkpoints.restore({"params": params, "opt_state": tx.init(params)})
     checkpoints.close()
     return state, meta

@@ -16,6 +16,7 @@ import jax
 import pytest
 
 from jaxchain import train
+from jaxchain.train import runs
 
 RUN = ["--model", "mlp", "--batch-size", "32", "--hidden", "16", "--layers", "1"]
 FLAGS = [*RUN, "--steps", "12", "--eval-every", "6", "--checkpoint-every", "4"]
@@ -54,7 +55,7 @@ def _state(out):
     task = config.task()
     params = task.init(jax.random.key(0))
     tx = config.optimizer_for(task.trainable)
-    checkpoints = train.Checkpoints(out / "checkpoints")
+    checkpoints = runs.Checkpoints(out / "checkpoints")
     state, meta = checkpoints.restore({"params": params, "opt_state": tx.init(params)})
     checkpoints.close()
     return state, meta["step"], meta["history"]["train_loss"]
@@ -393,7 +394,7 @@ def test_load_minilm_names_the_file_that_is_missing_or_wrong(tmp_path):
 
 
 def test_generate_is_bounded_and_its_text_is_whole_characters():
-    from jaxchain import data, tasks
+    from jaxchain.train import data, tasks
 
     tokenizer = data.bpe(data.shakespeare(), 300)
     with pytest.raises(ValueError, match=f"passes the {tasks.MAX_TOKENS} tokens"):
@@ -409,11 +410,12 @@ def test_generate_is_bounded_and_its_text_is_whole_characters():
 def test_a_checked_step_raises_at_the_next_call_and_an_unread_failure_is_one_line():
     script = """
 import jax, jax.numpy as jnp
-from jaxchain import rules, train
+from jaxchain import rules
+from jaxchain.train import optim
 loss = lambda p, b: jnp.mean(rules.softmax_cross_entropy(b[0] @ p["w"], b[1]))
 with jax.numpy_dtype_promotion("standard"):
-    tx = train.make_optimizer("sgd", 0.1)
-    step, p = train.make_step(loss, tx, checks=True), {"w": jnp.ones((3, 5))}
+    tx = optim.make_optimizer("sgd", 0.1)
+    step, p = optim.make_step(loss, tx, checks=True), {"w": jnp.ones((3, 5))}
     s = tx.init(p)
     p, s, _ = step(p, s, (jnp.ones((4, 3)), jnp.array([0, 1, 7, 2])))  # label 7 of 5
     if len(__import__("sys").argv) > 1:

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxchain.testing as jt
+import jaxchain.check.testing as jt
 from jaxchain import nn, reference, rules
-from jaxchain.registry import MODELS
+from jaxchain.check.registry import MODELS
 
 OPS = pytest.mark.parametrize("ops", [rules, reference], ids=["rules", "reference"])
 RECURRENT = nn.RECURRENT

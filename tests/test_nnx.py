@@ -11,8 +11,9 @@ import pytest
 from flax import nnx
 
 import jaxchain.nnx as jn
-from jaxchain import data, reference
+from jaxchain import reference
 from jaxchain.nn import decoder
+from jaxchain.train import data
 
 F64 = dict(param_dtype=jnp.float64)
 

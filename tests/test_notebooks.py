@@ -17,7 +17,7 @@ def test_there_are_eight():
     assert len(NOTEBOOKS) == 8
 
 
-# The longest executions (20-35 s each) run in `make thorough`; `make test` runs the others
+# The longest executions run in `make thorough`; `make test` runs the others
 # and checks every .ipynb against its source below.
 THOROUGH = {
     "01_chain_rule_mlp",

@@ -59,7 +59,7 @@ def test_embedding_id_out_of_range_is_a_nan_row_in_both(bad):
 
 @pytest.mark.parametrize("op", ["rnn", "lstm", "gru"])
 def test_lengths_outside_the_sequence_give_nan_sequences_in_both(op):
-    from jaxchain.registry import RULES
+    from jaxchain.check.registry import RULES
 
     args = list(RULES[f"{op}(lengths)"].args(jax.random.key(2)))
     t = args[0].shape[1]
@@ -115,7 +115,8 @@ def test_every_family_implements_one_interface():
     them is there."""
     import inspect
 
-    from jaxchain import ops, peers, tangents
+    from jaxchain import ops, tangents
+    from jaxchain.check import peers
 
     for module in (rules, tangents, reference):
         public = {

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from jax import export
 
-from jaxchain import optim
-from jaxchain.registry import MODELS, RULES
+from jaxchain.check.registry import MODELS, RULES
+from jaxchain.train import optim
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -73,7 +73,7 @@ def test_every_rule_gradient_and_jvp_export_for_gpu_and_tpu(name):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_training_step_exports_for_gpu_and_tpu(name):
-    """The training step of ``jaxchain train`` (:func:`jaxchain.optim.make_step`: gradients
+    """The training step of ``jaxchain train`` (:func:`jaxchain.train.optim.make_step`: gradients
     through the rules, clipping, AdamW, the finite-loss guard) on the model's loss."""
     case = MODELS[name]
     params, *batch = case.args(jax.random.key(0), jnp.float32)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-import jaxchain.testing as jt
+import jaxchain.check.testing as jt
 from jaxchain import reference, rules, tangents
 from jaxchain.check import tolerance
-from jaxchain.registry import MODES, RULES
+from jaxchain.check.registry import MODES, RULES
 
 OPS = (rules, reference)
 
@@ -20,7 +20,7 @@ def _cases():
     """Every rule of both families (``reverse``: jaxchain.rules, ``forward``:
     jaxchain.tangents) in float64 and float32. In `make thorough` only: the float32 draws of
     the blockwise attention cases (their float32 path is compared with jax.nn in
-    test_attention.py and test_performance.py) and of the forward family (whose float64
+    test_attention.py and test_fast_paths.py) and of the forward family (whose float64
     draws check it exactly in `make test`), the forward family's float64 draws of two of
     the three blockwise cases (`make test` keeps the one with grouped queries, a bias, both
     lengths, a window and causality; test_tangents.py compares the blockwise JVP with

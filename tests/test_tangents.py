@@ -8,7 +8,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxchain import reference, rules, tangents
 from jaxchain.check import assert_close
-from jaxchain.registry import MODELS
+from jaxchain.check.registry import MODELS
 
 COORDINATES = 12  # the parameters a Hessian and a Jacobian are taken over, spread over all
 
@@ -72,7 +72,7 @@ def _derivatives(f, z, t):
 
 
 # `make test` takes one case of each kind of model (the padded recurrent ones, causal
-# attention, the decoder); the others run in `make thorough` (each compiles for 5-35 s)
+# attention, the decoder); the others run in `make thorough` (each compiles long)
 FAST = {
     "mlp(relu)",
     "rnn(lengths)",

@@ -1,4 +1,4 @@
-"""Users can property-test their own rules with jaxchain.testing."""
+"""Users can property-test their own rules with jaxchain.check.testing."""
 
 import hypothesis
 import hypothesis.strategies as st
@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-import jaxchain.testing as jt
+import jaxchain.check.testing as jt
 from jaxchain import reference
-from jaxchain.registry import RULES
+from jaxchain.check.registry import RULES
 
 
 @jax.custom_vjp
@@ -52,7 +52,7 @@ def test_arrays_without_x64_draw_float32_without_warnings():
 
     script = """
 import warnings, hypothesis
-from jaxchain import testing as jt
+from jaxchain.check import testing as jt
 warnings.simplefilter("error")
 @hypothesis.settings(max_examples=3, database=None)
 @hypothesis.given(jt.arrays())

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxchain import data, train
+from jaxchain import train
 from jaxchain.check import tolerance
+from jaxchain.train import data, optim, runs
 
 F32 = jnp.float32
 SMALL = dict(
@@ -44,10 +45,10 @@ def _params():
     return {"w": jnp.ones(3, F32), "b": jnp.ones(2, F32)}
 
 
-@pytest.mark.parametrize("name", sorted(train.OPTIMIZERS))
+@pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
 def test_every_optimizer_descends(name):
-    tx = train.make_optimizer(name, 0.05, steps=50)
-    step, params = train.make_step(_quadratic, tx), _params()
+    tx = optim.make_optimizer(name, 0.05, steps=50)
+    step, params = optim.make_step(_quadratic, tx), _params()
     state, target = tx.init(params), jnp.zeros(3, F32)
     first = _quadratic(params, target)
     for _ in range(50):
@@ -57,8 +58,8 @@ def test_every_optimizer_descends(name):
 
 
 def test_freezing_keeps_frozen_leaves():
-    tx = train.make_optimizer("adam", 0.1, trainable=lambda p: {"w": True, "b": False})
-    step, params = train.make_step(_quadratic, tx), _params()
+    tx = optim.make_optimizer("adam", 0.1, trainable=lambda p: {"w": True, "b": False})
+    step, params = optim.make_step(_quadratic, tx), _params()
     state = tx.init(params)
     for _ in range(3):
         params, state, _ = step(params, state, jnp.zeros(3, F32))
@@ -74,10 +75,10 @@ def test_accumulation_equals_the_larger_batch():
         return {"w": jnp.array([1.0, -2.0, 0.5], F32)}
 
     batch = jax.random.normal(jax.random.key(0), (8, 3), F32)
-    big = train.make_optimizer("sgd", 0.1)
-    params, _, _ = train.make_step(loss, big)(p0(), big.init(p0()), batch)
-    acc = train.make_optimizer("sgd", 0.1, accumulate=2)
-    step, p, s = train.make_step(loss, acc), p0(), acc.init(p0())
+    big = optim.make_optimizer("sgd", 0.1)
+    params, _, _ = optim.make_step(loss, big)(p0(), big.init(p0()), batch)
+    acc = optim.make_optimizer("sgd", 0.1, accumulate=2)
+    step, p, s = optim.make_step(loss, acc), p0(), acc.init(p0())
     p, s, _ = step(p, s, batch[:4])
     np.testing.assert_array_equal(p["w"], p0()["w"])  # nothing applied after one micro-batch
     p, s, _ = step(p, s, batch[4:])
@@ -85,9 +86,9 @@ def test_accumulation_equals_the_larger_batch():
 
 
 def test_non_finite_step_is_skipped_and_counted():
-    tx = train.make_optimizer("adam", 0.1)
+    tx = optim.make_optimizer("adam", 0.1)
     step, params = (
-        train.make_step(lambda p, b: jnp.sum(p["w"] * b) + 0 * p["b"].sum(), tx),
+        optim.make_step(lambda p, b: jnp.sum(p["w"] * b) + 0 * p["b"].sum(), tx),
         _params(),
     )
     state = tx.init(params)
@@ -120,8 +121,8 @@ def _final_params(out):
     config = train.Config(**SMALL)
     task = config.task()
     params = task.init(jax.random.key(0))
-    tx = train.make_optimizer("adam", 1e-3, clip=1.0)
-    checkpoints = train.Checkpoints(out / "checkpoints")
+    tx = optim.make_optimizer("adam", 1e-3, clip=1.0)
+    checkpoints = runs.Checkpoints(out / "checkpoints")
     state, meta = checkpoints.restore({"params": params, "opt_state": tx.init(params)})
     checkpoints.close()
     return state, meta
@@ -187,7 +188,7 @@ def test_two_devices_give_the_same_curve_replicated_or_sharded(tmp_path):
 
 def test_bad_configuration_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        train.make_optimizer("lion", 0.1)
+        optim.make_optimizer("lion", 0.1)
     with pytest.raises(ValueError, match="cannot model language"):
         train.Config(model="mlp", data="shakespeare").task()
     with pytest.raises(ValueError, match="--devices 64"):
@@ -350,7 +351,8 @@ def test_every_flag_has_help_with_its_default():
 # checkpoint write (orbax's temporary directory written, not yet renamed).
 KILLER = """
 import os, signal, sys
-from jaxchain import cli, train
+from jaxchain import cli
+from jaxchain.train import loop
 point, at = sys.argv[1], int(sys.argv[2])
 calls = []
 def maybe_die():
@@ -358,7 +360,7 @@ def maybe_die():
     if len(calls) == at:
         os.kill(os.getpid(), signal.SIGKILL)
 if point == "step":
-    make = train.make_step
+    make = loop.make_step
     def make_step(*a, **k):
         step = make(*a, **k)
         def killing(*args):
@@ -366,7 +368,7 @@ if point == "step":
             maybe_die()
             return result
         return killing
-    train.make_step = make_step
+    loop.make_step = make_step
 else:
     from orbax.checkpoint._src.path import atomicity
     finalize = atomicity.AtomicRenameTemporaryPath.finalize
@@ -417,9 +419,9 @@ def _classifier_step(checks):
         x, y = batch
         return jnp.mean(rules.softmax_cross_entropy(x @ params["w"], y))
 
-    tx = train.make_optimizer("adam", 0.1)
+    tx = optim.make_optimizer("adam", 0.1)
     params = {"w": jnp.ones((3, 5), F32)}
-    return train.make_step(loss, tx, checks=checks), params, tx.init(params)
+    return optim.make_step(loss, tx, checks=checks), params, tx.init(params)
 
 
 def test_an_out_of_range_label_in_a_jitted_step_is_skipped_and_counted():
@@ -442,21 +444,21 @@ def test_an_out_of_range_label_in_a_checked_step_raises():
     step.wait_checks()  # a good step passes
     step(params, state, (jnp.ones((4, 3), F32), jnp.array([0, 1, 5, 2])))  # checked meanwhile
     with pytest.raises(checkify.JaxRuntimeError, match=r"labels must lie in \[0, 5\)"):
-        train.finish_checks(step)
-    train.finish_checks(step)  # raised once; now nothing is pending
+        optim.finish_checks(step)
+    optim.finish_checks(step)  # raised once; now nothing is pending
 
 
 @pytest.mark.parametrize("checks", [False, True])
 def test_make_step_has_aux_and_donates(checks):
-    tx = train.make_optimizer("sgd", 0.1)
+    tx = optim.make_optimizer("sgd", 0.1)
     params = _params()
-    step = train.make_step(
+    step = optim.make_step(
         lambda p, b: (_quadratic(p, b), {"w0": p["w"][0]}), tx, has_aux=True, checks=checks
     )
     new, _, metrics = step(params, tx.init(params), jnp.zeros(3, F32))
     assert float(metrics["aux"]["w0"]) == 1.0 and float(new["w"][0]) < 1.0
     assert params["w"].is_deleted()  # donated: its buffer was reused
-    train.finish_checks(step)
+    optim.finish_checks(step)
 
 
 def test_data_layer_refuses_bad_labels_on_the_host():

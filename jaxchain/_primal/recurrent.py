@@ -48,8 +48,8 @@ def narrow(outputs, dtype):
 
 def project(xs, w_x, b):
     """Input pre-activations of every step at once, ``(B, T, I) -> (T, B, G)``: one
-    ``(T B, I) x (I, G)`` product (the Elman RNN's choice, measured faster for it; the LSTM and
-    GRU project inside each step)."""
+    ``(T B, I) x (I, G)`` product (the Elman RNN's; the LSTM and GRU project inside each
+    step)."""
     b_, t, i = xs.shape
     return (time_major(xs).reshape(t * b_, i) @ w_x + b[None, :]).reshape(t, b_, w_x.shape[1])
 

@@ -12,7 +12,15 @@ was skipped or weakened, and why. :func:`check_jvp` is the same for the forward 
 
 The modules: :mod:`~jaxchain.check.report` (the report), :mod:`~jaxchain.check.compare`
 (tolerances and comparisons), :mod:`~jaxchain.check.differences` (finite differences),
-:mod:`~jaxchain.check.vjp` and :mod:`~jaxchain.check.jvp` (the checks).
+:mod:`~jaxchain.check.leaves` (per-leaf errors), :mod:`~jaxchain.check.vjp` and
+:mod:`~jaxchain.check.jvp` (the checks). They import nothing of jaxchain: the checker checks
+anyone's rule, ours included.
+
+Above them, in the layer of the cases (imported by name, never by this package): the
+registry of jaxchain's rules and models (:mod:`~jaxchain.check.registry`), their
+counterparts in jax.nn, optax and flax (:mod:`~jaxchain.check.peers`), hypothesis strategies
+(:mod:`~jaxchain.check.testing`) and the audit of other libraries' derivatives
+(:mod:`~jaxchain.check.audit`). They may import the derivatives, the models and the checker.
 
 >>> import jax.numpy as jnp
 >>> import jaxchain

@@ -52,9 +52,9 @@ def _dense_bwd(res, g):
     rows = tuple(range(x.ndim - 1))  # the leading axes: every row of x is one example
     x_, w_, g_ = wide(x), wide(w), wide(g)
     dx = g_ @ w_.T  # dL/dx = g W^T            (..., I)
-    # dL/dW = x^T g, formed as (g^T x)^T, as autodiff's transpose does: XLA then lays out g
-    # for the product, where x^T g made it recompute x's producer (a gelu's erfc) in a
-    # transposing copy, 10-12 ms per MiniLM layer (bench/RESULTS.md)
+    # dL/dW = x^T g, formed as (g^T x)^T, as autodiff's transpose does: XLA lays out g for
+    # the product and reads x as it is, with no transposing copy of x (which would recompute
+    # x's producer, a gelu's erfc, inside the copy; bench/RESULTS.md)
     dw = jnp.tensordot(g_, x_, axes=(rows, rows)).T  # (I, O)
     db = jnp.sum(g_, axis=rows)  # dL/db = sum_rows g      (O,)
     return dx.astype(x.dtype), dw.astype(w.dtype), db.astype(w.dtype)

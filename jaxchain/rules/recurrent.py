@@ -4,8 +4,8 @@ Shape letters: B batch, T time, I input size, H hidden size, G = k H the stacked
 pre-activations (k = 1, 4, 3).
 
 Each forward pass is a ``lax.scan`` over time. The LSTM and GRU compute the input projection
-``x_t W_x`` inside each step (a ``(T, B, G)`` array of all projections up front measured
-slower and larger for them); the Elman RNN projects all steps in one product up front. Each
+``x_t W_x`` inside each step, so that no ``(T, B, G)`` array of all projections exists; the
+Elman RNN projects all steps in one product up front (``bench/RESULTS.md`` has both). Each
 backward pass is a reverse ``lax.scan`` that carries ``dh`` (and ``dc``) from the last step
 to the first and emits the pre-activation gradients ``da_t`` of every step; the weight
 gradients are then each one matrix product over all ``B T`` rows: ``dW_x = X^T dA`` and

@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchain import data, nn, rules
+from jaxchain import nn, rules
 from jaxchain.ops import Ops
+from jaxchain.train import data
 
 MODELS = ("mlp", *nn.RECURRENT, "transformer", "decoder")
 DATASETS = ("digits", "shakespeare")  # what `jaxchain train` trains on; vader is finetune's
@@ -238,9 +239,9 @@ def decoder_task(
     vocab: int,
     dropout: float = 0.0,
 ) -> Task:
-    """Shakespeare as byte-level BPE tokens (:func:`jaxchain.data.bpe`, trained on the training
-    split) for the Llama-style decoder; ``seq_len`` counts tokens. Validation loss is in nats
-    per character (the nats of the predicted tokens over their characters), comparable with
+    """Shakespeare as byte-level BPE tokens (:func:`jaxchain.train.data.bpe`, trained on the
+    training split) for the Llama-style decoder; ``seq_len`` counts tokens. Validation loss is
+    in nats per character (the nats of the predicted tokens over their characters), comparable with
     the character models'."""
     corpus = data.shakespeare()
     tokenizer = data.bpe(corpus, vocab)
@@ -513,7 +514,7 @@ def generate_text(
 ) -> str:
     """``prompt`` and ``steps`` BPE tokens sampled after it by the decoder
     (:func:`jaxchain.nn.decoder.generate`, with its KV cache), as text a terminal shows
-    (:func:`jaxchain.data.decode_text`). The prompt and the new tokens together may number
+    (:func:`jaxchain.train.data.decode_text`). The prompt and the new tokens together may number
     at most :data:`MAX_TOKENS` (the KV cache holds them all). ``progress``: as for
     :func:`~jaxchain.nn.decoder.generate`."""
     ids = tokenizer.encode(prompt).ids

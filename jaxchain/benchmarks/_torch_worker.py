@@ -101,7 +101,7 @@ def bert(B: int, T: int):
 
 def llama(B: int, T: int, D: int, layers: int, V: int):
     """Hugging Face ``LlamaForCausalLM`` of the decoder of ``jaxchain bench``'s ``decoder
-    step`` (``jaxchain.tasks.decoder_dims``: heads of 64, half as many key/value heads, SwiGLU
+    step`` (``jaxchain.train.tasks.decoder_dims``: heads of 64, half as many key/value heads, SwiGLU
     ``8/3 D`` rounded up to 64, an untied head; RoPE base 10,000, RMSNorm eps 1e-6), SDPA
     attention, random weights: mean next-token cross-entropy on random tokens, gradients of
     every parameter, AdamW (lr 1e-3, weight decay 1e-4: ``optax.adamw(1e-3)``'s)."""

@@ -1,11 +1,11 @@
 """jit-compiled training with optax: a configuration, the loop, evaluation and early
 stopping, and the run's outputs.
 
-The parts live apart: :mod:`jaxchain.optim` composes the optimizer and makes the jitted step;
-:mod:`jaxchain.runs` keeps a run directory a unit (refusal, ``--overwrite``, ``--resume``
+The parts live apart: :mod:`jaxchain.train.optim` composes the optimizer and makes the jitted step;
+:mod:`jaxchain.train.runs` keeps a run directory a unit (refusal, ``--overwrite``, ``--resume``
 with a checked configuration) and its orbax checkpoints; this module runs the loop with a
 typed :class:`History`: data parallelism over a 1-D device mesh, over several processes
-(:mod:`jaxchain.distributed`) and with sharded parameters included.
+(:mod:`jaxchain.train.distributed`) and with sharded parameters included.
 """
 
 import contextlib
@@ -20,36 +20,17 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxchain import distributed, reference, rules, runs
-from jaxchain.optim import (
+from jaxchain import reference, rules
+from jaxchain.train import distributed, runs
+from jaxchain.train.optim import (
     OPTIMIZERS,
     SCHEDULES,
     finish_checks,
     make_optimizer,
     make_step,
-    schedule,
 )
-from jaxchain.runs import Checkpoints
-from jaxchain.tasks import Task, make_task
-
-__all__ = [
-    "BACKWARDS",
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "Checkpoints",
-    "Config",
-    "History",
-    "evaluate",
-    "finish_checks",
-    "make_optimizer",
-    "make_step",
-    "read_config",
-    "restore_params",
-    "sample",
-    "schedule",
-    "train",
-    "write_outputs",
-]
+from jaxchain.train.runs import Checkpoints
+from jaxchain.train.tasks import Task, make_task
 
 BACKWARDS = {"manual": rules, "autodiff": reference}
 
@@ -61,7 +42,7 @@ BACKWARDS = {"manual": rules, "autodiff": reference}
 class Config:
     """Everything that defines a run (saved in ``run.json`` and with its checkpoints).
 
-    Which fields may change on ``--resume`` is :data:`jaxchain.runs.MAY_CHANGE`."""
+    Which fields may change on ``--resume`` is :data:`jaxchain.train.runs.MAY_CHANGE`."""
 
     model: str = "mlp"
     data: str = "digits"
@@ -228,7 +209,7 @@ def train(
     progress: Callable[[int, float], None] | None = None,
     task: Task | None = None,
 ) -> tuple[dict, Any]:
-    """Train as ``config`` says in the run directory ``out`` (see :mod:`jaxchain.runs`):
+    """Train as ``config`` says in the run directory ``out`` (see :mod:`jaxchain.train.runs`):
     checkpoints under ``out/checkpoints``; return the metrics (which the command writes to
     ``out/metrics.json``) and the final params.
 
@@ -236,18 +217,18 @@ def train(
       resume: continue from the latest checkpoint in ``out``; the configuration must agree.
       overwrite: replace a run already in ``out``.
       stop_at: stop after this step as if interrupted (after checkpointing it).
-      checks: run every step checked (:func:`jaxchain.optim.make_step`).
+      checks: run every step checked (:func:`jaxchain.train.optim.make_step`).
       progress: called about every second with ``(step, latest loss)``.
       task: ``config.task()``, if the caller already has it.
 
-    The run directory is locked for the whole call (:class:`jaxchain.runs.Lock`, by process
-    0): a second run into it is refused with :class:`jaxchain.runs.RunError`. A SIGINT or
+    The run directory is locked for the whole call (:class:`jaxchain.train.runs.Lock`, by process
+    0): a second run into it is refused with :class:`jaxchain.train.runs.RunError`. A SIGINT or
     SIGTERM stops the run after the current step, as ``stop_at`` does (evaluated,
     checkpointed); the metrics then hold ``interrupted`` (the signal's name). On resume, a
     checkpoint that cannot be read is set aside and the newest readable one is used
-    (:meth:`jaxchain.runs.Checkpoints.restore`); if none is, nothing in ``out`` changes.
+    (:meth:`jaxchain.train.runs.Checkpoints.restore`); if none is, nothing in ``out`` changes.
 
-    In a multi-process run (:mod:`jaxchain.distributed`; every process calls this alike)
+    In a multi-process run (:mod:`jaxchain.train.distributed`; every process calls this alike)
     process 0 writes the run directory, logs and evaluates; the checkpoints are written by
     all together (each its own shards).
     """
@@ -318,7 +299,7 @@ def _train(config, out, interrupts, *, resume, overwrite, stop_at, checks, log, 
 
 
 def read_config(run: pathlib.Path) -> Config:
-    """The configuration of the run in ``run``; :class:`jaxchain.runs.RunError` if it is
+    """The configuration of the run in ``run``; :class:`jaxchain.train.runs.RunError` if it is
     not a run."""
     if not (run / runs.RUN_FILE).is_file():
         raise runs.RunError(f"--run: {run} is not a jaxchain run (no {runs.RUN_FILE})")

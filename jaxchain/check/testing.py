@@ -3,7 +3,7 @@ tests its own.
 
 Example, in a test file::
 
-    import jaxchain.testing as jt
+    import jaxchain.check.testing as jt
 
     def test_my_tanh():
         jt.check_property(my_tanh, jaxchain.reference.tanh, jt.arrays(jt.shapes()))
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxchain.check import assert_jvp, assert_vjp
-from jaxchain.registry import Case
+from jaxchain.check.registry import Case
 
 __all__ = ["arrays", "case_args", "check_property", "keys", "scales", "shapes"]
 
@@ -66,7 +66,7 @@ def arrays(
 
 
 def case_args(case: Case, dtype: Any = jnp.float64) -> st.SearchStrategy[tuple]:
-    """Arguments for a registry :class:`~jaxchain.registry.Case`: its dims drawn from their
+    """Arguments for a registry :class:`~jaxchain.check.registry.Case`: its dims drawn from their
     choices, its values from a drawn key and spread."""
     dims = st.fixed_dictionaries({name: st.sampled_from(c) for name, c in case.dims.items()})
     return st.builds(

@@ -5,7 +5,7 @@ rule added here is checked the moment it exists. :data:`RULES` holds the ops; :d
 holds each model's ``apply`` with ``ops=rules`` against the same with ``ops=reference``.
 Each case also carries its forward-mode twin from :mod:`jaxchain.tangents` (``Case.tangent``),
 checked by ``jaxchain check --mode forward`` against the same reference, and its counterpart
-in the ecosystem from :mod:`jaxchain.peers` (``Case.counterpart``), bound the same way.
+in the ecosystem from :mod:`jaxchain.check.peers` (``Case.counterpart``), bound the same way.
 """
 
 import dataclasses
@@ -17,7 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxchain import nn, peers, reference, rules, tangents
+from jaxchain import nn, reference, rules, tangents
+from jaxchain.check import peers
 
 Args = tuple[Any, ...]
 MODES = ("reverse", "forward")  # the hand-written families: rules (custom_vjp), tangents (jvp)
@@ -37,7 +38,7 @@ class Case:
         values of roughly ``scale``.
       dims: for each named dimension, the sizes to draw from; the first is the default.
       tangent: the same op from the forward-mode family (:mod:`jaxchain.tangents`), if any.
-      counterpart: the same op computed by jax.nn, optax or flax (:mod:`jaxchain.peers`),
+      counterpart: the same op computed by jax.nn, optax or flax (:mod:`jaxchain.check.peers`),
         same signature; None for the models.
     """
 

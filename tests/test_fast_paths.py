@@ -270,7 +270,7 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
 def test_language_model_heads_use_the_fused_loss():
     """The Shakespeare tasks' loss is the fused head: equal to the cross-entropy of the
     logits, and its gradients equal autodiff's."""
-    from jaxchain.tasks import make_task
+    from jaxchain.train.tasks import make_task
 
     task = make_task("lstm", "shakespeare", batch_size=2, seed=0, hidden=8, layers=1, seq_len=8)
     assert task.loss_fn is not None
