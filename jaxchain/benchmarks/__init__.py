@@ -31,6 +31,7 @@ from jaxchain.benchmarks.cases import (
 )
 from jaxchain.benchmarks.harness import (
     Row,
+    machine,
     matmul_flops_per_second,
     measure,
     median_seconds,
@@ -124,6 +125,7 @@ __all__ = [
     "bench_mlp",
     "bench_recurrent",
     "chunked_attention",
+    "machine",
     "matmul_flops_per_second",
     "measure",
     "median_seconds",
@@ -132,4 +134,4 @@ __all__ = [
     "table",
     "temp_bytes",
     "to_json",
-]  # fmt: skip
+]
