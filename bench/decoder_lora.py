@@ -13,7 +13,6 @@ Markdown table on stdout.
 """
 
 import argparse
-import functools
 import importlib.resources
 import json
 import pathlib
@@ -46,27 +45,17 @@ def tokenizer_of(text: str, vocab: int):
     return data.bpe(data.Corpus(corpus.encode(text), corpus.encode(""), chars), vocab)
 
 
-def sampler(ids: np.ndarray, batch: int, t: int, seed: int):
-    def take(step: int):
-        starts = np.random.default_rng([seed, step]).integers(0, len(ids) - t - 1, batch)
-        chunk = ids[starts[:, None] + np.arange(t + 1)]
-        return chunk[:, :-1], chunk[:, 1:]
+def evaluator(tokenizer, ids: np.ndarray, t: int, scale: float, rows: int = 64):
+    """``loss(params, lora=None)``: nats per character of ``rows`` evenly spaced windows of
+    ``ids`` (:func:`jaxchain.train.tasks.text_evaluation`), with the adapters ``lora`` at
+    ``scale``."""
 
-    return take
+    def logits(p, x):
+        return nn.decoder.apply(p["base"], x, lora=p["lora"], lora_scale=scale)
 
-
-def evaluator(tokenizer, ids: np.ndarray, t: int, rows: int = 64):
-    """``loss(params, lora, scale)``: nats per character of evenly spaced windows of ``ids``."""
-    starts = np.linspace(0, len(ids) - t - 1, rows).astype(np.int64)
-    windows = ids[starts[:, None] + np.arange(t + 1)]
-    characters = sum(len(tokenizer.decode(w[1:].tolist())) for w in windows)
-
-    @functools.partial(jax.jit, static_argnums=2)
-    def nats(params, lora, scale):
-        h = nn.decoder.loss(params, windows[:, :-1], windows[:, 1:], lora=lora, lora_scale=scale)
-        return h * windows[:, 1:].size
-
-    return lambda params, lora=None, scale=1.0: float(nats(params, lora, scale)) / characters
+    text = tasks.Text.of_tokenizer(tokenizer)
+    loss = tasks.text_evaluation(logits, text, ids, t, windows=rows)
+    return lambda params, lora=None: loss({"base": params, "lora": lora})
 
 
 def train(loss, trainable, frozen, take, steps: int, lr: float, log: str):
@@ -120,7 +109,8 @@ def main() -> None:
         "vocab_size": tokenizer.get_vocab_size(),
         **tasks.decoder_dims(args.hidden, args.layers),
     }
-    held_loss = evaluator(tokenizer, eval_ids, args.seq_len)
+    scale = nn.lora.scale(args.rank)
+    held_loss = evaluator(tokenizer, eval_ids, args.seq_len, scale)
     t, b = args.seq_len, args.batch_size
 
     def full_loss(params, _, x, y):
@@ -128,22 +118,20 @@ def main() -> None:
 
     params = nn.decoder.init(jax.random.key(0), **dims)
     params, _, base_seconds = train(
-        full_loss, params, None, sampler(base_ids, b, t, 0), args.steps, 3e-3, "pretrain"
+        full_loss, params, None, tasks.text_batches(base_ids, b, t, 0), args.steps, 3e-3, "pretrain"
     )
     before = held_loss(params)
     print(f"held-out {HELD_OUT}: {before:.4f} nats/char before adapting")
 
-    scale = nn.lora.scale(args.rank)
-
     def lora_loss(adapters, frozen, x, y):
         return nn.decoder.loss(frozen, x, y, lora=adapters, lora_scale=scale)
 
-    take = sampler(adapt_ids, b, t, 1)
+    take = tasks.text_batches(adapt_ids, b, t, 1)
     adapters = nn.lora.init(jax.random.key(1), params["blocks"], args.rank)
     adapters, lora_bytes, lora_seconds = train(
         lora_loss, adapters, params, take, args.adapt_steps, 2e-3, "lora"
     )
-    adapted = held_loss(params, adapters, scale)
+    adapted = held_loss(params, adapters)
     merged = {**params, "blocks": nn.lora.merge(params["blocks"], adapters, scale)}
     merged_loss = held_loss(merged)
     full, full_bytes, full_seconds = train(

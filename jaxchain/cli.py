@@ -80,18 +80,18 @@ def _setup(args: argparse.Namespace, out, *, with_task: bool = True, **fixed):
     import jax
 
     from jaxchain import train
-    from jaxchain.train import distributed, runs
+    from jaxchain.train import distributed, options, runs
 
-    fields = {f.name for f in dataclasses.fields(train.Config)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    leaves = options.leaf_types(train.Config)
+    given = {k: v for k, v in vars(args).items() if k in leaves and v is not None}
     if jax.process_count() > 1 and given.get("devices", 1) == 1:  # all processes' devices
         given["devices"] = jax.device_count()
     try:
-        config = train.Config(**{**given, **fixed})
+        config = train.Config.of(**{**given, **fixed})
         if distributed.is_main():  # the other processes join the run process 0 locks
             runs.free(out)
         task = _task(config) if with_task else None
-        distributed.mesh_shardings(config.devices, config.batch_size, config.shard)
+        distributed.mesh_shardings(config.devices, config.task.batch_size, config.shard)
         runs.check(out, dataclasses.asdict(config), resume=args.resume, overwrite=args.overwrite)
     except (ValueError, ModuleNotFoundError) as e:
         raise UsageError(str(e)) from None
@@ -114,10 +114,10 @@ def _join(args: argparse.Namespace) -> None:
 
 
 def _task(config):
-    """``config.task()``, its errors (a model that does not fit the data, a missing
+    """``config.make_task()``, its errors (a model that does not fit the data, a missing
     package) as usage errors."""
     try:
-        return config.task()
+        return config.make_task()
     except (ValueError, ModuleNotFoundError) as e:
         raise UsageError(str(e)) from None
 
@@ -161,7 +161,7 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
 
     stats = TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), stats)
-    what = config.strategy if config.data == "vader" else config.model
+    what = config.task.finetuning.strategy if config.data == "vader" else config.model
     with Progress(*columns, transient=True) as bar:
         job = bar.add_task(f"{what} on {config.data}", total=config.steps, loss=0.0, rate="")
         first, printed = {}, [time.perf_counter()]  # the first report; the last line printed
@@ -193,11 +193,10 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
     params = distributed.local(params)  # every process: a gather when params are sharded
     if not distributed.is_main():
         return metrics
-    if sample and task.tokenizer is not None:
-        metrics["sample"] = tasks.generate_text(params, task.tokenizer, "ROMEO:\n", 100)
-        print(metrics["sample"])
-    elif sample:
-        metrics["sample"] = train.sample(task, params, "ROMEO:\n", 300, config.seq_len)
+    if sample:
+        metrics["sample"] = tasks.generate_text(
+            task.model, task.data, params, "ROMEO:\n", 100, seq_len=config.task.seq_len
+        )
         print(metrics["sample"])
     with _writing(out):
         train.write_outputs(out, metrics, config)
@@ -258,34 +257,43 @@ def _restore(run: pathlib.Path, config, like, trainable=None):
 
 
 def _generate(args: argparse.Namespace) -> int:
-    """Continue --prompt with a trained decoder run's latest checkpoint."""
+    """Continue --prompt with a trained language model's latest checkpoint."""
     import jax
     from tokenizers import Tokenizer
 
-    from jaxchain import nn, train
+    from jaxchain import train
     from jaxchain.train import tasks
 
     run = pathlib.Path(args.run_dir)
     config, tokens = _read_run(run), run / train.TOKENIZER_FILE
-    if config.model != "decoder" or not tokens.is_file():
-        raise UsageError(f"--run: {run} is a {config.model} run; generate samples decoders")
     if args.steps < 0 or args.temperature < 0 or args.top_k < 0:
         raise UsageError("generate: --steps, --temperature and --top-k must be >= 0")
+    if config.data != "shakespeare":
+        raise UsageError(
+            f"--run: {run} is a {config.model} run on {config.data}; generate samples "
+            "language models (--data shakespeare)"
+        )
+    if config.model == "decoder":  # its tokens are the run's own
+        if not tokens.is_file():
+            raise UsageError(f"--run: {run} has no {train.TOKENIZER_FILE}")
+        try:
+            tokenizer = Tokenizer.from_file(str(tokens))
+        except Exception as e:  # tokenizers raises its own error kinds
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"--run: {tokens} cannot be read as a tokenizer: {reason}") from None
+        text = tasks.Text.of_tokenizer(tokenizer)
+    else:
+        text = _task(config).data
+    model = tasks.builder(config.model, config.data).build(text, config.task)
+    params = _restore(run, config, jax.eval_shape(model.init, jax.random.key(0)))
     try:
-        tokenizer = Tokenizer.from_file(str(tokens))
-    except Exception as e:  # tokenizers raises its own error kinds
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"--run: {tokens} cannot be read as a tokenizer: {reason}") from None
-    dims = tasks.decoder_dims(config.hidden, config.layers)
-    vocab = tokenizer.get_vocab_size()
-    like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), vocab, **dims))
-    params = _restore(run, config, like)
-    try:
-        text = tasks.generate_text(
+        generated = tasks.generate_text(
+            model,
+            text,
             params,
-            tokenizer,
             args.prompt,
             args.steps,
+            seq_len=config.task.seq_len,
             seed=args.seed,
             temperature=args.temperature,
             top_k=args.top_k or None,
@@ -293,7 +301,7 @@ def _generate(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    print(text)
+    print(generated)
     return 0
 
 
@@ -340,7 +348,7 @@ def _export(args: argparse.Namespace) -> int:
     source = json.loads((pretrained.minilm_dir() / "config.json").read_text())
     pretrained.save_bert(out, params["encoder"], source, head=params["head"])
     print(
-        f"{config.strategy} run {run} -> {out} (config.json, model.safetensors, "
+        f"{config.task.finetuning.strategy} run {run} -> {out} (config.json, model.safetensors, "
         f"{pretrained.HEAD_FILE}, tokenizer files)"
     )
     return 0
@@ -357,8 +365,8 @@ def _export_decoder(run: pathlib.Path, out: pathlib.Path, config) -> int:
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out: {out} is not empty; export writes a new directory")
     tokenizer = Tokenizer.from_file(str(run / train.TOKENIZER_FILE))
-    dims = {"vocab_size": tokenizer.get_vocab_size()}
-    dims |= tasks.decoder_dims(config.hidden, config.layers)
+    a = config.task.architecture
+    dims = {"vocab_size": tokenizer.get_vocab_size(), **tasks.decoder_dims(a.hidden, a.layers)}
     like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), **dims))
     params = _restore(run, config, like)
     pretrained.save_llama(out, params, dims, tokenizer=run / train.TOKENIZER_FILE)
@@ -410,7 +418,8 @@ def _finetune(args: argparse.Namespace) -> int:
             "steps",
             "seconds",
         )
-        rows.append({"strategy": config.strategy, "lr": config.lr, **{k: metrics[k] for k in keep}})
+        strategy, lr = config.task.finetuning.strategy, config.optim.lr
+        rows.append({"strategy": strategy, "lr": lr, **{k: metrics[k] for k in keep}})
     from jaxchain.train import distributed
 
     if args.compare and distributed.is_main():
@@ -484,7 +493,7 @@ def _audit(args: argparse.Namespace) -> int:
 def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
     """The flags ``train`` and ``finetune`` share, with their defaults."""
     from jaxchain import train
-    from jaxchain.train import distributed, runs
+    from jaxchain.train import distributed, options, runs
 
     helps = {
         "lr": "peak learning rate", "warmup": "linear warm-up steps",
@@ -502,7 +511,7 @@ def _run_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
         "vocab": "BPE vocabulary size (decoder, trained on the training split)",
         "dropout": "dropout rate in training (the models' own places; none at evaluation)",
     }  # fmt: skip
-    hints = typing.get_type_hints(train.Config)  # a flag's type is its field's (None aside)
+    hints = options.leaf_types(train.Config)  # a flag's type is its field's (None aside)
     for name, default in defaults.items():
         field = hints[name.replace("-", "_")]
         kind = next(t for t in (typing.get_args(field) or (field,)) if t is not type(None))
@@ -595,18 +604,19 @@ def parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_check)
 
-    d = train.Config()
+    d = train.Config().flags
+    models, datasets = tasks.choices(pretrained=False)
     t = command("train", "train a model on a packaged data set")
-    t.add_argument("--model", choices=tasks.MODELS, default=d.model, help="the model")
-    t.add_argument("--data", choices=tasks.DATASETS, default=d.data, help="the data set")
+    t.add_argument("--model", choices=models, default=d["model"], help="the model")
+    t.add_argument("--data", choices=datasets, default=d["data"], help="the data set")
     t.add_argument(
         "--optimizer",
         choices=list(optim.OPTIMIZERS),
-        default=d.optimizer,
+        default=d["optimizer"],
         help="the optax optimizer",
     )
     t.add_argument(
-        "--schedule", choices=optim.SCHEDULES, default=d.schedule, help="learning rate schedule"
+        "--schedule", choices=optim.SCHEDULES, default=d["schedule"], help="learning rate schedule"
     )
     names = (
         "lr",
@@ -627,7 +637,7 @@ def parser() -> argparse.ArgumentParser:
         "vocab",
         "dropout",
     )
-    _run_flags(t, {n: getattr(d, n.replace("-", "_")) for n in names})
+    _run_flags(t, {n: d[n.replace("-", "_")] for n in names})
     t.set_defaults(run=_train)
 
     f = command("finetune", "fine-tune MiniLM-L6 on the VADER sentiment lexicon")
@@ -638,8 +648,8 @@ def parser() -> argparse.ArgumentParser:
         help="probe: frozen encoder; top-k: the top K blocks; full; scratch: random "
         "init; lora: adapters of rank --rank on every projection",
     )
-    f.add_argument("--top-k", type=int, default=d.top_k, help="trainable blocks of top-k")
-    f.add_argument("--rank", type=int, default=d.rank, help="the rank of lora's adapters")
+    f.add_argument("--top-k", type=int, default=d["top_k"], help="trainable blocks of top-k")
+    f.add_argument("--rank", type=int, default=d["rank"], help="the rank of lora's adapters")
     f.add_argument("--compare", action="store_true", help="run every strategy; one table")
     f.add_argument(
         "--lr", type=float, help=f"peak learning rate (default by strategy: {FINETUNE_LR})"
@@ -664,8 +674,8 @@ def parser() -> argparse.ArgumentParser:
     )
     f.set_defaults(run=_finetune, optimizer="adamw", schedule="cosine")
 
-    g = command("generate", "sample text from a trained decoder run")
-    g.add_argument("--run", dest="run_dir", required=True, help="a decoder run's directory")
+    g = command("generate", "sample text from a trained language model (--data shakespeare)")
+    g.add_argument("--run", dest="run_dir", required=True, help="a shakespeare run's directory")
     g.add_argument("--prompt", required=True, help="the text to continue")
     g.add_argument(
         "--steps",

@@ -209,7 +209,8 @@ assert e[0] @ e[1] > e[0] @ e[2]
 # --compare` runs the four strategies at full length; their results are in `bench/RESULTS.md`.
 
 # %%
-task = tasks.sentiment_task("top-k", top_k=1, batch_size=16, seed=0, seq_len=8)
+options = tasks.Options(batch_size=16, seq_len=8, finetuning=tasks.Finetuning("top-k", top_k=1))
+task = tasks.make_task("minilm", "vader", options)
 params = task.init(jax.random.key(0))
 before = task.evaluate(params, "val")["accuracy"]
 tx = optim.make_optimizer(

@@ -141,7 +141,7 @@ def test_strategies_freeze_what_they_say(minilm):
 def test_top_k_finetuning_moves_only_the_top_blocks(tmp_path, minilm):
     """Two steps of `top-k` with k=1: the embeddings and blocks 0-4 stay the pretrained ones
     bit for bit; block 5 and the head move."""
-    config = train.Config(
+    config = train.Config.of(
         model="minilm",
         data="vader",
         strategy="top-k",
@@ -229,7 +229,8 @@ def test_compare_writes_one_table(tmp_path, monkeypatch):
     runs = []
 
     def fake_run(config, task, out, args, *, sample=False):
-        runs.append((config.strategy, config.lr, config.optimizer, out.name))
+        f = config.flags
+        runs.append((f["strategy"], f["lr"], f["optimizer"], out.name))
         return {
             "test_accuracy": 0.5,
             "val_accuracy": 0.5,

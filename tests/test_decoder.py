@@ -233,7 +233,8 @@ def test_decoder_lora_merged_is_adapted_and_only_the_adapters_learn():
 
 
 def test_lora_strategy_trains_under_two_percent_of_minilm():
-    task = tasks.sentiment_task("lora", batch_size=4, seed=0, rank=8)
+    options = tasks.Options(batch_size=4, finetuning=tasks.Finetuning("lora", rank=8))
+    task = tasks.make_task("minilm", "vader", options)
     params = task.init(jax.random.key(0))
     trainable = task.trainable(params)
     sizes = [

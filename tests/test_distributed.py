@@ -75,8 +75,8 @@ def _alone(command, *flags, env=QUIET):
 
 def _state(out):
     """The final ``(params and optimizer state, metadata)`` of the mlp run in ``out``."""
-    config = train.Config(model="mlp", data="digits", hidden=16, layers=1)
-    params = config.task().init(jax.random.key(0))
+    config = train.Config.of(model="mlp", data="digits", hidden=16, layers=1)
+    params = config.make_task().init(jax.random.key(0))
     tx = config.optimizer_for()
     checkpoints = runs.Checkpoints(out / "checkpoints")
     state, meta = checkpoints.restore({"params": params, "opt_state": tx.init(params)})
@@ -231,7 +231,7 @@ def test_export_writes_the_fine_tuned_encoder_for_hugging_face(finetuned):
     for run in ("one", "eight"):  # the sharded run's checkpoint is read on one device
         _alone("export", "--run", str(finetuned / run), "--out", str(finetuned / f"hf-{run}"))
     config = train.read_config(finetuned / "eight")
-    task = config.task()
+    task = config.make_task()
     like = jax.eval_shape(task.init, jax.random.key(0))
     params = train.restore_params(finetuned / "eight", config, like, task.trainable)
     exported = pretrained.load_minilm(finetuned / "hf-eight")

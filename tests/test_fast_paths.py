@@ -270,10 +270,11 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
 def test_language_model_heads_use_the_fused_loss():
     """The Shakespeare tasks' loss is the fused head: equal to the cross-entropy of the
     logits, and its gradients equal autodiff's."""
-    from jaxchain.train.tasks import make_task
+    from jaxchain.train.tasks import Architecture, Options, make_task
 
-    task = make_task("lstm", "shakespeare", batch_size=2, seed=0, hidden=8, layers=1, seq_len=8)
-    assert task.loss_fn is not None
+    options = Options(batch_size=2, seq_len=8, architecture=Architecture(hidden=8, layers=1))
+    task = make_task("lstm", "shakespeare", options)
+    assert task.model.loss is not None
     params, batch = task.init(jax.random.key(0)), task.batch(0)
     plain = jnp.mean(
         reference.softmax_cross_entropy(task.logits(params, batch[0], reference), batch[1])

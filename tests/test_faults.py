@@ -51,8 +51,8 @@ def _snapshot(directory):
 
 def _state(out):
     """The params, optimizer state and loss history of the run in ``out``'s last checkpoint."""
-    config = train.Config(**json.loads((out / "run.json").read_text())["config"])
-    task = config.task()
+    config = train.read_config(out)
+    task = config.make_task()
     params = task.init(jax.random.key(0))
     tx = config.optimizer_for(task.trainable)
     checkpoints = runs.Checkpoints(out / "checkpoints")
@@ -399,7 +399,8 @@ def test_generate_is_bounded_and_its_text_is_whole_characters():
 
     tokenizer = data.bpe(data.shakespeare(), 300)
     with pytest.raises(ValueError, match=f"passes the {tasks.MAX_TOKENS} tokens"):
-        tasks.generate_text(None, tokenizer, "ROMEO:", tasks.MAX_TOKENS)  # before any compile
+        text = tasks.Text.of_tokenizer(tokenizer)
+        tasks.generate_text(tasks.Model(None, None), text, None, "ROMEO:", tasks.MAX_TOKENS)
     ids = tokenizer.encode("café\tnaïve\n").ids
     assert data.decode_text(tokenizer, ids) == "café\tnaïve\n"
     byte = {v: k for k, v in tokenizer.get_vocab().items()}
@@ -448,17 +449,17 @@ def test_dropout_resumes_bit_identical_and_is_recorded(tmp_path):
             checkpoint_every=3,
             dropout=0.3,
         )
-        config = train.Config(**small)
+        config = train.Config.of(**small)
         _, p1 = train.train(config, tmp_path / "whole", log=lambda _: None)
         train.train(config, tmp_path / "split", stop_at=3, log=lambda _: None)
         _, p2 = train.train(config, tmp_path / "split", resume=True, log=lambda _: None)
         _, p0 = train.train(
-            train.Config(**{**small, "dropout": 0.0}), tmp_path / "plain", log=lambda _: None
+            train.Config.of(**{**small, "dropout": 0.0}), tmp_path / "plain", log=lambda _: None
         )
     chex.assert_trees_all_equal(p1, p2)
     leaves = zip(jax.tree.leaves(p0), jax.tree.leaves(p1), strict=True)
     assert not all(bool((a == b).all()) for a, b in leaves)  # dropout changed the run
     saved = json.loads((tmp_path / "split" / "run.json").read_text())["config"]
-    assert saved["dropout"] == 0.3
+    assert saved["task"]["dropout"] == 0.3  # run.json nests the options by their user
     with pytest.raises(ValueError, match=r"--dropout must be in \[0, 1\)"):
-        train.Config(dropout=1.0)
+        train.Config.of(dropout=1.0)

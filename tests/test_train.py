@@ -11,9 +11,10 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jaxchain import train
+from jaxchain import rules, train
 from jaxchain.check import tolerance
 from jaxchain.train import data, optim, runs
 
@@ -102,7 +103,7 @@ def test_non_finite_step_is_skipped_and_counted():
 def test_manual_and_autodiff_backward_give_the_same_curve(model, tmp_path):
     curves = []
     for backward in ("manual", "autodiff"):
-        config = train.Config(**{**SMALL, "model": model, "backward": backward})
+        config = train.Config.of(**{**SMALL, "model": model, "backward": backward})
         metrics, _ = train.train(config, tmp_path / backward, log=lambda _: None)
         curves.append(np.array(metrics["train_loss"])[:, 1])
     assert len(curves[0]) == SMALL["steps"]
@@ -118,8 +119,8 @@ def _cli(*args, env=None, status=0, command="train"):
 
 
 def _final_params(out):
-    config = train.Config(**SMALL)
-    task = config.task()
+    config = train.Config.of(**SMALL)
+    task = config.make_task()
     params = task.init(jax.random.key(0))
     tx = optim.make_optimizer("adam", 1e-3, clip=1.0)
     checkpoints = runs.Checkpoints(out / "checkpoints")
@@ -189,16 +190,16 @@ def test_two_devices_give_the_same_curve_replicated_or_sharded(tmp_path):
 def test_bad_configuration_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="optimizer must be one of"):
         optim.make_optimizer("lion", 0.1)
-    with pytest.raises(ValueError, match="cannot model language"):
-        train.Config(model="mlp", data="shakespeare").task()
+    with pytest.raises(ValueError, match="does not read --data shakespeare"):
+        train.Config.of(model="mlp", data="shakespeare").make_task()
     with pytest.raises(ValueError, match="--devices 64"):
-        train.train(train.Config(**{**SMALL, "devices": 64}), tmp_path, log=lambda _: None)
-    config = train.Config(**SMALL)
-    train.train(dataclasses.replace(config, steps=4), tmp_path / "a", log=lambda _: None)
+        train.train(train.Config.of(**{**SMALL, "devices": 64}), tmp_path, log=lambda _: None)
+    config = train.Config.of(**SMALL)
+    train.train(config.replace(steps=4), tmp_path / "a", log=lambda _: None)
     with pytest.raises(ValueError, match=r"configuration differs .*: hidden: 16 -> 8$"):
-        train.train(dataclasses.replace(config, hidden=8), tmp_path / "a", resume=True)
+        train.train(config.replace(hidden=8), tmp_path / "a", resume=True)
     with pytest.raises(ValueError, match="--steps must be at least 1, got 0"):
-        train.Config(steps=0)
+        train.Config.of(steps=0)
 
 
 def test_data_sets_are_fixed_and_disjoint():
@@ -216,7 +217,7 @@ def test_data_sets_are_fixed_and_disjoint():
 def test_early_stopping_on_the_validation_metric(tmp_path):
     """With a zero learning rate the validation accuracy never improves: patience 2 stops the
     run at the third evaluation."""
-    config = train.Config(
+    config = train.Config.of(
         **{**SMALL, "optimizer": "sgd", "lr": 0.0, "eval_every": 1, "patience": 2, "steps": 50}
     )
     metrics, _ = train.train(config, tmp_path, log=lambda _: None)
@@ -317,7 +318,7 @@ def test_finetune_refuses_an_existing_run(tmp_path):
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--model", "mlp", "--data", "shakespeare"], "cannot model language"),
+        (["--model", "mlp", "--data", "shakespeare"], "does not read --data shakespeare"),
         (["--devices", "2"], "XLA_FLAGS=--xla_force_host_platform_device_count=2"),
         (["--steps", "0"], "--steps must be at least 1, got 0"),
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
@@ -469,7 +470,7 @@ def test_data_layer_refuses_bad_labels_on_the_host():
 
 
 def test_recurrent_layers_stack():
-    task = train.Config(model="lstm", layers=3, hidden=8).task()
+    task = train.Config.of(model="lstm", layers=3, hidden=8).make_task()
     params = task.init(jax.random.key(0))
     assert len(params["cells"]) == 3 and params["cells"][1]["w_x"].shape == (8, 32)
     x, _ = task.batch(0)
@@ -518,3 +519,81 @@ def test_checked_run_from_the_command(tmp_path, capsys):
         assert cli.main(argv) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["skipped_steps"] == 0
+
+
+# --- the training layer as tables --------------------------------------------------------------
+
+
+def test_options_are_groups_named_by_their_flags(tmp_path):
+    """A configuration nests its options by their user; its leaves keep the flags' names,
+    round-trip through ``flags``, and ``run.json`` holds the nested record, read back whole
+    (and a flat record too)."""
+    config = train.Config.of(**{**SMALL, "lr": 3e-3, "strategy": "lora", "vocab": 512})
+    assert config.optim.lr == 3e-3 and config.task.architecture.hidden == 16
+    assert config.task.finetuning.strategy == "lora" and config.task.decoder.vocab == 512
+    assert train.Config.of(**config.flags) == config
+    assert config.replace(rank=4).task.finetuning.rank == 4 and config.task.finetuning.rank == 8
+    with pytest.raises(ValueError, match="unknown options hiden"):
+        train.Config.of(hiden=8)
+    with pytest.raises(ValueError, match="--top-k must be at least 1, got 0"):
+        train.Config.of(top_k=0)
+    runs.prepare(tmp_path / "nested", dataclasses.asdict(config))
+    saved = json.loads((tmp_path / "nested" / "run.json").read_text())["config"]
+    assert saved["optim"]["lr"] == 3e-3 and saved["task"]["architecture"]["hidden"] == 16
+    assert train.read_config(tmp_path / "nested") == config
+    runs.prepare(tmp_path / "flat", config.flags)
+    assert train.read_config(tmp_path / "flat") == config
+
+
+def test_every_pair_of_the_tables_and_only_those():
+    """The command's choices come from the tables, and each model is refused on a data set it
+    does not read, with what it reads and what reads that data set."""
+    from jaxchain.train import tasks
+
+    assert tasks.choices(pretrained=True) == (["minilm"], ["vader"])
+    models, datasets = tasks.choices(pretrained=False)
+    assert models == ["mlp", "rnn", "lstm", "gru", "transformer", "decoder"]
+    assert datasets == ["digits", "shakespeare"]
+    pair = "decoder does not read --data digits; it reads shakespeare, and digits goes with mlp"
+    with pytest.raises(ValueError, match=pair):
+        tasks.make_task("decoder", "digits")
+    with pytest.raises(ValueError, match=r"--model must be one of mlp, .*, minilm, got 'cnn'"):
+        tasks.make_task("cnn", "digits")
+
+
+def test_language_evaluation_honours_its_split():
+    """A language task evaluates the split it is asked for, and refuses one it does not
+    have (it once returned the validation loss whatever the split)."""
+    from jaxchain.train import tasks
+
+    task = train.Config.of(
+        model="gru", data="shakespeare", hidden=8, layers=1, seq_len=8
+    ).make_task()
+    params = task.init(jax.random.key(0))
+    val, training = (task.evaluate(params, s)["loss"] for s in ("val", "train"))
+    assert np.isfinite(val) and np.isfinite(training) and val != training
+    with pytest.raises(ValueError, match="split must be one of train, val, got 'test'"):
+        task.evaluate(params, "test")
+    # one token a character: nats per character is the mean cross-entropy of the windows
+    ids = task.data.splits["val"]
+    rows = ids[np.linspace(0, len(ids) - 9, 256).astype(np.int64)[:, None] + np.arange(9)]
+    logits = task.logits(params, rows[:, :-1], rules)
+    mean = float(jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, rows[:, 1:])))
+    assert val == pytest.approx(mean, rel=1e-5)
+    assert tasks.EVAL_WINDOWS == 256
+
+
+def test_generate_samples_a_character_run(tmp_path):
+    """``jaxchain generate`` continues a prompt with any Shakespeare run (a character model
+    here, by recomputing its logits over the window), through the one generation function;
+    a digits run is refused in one line."""
+    out = tmp_path / "gru"
+    flags = ["--hidden", "8", "--layers", "1", "--seq-len", "8", "--steps", "2"]
+    _cli("--model", "gru", "--data", "shakespeare", "--out", str(out), *flags)
+    done = _cli("--run", str(out), "--prompt", "ROMEO:", "--steps", "12", command="generate")
+    text = done.stdout.rstrip("\n")
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 12
+    digits = tmp_path / "mlp"
+    _cli("--model", "mlp", "--out", str(digits), "--hidden", "8", "--layers", "1", "--steps", "2")
+    done = _cli("--run", str(digits), "--prompt", "a", command="generate", status=2)
+    assert done.stderr.count("\n") == 1 and "generate samples language models" in done.stderr

@@ -332,8 +332,9 @@ def generate(
     )
 
 
-def _sample(logits, key, temperature: float, top_k: int | None):
-    """A token per row of ``logits (B, V)``."""
+def sample(logits: jax.Array, key: jax.Array, temperature: float, top_k: int | None) -> jax.Array:
+    """A token per row of ``logits (B, V)``: the likeliest at ``temperature`` 0, else drawn
+    from the softmax of ``logits / temperature`` over the ``top_k`` likeliest (None: all)."""
     if temperature == 0:
         return jnp.argmax(logits, axis=-1)
     logits = logits.astype(jnp.float32) / temperature
@@ -370,7 +371,7 @@ def _generate(params, prompt, key, temperature, steps, top_k, constants, ops, pr
     ]
     logits, caches = forward(prompt, caches, 0)
     keys = jax.random.split(key, steps)
-    first = _sample(logits, keys[0], temperature, top_k)
+    first = sample(logits, keys[0], temperature, top_k)
     made = (
         (lambda n: None)
         if progress is None
@@ -381,7 +382,7 @@ def _generate(params, prompt, key, temperature, steps, top_k, constants, ops, pr
     def step(carry, i):
         token, caches = carry
         logits, caches = forward(token[:, None], caches, p + i)
-        nxt = _sample(logits, keys[i + 1], temperature, top_k)
+        nxt = sample(logits, keys[i + 1], temperature, top_k)
         made(i + 2)
         return (nxt, caches), nxt
 

@@ -4,7 +4,9 @@ devices and processes. The layer above the models; it imports the derivatives
 :mod:`jaxchain.pretrained`), never the checker or the commands.
 
 - :mod:`~jaxchain.train.data`: the data sets that ship inside installed packages, a tokenizer;
-- :mod:`~jaxchain.train.tasks`: a model and a data set made a task (loss, batches, evaluation);
+- :mod:`~jaxchain.train.tasks`: the tables of data sets and model builders, a pair made a task
+  (loss, batches, evaluation), text generation;
+- :mod:`~jaxchain.train.options`: option groups, read and written by their flags' names;
 - :mod:`~jaxchain.train.optim`: optimizers by name, the jitted (optionally checked) step;
 - :mod:`~jaxchain.train.runs`: run directories (refuse, overwrite, resume, lock) and orbax
   checkpoints;
@@ -20,7 +22,6 @@ from jaxchain.train.loop import (
     evaluate,
     read_config,
     restore_params,
-    sample,
     train,
     write_outputs,
 )
@@ -33,7 +34,6 @@ __all__ = [
     "evaluate",
     "read_config",
     "restore_params",
-    "sample",
     "train",
     "write_outputs",
 ]

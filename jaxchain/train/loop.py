@@ -21,16 +21,12 @@ import jax
 import numpy as np
 
 from jaxchain import reference, rules
-from jaxchain.train import distributed, runs
-from jaxchain.train.optim import (
-    OPTIMIZERS,
-    SCHEDULES,
-    finish_checks,
-    make_optimizer,
-    make_step,
-)
+from jaxchain.train import distributed, options, runs, tasks
+from jaxchain.train.optim import Options as OptimizerOptions
+from jaxchain.train.optim import finish_checks, make_step
 from jaxchain.train.runs import Checkpoints
-from jaxchain.train.tasks import Task, make_task
+from jaxchain.train.tasks import Options as TaskOptions
+from jaxchain.train.tasks import Task
 
 BACKWARDS = {"manual": rules, "autodiff": reference}
 
@@ -40,102 +36,62 @@ BACKWARDS = {"manual": rules, "autodiff": reference}
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines a run (saved in ``run.json`` and with its checkpoints).
+    """Everything that defines a run (saved in ``run.json`` and with its checkpoints): the
+    model and data set, the run's own fields, and the options grouped by what uses them — the
+    task's (:class:`jaxchain.train.tasks.Options`, holding the architecture's, the decoder's
+    and fine-tuning's) and the optimizer's (:class:`jaxchain.train.optim.Options`).
 
-    Which fields may change on ``--resume`` is :data:`jaxchain.train.runs.MAY_CHANGE`."""
+    Every leaf has one name, the flag's (``--top-k`` is ``top_k``): :meth:`of` makes a
+    configuration from such names, :meth:`replace` changes some, :attr:`flags` reads them.
+    Which may change on ``--resume`` is :data:`jaxchain.train.runs.MAY_CHANGE`.
+
+    >>> config = Config.of(model="lstm", hidden=64, lr=3e-3)
+    >>> config.task.architecture.hidden, config.optim.lr
+    (64, 0.003)
+    """
 
     model: str = "mlp"
     data: str = "digits"
-    backward: str = "manual"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "constant"
-    warmup: int = 0
-    clip: float | None = 1.0
-    accumulate: int = 1
+    backward: str = "manual"  # one of BACKWARDS
     steps: int = 2000
-    batch_size: int = 64
-    seed: int = 0
-    hidden: int = 128
-    layers: int = 2
-    seq_len: int = 128
     eval_every: int = 200
     checkpoint_every: int = 500
     patience: int | None = None  # evaluations without improvement before stopping early
     devices: int = 1
     time_limit: float | None = None  # seconds of training; then evaluate, checkpoint, stop
-    weight_decay: float = 1e-4  # adamw only
-    strategy: str = "full"  # fine-tuning (data vader) only: probe, top-k, full or scratch
-    top_k: int = 2  # the number of trainable blocks of the top-k strategy
-    vocab: int = 1024  # the BPE vocabulary of the decoder on shakespeare
-    rank: int = 8  # the rank of the LoRA adapters (strategy lora)
     shard: str = "none"  # "params": params and optimizer state split over the devices
-    dropout: float = 0.0  # training only; the key of step s: fold_in(DROPOUT_KEY(seed), s)
+    task: TaskOptions = dataclasses.field(default_factory=TaskOptions)
+    optim: OptimizerOptions = dataclasses.field(default_factory=OptimizerOptions)
 
     def __post_init__(self):
-        positive = (
-            "steps",
-            "batch_size",
-            "hidden",
-            "layers",
-            "seq_len",
-            "eval_every",
-            "checkpoint_every",
-            "accumulate",
-            "devices",
-            "top_k",
-            "rank",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                flag = name.replace("_", "-")
-                raise ValueError(f"train: --{flag} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "warmup", "weight_decay", "clip", "patience", "time_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"train: --{name.replace('_', '-')} must be >= 0, got {value}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"train: --dropout must be in [0, 1), got {self.dropout}")
-        for name, choices in (
-            ("backward", BACKWARDS),
-            ("optimizer", OPTIMIZERS),
-            ("schedule", SCHEDULES),
-            ("shard", distributed.SHARDS),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(
-                    f"train: --{name} must be one of {', '.join(choices)}, "
-                    f"got {getattr(self, name)!r}"
-                )
+        positive = ("steps", "eval_every", "checkpoint_every", "devices")
+        options.at_least(self, 1, positive)
+        options.at_least(self, 0, ("patience", "time_limit"))
+        options.one_of(self, "backward", BACKWARDS)
+        options.one_of(self, "shard", distributed.SHARDS)
 
-    def task(self) -> Task:
-        if self.data == "vader":
-            options = dict(strategy=self.strategy, top_k=self.top_k, rank=self.rank)
-        else:
-            options = dict(hidden=self.hidden, layers=self.layers, vocab=self.vocab)
-        return make_task(
-            self.model,
-            self.data,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            seq_len=self.seq_len,
-            dropout=self.dropout,
-            **options,
-        )
+    @classmethod
+    def of(cls, **flags) -> "Config":
+        """The configuration with these leaves (by their flags' names), defaults elsewhere."""
+        return options.build(cls, flags)
+
+    def replace(self, **flags) -> "Config":
+        """This configuration with these leaves (by their flags' names) changed."""
+        return options.replace(self, **flags)
+
+    @property
+    def flags(self) -> dict[str, Any]:
+        """Every leaf by its flag's name."""
+        return options.flat(self)
+
+    def make_task(self) -> Task:
+        """The run's task (:func:`jaxchain.train.tasks.make_task`)."""
+        return tasks.make_task(self.model, self.data, self.task)
 
     def optimizer_for(self, trainable: Callable[[dict], dict] | None = None):
-        """The run's optax optimizer; ``trainable`` as :func:`make_optimizer` takes it."""
-        return make_optimizer(
-            self.optimizer,
-            self.lr,
-            steps=self.steps,
-            schedule_kind=self.schedule,
-            warmup=self.warmup,
-            clip=self.clip,
-            accumulate=self.accumulate,
-            weight_decay=self.weight_decay,
-            trainable=trainable,
-        )
+        """The run's optax optimizer; ``trainable`` as :func:`~jaxchain.train.optim.make_optimizer`
+        takes it."""
+        return self.optim.make(self.steps, trainable)
 
 
 @dataclasses.dataclass
@@ -219,7 +175,7 @@ def train(
       stop_at: stop after this step as if interrupted (after checkpointing it).
       checks: run every step checked (:func:`jaxchain.train.optim.make_step`).
       progress: called about every second with ``(step, latest loss)``.
-      task: ``config.task()``, if the caller already has it.
+      task: ``config.make_task()``, if the caller already has it.
 
     The run directory is locked for the whole call (:class:`jaxchain.train.runs.Lock`, by process
     0): a second run into it is refused with :class:`jaxchain.train.runs.RunError`. A SIGINT or
@@ -250,15 +206,15 @@ def train(
 
 
 def _train(config, out, interrupts, *, resume, overwrite, stop_at, checks, log, progress, task):
-    task = task or config.task()
-    mesh = distributed.mesh_shardings(config.devices, config.batch_size, config.shard)
+    task = task or config.make_task()
+    mesh = distributed.mesh_shardings(config.devices, config.task.batch_size, config.shard)
     fields = dataclasses.asdict(config)
     runs.check(out, fields, resume=resume, overwrite=overwrite)  # every process, then one writes
     main = distributed.is_main()
     if not main:  # one process writes and logs
         log, progress = (lambda _: None), None
     tx = config.optimizer_for(task.trainable)
-    params = task.init(jax.random.key(config.seed))
+    params = task.init(jax.random.key(config.task.seed))
     state, history, start = {"params": params, "opt_state": tx.init(params)}, History(), 0
     if mesh:  # placed before a restore, which then reads each shard where it belongs
         state = jax.device_put(state, mesh[0](state))
@@ -284,7 +240,7 @@ def _train(config, out, interrupts, *, resume, overwrite, stop_at, checks, log, 
 
     def loss(p, batch):
         data, step = batch
-        key = dropout_key(config.seed, step) if config.dropout else None
+        key = dropout_key(config.task.seed, step) if config.task.dropout else None
         return task.loss(p, data, ops, key)
 
     step_fn = make_step(loss, tx, checks=checks)
@@ -303,13 +259,9 @@ def read_config(run: pathlib.Path) -> Config:
     not a run."""
     if not (run / runs.RUN_FILE).is_file():
         raise runs.RunError(f"--run: {run} is not a jaxchain run (no {runs.RUN_FILE})")
-    saved = runs.read_record(run)
-    known = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(saved) - known)
-    if unknown:
-        raise runs.RunError(f"{run / runs.RUN_FILE}: unknown fields {', '.join(unknown)}")
+    saved = options.flatten(runs.read_record(run))
     try:
-        return Config(**saved)
+        return Config.of(**saved)
     except (TypeError, ValueError) as e:
         raise runs.RunError(f"{run / runs.RUN_FILE}: {e}") from None
 
@@ -463,22 +415,6 @@ def _summary(task, params, opt_state, step, history: History) -> dict:
     else:
         result["val_loss"] = evaluate(task, params, "val")["loss"]
     return result
-
-
-def sample(task: Task, params, prompt: str, length: int, seq_len: int, seed: int = 0) -> str:
-    """Text generated by a language task's model: ``length`` characters after ``prompt``,
-    sampled from the softmax of the logits, with a context of at most ``seq_len``."""
-    corpus = task.corpus
-    ids = list(corpus.encode(prompt))
-    logits_at = jax.jit(lambda p, x, i: task.logits(p, x[None], rules)[0, i])
-    key = jax.random.key(seed)
-    for _ in range(length):
-        window = ids[-seq_len:]
-        padded = np.zeros(seq_len, np.int32)
-        padded[: len(window)] = window
-        key, sub = jax.random.split(key)
-        ids.append(int(jax.random.categorical(sub, logits_at(params, padded, len(window) - 1))))
-    return corpus.decode(ids)
 
 
 def write_outputs(out: pathlib.Path, metrics: dict, config: Config) -> None:

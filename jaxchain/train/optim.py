@@ -14,6 +14,7 @@ lengths in range) and a finite loss and gradient then raise on the host.
 """
 
 import atexit
+import dataclasses
 import sys
 import weakref
 from collections.abc import Callable
@@ -23,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.experimental import checkify
+
+from jaxchain.train import options
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": lambda lr, wd: optax.sgd(lr),
@@ -79,6 +82,40 @@ def make_optimizer(
     if accumulate > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulate)
     return optax.apply_if_finite(tx, max_consecutive_errors=max_bad_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """A run's optimizer, as :func:`make_optimizer` composes it."""
+
+    optimizer: str = "adam"  # one of OPTIMIZERS
+    lr: float = 1e-3  # the peak learning rate
+    schedule: str = "constant"  # one of SCHEDULES
+    warmup: int = 0  # steps of linear warm-up
+    clip: float | None = 1.0  # the global gradient norm clipped to (0 or None: no clipping)
+    accumulate: int = 1  # micro-batches averaged per update
+    weight_decay: float = 1e-4  # decoupled weight decay (adamw only)
+
+    def __post_init__(self):
+        options.at_least(self, 1, ("accumulate",))
+        options.at_least(self, 0, ("lr", "warmup", "weight_decay", "clip"))
+        options.one_of(self, "optimizer", OPTIMIZERS)
+        options.one_of(self, "schedule", SCHEDULES)
+
+    def make(self, steps: int, trainable: Callable[[Any], Any] | None = None):
+        """The optax optimizer of a run of ``steps`` steps; ``trainable`` as
+        :func:`make_optimizer` takes it."""
+        return make_optimizer(
+            self.optimizer,
+            self.lr,
+            steps=steps,
+            schedule_kind=self.schedule,
+            warmup=self.warmup,
+            clip=self.clip,
+            accumulate=self.accumulate,
+            weight_decay=self.weight_decay,
+            trainable=trainable,
+        )
 
 
 def make_step(

@@ -30,6 +30,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxchain import _files
+from jaxchain.train import options
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -69,7 +70,10 @@ def read_record(out: pathlib.Path) -> dict:
 
 
 def changed_fields(saved: dict, config: dict) -> list[str]:
-    """``name: saved -> new`` for each field that differs and may not change on resume."""
+    """``name: saved -> new`` for each leaf (by its flag's name) that differs and may not
+    change on resume; ``saved`` and ``config`` are records of a configuration, nested by its
+    groups."""
+    saved, config = options.flatten(saved), options.flatten(config)
     free = MAY_CHANGE | ({"steps"} if config.get("schedule") != "cosine" else set())
     names = sorted((set(saved) | set(config)) - free)
     return [

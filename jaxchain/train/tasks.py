@@ -1,21 +1,36 @@
-"""What ``jaxchain train`` trains: a model paired with a data set, as pure functions.
+"""What ``jaxchain train`` trains: a model paired with a data set, made from two tables.
 
-A :class:`Task` gives ``init(key) -> params``, ``loss(params, batch, ops, key=None) ->
-scalar``, ``batch(step) -> batch`` (a pure function of the step, so a resumed run sees the
-same data in the same order), and ``evaluate(params, split) -> metrics``. A task made with
-``dropout`` > 0 drops at that rate in ``loss`` when it is given a ``key`` (the training
-step's), and never in ``logits`` without one, so never in ``evaluate``.
+:data:`DATASETS` loads each data set by name; :data:`MODELS` holds each model's builders, one
+for each data set it reads. :func:`make_task` pairs the two by name (an unknown model, data set
+or pair is refused with the choices) and gives the pair the batching and evaluation of its
+kind of data, written once for each kind:
 
-* digits with ``mlp`` (64 pixels), ``rnn``/``lstm``/``gru`` (8 rows of 8 pixels, a dense head
-  on the last state) or ``transformer`` (64 pixel tokens of 17 levels, mean-pooled);
-* shakespeare, next-character prediction, with ``rnn``/``lstm``/``gru`` (embedding, recurrence,
-  dense head) or ``transformer`` (causal, pre-norm);
-* vader, sentiment of the VADER lexicon's entries, with the pretrained MiniLM-L6 encoder
-  (``minilm``), mean-pooled, and a dense head; fine-tuned by one of :data:`STRATEGIES`.
+* :class:`Labelled` (digits, vader) — inputs and class labels: batches are epochs of a
+  permutation seeded by ``(seed, epoch)``; evaluation is accuracy;
+* :class:`Text` (shakespeare, as characters or byte-level BPE tokens) — token ids: batches are
+  windows at starts seeded by ``(seed, step)``; evaluation is nats per character on evenly
+  spaced windows of the split asked for.
+
+A builder is ``(prepare, build)``: ``prepare(raw, options)`` makes the raw data set the model's
+inputs (digit images as rows for a recurrent model, the text as characters or BPE tokens, the
+lexicon as MiniLM's tokens), ``build(data, options)`` the :class:`Model`. The builders:
+
+* digits: ``mlp`` (64 pixels), ``rnn``/``lstm``/``gru`` (8 rows of 8 pixels, a dense head on
+  the last state), ``transformer`` (64 pixel tokens of 17 levels, mean-pooled);
+* shakespeare: ``rnn``/``lstm``/``gru`` (characters; embedding, recurrence, dense head),
+  ``transformer`` (characters; causal, pre-norm), ``decoder`` (BPE tokens; Llama-style);
+* vader: ``minilm``, the pretrained MiniLM-L6, mean-pooled, and a dense head, fine-tuned by
+  one of :data:`STRATEGIES`.
+
+A task's ``batch(step)`` is a pure function of the step, so a resumed run sees the same data
+in the same order; with ``dropout`` > 0 its loss drops at that rate only when given a ``key``
+(the training step's), never in ``evaluate``. :func:`generate_text` samples any language
+task's model.
 """
 
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -24,45 +39,152 @@ import numpy as np
 
 from jaxchain import nn, rules
 from jaxchain.ops import Ops
-from jaxchain.train import data
+from jaxchain.train import data, options
 
-MODELS = ("mlp", *nn.RECURRENT, "transformer", "decoder")
-DATASETS = ("digits", "shakespeare")  # what `jaxchain train` trains on; vader is finetune's
+STRATEGIES = ("probe", "top-k", "full", "scratch", "lora")
+
+
+# --- the options -----------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class Task:
+class Architecture:
+    """The shape of a model trained from scratch (digits, shakespeare)."""
+
+    hidden: int = 128  # hidden size; the decoder's d_model
+    layers: int = 2  # stacked layers or blocks
+
+    def __post_init__(self):
+        options.at_least(self, 1, ("hidden", "layers"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderOptions:
+    """The decoder's own: its tokens."""
+
+    vocab: int = 1024  # the BPE vocabulary, trained on the training split
+
+    def __post_init__(self):
+        options.at_least(self, 257, ("vocab",))  # above the 256 bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Finetuning:
+    """How the pretrained MiniLM-L6 is fine-tuned (vader)."""
+
+    strategy: str = "full"  # one of STRATEGIES
+    top_k: int = 2  # the number of trainable blocks of the top-k strategy
+    rank: int = 8  # the rank of the LoRA adapters (strategy lora)
+
+    def __post_init__(self):
+        options.one_of(self, "strategy", STRATEGIES)
+        options.at_least(self, 1, ("top_k", "rank"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What a task is made with: its batches, its models' inputs, and the groups of the
+    builders."""
+
+    batch_size: int = 64
+    seed: int = 0  # seeds the initialisation and the batch order
+    seq_len: int = 128  # tokens per example (language; vader: MiniLM's tokens per entry)
+    dropout: float = 0.0  # training only: the models' own places
+    architecture: Architecture = dataclasses.field(default_factory=Architecture)
+    decoder: DecoderOptions = dataclasses.field(default_factory=DecoderOptions)
+    finetuning: Finetuning = dataclasses.field(default_factory=Finetuning)
+
+    def __post_init__(self):
+        options.at_least(self, 1, ("batch_size", "seq_len"))
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"train: --dropout must be in [0, 1), got {self.dropout}")
+
+
+# --- the two kinds of data -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Labelled:
+    """Inputs and class labels by split (``train``, ``val``, ``test``); an input is an array
+    or a tuple of arrays (MiniLM's tokens and mask), one row per example."""
+
+    splits: dict[str, tuple[Any, np.ndarray]]
+    num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """Token ids by split (``train``, ``val``), and the tokens' text: ``encode``,
+    ``decode`` (text a terminal shows) and ``characters`` (of the text of some ids, for
+    losses per character); ``tokenizer``: a ``tokenizers.Tokenizer`` the run saves (BPE)."""
+
+    splits: dict[str, np.ndarray]
+    vocab_size: int
+    encode: Callable[[str], np.ndarray]
+    decode: Callable[[Sequence[int]], str]
+    characters: Callable[[np.ndarray], int]
+    tokenizer: Any = None
+
+    @classmethod
+    def of_characters(cls, corpus: data.Corpus) -> "Text":
+        """The corpus's character ids as they are: one token a character."""
+        return cls(
+            {"train": corpus.train, "val": corpus.val},
+            len(corpus.vocab),
+            corpus.encode,
+            corpus.decode,
+            len,
+        )
+
+    @classmethod
+    def of_tokenizer(cls, tokenizer, corpus: data.Corpus | None = None) -> "Text":
+        """Byte-level BPE tokens of ``tokenizer`` (:func:`jaxchain.train.data.bpe`): the
+        corpus's splits re-encoded, or no splits (to generate with a saved tokenizer)."""
+        splits = {}
+        if corpus is not None:
+            splits = {
+                name: data.encode(tokenizer, corpus.text(ids))
+                for name, ids in (("train", corpus.train), ("val", corpus.val))
+            }
+        return cls(
+            splits,
+            tokenizer.get_vocab_size(),
+            lambda text: np.array(tokenizer.encode(text).ids, np.int32),
+            functools.partial(data.decode_text, tokenizer),
+            lambda ids: len(tokenizer.decode(np.asarray(ids).tolist())),
+            tokenizer,
+        )
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """What a builder makes: ``init(key) -> params`` and ``logits(params, x, ops, key=None)``
+    (with a key: dropout); optionally its own ``loss(params, batch, ops, key)`` (else the mean
+    cross-entropy of the logits), ``generate`` (the decoder's KV-cache sampler, with the
+    signature of :func:`jaxchain.nn.decoder.generate`), ``trainable`` (params -> bools; None:
+    all) and ``merge`` (adapted params -> plain params: LoRA)."""
+
     init: Callable[[jax.Array], dict]
-    logits: Callable[..., jax.Array]  # (params, x, ops, key=None): with a key, dropout
-    batch: Callable[[int], tuple[np.ndarray, np.ndarray]]
-    evaluate: Callable[[dict, str], dict[str, float]]
-    kind: str  # "classification" or "language"
-    corpus: data.Corpus | None = None
-    tokenizer: Any = None  # a tokenizers.Tokenizer, saved with the run (decoder)
-    merge: Callable[[dict], dict] | None = None  # adapted params -> plain params (LoRA)
-    trainable: Callable[[dict], dict] | None = None  # params -> bools; None: all trainable
-    loss_fn: Callable[..., jax.Array] | None = None  # (params, batch, ops, key); else CE
+    logits: Callable[..., jax.Array]
+    loss: Callable[..., jax.Array] | None = None
+    generate: Callable[..., jax.Array] | None = None
+    trainable: Callable[[dict], dict] | None = None
+    merge: Callable[[dict], dict] | None = None
 
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        """The keys of what ``evaluate`` returns."""
-        return ("accuracy",) if self.kind == "classification" else ("loss",)
 
-    def loss(self, params: dict, batch, ops: Ops, key: jax.Array | None = None):
-        """Mean cross-entropy (nats) of the model's logits against the batch's labels;
-        ``key``: the step's dropout key (none: no dropout).
+@dataclasses.dataclass(frozen=True)
+class Builder:
+    """A model for one data set: ``prepare(raw, options)`` makes the loaded data set the
+    model's :class:`Labelled` or :class:`Text`, ``build(data, options)`` the
+    :class:`Model`; ``pretrained``: the model starts from pretrained weights (``jaxchain
+    finetune`` trains it, not ``jaxchain train``)."""
 
-        Frozen leaves (see ``trainable``) pass through ``stop_gradient``, so no backward pass
-        runs below the lowest trainable layer.
-        """
-        if self.trainable is not None:
-            params = jax.tree.map(
-                lambda p, t: p if t else jax.lax.stop_gradient(p), params, self.trainable(params)
-            )
-        if self.loss_fn is not None:
-            return self.loss_fn(params, batch, ops, key)
-        x, y = batch
-        return jnp.mean(ops.softmax_cross_entropy(self.logits(params, x, ops, key), y))
+    prepare: Callable[[Any, Options], Labelled | Text]
+    build: Callable[[Labelled | Text, Options], Model]
+    pretrained: bool = False
 
 
 def _head(key, d_in: int, d_out: int) -> dict:
@@ -71,6 +193,15 @@ def _head(key, d_in: int, d_out: int) -> dict:
 
 def _dense(ops, p, x):
     return ops.dense(x, p["w"], p["b"])
+
+
+def _head_loss(ops, head, h, labels):
+    """Mean cross-entropy of the dense head on features ``h (..., D)``, fused:
+    ``linear_softmax_cross_entropy`` on ``[h, 1]`` and ``[[W], [b]]`` (the bias as one more
+    input row), so the ``(..., V)`` logits are never stored for the backward pass."""
+    ones = jnp.ones((*h.shape[:-1], 1), h.dtype)
+    w = jnp.concatenate([head["w"], head["b"][None]], axis=0)
+    return jnp.mean(ops.linear_softmax_cross_entropy(jnp.concatenate([h, ones], -1), w, labels))
 
 
 def _stack_init(module, key, input_size: int, hidden: int, layers: int) -> list[dict]:
@@ -88,132 +219,133 @@ def _stack_apply(module, cells: list[dict], xs, ops, key=None, dropout: float = 
     return xs, last
 
 
-def _shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], np.ndarray]:
-    """Indices of the batch at each step: epochs of a permutation seeded by (seed, epoch)."""
-    per_epoch = max(1, n // batch_size)
-
-    def take(step: int) -> np.ndarray:
-        epoch, position = divmod(step, per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(n)
-        return order[position * batch_size : (position + 1) * batch_size]
-
-    return take
+# digits: 8x8 images of 17 grey levels (0 to 16), scaled to [0, 1]
 
 
-# --- digits ----------------------------------------------------------------------------------
+def _pixels(ds: data.Classification, o: Options) -> Labelled:
+    splits = {name: (getattr(ds, name).x, getattr(ds, name).y) for name in ("train", "val", "test")}
+    return Labelled(splits, ds.num_classes)
 
 
-def _digits_model(model: str, hidden: int, layers: int, dropout: float = 0.0):
-    """``(init, logits)`` for a digits classifier."""
-    if model == "mlp":
-        sizes = [64, *[hidden] * layers, 10]
+def _rows(ds: data.Classification, o: Options) -> Labelled:
+    """Each image as a sequence of its 8 rows of 8 pixels."""
+    pixels = _pixels(ds, o)
+    splits = {name: (x.reshape(len(x), 8, 8), y) for name, (x, y) in pixels.splits.items()}
+    return Labelled(splits, pixels.num_classes)
 
-        def logits_mlp(p, x, ops, key=None):
-            return nn.mlp.apply(p, x, dropout=dropout, key=key, ops=ops)
 
-        return (lambda k: nn.mlp.init(k, sizes)), logits_mlp
-    if model in nn.RECURRENT:
-        module = nn.RECURRENT[model]
+def _mlp(d: Labelled, o: Options) -> Model:
+    a = o.architecture
+    sizes = [d.splits["train"][0].shape[-1], *[a.hidden] * a.layers, d.num_classes]
+
+    def logits(p, x, ops, key=None):
+        return nn.mlp.apply(p, x, dropout=o.dropout, key=key, ops=ops)
+
+    return Model(lambda key: nn.mlp.init(key, sizes), logits)
+
+
+def _recurrent_classifier(module) -> Callable[[Labelled, Options], Model]:
+    def build(d: Labelled, o: Options) -> Model:
+        a = o.architecture
 
         def init(key):
             k1, k2 = jax.random.split(key)
-            cells = _stack_init(module, k1, 8, hidden, layers)
-            return {"cells": cells, "head": _head(k2, hidden, 10)}
+            cells = _stack_init(module, k1, d.splits["train"][0].shape[-1], a.hidden, a.layers)
+            return {"cells": cells, "head": _head(k2, a.hidden, d.num_classes)}
 
         def logits(p, x, ops, key=None):
-            _, last = _stack_apply(module, p["cells"], x, ops, key, dropout)
+            _, last = _stack_apply(module, p["cells"], x, ops, key, o.dropout)
             return _dense(ops, p["head"], jax.tree.leaves(last)[0])  # h_last of the top layer
 
-        return init, logits
-    heads = max(1, hidden // 32)
+        return Model(init, logits)
 
-    def init_t(key):
+    return build
+
+
+def _transformer_classifier(d: Labelled, o: Options) -> Model:
+    a, pixels = o.architecture, d.splits["train"][0].shape[-1]
+    heads = max(1, a.hidden // 32)
+
+    def init(key):
         k1, k2 = jax.random.split(key)
-        enc = nn.transformer.init(k1, 17, 64, hidden, heads, layers, pre_norm=True)
-        return {"encoder": enc, "head": _head(k2, hidden, 10)}
+        enc = nn.transformer.init(k1, 17, pixels, a.hidden, heads, a.layers, pre_norm=True)
+        return {"encoder": enc, "head": _head(k2, a.hidden, d.num_classes)}
 
-    def logits_t(p, x, ops, key=None):
-        tokens = jnp.round(x * 16).astype(jnp.int32)  # 17 grey levels
+    def logits(p, x, ops, key=None):
+        tokens = jnp.round(x * 16).astype(jnp.int32)  # the 17 grey levels
         h = nn.transformer.apply(
-            p["encoder"], tokens, pre_norm=True, dropout=dropout, key=key, ops=ops
+            p["encoder"], tokens, pre_norm=True, dropout=o.dropout, key=key, ops=ops
         )
         return _dense(ops, p["head"], jnp.mean(h, axis=1))
 
-    return init_t, logits_t
+    return Model(init, logits)
 
 
-def digits_task(
-    model: str, *, batch_size: int, seed: int, hidden: int, layers: int, dropout: float = 0.0
-) -> Task:
-    ds = data.digits(sequence=model in nn.RECURRENT)
-    for split in (ds.train, ds.val, ds.test):
-        data.check_labels("digits", split.y, ds.num_classes)
-    init, logits = _digits_model(model, hidden, layers, dropout)
-    take = _shuffled_batches(len(ds.train), batch_size, seed)
-
-    def batch(step: int):
-        i = take(step)
-        return ds.train.x[i], ds.train.y[i]
-
-    predict = jax.jit(lambda p, x: jnp.argmax(logits(p, x, rules), axis=-1))
-
-    def evaluate(params, split: str) -> dict[str, float]:
-        s = getattr(ds, split)
-        return {"accuracy": float(np.mean(np.asarray(predict(params, s.x)) == s.y))}
-
-    return Task(init, logits, batch, evaluate, "classification")
+# shakespeare: characters for the character models, BPE tokens for the decoder
 
 
-# --- shakespeare -----------------------------------------------------------------------------
+def _characters(corpus: data.Corpus, o: Options) -> Text:
+    return Text.of_characters(corpus)
 
 
-def _language_model(
-    model: str, vocab: int, hidden: int, layers: int, seq_len: int, dropout: float = 0.0
-):
-    if model in nn.RECURRENT:
-        module, embed = nn.RECURRENT[model], min(64, hidden)
+def _bpe(corpus: data.Corpus, o: Options) -> Text:
+    return Text.of_tokenizer(data.bpe(corpus, o.decoder.vocab), corpus)
+
+
+def _language_model(init, features) -> Model:
+    """A character model from ``init`` and ``features(p, tokens, ops, key) (B, T, D)``, with a
+    dense head ``p["head"]`` (its loss fused)."""
+
+    def logits(p, tokens, ops, key=None):
+        return _dense(ops, p["head"], features(p, tokens, ops, key))  # (B, T, V)
+
+    def loss(p, batch, ops, key=None):
+        tokens, labels = batch
+        return _head_loss(ops, p["head"], features(p, tokens, ops, key), labels)
+
+    return Model(init, logits, loss)
+
+
+def _recurrent_language_model(module) -> Callable[[Text, Options], Model]:
+    def build(d: Text, o: Options) -> Model:
+        a = o.architecture
+        embed = min(64, a.hidden)
 
         def init(key):
             k1, k2, k3 = jax.random.split(key, 3)
-            table = 0.1 * jax.random.normal(k1, (vocab, embed), jnp.float32)
             return {
-                "embed": table,
-                "cells": _stack_init(module, k2, embed, hidden, layers),
-                "head": _head(k3, hidden, vocab),
+                "embed": 0.1 * jax.random.normal(k1, (d.vocab_size, embed), jnp.float32),
+                "cells": _stack_init(module, k2, embed, a.hidden, a.layers),
+                "head": _head(k3, a.hidden, d.vocab_size),
             }
 
         def features(p, tokens, ops, key=None):
             xs = ops.embedding(tokens, p["embed"])
-            return _stack_apply(module, p["cells"], xs, ops, key, dropout)[0]
+            return _stack_apply(module, p["cells"], xs, ops, key, o.dropout)[0]
 
-        return init, features
-    if model != "transformer":
-        raise ValueError(
-            f"train: --model {model} cannot model language (--data shakespeare); use one of "
-            f"{', '.join((*nn.RECURRENT, 'transformer'))}"
-        )
-    heads = max(1, hidden // 64)
+        return _language_model(init, features)
 
-    def init_t(key):
+    return build
+
+
+def _transformer_language_model(d: Text, o: Options) -> Model:
+    a = o.architecture
+    heads = max(1, a.hidden // 64)
+
+    def init(key):
         k1, k2 = jax.random.split(key)
-        enc = nn.transformer.init(k1, vocab, seq_len, hidden, heads, layers, pre_norm=True)
-        return {"encoder": enc, "head": _head(k2, hidden, vocab)}
+        shape = (d.vocab_size, o.seq_len, a.hidden, heads, a.layers)
+        return {
+            "encoder": nn.transformer.init(k1, *shape, pre_norm=True),
+            "head": _head(k2, a.hidden, d.vocab_size),
+        }
 
-    def features_t(p, tokens, ops, key=None):
+    def features(p, tokens, ops, key=None):
         return nn.transformer.apply(
-            p["encoder"], tokens, is_causal=True, pre_norm=True, dropout=dropout, key=key, ops=ops
+            p["encoder"], tokens, is_causal=True, pre_norm=True, dropout=o.dropout, key=key, ops=ops
         )
 
-    return init_t, features_t
-
-
-def _head_loss(ops, head, h, labels):
-    """Mean cross-entropy of the dense head on features ``h (..., D)``, fused:
-    ``linear_softmax_cross_entropy`` on ``[h, 1]`` and ``[[W], [b]]`` (the bias as one more
-    input row), so the ``(..., V)`` logits are never stored for the backward pass."""
-    ones = jnp.ones((*h.shape[:-1], 1), h.dtype)
-    w = jnp.concatenate([head["w"], head["b"][None]], axis=0)
-    return jnp.mean(ops.linear_softmax_cross_entropy(jnp.concatenate([h, ones], -1), w, labels))
+    return _language_model(init, features)
 
 
 def decoder_dims(hidden: int, layers: int) -> dict:
@@ -229,123 +361,40 @@ def decoder_dims(hidden: int, layers: int) -> dict:
     )
 
 
-def decoder_task(
-    *,
-    batch_size: int,
-    seed: int,
-    hidden: int,
-    layers: int,
-    seq_len: int,
-    vocab: int,
-    dropout: float = 0.0,
-) -> Task:
-    """Shakespeare as byte-level BPE tokens (:func:`jaxchain.train.data.bpe`, trained on the
-    training split) for the Llama-style decoder; ``seq_len`` counts tokens. Validation loss is
-    in nats per character (the nats of the predicted tokens over their characters), comparable with
-    the character models'."""
-    corpus = data.shakespeare()
-    tokenizer = data.bpe(corpus, vocab)
-    train, val = (data.encode(tokenizer, corpus.text(part)) for part in (corpus.train, corpus.val))
-    for part in (train, val):
-        data.check_labels("shakespeare tokens", part, tokenizer.get_vocab_size())
-    dims = decoder_dims(hidden, layers)
+def _decoder(d: Text, o: Options) -> Model:
+    dims = decoder_dims(o.architecture.hidden, o.architecture.layers)
 
     def init(key):
-        return nn.decoder.init(key, tokenizer.get_vocab_size(), **dims)
+        return nn.decoder.init(key, d.vocab_size, **dims)
 
     def logits(p, tokens, ops, key=None):
         return nn.decoder.apply(p, tokens, ops=ops)  # no dropout: logits only evaluate
 
     def loss(p, batch, ops, key=None):
         tokens, targets = batch
-        return nn.decoder.loss(p, tokens, targets, key=key, dropout=dropout, ops=ops)
+        return nn.decoder.loss(p, tokens, targets, key=key, dropout=o.dropout, ops=ops)
 
-    windows = np.arange(seq_len + 1)
-
-    def batch(step: int):
-        starts = np.random.default_rng([seed, step]).integers(
-            0, len(train) - seq_len - 1, batch_size
-        )
-        chunk = train[starts[:, None] + windows]
-        return chunk[:, :-1], chunk[:, 1:]
-
-    starts = np.linspace(0, len(val) - seq_len - 1, 128).astype(np.int64)
-    windows_val = val[starts[:, None] + windows]
-    characters = sum(len(tokenizer.decode(w[1:].tolist())) for w in windows_val)
-    nats = jax.jit(lambda p, x, y: jnp.sum(rules.softmax_cross_entropy(logits(p, x, rules), y)))
-
-    def evaluate(params, split: str) -> dict[str, float]:
-        total = sum(
-            float(nats(params, windows_val[i : i + 32, :-1], windows_val[i : i + 32, 1:]))
-            for i in range(0, len(windows_val), 32)
-        )
-        return {"loss": total / characters}
-
-    return Task(init, logits, batch, evaluate, "language", loss_fn=loss, tokenizer=tokenizer)
+    return Model(init, logits, loss, generate=nn.decoder.generate)
 
 
-def shakespeare_task(
-    model: str,
-    *,
-    batch_size: int,
-    seed: int,
-    hidden: int,
-    layers: int,
-    seq_len: int,
-    vocab: int = 1024,
-    dropout: float = 0.0,
-) -> Task:
-    if model == "decoder":
-        return decoder_task(
-            batch_size=batch_size,
-            seed=seed,
-            hidden=hidden,
-            layers=layers,
-            seq_len=seq_len,
-            vocab=vocab,
-            dropout=dropout,
-        )
-    corpus = data.shakespeare()
-    for part in (corpus.train, corpus.val):
-        data.check_labels("shakespeare", part, len(corpus.vocab))  # character ids
-    init, features = _language_model(model, len(corpus.vocab), hidden, layers, seq_len, dropout)
-
-    def logits(p, tokens, ops, key=None):
-        return _dense(ops, p["head"], features(p, tokens, ops, key))  # (B, T, V)
-
-    def loss(p, batch, ops, key=None):
-        tokens, labels = batch
-        return _head_loss(ops, p["head"], features(p, tokens, ops, key), labels)
-
-    windows = np.arange(seq_len + 1)
-
-    def batch(step: int):
-        starts = np.random.default_rng([seed, step]).integers(
-            0, len(corpus.train) - seq_len - 1, batch_size
-        )
-        chunk = corpus.train[starts[:, None] + windows]  # (B, T + 1)
-        return chunk[:, :-1], chunk[:, 1:]
-
-    # a fixed validation set: evenly spaced windows of the held-out text
-    starts = np.linspace(0, len(corpus.val) - seq_len - 1, 256).astype(np.int64)
-    val = corpus.val[starts[:, None] + windows]
-    val_loss = jax.jit(
-        lambda p, x, y: jnp.mean(rules.softmax_cross_entropy(logits(p, x, rules), y))
-    )
-
-    def evaluate(params, split: str) -> dict[str, float]:
-        losses = [
-            val_loss(params, val[i : i + 64, :-1], val[i : i + 64, 1:])
-            for i in range(0, len(val), 64)
-        ]
-        return {"loss": float(np.mean(losses))}
-
-    return Task(init, logits, batch, evaluate, "language", corpus, loss_fn=loss)
+# vader: the lexicon's entries as MiniLM-L6's tokens
 
 
-# --- vader: fine-tuning MiniLM-L6 ------------------------------------------------------------
+@functools.cache
+def _minilm():
+    from jaxchain import pretrained
 
-STRATEGIES = ("probe", "top-k", "full", "scratch", "lora")
+    return pretrained.load_minilm()
+
+
+def _sentences(lexicon: data.Lexicon, o: Options) -> Labelled:
+    encoder, splits = _minilm(), {}
+    for name in ("train", "val", "test"):
+        text, y, _ = getattr(lexicon, name)
+        tokens, mask = encoder.tokenize(text, o.seq_len)
+        data.check_labels("vader tokens", tokens, encoder.config["vocab_size"])
+        splits[name] = ((tokens, mask), y)
+    return Labelled(splits, 2)
 
 
 def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable[[dict], dict]:
@@ -367,48 +416,31 @@ def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable
                 "head": jax.tree.map(lambda _: True, params["head"]),
             }
         frozen = strategy in ("probe", "top-k")
+        blocks = [
+            jax.tree.map(lambda _, i=i: i >= lowest, b) for i, b in enumerate(encoder["blocks"])
+        ]
         return {
             "encoder": {
                 "embeddings": jax.tree.map(lambda _: not frozen, encoder["embeddings"]),
-                "blocks": [jax.tree.map(lambda _, i=i: i >= lowest, b)
-                           for i, b in enumerate(encoder["blocks"])],
+                "blocks": blocks,
             },
             "head": jax.tree.map(lambda _: True, params["head"]),
-        }  # fmt: skip
+        }
 
     return trainable
 
 
-def sentiment_task(
-    strategy: str,
-    *,
-    batch_size: int,
-    seed: int,
-    top_k: int = 2,
-    seq_len: int = 16,
-    rank: int = 8,
-    dropout: float = 0.0,
-) -> Task:
-    """Positive/negative entries of the VADER lexicon with MiniLM-L6, mean-pooled, and a dense
-    head; ``scratch`` is the same architecture randomly initialised; ``lora`` adds adapters
-    of rank ``rank`` to every projection of every block (:mod:`jaxchain.nn.lora`), and the
-    task's ``merge`` folds them into the weights."""
-    from jaxchain import pretrained
-
-    lexicon, encoder = data.vader(), pretrained.load_minilm()
+def _finetuned_minilm(d: Labelled, o: Options) -> Model:
+    """MiniLM-L6, mean-pooled, and a dense head; ``scratch`` is the same architecture randomly
+    initialised; ``lora`` adds adapters of rank ``rank`` to every projection of every block
+    (:mod:`jaxchain.nn.lora`), and the model's ``merge`` folds them into the weights."""
+    encoder, f = _minilm(), o.finetuning
     config, eps = encoder.config, encoder.eps
-    trainable = trainable_blocks(strategy, config["num_hidden_layers"], top_k)
-    splits = {}
-    for name in ("train", "val", "test"):
-        text, y, _ = getattr(lexicon, name)
-        tokens, mask = encoder.tokenize(text, seq_len)
-        data.check_labels("vader", y, 2)
-        data.check_labels("vader tokens", tokens, config["vocab_size"])
-        splits[name] = (tokens, mask, y)
+    trainable = trainable_blocks(f.strategy, config["num_hidden_layers"], f.top_k)
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        if strategy == "scratch":
+        if f.strategy == "scratch":
             dims = (
                 config["vocab_size"],
                 config["max_position_embeddings"],
@@ -420,13 +452,13 @@ def sentiment_task(
             params = nn.bert.init(k1, *dims, type_vocab_size=config["type_vocab_size"])
         else:  # a copy: a training step donates the params it is given
             params = jax.tree.map(jnp.copy, encoder.params)
-        params = {"encoder": params, "head": _head(k2, config["hidden_size"], 2)}
-        if strategy == "lora":
-            adapters = nn.lora.init(jax.random.fold_in(key, 2), params["encoder"]["blocks"], rank)
+        params = {"encoder": params, "head": _head(k2, config["hidden_size"], d.num_classes)}
+        if f.strategy == "lora":
+            adapters = nn.lora.init(jax.random.fold_in(key, 2), params["encoder"]["blocks"], f.rank)
             params["lora"] = adapters
         return params
 
-    lora_scale = nn.lora.scale(rank)
+    lora_scale = nn.lora.scale(f.rank)
 
     def logits(p, x, ops, key=None):
         tokens, mask = x
@@ -437,7 +469,7 @@ def sentiment_task(
             eps=eps,
             lora=p.get("lora"),
             lora_scale=lora_scale,
-            dropout=dropout,
+            dropout=o.dropout,
             key=key,
             ops=ops,
         )
@@ -448,77 +480,253 @@ def sentiment_task(
         blocks = nn.lora.merge(p["encoder"]["blocks"], p["lora"], lora_scale)
         return {"encoder": {**p["encoder"], "blocks": blocks}, "head": p["head"]}
 
-    take = _shuffled_batches(len(splits["train"][2]), batch_size, seed)
+    lora = f.strategy == "lora"
+    return Model(init, logits, trainable=trainable, merge=merge if lora else None)
+
+
+# --- the tables ------------------------------------------------------------------------------
+
+DATASETS: dict[str, Callable[[], Any]] = {
+    "digits": data.digits,
+    "shakespeare": data.shakespeare,
+    "vader": data.vader,
+}
+
+MODELS: dict[str, dict[str, Builder]] = {
+    "mlp": {"digits": Builder(_pixels, _mlp)},
+    **{
+        name: {
+            "digits": Builder(_rows, _recurrent_classifier(module)),
+            "shakespeare": Builder(_characters, _recurrent_language_model(module)),
+        }
+        for name, module in nn.RECURRENT.items()
+    },
+    "transformer": {
+        "digits": Builder(_pixels, _transformer_classifier),
+        "shakespeare": Builder(_characters, _transformer_language_model),
+    },
+    "decoder": {"shakespeare": Builder(_bpe, _decoder)},
+    "minilm": {"vader": Builder(_sentences, _finetuned_minilm, pretrained=True)},
+}
+
+
+def choices(*, pretrained: bool) -> tuple[list[str], list[str]]:
+    """The models and the data sets of the pairs whose model is (or is not) ``pretrained``:
+    ``jaxchain finetune``'s and ``jaxchain train``'s."""
+    pairs = [
+        (m, d) for m, by in MODELS.items() for d, b in by.items() if b.pretrained == pretrained
+    ]
+    models = list(dict.fromkeys(m for m, _ in pairs))
+    return models, [d for d in DATASETS if any(d == d2 for _, d2 in pairs)]
+
+
+def builder(model: str, dataset: str) -> Builder:
+    """The builder of ``model`` for ``dataset``; a ``ValueError`` with the choices for a
+    model, a data set or a pair that is not in the tables."""
+    if model not in MODELS:
+        raise ValueError(f"train: --model must be one of {', '.join(MODELS)}, got {model!r}")
+    if dataset not in DATASETS:
+        raise ValueError(f"train: --data must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    if dataset not in MODELS[model]:
+        fit = [m for m, by_data in MODELS.items() if dataset in by_data]
+        raise ValueError(
+            f"train: --model {model} does not read --data {dataset}; it reads "
+            f"{', '.join(MODELS[model])}, and {dataset} goes with {', '.join(fit)}"
+        )
+    return MODELS[model][dataset]
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A model and its data: ``batch(step) -> batch``, ``evaluate(params, split) -> metrics``,
+    and the model's ``init``, ``logits`` and :meth:`loss`."""
+
+    model: Model
+    data: Labelled | Text
+    batch: Callable[[int], Any]
+    evaluate: Callable[[dict, str], dict[str, float]]
+
+    @property
+    def kind(self) -> str:
+        """``"classification"`` or ``"language"``."""
+        return "classification" if isinstance(self.data, Labelled) else "language"
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The keys of what ``evaluate`` returns."""
+        return ("accuracy",) if self.kind == "classification" else ("loss",)
+
+    @property
+    def init(self) -> Callable[[jax.Array], dict]:
+        return self.model.init
+
+    @property
+    def logits(self) -> Callable[..., jax.Array]:
+        return self.model.logits
+
+    @property
+    def trainable(self) -> Callable[[dict], dict] | None:
+        return self.model.trainable
+
+    @property
+    def merge(self) -> Callable[[dict], dict] | None:
+        return self.model.merge
+
+    @property
+    def tokenizer(self):
+        """The tokenizer the run saves (BPE), or None."""
+        return getattr(self.data, "tokenizer", None)
+
+    def loss(self, params: dict, batch, ops: Ops, key: jax.Array | None = None):
+        """The model's loss (by default the mean cross-entropy, nats, of its logits against
+        the batch's labels); ``key``: the step's dropout key (none: no dropout).
+
+        Frozen leaves (see ``trainable``) pass through ``stop_gradient``, so no backward pass
+        runs below the lowest trainable layer.
+        """
+        if self.trainable is not None:
+            params = jax.tree.map(
+                lambda p, t: p if t else jax.lax.stop_gradient(p), params, self.trainable(params)
+            )
+        if self.model.loss is not None:
+            return self.model.loss(params, batch, ops, key)
+        x, y = batch
+        return jnp.mean(ops.softmax_cross_entropy(self.logits(params, x, ops, key), y))
+
+
+def make_task(model: str, dataset: str, o: Options | None = None) -> Task:
+    """The task of ``model`` on ``dataset`` (names of :data:`MODELS` and :data:`DATASETS`)
+    made with the options ``o``."""
+    o = o or Options()
+    b = builder(model, dataset)
+    prepared = b.prepare(DATASETS[dataset](), o)
+    m = b.build(prepared, o)
+    if isinstance(prepared, Text):
+        for name, ids in prepared.splits.items():
+            data.check_labels(f"{dataset} {name} tokens", ids, prepared.vocab_size)
+        batch = text_batches(prepared.splits["train"], o.batch_size, o.seq_len, o.seed)
+        return Task(m, prepared, batch, _text_evaluation(m, prepared, o.seq_len))
+    for name, (_, y) in prepared.splits.items():
+        data.check_labels(f"{dataset} {name}", y, prepared.num_classes)
+    return Task(m, prepared, _labelled_batches(prepared, o), _labelled_evaluation(m, prepared))
+
+
+def _labelled_batches(d: Labelled, o: Options) -> Callable[[int], Any]:
+    """Epochs of a permutation of the training split seeded by ``(seed, epoch)``."""
+    x, y = d.splits["train"]
+    per_epoch = max(1, len(y) // o.batch_size)
 
     def batch(step: int):
-        tokens, mask, y = splits["train"]
-        i = take(step)
-        return (tokens[i], mask[i]), y[i]
+        epoch, position = divmod(step, per_epoch)
+        order = np.random.default_rng([o.seed, epoch]).permutation(len(y))
+        i = order[position * o.batch_size : (position + 1) * o.batch_size]
+        return jax.tree.map(lambda a: a[i], x), y[i]
 
-    predict = jax.jit(lambda p, x: jnp.argmax(logits(p, x, rules), axis=-1))
+    return batch
+
+
+EVAL_CHUNK = 256  # examples (classification) per evaluation call
+
+
+def _labelled_evaluation(m: Model, d: Labelled):
+    predict = jax.jit(lambda p, x: jnp.argmax(m.logits(p, x, rules), axis=-1))
 
     def evaluate(params, split: str) -> dict[str, float]:
-        tokens, mask, y = splits[split]
+        x, y = _split(d.splits, split)
         chunks = [
-            np.asarray(predict(params, (tokens[i : i + 256], mask[i : i + 256])))
-            for i in range(0, len(y), 256)
+            np.asarray(predict(params, jax.tree.map(lambda a, i=i: a[i : i + EVAL_CHUNK], x)))
+            for i in range(0, len(y), EVAL_CHUNK)
         ]
         return {"accuracy": float(np.mean(np.concatenate(chunks) == y))}
 
-    return Task(
-        init,
-        logits,
-        batch,
-        evaluate,
-        "classification",
-        trainable=trainable,
-        merge=merge if strategy == "lora" else None,
-    )
+    return evaluate
 
 
-def make_task(model: str, dataset: str, **options) -> Task:
-    """The task for ``--model`` and ``--data``; options: batch_size, seed, hidden, layers,
-    seq_len (language only)."""
-    if dataset == "vader" or model == "minilm":
-        if (model, dataset) != ("minilm", "vader"):
-            raise ValueError(
-                f"train: vader goes with the minilm model, got {model!r} on {dataset!r}"
-            )
-        return sentiment_task(**options)
-    if model not in MODELS:
-        raise ValueError(f"train: --model must be one of {', '.join(MODELS)}, got {model!r}")
-    if dataset == "digits" and model == "decoder":
-        raise ValueError("train: --model decoder is a language model; use --data shakespeare")
-    if dataset == "digits":
-        options.pop("seq_len", None)
-        options.pop("vocab", None)
-        return digits_task(model, **options)
-    if dataset == "shakespeare":
-        return shakespeare_task(model, **options)
-    raise ValueError(f"train: --data must be one of {', '.join(DATASETS)}, got {dataset!r}")
+def _split(splits: dict, split: str):
+    if split not in splits:
+        raise ValueError(f"evaluate: split must be one of {', '.join(splits)}, got {split!r}")
+    return splits[split]
 
+
+def text_batches(ids: np.ndarray, batch_size: int, seq_len: int, seed: int):
+    """``batch(step) -> (tokens, next tokens)``, each ``(batch_size, seq_len)``: windows of
+    ``ids`` at starts drawn by a generator seeded with ``(seed, step)``."""
+    if len(ids) < seq_len + 2:
+        raise ValueError(f"train: --seq-len {seq_len} is longer than the text ({len(ids)} tokens)")
+    windows = np.arange(seq_len + 1)
+
+    def batch(step: int):
+        starts = np.random.default_rng([seed, step]).integers(0, len(ids) - seq_len - 1, batch_size)
+        chunk = ids[starts[:, None] + windows]  # (B, T + 1)
+        return chunk[:, :-1], chunk[:, 1:]
+
+    return batch
+
+
+EVAL_WINDOWS = 256  # evenly spaced windows of a split per language evaluation
+EVAL_ROWS = 32  # of them per evaluation call
+
+
+def text_evaluation(logits, text: Text, ids: np.ndarray, seq_len: int, windows: int = EVAL_WINDOWS):
+    """``loss(params) -> nats per character`` of ``windows`` evenly spaced windows of ``ids``:
+    the nats of every predicted token over the characters of their text, so models with
+    different tokens compare (one token a character: the mean cross-entropy)."""
+    starts = np.linspace(0, len(ids) - seq_len - 1, windows).astype(np.int64)
+    rows = ids[starts[:, None] + np.arange(seq_len + 1)]
+    characters = sum(text.characters(row[1:]) for row in rows)
+    nats = jax.jit(lambda p, x, y: jnp.sum(rules.softmax_cross_entropy(logits(p, x), y)))
+
+    def loss(params) -> float:
+        total = sum(
+            float(nats(params, rows[i : i + EVAL_ROWS, :-1], rows[i : i + EVAL_ROWS, 1:]))
+            for i in range(0, len(rows), EVAL_ROWS)
+        )
+        return total / characters
+
+    return loss
+
+
+def _text_evaluation(m: Model, d: Text, seq_len: int):
+    losses = {}  # by split, made when first asked for
+
+    def evaluate(params, split: str) -> dict[str, float]:
+        if split not in losses:
+            ids = _split(d.splits, split)
+            losses[split] = text_evaluation(lambda p, x: m.logits(p, x, rules), d, ids, seq_len)
+        return {"loss": losses[split](params)}
+
+    return evaluate
+
+
+# --- text generation -------------------------------------------------------------------------
 
 MAX_TOKENS = 4096  # prompt and generated tokens together: `jaxchain generate`'s bound
 
 
 def generate_text(
+    model: Model,
+    text: Text,
     params: dict,
-    tokenizer,
     prompt: str,
     steps: int,
     *,
+    seq_len: int | None = None,
     seed: int = 0,
     temperature: float = 0.8,
     top_k: int | None = 40,
     progress=None,
 ) -> str:
-    """``prompt`` and ``steps`` BPE tokens sampled after it by the decoder
-    (:func:`jaxchain.nn.decoder.generate`, with its KV cache), as text a terminal shows
-    (:func:`jaxchain.train.data.decode_text`). The prompt and the new tokens together may number
-    at most :data:`MAX_TOKENS` (the KV cache holds them all). ``progress``: as for
-    :func:`~jaxchain.nn.decoder.generate`."""
-    ids = tokenizer.encode(prompt).ids
-    if not ids:
+    """``prompt`` and ``steps`` tokens a language model samples after it, as text a terminal
+    shows (``text.decode``). The decoder samples with its KV cache
+    (:func:`jaxchain.nn.decoder.generate`); any other model recomputes its logits over the
+    last ``seq_len`` tokens at each step. The prompt and the new tokens together may number at
+    most :data:`MAX_TOKENS`. ``temperature`` 0 is greedy; ``top_k``: sample among the ``k``
+    likeliest (None: all); ``progress``: as for :func:`~jaxchain.nn.decoder.generate`."""
+    ids = text.encode(prompt)
+    if not len(ids):
         raise ValueError("generate: --prompt must not be empty")
     if len(ids) + steps > MAX_TOKENS:
         raise ValueError(
@@ -526,8 +734,33 @@ def generate_text(
             f"{MAX_TOKENS} tokens a generation may hold; ask for at most "
             f"{max(0, MAX_TOKENS - len(ids))}"
         )
+    if top_k is not None and not 1 <= top_k <= text.vocab_size:
+        raise ValueError(f"generate: --top-k must be in [1, {text.vocab_size}], got {top_k}")
+    if model.generate is None and seq_len is None:
+        raise ValueError("generate: a model without a KV cache needs seq_len, its context")
+    sample = model.generate or functools.partial(_windowed, model.logits, seq_len)
     prompt_ids, key = jnp.array([ids], jnp.int32), jax.random.key(seed)
-    out = nn.decoder.generate(
+    out = sample(
         params, prompt_ids, steps, key=key, temperature=temperature, top_k=top_k, progress=progress
     )
-    return data.decode_text(tokenizer, np.asarray(out[0]).tolist())
+    return text.decode(np.asarray(out[0]).tolist())
+
+
+def _windowed(logits, seq_len, params, prompt, steps, *, key, temperature, top_k, progress):
+    """:func:`jaxchain.nn.decoder.generate` for a model without a cache: each token sampled
+    from the logits of the last ``seq_len`` tokens, recomputed."""
+    ids = [int(i) for i in np.asarray(prompt[0])]
+
+    @jax.jit
+    def next_token(p, window, last, k):
+        row = logits(p, window[None], rules)[0, last][None]
+        return nn.decoder.sample(row, k, temperature, top_k)[0]
+
+    for i, k in enumerate(jax.random.split(key, steps)):
+        window = np.zeros(seq_len, np.int32)
+        recent = ids[-seq_len:]
+        window[: len(recent)] = recent
+        ids.append(int(next_token(params, window, len(recent) - 1, k)))
+        if progress is not None:
+            progress(i + 1)
+    return np.array([ids], np.int32)
