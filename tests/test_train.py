@@ -371,7 +371,7 @@ if point == "step":
         return killing
     loop.make_step = make_step
 else:
-    from orbax.checkpoint._src.path import atomicity
+    from orbax.checkpoint.path import atomicity
     finalize = atomicity.AtomicRenameTemporaryPath.finalize
     async def dying(self, *a, **k):
         maybe_die()
