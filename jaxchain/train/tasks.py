@@ -434,9 +434,8 @@ def _finetuned_decoder(d: Text, o: Options) -> Model:
             f"--base: its tokenizer has {d.vocab_size} tokens, its embedding "
             f"{base.dims['vocab_size']}"
         )
-    constants, scale, lora = nn.decoder.forward_options(base.dims), nn.lora.scale(f.rank), {}
-    if f.strategy == "lora":
-        lora = {"lora_scale": scale}
+    scale = nn.lora.scale(f.rank)
+    constants = nn.decoder.forward_options(base.dims)  # the base's RoPE base and epsilon
 
     def init(key):
         params = {"decoder": jax.tree.map(jnp.copy, base.params)}  # a step donates its params
@@ -446,7 +445,7 @@ def _finetuned_decoder(d: Text, o: Options) -> Model:
 
     def logits(p, tokens, ops, key=None):
         return nn.decoder.apply(
-            p["decoder"], tokens, lora=p.get("lora"), **lora, **constants, ops=ops
+            p["decoder"], tokens, lora=p.get("lora"), lora_scale=scale, **constants, ops=ops
         )
 
     def loss(p, batch, ops, key=None):
@@ -458,7 +457,7 @@ def _finetuned_decoder(d: Text, o: Options) -> Model:
             key=key,
             dropout=o.dropout,
             lora=p.get("lora"),
-            **lora,
+            lora_scale=scale,
             **constants,
             ops=ops,
         )
