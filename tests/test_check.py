@@ -54,7 +54,7 @@ PLANTED = {
 
 def _args(name, dtype=jnp.float64):
     dims = {"I": 5, "O": 5} if name == "dense" else {}
-    return RULES[name].args(jax.random.key(0), dtype, **dims)
+    return RULES[name].args(0, dtype, **dims)
 
 
 @pytest.mark.parametrize("planted", sorted(PLANTED))
@@ -147,6 +147,81 @@ def test_what_cannot_be_checked_is_said_not_raised():
     name = "a_rather_long_parameter_name"
     table = str(check_vjp(lambda d: d[name] * 2, None, {name: jnp.ones(3)})).splitlines()[1:]
     assert len({line.index(" 0.00e+00") for line in table if "0.00e+00" in line}) == 1
+
+
+def _callback_sin(factor):
+    """sin whose backward goes through ``pure_callback`` (it cannot be differentiated
+    again), off by ``factor``."""
+
+    @jax.custom_vjp
+    def sin(x):
+        return jnp.sin(x)
+
+    def bwd(x, g):
+        shape = jax.ShapeDtypeStruct(g.shape, g.dtype)
+        out = jax.pure_callback(np.asarray, shape, g * jnp.cos(x), vmap_method="expand_dims")
+        return (factor * out,)
+
+    sin.defvjp(lambda x: (jnp.sin(x), x), bwd)
+    return sin
+
+
+def _callback_jvp_sin(factor):
+    """sin whose JVP goes through ``pure_callback``, off by ``factor``."""
+
+    @jax.custom_jvp
+    def sin(x):
+        return jnp.sin(x)
+
+    @sin.defjvp
+    def _(primals, tangents):
+        (x,), (t,) = primals, tangents
+        shape = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        dy = jax.pure_callback(np.asarray, shape, jnp.cos(x) * t, vmap_method="expand_dims")
+        return jnp.sin(x), factor * dy
+
+    return sin
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_first_order_differences_stand_when_second_order_cannot_run(factor):
+    """Audit (issue 31): without a reference, a function that cannot be differentiated twice
+    lost its whole finite-difference group, first order included, and a derivative off by 2x
+    came back ok. Second order is now skipped alone; the first order still judges."""
+    x = jnp.linspace(-1.0, 1.0, 5)
+    for report in (
+        check_vjp(_callback_sin(factor), None, x),
+        check.check_jvp(_callback_jvp_sin(factor), None, x),
+    ):
+        assert report.ok == (factor == 1.0), report
+        assert "second order (fd)" in report.skipped, report
+        assert not np.isnan(report.max_rel("finite differences")), report
+
+
+def test_a_derivative_compared_with_nothing_is_not_ok():
+    """No reference, and finite differences that cannot run (a function that raises once its
+    input moves): the report must not say ok, and says why."""
+
+    def fragile(x):
+        return jax.pure_callback(_same_or_raise, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+    @jax.custom_vjp
+    def f(x):
+        return fragile(x)
+
+    f.defvjp(lambda x: (fragile(x), None), lambda _, g: (2 * g,))
+    _same_or_raise.seen = None
+    report = check_vjp(f, None, jnp.ones(3), vmap=False)
+    assert not report.ok and "compared with nothing" in str(report), report
+
+
+def _same_or_raise(x):
+    x = np.asarray(x)
+    if _same_or_raise.seen is None:
+        _same_or_raise.seen = x.copy()
+    if not np.array_equal(x, _same_or_raise.seen):
+        raise RuntimeError("moved")
+    return x
 
 
 def test_correct_rule_passes_and_report_reads_well():

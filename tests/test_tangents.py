@@ -27,7 +27,7 @@ def _model_function(name):
     """The model's output as a function of a few of its floating-point coordinates (spread
     over every floating argument), for each family; and those coordinates' values."""
     case = MODELS[name]
-    args = case.args(jax.random.key(3))
+    args = case.args(3)
     floating = [i for i, a in enumerate(args) if _is_float_tree(a)]
     flat, unravel = ravel_pytree([args[i] for i in floating])
     chosen = jnp.linspace(0, flat.size - 1, COORDINATES).astype(int)

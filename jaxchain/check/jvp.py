@@ -43,7 +43,7 @@ from jaxchain.check.leaves import (
     split,
     stack,
 )
-from jaxchain.check.report import LeafError, Report, failure, skipped
+from jaxchain.check.report import LeafError, Report, failure, skipped, unverified
 from jaxchain.check.vjp import (
     MOVE,
     SCALES,
@@ -167,21 +167,26 @@ def check_jvp(
             lambda: _transposed(spec, ref, names, diff, other, ts[0], key_u, tol),
         )
     if finite_differences:
-        with jax.enable_x64(True):
-            more, extra = _finite_differences(
-                spec,
-                onames,
-                diff,
-                other,
-                ts[0],
-                normal_like(key_s, diff),
-                fd_eps,
-                second_order and ref is None,
-            )
-        rows, notes = rows + more, notes + extra
+        fd_args = (spec, onames, diff, other, ts[0], normal_like(key_s, diff), fd_eps)
+        more = _attempt("finite differences", lambda: _fd_rows(*fd_args, second_order, ref))
+        rows, notes = (
+            rows + [r for r in more if isinstance(r, LeafError)],
+            notes + [r for r in more if isinstance(r, str)],
+        )
     else:
         notes.append("finite differences off (finite_differences=False)")
+    rows += unverified(rows, ref is None and finite_differences)
     return Report(name or name_of(f), _worst_per_leaf(rows), "check_jvp", tuple(notes))
+
+
+def _fd_rows(spec, names, diff, other, t, s, fd_eps, second_order, ref) -> list:
+    """The rows and then the notes of :func:`_finite_differences`, in float64, as one list
+    (so that a crash in it is one skipped row)."""
+    with jax.enable_x64(True):
+        rows, notes = _finite_differences(
+            spec, names, diff, other, t, s, fd_eps, second_order and ref is None
+        )
+    return [*rows, *notes]
 
 
 def _tolerance(spec, ref, diff, other, out, results, ts, call, names):
@@ -292,9 +297,12 @@ def _finite_differences(spec, names, diff, other, t, s, fd_eps, second) -> tuple
     out = [o for o in out if inexact_dtype(o.dtype)]
     shifted = [_inexact(_jvp(spec, _step(diff, t, k * h), other, t)[0]) for k in (1, -1)]
     rows, notes = _along("finite differences", names, jt, out, *shifted, h, unit, bits)
-    if second:
-        j2 = _jvp2(spec, diff, other, t, s)
-        ups = [_jvp(spec, _step(diff, s, k * h), other, t)[1] for k in (1, -1)]
+    if second:  # apart: the first order stands if the JVP cannot be differentiated again
+        try:
+            j2 = _jvp2(spec, diff, other, t, s)
+            ups = [_jvp(spec, _step(diff, s, k * h), other, t)[1] for k in (1, -1)]
+        except Exception as e:  # a transform the function cannot take: reported
+            return [*rows, skipped("second order (fd)", _why(e))], notes
         more, extra = _along("second order (fd)", names, j2, jt, *ups, h, unit, bits)
         rows, notes = rows + more, notes + extra
     return rows, notes

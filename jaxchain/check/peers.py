@@ -291,10 +291,10 @@ def _relative(got, want) -> float:
     return float(np.max(np.abs(got - want), initial=0.0)) / scale
 
 
-def compare(case, dtype, key: jax.Array) -> Precision:
+def compare(case, dtype, seed: int) -> Precision:
     """The rule of registry ``case`` and its counterpart at ``dtype`` against float64 (the
-    twin, on the same values)."""
-    args = case.args(key, dtype)
+    twin, on the same values drawn from ``seed``)."""
+    args = case.args(seed, dtype)
     wide = [a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a for a in args]
     with jax.enable_x64(True):
         truth, cotangent = _vjp(case.reference, wide)

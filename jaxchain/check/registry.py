@@ -9,6 +9,7 @@ in the ecosystem from :mod:`jaxchain.check.peers` (``Case.counterpart``), bound 
 """
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -16,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxchain import nn, reference, rules, tangents
 from jaxchain.check import peers
@@ -34,8 +36,9 @@ class Case:
       name: the name shown in reports.
       rule: the hand-written function, called with positional arrays.
       reference: its autodiff twin, same signature.
-      make_args: ``(key, dtype, scale, dims) -> args``; floating arrays in ``dtype`` with
-        values of roughly ``scale``.
+      make_args: ``(rng, dtype, scale, dims) -> args``, drawn with NumPy's generator ``rng``
+        (no JAX computation: a hypothesis strategy draws them); floating arrays in ``dtype``
+        with values of roughly ``scale``. :meth:`args` puts them on the device.
       dims: for each named dimension, the sizes to draw from; the first is the default.
       tangent: the same op from the forward-mode family (:mod:`jaxchain.tangents`), if any.
       counterpart: the same op computed by jax.nn, optax or flax (:mod:`jaxchain.check.peers`),
@@ -45,7 +48,7 @@ class Case:
     name: str
     rule: Callable
     reference: Callable
-    make_args: Callable[[jax.Array, Any, float, Mapping[str, Any]], Args]
+    make_args: Callable[[np.random.Generator, np.dtype, float, Mapping[str, Any]], Args]
     dims: Mapping[str, tuple]
     tangent: Callable | None = None
     counterpart: Callable | None = None
@@ -57,94 +60,107 @@ class Case:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         return self.rule if mode == "reverse" else self.tangent
 
-    def args(self, key: jax.Array, dtype: Any = jnp.float64, scale: float = 1.0, **dims) -> Args:
-        """Arguments for the rule; dims not given take their first (default) size."""
+    def args(self, seed: int = 0, dtype: Any = jnp.float64, scale: float = 1.0, **dims) -> Args:
+        """Arguments for the rule, drawn from ``seed`` with NumPy and put on the device once
+        (no compilation); dims not given take their first (default) size."""
+        if not isinstance(seed, int | np.integer):
+            raise ValueError(f"Case.args: seed must be an int, got {type(seed).__name__}")
         chosen = {name: dims.get(name, sizes[0]) for name, sizes in self.dims.items()}
-        return self.make_args(key, jnp.dtype(dtype), scale, chosen)
+        rng = np.random.default_rng(int(seed))
+        return jax.tree.map(to_device, self.make_args(rng, jnp.dtype(dtype), scale, chosen))
 
 
-def _normal(key, shape, dtype, scale=1.0):
-    return scale * jax.random.normal(key, shape, dtype)
+def to_device(a: Any) -> Any:
+    """A NumPy array on the default device in its canonical dtype (int64 is int32 without
+    ``jax_enable_x64``): a transfer, never a compilation. Anything else as it is."""
+    if not isinstance(a, np.ndarray | np.generic):
+        return a
+    return jax.device_put(np.asarray(a, jax.dtypes.canonicalize_dtype(a.dtype)))
 
 
-def _unary(key, dtype, scale, d):
-    return (_normal(key, d["shape"], dtype, scale),)
+def key_of(rng: np.random.Generator) -> jax.Array:
+    """A typed threefry PRNG key from ``rng``, made without running JAX."""
+    data = rng.integers(0, 2**32, 2, dtype=np.uint32)
+    return jax.random.wrap_key_data(data, impl="threefry2x32")
 
 
-def _dense(key, dtype, scale, d):
-    kx, kw, kb = jax.random.split(key, 3)
+def _normal(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def _ints(rng, shape, high):
+    return rng.integers(0, high, shape)
+
+
+def _unary(rng, dtype, scale, d):
+    return (_normal(rng, d["shape"], dtype, scale),)
+
+
+def _dense(rng, dtype, scale, d):
     i, o = d["I"], d["O"]
     return (
-        _normal(kx, (*d["lead"], i), dtype, scale),
-        _normal(kw, (i, o), dtype, i**-0.5),
-        _normal(kb, (o,), dtype),
+        _normal(rng, (*d["lead"], i), dtype, scale),
+        _normal(rng, (i, o), dtype, i**-0.5),
+        _normal(rng, (o,), dtype),
     )
 
 
-def _embedding(key, dtype, scale, d):
-    ki, kt = jax.random.split(key)
-    ids = jax.random.randint(ki, d["lead"], 0, d["V"]).at[..., 0].set(1)  # a repeated id
-    return ids.at[..., 1].set(1), _normal(kt, (d["V"], 4), dtype, scale)
+def _embedding(rng, dtype, scale, d):
+    ids = _ints(rng, d["lead"], d["V"])
+    ids[..., :2] = 1  # a repeated id
+    return ids, _normal(rng, (d["V"], 4), dtype, scale)
 
 
-def _cross_entropy(key, dtype, scale, d):
-    kx, ky = jax.random.split(key)
-    labels = jax.random.randint(ky, d["lead"], 0, d["V"])
-    return _normal(kx, (*d["lead"], d["V"]), dtype, scale), labels
+def _cross_entropy(rng, dtype, scale, d):
+    logits = _normal(rng, (*d["lead"], d["V"]), dtype, scale)
+    return logits, _ints(rng, d["lead"], d["V"])
 
 
-def _linear_cross_entropy(key, dtype, scale, d):
-    kx, kw, ky = jax.random.split(key, 3)
-    labels = jax.random.randint(ky, d["lead"], 0, d["V"])
-    x = _normal(kx, (*d["lead"], 3), dtype, scale)
-    return x, _normal(kw, (3, d["V"]), dtype, scale), labels
+def _linear_cross_entropy(rng, dtype, scale, d):
+    x = _normal(rng, (*d["lead"], 3), dtype, scale)
+    return x, _normal(rng, (3, d["V"]), dtype, scale), _ints(rng, d["lead"], d["V"])
 
 
-def _binary_cross_entropy(key, dtype, scale, d):
-    kx, kz = jax.random.split(key)
-    targets = jax.random.uniform(kz, d["shape"], dtype)
-    return _normal(kx, d["shape"], dtype, scale), targets
+def _binary_cross_entropy(rng, dtype, scale, d):
+    logits = _normal(rng, d["shape"], dtype, scale)
+    return logits, rng.uniform(size=d["shape"]).astype(dtype)
 
 
-def _pair(key, dtype, scale, d):
-    ka, kb = jax.random.split(key)
-    return _normal(ka, d["shape"], dtype, scale), _normal(kb, d["shape"], dtype, scale)
+def _pair(rng, dtype, scale, d):
+    return _normal(rng, d["shape"], dtype, scale), _normal(rng, d["shape"], dtype, scale)
 
 
-def _layer_norm(key, dtype, scale, d):
-    kx, ks, kb = jax.random.split(key, 3)
+def _layer_norm(rng, dtype, scale, d):
     dim = d["D"]
     return (
-        _normal(kx, (*d["lead"], dim), dtype, scale),
-        1 + _normal(ks, (dim,), dtype, 0.2),
-        _normal(kb, (dim,), dtype, 0.2),
+        _normal(rng, (*d["lead"], dim), dtype, scale),
+        1 + _normal(rng, (dim,), dtype, 0.2),
+        _normal(rng, (dim,), dtype, 0.2),
     )
 
 
-def _qkv(key, dtype, scale, d):
+def _qkv(rng, dtype, scale, d):
     """query ``(B, T, N, H)``, key and value ``(B, S, K, H)``."""
-    kq, kk, kv = jax.random.split(key, 3)
     (t, s), b, (n, k), h = d["TS"], d["B"], d["NK"], d["H"]
-    q = _normal(kq, (b, t, n, h), dtype, scale)
-    return q, _normal(kk, (b, s, k, h), dtype, scale), _normal(kv, (b, s, k, h), dtype)
+    q = _normal(rng, (b, t, n, h), dtype, scale)
+    return q, _normal(rng, (b, s, k, h), dtype, scale), _normal(rng, (b, s, k, h), dtype)
 
 
-def _qkv_mask(key, dtype, scale, d):
+def _qkv_mask(rng, dtype, scale, d):
     """A random boolean mask (B, 1, T, S) in which the first query row of the first batch
     element attends to nothing."""
-    key, km = jax.random.split(key)
-    mask = jax.random.bernoulli(km, 0.7, (d["B"], 1, *d["TS"]))
-    return (*_qkv(key, dtype, scale, d), mask.at[0, 0, 0, :].set(False))
+    mask = rng.uniform(size=(d["B"], 1, *d["TS"])) < 0.7
+    mask[0, 0, 0, :] = False
+    return (*_qkv(rng, dtype, scale, d), mask)
 
 
-def _qkv_everything(key, dtype, scale, d):
+def _qkv_everything(rng, dtype, scale, d):
     """query, key, value; a bias ``(1, N, T, S)`` (broadcast over the batch, so its gradient
     sums over it); lengths of queries ``(T, T - 1)`` and keys ``(S, 2)``."""
-    key, kb = jax.random.split(key)
     (t, s), n = d["TS"], d["NK"][0]
-    bias = _normal(kb, (1, n, t, s), dtype)
-    lengths = jnp.array([t, t - 1], jnp.int32), jnp.array([s, 2], jnp.int32)  # int32, as jax.nn
-    return (*_qkv(key, dtype, scale, d), bias, *lengths)
+    bias = _normal(rng, (1, n, t, s), dtype)
+    lengths = np.array([t, t - 1], np.int32), np.array([s, 2], np.int32)  # int32, as jax.nn
+    return (*_qkv(rng, dtype, scale, d), bias, *lengths)
 
 
 def _bind(op: str, keywords: tuple[str, ...] = (), **kwargs) -> tuple[Callable, ...]:
@@ -162,46 +178,44 @@ def _bind(op: str, keywords: tuple[str, ...] = (), **kwargs) -> tuple[Callable, 
     return tuple(bound(getattr(family, op)) for family in FAMILIES)
 
 
-def _where(key, dtype, scale, d):
+def _where(rng, dtype, scale, d):
     """x and a boolean ``where``: the first row keeps nothing, the second one element."""
-    kx, kw = jax.random.split(key)
-    where = jax.random.bernoulli(kw, 0.6, d["shape"]).at[0].set(False).at[1].set(False)
-    return _normal(kx, d["shape"], dtype, scale), where.at[1, 2].set(True)
+    x = _normal(rng, d["shape"], dtype, scale)
+    where = rng.uniform(size=d["shape"]) < 0.6
+    where[:2] = False
+    where[1, 2] = True
+    return x, where
 
 
-def _rms_norm(key, dtype, scale, d):
-    kx, ks = jax.random.split(key)
+def _rms_norm(rng, dtype, scale, d):
     dim = d["D"]
-    return _normal(kx, (*d["lead"], dim), dtype, scale), 1 + _normal(ks, (dim,), dtype, 0.2)
+    return _normal(rng, (*d["lead"], dim), dtype, scale), 1 + _normal(rng, (dim,), dtype, 0.2)
 
 
-def _swiglu(key, dtype, scale, d):
-    kx, kg, ku = jax.random.split(key, 3)
+def _swiglu(rng, dtype, scale, d):
     dim, f = d["D"], d["F"]
-    x = _normal(kx, (*d["lead"], dim), dtype, scale)
-    return x, _normal(kg, (dim, f), dtype, dim**-0.5), _normal(ku, (dim, f), dtype, dim**-0.5)
+    x = _normal(rng, (*d["lead"], dim), dtype, scale)
+    return x, _normal(rng, (dim, f), dtype, dim**-0.5), _normal(rng, (dim, f), dtype, dim**-0.5)
 
 
-def _rope(key, dtype, scale, d):
+def _rope(rng, dtype, scale, d):
     """x ``(B, T, N, H)`` and positions ``(B, T)``: counting from 0, and from an offset (a
     prompt in a KV cache)."""
     b, t = d["B"], d["T"]
-    positions = jnp.arange(t)[None] + jnp.array([[0], [7]])[:b]
-    return _normal(key, (b, t, d["N"], d["H"]), dtype, scale), positions
+    positions = np.arange(t)[None] + np.array([[0], [7]])[:b]
+    return _normal(rng, (b, t, d["N"], d["H"]), dtype, scale), positions
 
 
-def _dropout(key, dtype, scale, d):
-    kx, kd = jax.random.split(key)
-    return _normal(kx, d["shape"], dtype, scale), kd
+def _dropout(rng, dtype, scale, d):
+    return _normal(rng, d["shape"], dtype, scale), key_of(rng)
 
 
-def _lora(key, dtype, scale, d):
+def _lora(rng, dtype, scale, d):
     """x ``(..., I)``, lora_a ``(I, R)``, lora_b ``(R, O)``; the frozen weights are not
     arguments (see :func:`frozen_weights`)."""
-    kx, ka, kl = jax.random.split(key, 3)
     i, o, r = d["I"], d["O"], d["R"]
-    x = _normal(kx, (*d["lead"], i), dtype, scale)
-    return x, _normal(ka, (i, r), dtype, i**-0.5), _normal(kl, (r, o), dtype, 0.5)
+    x = _normal(rng, (*d["lead"], i), dtype, scale)
+    return x, _normal(rng, (i, r), dtype, i**-0.5), _normal(rng, (r, o), dtype, 0.5)
 
 
 def frozen_weights(x: jax.Array, o: int) -> tuple[jax.Array, jax.Array]:
@@ -225,18 +239,22 @@ def _recurrent(gates: int, states: int, biases: int, padded: bool):
     """Arguments ``(xs, *initial states, w_x, w_h, *biases[, lengths])``; with ``padded``,
     lengths include a full, a partial and an empty sequence."""
 
-    def make(key, dtype, scale, d):
+    def make(rng, dtype, scale, d):
         b, t, i, h = d["B"], d["T"], d["I"], d["H"]
-        k = iter(jax.random.split(key, 3 + states + biases))
-        xs = _normal(next(k), (b, t, i), dtype, scale)
-        carry = [_normal(next(k), (b, h), dtype, 0.5) for _ in range(states)]
-        w_x = _normal(next(k), (i, gates * h), dtype, i**-0.5)
-        w_h = _normal(next(k), (h, gates * h), dtype, h**-0.5)
-        bs = [_normal(next(k), (gates * h,), dtype, 0.5) for _ in range(biases)]
-        lengths = [jnp.array([t, t // 2, 0] + [t] * (b - 3))] if padded else []
+        xs = _normal(rng, (b, t, i), dtype, scale)
+        carry = [_normal(rng, (b, h), dtype, 0.5) for _ in range(states)]
+        w_x = _normal(rng, (i, gates * h), dtype, i**-0.5)
+        w_h = _normal(rng, (h, gates * h), dtype, h**-0.5)
+        bs = [_normal(rng, (gates * h,), dtype, 0.5) for _ in range(biases)]
+        lengths = [_lengths(b, t)] if padded else []
         return (xs, *carry, w_x, w_h, *bs, *lengths)
 
     return make
+
+
+def _lengths(b: int, t: int) -> np.ndarray:
+    """A full, a half and an empty sequence, then full ones."""
+    return np.array([t, t // 2, 0] + [t] * (b - 3))
 
 
 _ELEMENTWISE = {"shape": ((7,), (3, 4))}
@@ -367,53 +385,76 @@ def _model(name: str, call, make_args, dims) -> Case:
     return Case(name, rule, ref, make_args, dims, tangent)
 
 
+@functools.cache
+def _shapes(init: Callable, *args, **kwargs) -> Any:
+    """The params ``init(key, *args, **kwargs)`` makes, as shapes: traced, never run."""
+    return jax.eval_shape(lambda: init(jax.random.key(0), *args, **kwargs))
+
+
+def _params(rng, init: Callable, *args, **kwargs) -> Any:
+    """Params of the structure, shapes and dtypes ``init`` gives, drawn with NumPy: a norm's
+    scale ``1 + 0.2 N``, a bias (a leaf named ``b…``) ``0.2 N``, a weight ``N / sqrt(fan
+    in)`` (its first axis); ``init`` itself is never run."""
+
+    def leaf(path, s):
+        name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        last = name.rsplit("/", 1)[-1]
+        if last.startswith("b"):
+            return _normal(rng, s.shape, s.dtype, 0.2)
+        if "norm" in name:
+            return 1 + _normal(rng, s.shape, s.dtype, 0.2)
+        return _normal(rng, s.shape, s.dtype, s.shape[0] ** -0.5)
+
+    return jax.tree_util.tree_map_with_path(leaf, _shapes(init, *args, **kwargs))
+
+
+def _mask(t: int, lengths: list[int]) -> np.ndarray:
+    """``(len(lengths), t)``: True on each row's first ``lengths[i]`` positions."""
+    return np.arange(t)[None, :] < np.array(lengths)[:, None]
+
+
 def _mlp_args(activation):
-    def make(key, dtype, scale, d):
-        kp, kx = jax.random.split(key)
-        params = nn.mlp.init(kp, d["sizes"], activation=activation, dtype=dtype)
-        return params, _normal(kx, (4, d["sizes"][0]), dtype, scale)
+    def make(rng, dtype, scale, d):
+        params = _params(rng, nn.mlp.init, d["sizes"], activation=activation, dtype=dtype)
+        return params, _normal(rng, (4, d["sizes"][0]), dtype, scale)
 
     return make
 
 
 def _sequence_args(module, padded):
-    def make(key, dtype, scale, d):
-        kp, kx = jax.random.split(key)
+    def make(rng, dtype, scale, d):
         b, t = d["B"], d["T"]
-        xs = _normal(kx, (b, t, d["I"]), dtype, scale)
-        lengths = jnp.array([t, t // 2, 0] + [t] * (b - 3)) if padded else None
-        return module.init(kp, d["I"], d["H"], dtype=dtype), xs, lengths
+        params = _params(rng, module.init, d["I"], d["H"], dtype=dtype)
+        xs = _normal(rng, (b, t, d["I"]), dtype, scale)
+        return params, xs, _lengths(b, t) if padded else None
 
     return make
 
 
-def _attention_args(key, dtype, scale, d):
-    kp, kx = jax.random.split(key)
-    params = nn.attention.init(kp, d["D"], d["N"], dtype=dtype)
-    x = _normal(kx, (2, d["T"], d["D"]), dtype, scale)
-    return params, x, jnp.arange(d["T"])[None, :] < jnp.array([[d["T"]], [2]])
+def _attention_args(rng, dtype, scale, d):
+    params = _params(rng, nn.attention.init, d["D"], d["N"], dtype=dtype)
+    x = _normal(rng, (2, d["T"], d["D"]), dtype, scale)
+    return params, x, _mask(d["T"], [d["T"], 2])
 
 
 def _transformer_args(pre_norm):
-    def make(key, dtype, scale, d):
-        kp, kt = jax.random.split(key)
-        params = nn.transformer.init(kp, 11, 8, d["D"], 2, 2, 16, pre_norm=pre_norm, dtype=dtype)
-        tokens = jax.random.randint(kt, (2, d["T"]), 0, 11)
-        return params, tokens, jnp.arange(d["T"])[None, :] < jnp.array([[d["T"]], [3]])
+    def make(rng, dtype, scale, d):
+        init = nn.transformer.init
+        params = _params(rng, init, 11, 8, d["D"], 2, 2, 16, pre_norm=pre_norm, dtype=dtype)
+        return params, _ints(rng, (2, d["T"]), 11), _mask(d["T"], [d["T"], 3])
 
     return make
 
 
-def _bert_args(key, dtype, scale, d):
-    kp, kh, kt, ky = jax.random.split(key, 4)
+def _bert_args(rng, dtype, scale, d):
     params = {
-        "encoder": nn.bert.init(kp, 11, 8, d["D"], 2, 2, 16, dtype=dtype),
-        "head": nn.mlp.init(kh, [d["D"], 3], dtype=dtype)["layers"][0],
+        "encoder": _params(rng, nn.bert.init, 11, 8, d["D"], 2, 2, 16, dtype=dtype),
+        "head": _params(rng, nn.mlp.init, (d["D"], 3), dtype=dtype)["layers"][0],
     }
-    tokens = jax.random.randint(kt, (3, d["T"]), 0, 11)
-    mask = jnp.arange(d["T"])[None, :] < jnp.array([[d["T"]], [3], [1]])
-    types = (jnp.arange(d["T"])[None, :] >= 2).astype(tokens.dtype).repeat(3, axis=0)
-    return params, tokens, mask, types, jax.random.randint(ky, (3,), 0, 3)
+    tokens = _ints(rng, (3, d["T"]), 11)
+    mask = _mask(d["T"], [d["T"], 3, 1])
+    types = (np.arange(d["T"])[None, :] >= 2).astype(tokens.dtype).repeat(3, axis=0)
+    return params, tokens, mask, types, _ints(rng, (3,), 3)
 
 
 def _bert_finetune(ops, params, tokens, mask, types, labels):
@@ -428,10 +469,10 @@ def _decoder_args(tie):
     """A decoder with grouped-query attention (4 query heads, 2 key/value heads), tokens,
     targets and a dropout key."""
 
-    def make(key, dtype, scale, d):
-        kp, kt, kd = jax.random.split(key, 3)
-        params = nn.decoder.init(
-            kp,
+    def make(rng, dtype, scale, d):
+        params = _params(
+            rng,
+            nn.decoder.init,
             11,
             d_model=d["D"],
             num_heads=4,
@@ -441,9 +482,9 @@ def _decoder_args(tie):
             tie_embeddings=tie,
             dtype=dtype,
         )
-        params = jax.tree.map(lambda a: a * (25 * scale) if a.ndim > 1 else a, params)
-        tokens = jax.random.randint(kt, (2, d["T"] + 1), 0, 11)
-        return params, tokens[:, :-1], tokens[:, 1:], kd
+        params = jax.tree.map(lambda a: a * scale if a.ndim > 1 else a, params)
+        tokens = _ints(rng, (2, d["T"] + 1), 11)
+        return params, tokens[:, :-1], tokens[:, 1:], key_of(rng)
 
     return make
 

@@ -42,6 +42,18 @@ def skipped(check: str, why: str) -> LeafError:
     return LeafError(check, "-", math.nan, math.nan, (), math.nan, note=why, skipped=True)
 
 
+def unverified(rows: list[LeafError], fd_requested: bool) -> list[LeafError]:
+    """A failing row when finite differences were the only judge of the derivative and not
+    one of their first-order rows ran: a report that compared the derivative with nothing
+    must not say ok."""
+    ran = any(e.check == "finite differences" and not e.skipped for e in rows)
+    if not fd_requested or ran:
+        return []
+    why = "; ".join(e.note for e in rows if e.check == "finite differences" and e.skipped)
+    note = "no reference, and finite differences could not run: the derivative was compared"
+    return [failure("finite differences", "-", f"{note} with nothing ({why or 'no rows'})")]
+
+
 @dataclasses.dataclass(frozen=True)
 class Report:
     """What :func:`check_vjp` (or :func:`check_jvp`) found.

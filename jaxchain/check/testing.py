@@ -8,6 +8,10 @@ Example, in a test file::
     def test_my_tanh():
         jt.check_property(my_tanh, jaxchain.reference.tanh, jt.arrays(jt.shapes()))
 
+The strategies draw with NumPy and put each array on the device once: no JAX computation
+and no compilation happens while hypothesis draws, so they pass its health checks under its
+default settings on a busy machine.
+
 Two hypothesis profiles are registered: ``jaxchain`` (few examples, for every run; each new
 shape compiles) and ``jaxchain-thorough`` (many examples). Select one with
 ``hypothesis.settings.load_profile``.
@@ -20,11 +24,12 @@ import hypothesis
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxchain.check import assert_jvp, assert_vjp
-from jaxchain.check.registry import Case
+from jaxchain.check.registry import Case, key_of, to_device
 
-__all__ = ["arrays", "case_args", "check_property", "keys", "scales", "shapes"]
+__all__ = ["arrays", "case_args", "check_property", "keys", "scales", "seeds", "shapes"]
 
 hypothesis.settings.register_profile(
     "jaxchain", max_examples=4, deadline=None, derandomize=True, print_blob=True, database=None
@@ -34,9 +39,15 @@ hypothesis.settings.register_profile("jaxchain-thorough", max_examples=60, deadl
 DEFAULT_SHAPES: tuple[tuple[int, ...], ...] = ((5,), (2, 3), (2, 3, 4))
 
 
+def seeds() -> st.SearchStrategy[int]:
+    """32-bit seeds, from which every strategy here draws its values with NumPy."""
+    return st.integers(0, 2**32 - 1)
+
+
 def keys() -> st.SearchStrategy[jax.Array]:
-    """PRNG keys, from 32-bit seeds."""
-    return st.integers(0, 2**32 - 1).map(jax.random.key)
+    """Typed threefry PRNG keys (as ``jax.random.key`` makes), their key data drawn from a
+    seed with NumPy: making one runs no JAX computation."""
+    return seeds().map(lambda seed: key_of(np.random.default_rng(seed)))
 
 
 def shapes(choices: Sequence[tuple[int, ...]] = DEFAULT_SHAPES) -> st.SearchStrategy:
@@ -54,23 +65,25 @@ def arrays(
 ) -> st.SearchStrategy[jax.Array]:
     """Normal arrays of a drawn shape (by default from :func:`shapes`) and spread; values
     never land on a kink by chance. ``dtype`` by default: float64 with ``jax_enable_x64``,
-    else float32 (without a warning)."""
-    if dtype is None:
-        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+    else float32 (without a warning). Drawn with NumPy from a drawn seed and put on the
+    device once."""
+    dtype = np.dtype(jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype))
     if shape is None:
         shape = shapes()
     shape = shape if isinstance(shape, st.SearchStrategy) else st.just(shape)
-    return st.builds(
-        lambda key, s, scale: scale * jax.random.normal(key, s, dtype), keys(), shape, scales()
-    )
+
+    def draw(seed, s, scale):
+        return to_device((scale * np.random.default_rng(seed).standard_normal(s)).astype(dtype))
+
+    return st.builds(draw, seeds(), shape, scales())
 
 
 def case_args(case: Case, dtype: Any = jnp.float64) -> st.SearchStrategy[tuple]:
     """Arguments for a registry :class:`~jaxchain.check.registry.Case`: its dims drawn from their
-    choices, its values from a drawn key and spread."""
+    choices, its values from a drawn seed (with NumPy) and spread."""
     dims = st.fixed_dictionaries({name: st.sampled_from(c) for name, c in case.dims.items()})
     return st.builds(
-        lambda key, scale, d: case.args(key, dtype, scale, **d), keys(), scales(), dims
+        lambda seed, scale, d: case.args(seed, dtype, scale, **d), seeds(), scales(), dims
     )
 
 
