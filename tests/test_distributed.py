@@ -127,16 +127,16 @@ def test_a_dead_process_stops_the_other_with_a_clear_error(tmp_path):
     with open(tmp_path / "log", "w") as log:
         survivor = _start("train", *flags, process=0, port=port, log=log)
         victim = _start("train", *flags, process=1, port=port)
-        deadline = time.monotonic() + 120
+        hang = time.monotonic() + 600  # a guard against a hang, not a bound on speed
         while "steps/s" not in (tmp_path / "log").read_text():  # training: a progress line
-            assert survivor.poll() is None and time.monotonic() < deadline, survivor.stderr.read()
+            assert survivor.poll() is None and time.monotonic() < hang, survivor.stderr.read()
             time.sleep(0.5)
         victim.send_signal(signal.SIGKILL)
         victim.communicate()  # closes its pipes
-        start = time.monotonic()
-        _, err = survivor.communicate(timeout=90)
+        # no bound on time (a loaded machine is slow): the survivor must stop through the
+        # failed collective (our message, status 1), not JAX's heartbeat, which aborts
+        _, err = survivor.communicate(timeout=600)  # a guard against a hang only
     assert survivor.returncode == 1, err[-3000:]
-    assert time.monotonic() - start < 60
     assert "jaxchain train: error: process 0 of 2 stopped" in err
     assert "another process has probably died" in err and "--resume" in err
 
@@ -190,7 +190,10 @@ def finetuned(tmp_path_factory):
     """Two short MiniLM fine-tuning runs: on one device, and over 8 host devices with the
     params and optimizer state sharded (both tests below use them: one xdist group)."""
     root = tmp_path_factory.mktemp("finetune")
-    env = {**QUIET, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    env = {
+        **QUIET,
+        "XLA_FLAGS": f"{QUIET.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
+    }
     _alone("finetune", *FINETUNE, "--out", str(root / "one"), env=env)
     _alone(
         "finetune",
