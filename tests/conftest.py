@@ -1,5 +1,10 @@
 """Strict JAX settings for the whole suite: float64 available, no implicit rank promotion,
 strict dtype promotion. Hypothesis runs few examples unless HYPOTHESIS_PROFILE=thorough.
+``make test`` sets ``XLA_FLAGS=--xla_backend_optimization_level=0``: the suite is bound by
+compilation (most of its programs run once), which -O0 makes about 40% faster; the commands the
+tests start inherit it (tests that set a device count append theirs), and ``make thorough``
+compiles at XLA's default level, as users' programs are. No test's outcome depends on time:
+hangs are guarded by generous timeouts, never a bound on speed.
 
 Compiled programs are shared through JAX's persistent compilation cache in
 ``.pytest_cache/jax-compilation`` — every program, however quick its compilation: each module
