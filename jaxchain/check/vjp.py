@@ -347,12 +347,14 @@ class _Run:
         top = max((float(np.max(np.abs(o[np.isfinite(o)]), initial=0.0)) for o in outs), default=0)
         sizes = [np.abs(np.asarray(u)) for u in self.cts[0] if np.size(u)]
         mean_u = float(np.mean([np.mean(a) for a in sizes] or [1.0]))
-        scale = max(leaf_scale(x) for x in self.diff)
+        scale = min(1.0, max(leaf_scale(x) for x in self.diff))
         return min(1.0, mean_u * top / scale) if top > 0 else 1.0
 
     def natural(self) -> float:
         """The size a derivative of this function has (capped at 1): ``mean|u| max|f| /
-        max scale(x)``, from the first-order results (computed once)."""
+        min(1, max scale(x))``, from the first-order results (computed once). A spread above
+        1 does not shrink it: a saturating function (softmax, tanh at a spread of 5) has
+        slopes near 1 where ``f / spread`` is 0.2, and its derivative rounds as they do."""
         return self._natural
 
     def against_reference(self) -> list[LeafError]:
@@ -522,7 +524,8 @@ def _abs_inner(a, b) -> float:
     """``sum |a| |b|`` over the finite elements of matching leaves."""
     total = 0.0
     for x, y in zip(a, b, strict=True):
-        prod = np.abs(np.asarray(x)) * np.abs(np.asarray(y))
+        with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: a masked output
+            prod = np.abs(np.asarray(x)) * np.abs(np.asarray(y))
         total += float(np.sum(prod[np.isfinite(prod)]))
     return total
 
