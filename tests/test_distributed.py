@@ -209,6 +209,7 @@ def finetuned(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # two MiniLM runs (2 min); make test shards the MLP (test_train.py)
 @pytest.mark.xdist_group("finetuned")
 def test_sharded_params_train_as_one_device_in_an_eighth_of_the_memory(finetuned):
     one, eight = (
@@ -225,6 +226,7 @@ def test_sharded_params_train_as_one_device_in_an_eighth_of_the_memory(finetuned
     assert one["state_bytes"] / 8 < eight["state_bytes_per_device"] < one["state_bytes"] / 7.9
 
 
+@pytest.mark.slow  # the same two runs
 @pytest.mark.xdist_group("finetuned")
 def test_export_writes_the_fine_tuned_encoder_for_hugging_face(finetuned):
     from safetensors.numpy import load_file

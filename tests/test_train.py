@@ -168,8 +168,10 @@ def test_command_writes_metrics_plot_and_checkpoints(tmp_path):
     assert any((tmp_path / "checkpoints").iterdir())
 
 
-@pytest.mark.slow  # make test: two processes (test_distributed), and --shard over 8 devices
 def test_two_devices_give_the_same_curve_replicated_or_sharded(tmp_path):
+    """Replicated and sharded over two host devices, the MLP's curve is one device's (make
+    test's check of --shard params; make thorough also shards MiniLM over 8 devices, in
+    test_distributed.py)."""
     env = {
         **os.environ,
         "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
