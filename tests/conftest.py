@@ -52,6 +52,17 @@ _PROFILES = {"default": "jaxchain", "thorough": "jaxchain-thorough"}
 hypothesis.settings.load_profile(_PROFILES[os.environ.get("HYPOTHESIS_PROFILE", "default")])
 
 
+UNOPTIMIZED = "--xla_backend_optimization_level=0" in os.environ.get("XLA_FLAGS", "")
+
+
+@pytest.fixture
+def xla_optimizes() -> bool:
+    """Whether XLA compiles at its default level here (``make thorough``; ``make test``
+    compiles at -O0). Values drawn by JAX (``jax.random.normal``'s transform) and jitted
+    programs match the fixtures made at the default level only then, to the bit."""
+    return not UNOPTIMIZED
+
+
 @pytest.fixture
 def file_mode() -> int:
     """The mode a plain ``open`` gives a new file here: 0666 less the umask."""

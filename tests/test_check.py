@@ -213,6 +213,7 @@ def test_a_derivative_compared_with_nothing_is_not_ok():
     _same_or_raise.seen = None
     report = check_vjp(f, None, jnp.ones(3), vmap=False)
     assert not report.ok and "compared with nothing" in str(report), report
+    assert "unchecked" in report.failed
 
 
 def _same_or_raise(x):
@@ -222,6 +223,68 @@ def _same_or_raise(x):
     if not np.array_equal(x, _same_or_raise.seen):
         raise RuntimeError("moved")
     return x
+
+
+def _softmax_bwd_times(factor):
+    def bwd(a, g):
+        y = jax.nn.softmax(a[0])
+        return (factor * y * (g - jnp.sum(g * y, -1, keepdims=True)),)
+
+    return bwd
+
+
+def test_infinite_inputs_are_not_perturbed_and_a_bug_beside_them_is_caught():
+    """Audit (issue 31): ``-inf`` logits (a masked softmax) made every finite difference
+    through them NaN, a false alarm on correct code. Infinite inputs are now neither stepped
+    nor sampled, and said so; a backward off by 2x is still caught, without a reference."""
+    x = jnp.array([[0.3, -jnp.inf, 1.2, -0.5], [-jnp.inf, 0.1, 0.2, 2.0]])
+    said = "2 input element(s) not finite: not perturbed, not compared"
+    for report in (check_vjp(jax.nn.softmax, None, x), check.check_jvp(jax.nn.softmax, None, x)):
+        assert report.ok and said in report.notes, report
+    softmax = lambda z: jax.nn.softmax(z)  # noqa: E731  (custom_vjp: positional only)
+    wrong = _with_bwd(softmax, _softmax_bwd_times(2.0))
+    assert check_vjp(_with_bwd(softmax, _softmax_bwd_times(1.0)), None, x).ok
+    assert "finite differences" in check_vjp(wrong, None, x).failed
+
+
+def test_a_reference_that_raises_is_said_and_differences_still_judge():
+    """check_vjp and check_jvp never raise for what the functions do: a reference that
+    cannot run is a skipped row with its reason, and finite differences still judge."""
+
+    def broken(x):
+        raise RuntimeError("no reference here")
+
+    x = jnp.linspace(0.1, 1.0, 4)
+    for run in (check_vjp, check.check_jvp):
+        report = run(jnp.sin, broken, x)
+        assert report.ok and "no reference here" in str(report), report
+        assert not np.isnan(report.max_rel("finite differences")), report
+
+
+def test_python_numbers_among_the_arguments_are_named_as_constants():
+    """Audit (issue 31): a Python float among the arguments was held constant silently."""
+
+    def scaled(x, alpha):
+        return alpha * jnp.sin(x)
+
+    said = "held fixed (Python numbers, not differentiated): alpha"
+    for run in (check_vjp, check.check_jvp):
+        report = run(scaled, None, jnp.linspace(0.1, 1.0, 4), 2.0)
+        assert report.ok and said in report.notes, report
+
+
+def test_an_approximate_derivative_is_judged_at_its_tolerance_and_linearity_stays_exact():
+    """Audit (issue 31): one tolerance for everything meant that a derivative approximate by
+    design (an adjoint solved to 1e-7) could only pass with linearity loosened too. ``rtol``
+    now sets the comparisons with the reference and finite differences; linearity keeps
+    float64's, so a backward that is approximate *and* nonlinear in its cotangent fails."""
+    x = jnp.linspace(-1.0, 1.0, 6)
+    approx = _with_bwd(jnp.sin, lambda a, g: (g * jnp.cos(a[0]) * (1 + 1e-7),))
+    assert "vjp" in check_vjp(approx, jnp.sin, x).failed  # at float64's own tolerance
+    assert check_vjp(approx, jnp.sin, x, rtol=1e-6).ok
+    assert check_vjp(approx, None, x, rtol=1e-6).ok
+    bent = _with_bwd(jnp.sin, lambda a, g: (g * jnp.cos(a[0]) + 1e-7 * g * jnp.abs(g),))
+    assert "linearity" in check_vjp(bent, jnp.sin, x, rtol=1e-6).failed
 
 
 def test_correct_rule_passes_and_report_reads_well():

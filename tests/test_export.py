@@ -31,12 +31,15 @@ def hf():
     return dict(np.load(FIXTURES / "hf_export_reference.npz"))
 
 
-def test_what_jaxchain_writes_is_what_hugging_face_reads(tmp_path, hf):
+def test_what_jaxchain_writes_is_what_hugging_face_reads(tmp_path, hf, xla_optimizes):
+    """MiniLM moved by seeded noise, written: the bytes transformers read (where
+    ``jax.random.normal`` rounds as when the fixture was made, at XLA's default level: make
+    thorough), read back bit for bit, tokenized and run as transformers did."""
     fixture = _fixture_module()
     params, head, config = fixture.perturbed()
     out = pretrained.save_bert(tmp_path / "hf", params, config, head=head)
-    # the very bytes transformers read when the fixture was made
-    assert fixture.digests(out) == {k: str(v) for k, v in hf.items() if k.startswith("sha256/")}
+    if xla_optimizes:  # the very bytes transformers read when the fixture was made
+        assert fixture.digests(out) == {k: str(v) for k, v in hf.items() if k.startswith("sha256/")}
     loaded = pretrained.load_minilm(out)
     chex.assert_trees_all_equal(loaded.params, params)  # bit for bit
     tokens, mask = loaded.tokenize(list(hf["sentences"]))

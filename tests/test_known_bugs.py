@@ -8,7 +8,6 @@ same mistake (a backward written by hand, or autodiff through an expression that
 """
 
 import dataclasses
-import os
 from collections.abc import Callable
 
 import jax
@@ -309,10 +308,6 @@ BUGS = {
 }  # fmt: skip
 
 
-# make test compiles at XLA -O0 (Makefile), where the jitted program is the eager one's
-_UNOPTIMIZED = "--xla_backend_optimization_level=0" in os.environ.get("XLA_FLAGS", "")
-
-
 def _run(bug: Bug, reference) -> check.Report:
     run = check.check_vjp if bug.mode == "vjp" else check.check_jvp
     return run(bug.f, reference, *bug.args, **bug.options)
@@ -320,9 +315,9 @@ def _run(bug: Bug, reference) -> check.Report:
 
 @pytest.mark.parametrize("against", ["reference", "none"])
 @pytest.mark.parametrize("name", sorted(BUGS))
-def test_known_bug_is_caught(name, against):
+def test_known_bug_is_caught(name, against, xla_optimizes):
     bug = BUGS[name]
-    if bug.without_reference == "eager vs jit" and against == "none" and _UNOPTIMIZED:
+    if bug.without_reference == "eager vs jit" and against == "none" and not xla_optimizes:
         pytest.skip("eager and jitted differ only when XLA optimizes: make thorough")
     expected = bug.with_reference if against == "reference" else bug.without_reference
     report = _run(bug, bug.reference if against == "reference" else None)

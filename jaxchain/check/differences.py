@@ -84,14 +84,16 @@ def step_size(bits: int, fd_eps: float | None) -> float:
     return float(np.finfo(np.float64).eps) ** (1 / 3) if bits == 64 else FD_FLOAT32["step"]
 
 
-def _sample(key, size: int, points: int) -> np.ndarray:
-    """``points`` distinct coordinates of ``size``, sorted, drawn by NumPy seeded from ``key``
-    (``jax.random.choice`` without replacement permutes all ``size``: a third of a second at
+def _sample(key, finite: np.ndarray, points: int) -> np.ndarray:
+    """``points`` distinct coordinates among a leaf's finite ones (``finite``, flat: an
+    infinite input is not perturbed), sorted, drawn by NumPy seeded from ``key``
+    (``jax.random.choice`` without replacement permutes them all: a third of a second at
     512 x 512)."""
-    if size <= points:
-        return np.arange(size)
+    candidates = np.flatnonzero(finite)
+    if candidates.size <= points:
+        return candidates
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
-    return np.sort(rng.choice(size, points, replace=False))
+    return np.sort(rng.choice(candidates, points, replace=False))
 
 
 def noise_of(values: np.ndarray) -> float:
@@ -124,6 +126,7 @@ def vjp_differences(
     points,
     natural,
     phi_abs,
+    rtol=0.0,
 ) -> tuple[list, list[str], dict]:
     """Analytic ``grads`` of ``<u, f>`` (order 1) or of ``<grad <u, f>, v>`` (order 2)
     against finite differences at ``points`` sampled coordinates per leaf and along ``v``
@@ -134,8 +137,9 @@ def vjp_differences(
     flat = np.asarray(layout.flatten(diff), np.float64)
     scales = [leaf_scale(x) for x in diff]
     keys = jax.random.split(key, max(len(diff), 1))
-    coords = [_sample(k, n, points) for k, n in zip(keys, layout.sizes(), strict=False)]
     offsets = layout.offsets()
+    finite = np.split(np.isfinite(flat), offsets[1:-1])
+    coords = [_sample(k, f, points) for k, f in zip(keys, finite, strict=False)]
     where = np.concatenate([c + o for c, o in zip(coords, offsets, strict=False)] + [[0]])
     where = where.astype(np.int64)[:-1]
     h = np.concatenate(
@@ -157,7 +161,7 @@ def vjp_differences(
     analytic = flat_grads[where]
     numeric, kinks = _one_or_two_sided(analytic, phi0, up, down, h)
     slack = 10 * noise / np.abs(np.where(h == 0, 1, h)) + one_sided_slack(up, down, numeric)
-    rtol = max(FD_RTOL, 10 * h_rel**2)
+    rtol = max(FD_RTOL, 10 * h_rel**2, rtol)  # the caller's, if looser
     check = "finite differences" if order == 1 else "second order (fd)"
     bounds = np.cumsum([len(c) for c in coords])[:-1]
     parts = [np.split(a, bounds) for a in (analytic, numeric, slack, kinks)]

@@ -41,6 +41,24 @@ class Spec:
         return jax.tree.leaves(self.call(diff, other))
 
 
+def python_numbers(f: Callable, args: tuple) -> list[str]:
+    """The names of the Python floats and complex numbers among ``args``: constants of the
+    function checked, never differentiated (wrap one in ``jnp.asarray`` to check it)."""
+    params = parameter_names(f, len(args))
+    paths, _ = jax.tree_util.tree_flatten_with_path(args)
+    return [
+        params[path[0].idx] + jax.tree_util.keystr(path[1:])
+        for path, leaf in paths
+        if isinstance(leaf, float | complex)
+    ]
+
+
+def constants_note(f: Callable, args: tuple) -> list[str]:
+    """A note naming the Python numbers among ``args``, if any."""
+    names = python_numbers(f, args)
+    return [f"held fixed (Python numbers, not differentiated): {', '.join(names)}"] * bool(names)
+
+
 def split(f: Callable, args: tuple, argnums=None) -> tuple[Spec, tuple, tuple, list[str], list]:
     """``f``'s :class:`Spec`, its differentiated leaves (inexact arrays of the positional
     arguments in ``argnums``, all by default), the arrays held fixed, the differentiated
@@ -179,15 +197,16 @@ def unravel(flat: int, shape) -> tuple[int, ...]:
 
 
 def leaf_scale(x) -> float:
-    """The scale over which a leaf varies: its spread if it has one (so that ``1e4 + N(0, 1)``
-    has scale 1, not 1e4), else its magnitude, else 1."""
+    """The scale over which a leaf varies, from its finite entries: their spread if they
+    have one (so that ``1e4 + N(0, 1)`` has scale 1, not 1e4), else their magnitude, else 1."""
     a = np.asarray(x)
+    a = a[np.isfinite(a)]  # infinite entries (a masked logit) have no spread
     if a.size == 0:
         return 1.0
-    with np.errstate(all="ignore"):  # infinite entries (a masked logit) have no spread
+    with np.errstate(all="ignore"):
         a = np.abs(a - a.mean()) if a.size > 1 else np.abs(a)
         spread = float(np.sqrt(np.mean(a**2)))
-        magnitude = float(np.max(np.abs(np.asarray(x))))
+        magnitude = float(np.max(np.abs(a)))
     if spread > 0 and np.isfinite(spread):
         return spread
     return magnitude if magnitude > 0 and np.isfinite(magnitude) else 1.0

@@ -42,16 +42,16 @@ def skipped(check: str, why: str) -> LeafError:
     return LeafError(check, "-", math.nan, math.nan, (), math.nan, note=why, skipped=True)
 
 
-def unverified(rows: list[LeafError], fd_requested: bool) -> list[LeafError]:
-    """A failing row when finite differences were the only judge of the derivative and not
-    one of their first-order rows ran: a report that compared the derivative with nothing
-    must not say ok."""
-    ran = any(e.check == "finite differences" and not e.skipped for e in rows)
-    if not fd_requested or ran:
+def unverified(rows: list[LeafError], compared: tuple[str, ...]) -> list[LeafError]:
+    """A failing ``unchecked`` row when none of the first-order comparisons ``compared``
+    (against the reference, against finite differences) ran: a report that compared the
+    derivative with nothing must not say ok. Says why each could not run."""
+    if any(e.check in compared and not e.skipped for e in rows):
         return []
-    why = "; ".join(e.note for e in rows if e.check == "finite differences" and e.skipped)
-    note = "no reference, and finite differences could not run: the derivative was compared"
-    return [failure("finite differences", "-", f"{note} with nothing ({why or 'no rows'})")]
+    why = [f"{e.check}: {e.note}" for e in rows if e.check in compared and e.skipped]
+    because = "; ".join(why) or "no reference, and finite differences off"
+    note = f"the derivative was compared with nothing ({because})"
+    return [failure("unchecked", "-", note)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,7 @@ from jaxchain.check.compare import (
 )
 from jaxchain.check.leaves import (
     Spec,
+    constants_note,
     full_cotangent,
     inexact_dtype,
     is_inexact,
@@ -138,7 +139,11 @@ def check_vjp(
         cotangents must be ``None`` or float0; other leaves are static.
       cotangents: how many random output cotangents to pull back.
       seed: seeds the cotangents, directions and sampled coordinates.
-      rtol: tolerance against the reference; default from :data:`TOLERANCES` by the least
+      rtol: tolerance of the comparisons with the reference (first and second order, and
+        vmap against it), and the least one finite differences use: loosen it to check a
+        derivative that is approximate by design (an adjoint solved to a tolerance). By
+        default, and always for the properties exact in arithmetic (eager vs jit,
+        linearity, zero cotangent, symbolic zeros), from :data:`TOLERANCES` by the least
         precise dtype among the inputs, the outputs and what ``f`` computes inside, scaled
         by the input's size (:func:`scaled_tolerance`).
       finite_differences: compare with finite differences, in float64.
@@ -159,19 +164,26 @@ def check_vjp(
     if not diff:
         raise ValueError("check_vjp: no floating-point array among args, nothing to differentiate")
     ref = None if reference is None else Spec(reference, spec.treedef, spec.kinds, spec.static)
+    ref, unusable = _usable(ref, diff, other)
     out, onames = _out_leaves(spec, ref, diff, other)
     key_ct, key_u, key_v, key_fd = jax.random.split(jax.random.key(seed), 4)
     outs = [o for o in out if inexact_dtype(o.dtype)]
     cts = [normal_like(k, outs) for k in jax.random.split(key_ct, max(cotangents, 1))]
     run = _Run(spec, ref, diff, other, names, out, cts)
     run.onames = onames
-    rows = run.first_order(integers, args, f)
+    run.notes += constants_note(f, args)
+    rows = unusable + run.first_order(integers, args, f)
     if run.results is None:
         return Report(name or name_of(f), tuple(rows), "check_vjp", tuple(run.notes))
-    run.tol = rtol if rtol is not None else run.tolerance()
-    rows += run.eager_vs_jit() + run.against_reference()
-    rows += _cotangent_contract(names, diff, run.grads, run.call(spec, run.zeros())[1])
-    rows += run.linearity() + run.determinism(nondet_tol) + run.symbolic_zeros()
+    run.tol = run.tolerance()
+    run.ref_tol = rtol if rtol is not None else run.tol
+    run.fd_rtol = rtol or 0.0
+    rows += _attempt("eager vs jit", run.eager_vs_jit) + _attempt("vjp", run.against_reference)
+    zeros = lambda: run.call(spec, run.zeros())[1]  # noqa: E731
+    rows += _attempt("zero cotangent", lambda: _cotangent_contract(names, diff, run.grads, zeros()))
+    rows += _attempt("linearity", run.linearity)
+    rows += _attempt("determinism", lambda: run.determinism(nondet_tol))
+    rows += _attempt("symbolic zeros", run.symbolic_zeros)
     if vmap:
         rows += _attempt("vmap", run.batching)
     u, v = normal_like(key_u, outs), _scaled_normal(key_v, diff)
@@ -184,7 +196,7 @@ def check_vjp(
         )
     else:
         run.notes.append("finite differences off (finite_differences=False)")
-    rows = _worst_per_leaf([*rows, *unverified(rows, ref is None and finite_differences)])
+    rows = _worst_per_leaf([*rows, *unverified(rows, ("vjp", "finite differences"))])
     if ref is not None:
         rows = _with_column(rows, run)
     return Report(name or name_of(f), rows, "check_vjp", tuple(run.notes))
@@ -244,6 +256,18 @@ def _column_note(row: LeafError, names, outs, got, want) -> str:
     return "\n".join(lines)
 
 
+def _usable(ref: Spec | None, diff, other) -> tuple[Spec | None, list[LeafError]]:
+    """The reference, or None and a skipped ``vjp`` row saying why, if it cannot even be
+    traced at the inputs (finite differences then judge alone)."""
+    if ref is None:
+        return None, []
+    try:
+        jax.eval_shape(lambda *d: ref.outputs(d, other), *diff)
+    except Exception as e:  # the reference's own failure: said, not raised
+        return None, [skipped("vjp", f"the reference failed: {_why(e)}")]
+    return ref, []
+
+
 def _out_leaves(spec, ref, diff, other) -> tuple[list, list[str]]:
     """The output's leaves (shapes and dtypes) and names; the reference's must match."""
     tree = jax.eval_shape(lambda *d: spec.call(d, other), *diff)
@@ -290,7 +314,8 @@ class _Run:
         self.notes: list[str] = []
         self.results = self.trusted = None
         self.jit = True
-        self.tol = math.nan
+        self.tol = self.ref_tol = math.nan
+        self.fd_rtol = 0.0
 
     def call(self, spec, ct, diff=None):
         helper = _vjp if self.jit else _vjp_impl
@@ -362,9 +387,9 @@ class _Run:
             return []
         self.trusted = [self.call(self.ref, ct) for ct in self.cts]
         names = self.onames
-        rows = compare("forward", names, self.results[0][0], self.trusted[0][0], self.tol)
+        rows = compare("forward", names, self.results[0][0], self.trusted[0][0], self.ref_tol)
         for (_, got), (_, want) in zip(self.results, self.trusted, strict=True):
-            rows += compare("vjp", self.names, got, want, self.tol, self.natural())
+            rows += compare("vjp", self.names, got, want, self.ref_tol, self.natural())
         return rows
 
     def linearity(self) -> list[LeafError]:
@@ -435,11 +460,12 @@ class _Run:
             [self.call(trusted, c[i][j], p)[1] for j in range(2)]
             for i, p in enumerate((self.diff, moved))
         ]
-        rows = compare("vmap", self.names, both, stack(want[0][0], want[1][0]), self.tol)
+        tol = self.tol if self.ref is None else self.ref_tol
+        rows = compare("vmap", self.names, both, stack(want[0][0], want[1][0]), tol)
         if why is not None:
             return [*rows, skipped("vmap (cotangents, nested)", why)]
         nested_want = stack(stack(*want[0]), stack(*want[1]))
-        return rows + compare("vmap", self.names, nested, nested_want, self.tol)
+        return rows + compare("vmap", self.names, nested, nested_want, tol)
 
     def second_order(self, u, v) -> list[LeafError]:
         mask = tuple(jnp.ones(c.shape, bool) for c in u)
@@ -449,10 +475,10 @@ class _Run:
             lambda v: fd.hvp(self.ref, self.other, mask, u, v, self.diff), v, want
         )
         (want_x, want_u), k = want, len(self.names)
-        rows = compare("second order", self.names, got_x, want_x, self.tol, slack=noise[:k])
+        rows = compare("second order", self.names, got_x, want_x, self.ref_tol, slack=noise[:k])
         names = [n for n, o in zip(self.onames, self.out, strict=True) if inexact_dtype(o.dtype)]
         return rows + compare(
-            "second order (cotangent)", names, got_u, want_u, self.tol, slack=noise[k:]
+            "second order (cotangent)", names, got_u, want_u, self.ref_tol, slack=noise[k:]
         )
 
     def differences(self, u, v, key, fd_eps, points, second_order) -> list[LeafError]:
@@ -464,6 +490,7 @@ class _Run:
     def _differences(self, u, v, key, fd_eps, points, second_order) -> list[LeafError]:
         diff = tuple(_up(x) for x in self.diff)
         u, v = tuple(_up(x) for x in u), tuple(_up(x) for x in v)
+        v = _finite_only(v, diff, self.notes)
         outs = [o for o in self.spec.outputs(diff, self.other) if inexact_dtype(o.dtype)]
         mask = tuple(jnp.isfinite(o) for o in outs)
         masked = int(sum(int((~m).sum()) for m in mask))
@@ -479,7 +506,14 @@ class _Run:
         bits = jnp.finfo(inside).bits
         um = tuple(jnp.where(m, w, 0) for m, w in zip(mask, u, strict=True))
         grads = _vjp(self.spec, diff, self.other, um)[1]
-        common = dict(key=key, bits=bits, fd_eps=fd_eps, points=points, natural=self.natural())
+        common = dict(
+            key=key,
+            bits=bits,
+            fd_eps=fd_eps,
+            points=points,
+            natural=self.natural(),
+            rtol=self.fd_rtol,
+        )
         rows, notes, info = fd.vjp_differences(
             self.spec,
             1,
@@ -518,6 +552,16 @@ class _Run:
         )
         self.notes += notes
         return [*more, _cotangent_row(um, hu, info)]
+
+
+def _finite_only(direction, diff, notes: list[str]) -> tuple:
+    """``direction`` with zeros where the input is not finite (a ``-inf`` logit is not
+    perturbed, nor are its coordinates sampled), and a note saying how many."""
+    finite = [jnp.isfinite(x) for x in diff]
+    off = sum(int(x.size - f.sum()) for x, f in zip(diff, finite, strict=True))
+    if off:
+        notes.append(f"{off} input element(s) not finite: not perturbed, not compared")
+    return tuple(jnp.where(f, d, 0) for f, d in zip(finite, direction, strict=True))
 
 
 def _abs_inner(a, b) -> float:
