@@ -65,6 +65,7 @@ def test_planted_bugs_fail(planted, against):
     assert not report.ok
     check = "vjp" if against == "reference" else "finite differences"
     assert any(not e.ok for e in report.errors if e.check == check)
+    assert "vmap" not in report.failed  # one disagreement, reported once (audit, issue 31)
     with pytest.raises(AssertionError, match="FAIL"):
         assert_vjp(f, ref if against == "reference" else None, *_args(name))
 

@@ -203,7 +203,7 @@ def vjp_differences(
             note="kink" if kink_dir.any() else "",
         )
     )
-    notes = _notes(order, bits, h_rel, noise, phi0, kinks, up, down)
+    notes = _notes(order, bits, h_rel, noise, max(abs(phi0), phi_abs), kinks, up, down)
     info = {
         "directional": float(num_dir[0]),
         "rtol": rtol,
@@ -257,7 +257,9 @@ def one_sided_slack(up, down, numeric) -> np.ndarray:
         return np.where(edge, 1e-3 * np.abs(np.nan_to_num(numeric)), 0.0)
 
 
-def _notes(order, bits, h_rel, noise, phi0, kinks, up, down) -> list[str]:
+def _notes(order, bits, h_rel, noise, size, kinks, up, down) -> list[str]:
+    """What was weakened; ``size`` is ``|<u, f>|`` or, where that cancels to nearly 0, the
+    sum of ``|u| |f|`` (the noise relative to a sum that cancels means nothing)."""
     notes = []
     what = "finite differences" if order == 1 else "second-order finite differences"
     if bits < 64:
@@ -265,7 +267,7 @@ def _notes(order, bits, h_rel, noise, phi0, kinks, up, down) -> list[str]:
             f"f computes in float{bits} inside: {what} step by {h_rel:.1e} of each "
             f"leaf's scale, tolerance {max(FD_RTOL, 10 * h_rel**2):.1e}"
         )
-    rel = noise / max(abs(phi0), 1e-300)
+    rel = noise / max(size, 1e-300)
     if rel > 1e-12:
         notes.append(f"{what}: f's outputs are noisy to {rel:.1e} (relative): slack added")
     if kinks.any():

@@ -447,20 +447,21 @@ class _Run:
 
     def batching(self) -> list[LeafError]:
         """``vmap`` over two different primals (the second a multiple of the first, so
-        inside the function's domain) and over cotangents: a rule that mixes up batch
-        elements, or ignores the batch, fails."""
+        inside the function's domain) and over cotangents, against the same backward run
+        one example at a time: a rule that mixes up batch elements, or ignores the batch,
+        fails; a wrong derivative is the ``vjp`` row's alone (reported once)."""
         moved = tuple(MOVE * x for x in self.diff)
         c = [[self.cts[0], self.cts[1 % len(self.cts)]], [self.cts[-1], self.cts[0]]]
         ct22 = stack(stack(*c[0]), stack(*c[1]))
         both, nested, why = batched(
             (_batched, _batched_once), self.spec, stack(self.diff, moved), self.other, ct22
         )
-        trusted = self.ref or self.spec
+        trusted = self.spec
         want = [
             [self.call(trusted, c[i][j], p)[1] for j in range(2)]
             for i, p in enumerate((self.diff, moved))
         ]
-        tol = self.tol if self.ref is None else self.ref_tol
+        tol = self.tol
         rows = compare("vmap", self.names, both, stack(want[0][0], want[1][0]), tol)
         if why is not None:
             return [*rows, skipped("vmap (cotangents, nested)", why)]
