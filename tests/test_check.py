@@ -288,6 +288,39 @@ def test_an_approximate_derivative_is_judged_at_its_tolerance_and_linearity_stay
     assert "linearity" in check_vjp(bent, jnp.sin, x, rtol=1e-6).failed
 
 
+def _on_symmetric(factor):
+    """``sum(sin(A) W)`` for symmetric ``A``, whose backward returns the symmetric part of
+    the gradient (the derivative on symmetric matrices, as lineax's symmetric solves do),
+    times ``factor``."""
+    w = jnp.arange(9.0).reshape(3, 3) / 9.0
+
+    def f(a):
+        return jnp.sum(jnp.sin(a) * w)
+
+    def bwd(a, g):
+        full = g * jnp.cos(a[0]) * w
+        return (factor * (full + full.T) / 2,)
+
+    return _with_bwd(f, bwd), f
+
+
+def test_a_function_on_symmetric_matrices_is_checked_in_their_tangent_space():
+    """Audit (issue 31): a function defined on symmetric matrices failed finite differences
+    along unsymmetric perturbations, with no way to give the tangent space. ``project=``
+    gives it: the correct derivative passes, against the reference and finite differences;
+    one off by 2x still fails."""
+    a = jnp.array([[1.0, 0.2, -0.3], [0.2, 0.5, 0.1], [-0.3, 0.1, -0.7]])
+    sym = lambda d: (d + d.T) / 2  # noqa: E731
+    right, plain = _on_symmetric(1.0)
+    assert not check_vjp(right, None, a, second_order=False).ok  # a false alarm without it
+    for ref in (plain, None):
+        report = check_vjp(right, ref, a, project=sym, second_order=False)
+        assert report.ok and any("inputs projected" in n for n in report.notes), report
+        wrong = check_vjp(_on_symmetric(2.0)[0], ref, a, project=sym, second_order=False)
+        assert not wrong.ok, wrong
+    assert check.check_jvp(plain, None, a, project=sym).ok  # tangents projected too
+
+
 def test_correct_rule_passes_and_report_reads_well():
     report = check_vjp(
         rules.softmax_cross_entropy,

@@ -104,6 +104,7 @@ def check_jvp(
     argnums: tuple[int, ...] | None = None,
     nondet_tol: float = 0.0,
     name: str | None = None,
+    project: Callable | None = None,
 ) -> Report:
     """Check the JVP of ``f`` at ``args``: against the ``reference``'s JVP along random
     tangents, against central differences along them (in float64), eagerly, under ``jit``
@@ -114,7 +115,8 @@ def check_jvp(
     its transpose satisfy).
 
     The arguments, options and :class:`Report` are those of :func:`check_vjp` (``tangents``
-    in place of ``cotangents``). A wrong JVP makes ``report.ok`` false.
+    in place of ``cotangents``; ``project`` projects every tangent). A wrong JVP makes
+    ``report.ok`` false.
     """
     spec, diff, other, names, integers = split(f, args, argnums)
     if not diff:
@@ -124,7 +126,8 @@ def check_jvp(
     out, allnames = jax.tree.leaves(tree), out_names(tree)
     onames = [n for n, o in zip(allnames, out, strict=True) if inexact_dtype(o.dtype)]
     key_t, key_s, _, key_u = jax.random.split(jax.random.key(seed), 4)
-    ts = [normal_like(k, diff) for k in jax.random.split(key_t, max(tangents, 1))]
+    onto = spec.projector(project, other)  # the inputs' tangent space (project=)
+    ts = [onto(normal_like(k, diff)) for k in jax.random.split(key_t, max(tangents, 1))]
     notes = [f"held fixed (integer or boolean): {', '.join(integers)}"] if integers else []
     notes += constants_note(f, args)
     jit, call = True, _jvp
@@ -171,7 +174,7 @@ def check_jvp(
     if vmap:
         rows += _attempt("vmap", lambda: _vmap(call, spec, diff, other, onames, ts, tol))
     if second_order and ref is not None:
-        s = normal_like(key_s, diff)
+        s = onto(normal_like(key_s, diff))
         rows += _attempt(
             "second order", lambda: _second_order(spec, ref, diff, other, onames, ts[0], s, ref_tol)
         )
@@ -181,7 +184,7 @@ def check_jvp(
             lambda: _transposed(spec, ref, names, diff, other, ts[0], key_u, ref_tol),
         )
     if finite_differences:
-        fd_args = (spec, onames, diff, other, ts[0], normal_like(key_s, diff), fd_eps)
+        fd_args = (spec, onames, diff, other, ts[0], onto(normal_like(key_s, diff)), fd_eps)
         second = second_order and ref is None
         more = _attempt("finite differences", lambda: _fd_rows(*fd_args, second, rtol or 0.0))
         rows, notes = (

@@ -36,6 +36,21 @@ class Spec:
         pools = {"diff": iter(diff), "other": iter(other), "static": iter(self.static)}
         return self.f(*self.treedef.unflatten([next(pools[k]) for k in self.kinds]))
 
+    def projector(self, project: Callable | None, other: Sequence) -> Callable[[tuple], tuple]:
+        """``project`` (a function of perturbations shaped as the arguments, returning them
+        projected onto the inputs' tangent space) as a map of the differentiated leaves;
+        the identity when ``project`` is None."""
+        if project is None:
+            return lambda d: tuple(d)
+
+        def on_leaves(d):
+            pools = {"diff": iter(d), "other": iter(other), "static": iter(self.static)}
+            args = self.treedef.unflatten([next(pools[k]) for k in self.kinds])
+            out = jax.tree.leaves(project(*args))
+            return tuple(x for x, k in zip(out, self.kinds, strict=True) if k == "diff")
+
+        return on_leaves
+
     def outputs(self, diff: Sequence, other: Sequence) -> list:
         """The output's leaves, as a flat list."""
         return jax.tree.leaves(self.call(diff, other))

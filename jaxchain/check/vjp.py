@@ -125,6 +125,7 @@ def check_vjp(
     argnums: tuple[int, ...] | None = None,
     nondet_tol: float = 0.0,
     name: str | None = None,
+    project: Callable | None = None,
 ) -> Report:
     """Check the VJP of ``f`` at ``args`` against ``reference`` and finite differences.
 
@@ -149,6 +150,12 @@ def check_vjp(
       finite_differences: compare with finite differences, in float64.
       second_order: compare the gradient of ``<grad <u, f>, v>`` in the primals and in ``u``.
       vmap: check ``f`` under ``jax.vmap`` over primals and cotangents, and nested.
+      project: for inputs confined to a subspace (symmetric matrices, as lineax's
+        positive-semidefinite tag assumes): ``project(*perturbations) -> perturbations``,
+        shaped as ``args`` (leaves not differentiated are passed through and ignored), the
+        orthogonal projection onto the inputs' tangent space. Finite differences then step
+        only along projected directions (no single coordinates), and gradients are compared
+        with the reference after projection. Example: ``lambda a: (a + a.T) / 2``.
       fd_eps: relative finite-difference step (default: from the working precision).
       fd_points: coordinates per leaf checked by finite differences (all if fewer), on top
         of a random direction over the whole input.
@@ -170,7 +177,10 @@ def check_vjp(
     outs = [o for o in out if inexact_dtype(o.dtype)]
     cts = [normal_like(k, outs) for k in jax.random.split(key_ct, max(cotangents, 1))]
     run = _Run(spec, ref, diff, other, names, out, cts)
-    run.onames = onames
+    run.onames, run.project = onames, spec.projector(project, other)
+    if project is not None:
+        run.notes.append("inputs projected (project=): finite differences along directions only")
+        fd_points = 0
     run.notes += constants_note(f, args)
     rows = unusable + run.first_order(integers, args, f)
     if run.results is None:
@@ -186,7 +196,7 @@ def check_vjp(
     rows += _attempt("symbolic zeros", run.symbolic_zeros)
     if vmap:
         rows += _attempt("vmap", run.batching)
-    u, v = normal_like(key_u, outs), _scaled_normal(key_v, diff)
+    u, v = normal_like(key_u, outs), run.project(_scaled_normal(key_v, diff))
     if second_order and ref is not None:
         rows += _attempt("second order", lambda: run.second_order(u, v))
     if finite_differences:
@@ -196,7 +206,9 @@ def check_vjp(
         )
     else:
         run.notes.append("finite differences off (finite_differences=False)")
-    rows = _worst_per_leaf([*rows, *unverified(rows, ("vjp", "finite differences"))])
+    rows = _worst_per_leaf(
+        [*rows, *unverified(rows, ("vjp", "finite differences", "finite differences (direction)"))]
+    )
     if ref is not None:
         rows = _with_column(rows, run)
     return Report(name or name_of(f), rows, "check_vjp", tuple(run.notes))
@@ -316,6 +328,7 @@ class _Run:
         self.jit = True
         self.tol = self.ref_tol = math.nan
         self.fd_rtol = 0.0
+        self.project = lambda d: tuple(d)  # onto the inputs' tangent space (project=)
 
     def call(self, spec, ct, diff=None):
         helper = _vjp if self.jit else _vjp_impl
@@ -389,6 +402,7 @@ class _Run:
         names = self.onames
         rows = compare("forward", names, self.results[0][0], self.trusted[0][0], self.ref_tol)
         for (_, got), (_, want) in zip(self.results, self.trusted, strict=True):
+            got, want = self.project(got), self.project(want)
             rows += compare("vjp", self.names, got, want, self.ref_tol, self.natural())
         return rows
 
@@ -476,6 +490,7 @@ class _Run:
             lambda v: fd.hvp(self.ref, self.other, mask, u, v, self.diff), v, want
         )
         (want_x, want_u), k = want, len(self.names)
+        got_x, want_x = self.project(got_x), self.project(want_x)
         rows = compare("second order", self.names, got_x, want_x, self.ref_tol, slack=noise[:k])
         names = [n for n, o in zip(self.onames, self.out, strict=True) if inexact_dtype(o.dtype)]
         return rows + compare(
@@ -532,6 +547,8 @@ class _Run:
         if self.ref is None and second_order:  # apart: first order stands if it cannot run
             second = (diff, u, v, mask, um, grads, info, common)
             rows += _attempt("second order (fd)", lambda: self._second_differences(*second))
+        if not points:  # no coordinate sampled (project=): the directions' rows alone
+            rows = [r for r in rows if r.skipped or r.leaf == "all"]
         return rows
 
     def _second_differences(self, diff, u, v, mask, um, grads, info, common) -> list[LeafError]:
