@@ -82,10 +82,10 @@ _SCALE_FLOOR = 1e-2
 
 def natural_floor(tol: float, natural: float) -> float:
     """Leaves whose values are all below ``sqrt(tol) * natural`` are compared absolutely
-    (``natural`` is the size a derivative of this function has: ``mean|u| max|f| / max|x|``
-    for a VJP), with an allowance of a few ulps of values of that size: the rounding noise
-    of a value that is small by cancellation. Relative to the function, not to 1, so that a
-    function of scale 1e-10 is not compared at 1e-5."""
+    (``natural`` is the size a derivative of this function has: ``mean|u| max|f| / min(1,
+    max scale(x))`` for a VJP), with an allowance of a few ulps of values of that size: the
+    rounding noise of a value that is small by cancellation. Relative to the function, not
+    to 1, so that a function of scale 1e-10 is not compared at 1e-5."""
     return math.sqrt(tol) * natural
 
 

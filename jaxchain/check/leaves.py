@@ -219,9 +219,9 @@ def leaf_scale(x) -> float:
     if a.size == 0:
         return 1.0
     with np.errstate(all="ignore"):
+        magnitude = float(np.max(np.abs(a)))
         a = np.abs(a - a.mean()) if a.size > 1 else np.abs(a)
         spread = float(np.sqrt(np.mean(a**2)))
-        magnitude = float(np.max(np.abs(a)))
     if spread > 0 and np.isfinite(spread):
         return spread
     return magnitude if magnitude > 0 and np.isfinite(magnitude) else 1.0

@@ -392,9 +392,12 @@ def _shapes(init: Callable, *args, **kwargs) -> Any:
 
 
 def _params(rng, init: Callable, *args, **kwargs) -> Any:
-    """Params of the structure, shapes and dtypes ``init`` gives, drawn with NumPy: a norm's
-    scale ``1 + 0.2 N``, a bias (a leaf named ``b…``) ``0.2 N``, a weight ``N / sqrt(fan
-    in)`` (its first axis); ``init`` itself is never run."""
+    """Params of the structure, shapes and dtypes ``init`` gives, drawn with NumPy (``init``
+    itself is never run): a norm's scale ``1 + 0.2 N``, a bias (a leaf named ``b…``) ``0.2
+    N``, any other leaf ``N / sqrt(fan in)``, its fan in the first axis (``(I, O)`` weights,
+    ``(D, N, H)`` projections, embedding tables) but for attention's output projection
+    ``w_o (N, H, D)``, whose fan in is ``N H``. Values for a derivative check, not a
+    training start (no forget-gate bias, embeddings larger than Llama's 0.02)."""
 
     def leaf(path, s):
         name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
@@ -403,7 +406,8 @@ def _params(rng, init: Callable, *args, **kwargs) -> Any:
             return _normal(rng, s.shape, s.dtype, 0.2)
         if "norm" in name:
             return 1 + _normal(rng, s.shape, s.dtype, 0.2)
-        return _normal(rng, s.shape, s.dtype, s.shape[0] ** -0.5)
+        fan_in = np.prod(s.shape[:-1]) if last == "w_o" else (s.shape or (1,))[0]
+        return _normal(rng, s.shape, s.dtype, float(fan_in) ** -0.5)
 
     return jax.tree_util.tree_map_with_path(leaf, _shapes(init, *args, **kwargs))
 
