@@ -1,14 +1,18 @@
 """``jaxchain audit``: the checker over the custom rules and tricky numerics of the installed
-jax.numpy, jax.scipy.special, optax and flax, one recipe per function in :data:`RECIPES`
-(like :data:`jaxchain.check.registry.RULES`).
+jax.numpy, jax.scipy.special, optax and flax, and of lineax, optimistix, diffrax and equinox
+where they are installed (:mod:`~jaxchain.check.audit_libraries`), one recipe per function in
+:data:`RECIPES` (like :data:`jaxchain.check.registry.RULES`).
 
 Each recipe names a function, a point, and the derivative there known exactly (from the
-math, in float64); the audit computes the library's derivative, runs
-:func:`jaxchain.check.check_vjp` without a reference at that point where the recipe says, and
-writes what it found to ``bench/AUDIT.md``.
+math, in float64); the audit computes the library's derivative (a derivative that raises is
+a finding too), runs :func:`jaxchain.check.check_vjp` at that point where the recipe says
+(without a reference, or against an independent one), and writes what it found to
+``bench/AUDIT.md``.
 """
 
 import dataclasses
+import importlib.metadata
+import importlib.util
 import math
 import pathlib
 from collections.abc import Callable
@@ -16,6 +20,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxchain.check import audit_libraries as libs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +34,7 @@ class Recipe:
     point: str
     why: str
     check: Callable[[], object] | None = None  # the checker's run at the point
+    requires: str = ""  # the library the recipe needs, beyond jax, optax and flax
 
 
 def _xlogy_dy():
@@ -90,6 +97,31 @@ def _layer_norm_exact() -> float:
     return (2 / 3) / s - 1 / (3 * s**3)
 
 
+def _expn0_prime():
+    return float(jax.grad(lambda x: jax.scipy.special.expn(0, x))(1.0))
+
+
+def _expn2_second():
+    return float(jax.hessian(lambda x: jax.scipy.special.expn(2, x))(1.0))
+
+
+def _poch_value():
+    return float(jax.scipy.special.poch(-3.0, 2.0))
+
+
+def _poch_prime():
+    return float(jax.grad(jax.scipy.special.poch)(-2.0, 5.0))
+
+
+def _xlog1py_dy():
+    return float(jax.grad(jax.scipy.special.xlog1py, argnums=1)(0.0, -1.0))
+
+
+def _det_hessian():
+    """d2 det / dA00 dA33 at diag(1, 1, 1, 0): the minor of rows and columns 1, 2."""
+    return float(jax.hessian(jnp.linalg.det)(jnp.diag(jnp.array([1.0, 1, 1, 0])))[0, 0, 3, 3])
+
+
 def _check(f, *args):
     from jaxchain import check
 
@@ -127,22 +159,69 @@ RECIPES: dict[str, Recipe] = {
                "default) cancels at an offset"),
         Recipe("tanh'", lambda: float(jax.grad(jnp.tanh)(0.5)), 1 - math.tanh(0.5) ** 2,
                "x = 0.5", "a control: 1 - tanh(x)**2"),
+        Recipe("expn(0, x)'", _expn0_prime, -2 * math.exp(-1), "x = 1",
+               "E0(x) = exp(-x) / x: E0' = -exp(-x) (1/x + 1/x**2) (issue 31's audit)",
+               _check(lambda x: jax.scipy.special.expn(0, x), jnp.array([1.0, 2.0]))),
+        Recipe("expn(2, x)''", _expn2_second, math.exp(-1), "x = 1",
+               "En' = -E(n-1): E2'' = E0 = exp(-x) / x; its JVP passes n - 1, an array, "
+               "through nondiff_argnums (issue 31's audit)"),
+        Recipe("poch(-3, 2)", _poch_value, 6.0, "(z, m) = (-3, 2)",
+               "a value, not a derivative: (-3)(-2) = 6 (issue 31's audit)"),
+        Recipe("poch d/dz", _poch_prime, 4.0, "(z, m) = (-2, 5)",
+               "z(z+1)(z+2)(z+3)(z+4): at -2 only the zero factor's derivative survives: "
+               "(-2)(-1)(1)(2) = 4 (issue 31's audit)"),
+        Recipe("xlog1py d/dy", _xlog1py_dy, 0.0, "(x, y) = (0, -1)",
+               "x log1p(y) is identically 0 along x = 0, so d/dy = 0: the sibling of xlogy "
+               "(issue 31's audit)"),
+        Recipe("det hessian, singular", _det_hessian, 1.0, "A = diag(1, 1, 1, 0), [0, 0, 3, 3]",
+               "d2 det / dA00 dA33 is the minor of rows and columns 1, 2: 1 (jax#2821)"),
+        Recipe("lineax linear_solve d/db", libs.lineax_db, libs.EXACT["lineax"],
+               "A = ((2, 1), (1, 3)), b = (1, 2)", "x0 = (A^-1 b)_0: d/db0 = (A^-T e0)_0 = 3/5; "
+               "checked against jnp.linalg.solve", libs.lineax_check, "lineax"),
+        Recipe("lineax Cholesky d/dA, symmetric", libs.lineax_psd_dA, libs.EXACT["lineax psd"],
+               "A, b as above, positive semidefinite tag",
+               "d x0 / d A00 = -(A^-1)_00 x0; checked against jnp.linalg.solve with project= "
+               "onto symmetric matrices (Cholesky reads one triangle)",
+               libs.lineax_psd_check, "lineax"),
+        Recipe("optimistix root_find d/da", libs.optimistix_da, libs.EXACT["optimistix"],
+               "x**3 + x = a, a = 2", "implicit differentiation: dx/da = 1 / (3 x**2 + 1) = 1/4; "
+               "checked against forty unrolled Newton steps at rtol 1e-8",
+               libs.optimistix_check, "optimistix"),
+        Recipe("diffrax BacksolveAdjoint d/dk", libs.diffrax_backsolve_dk, libs.EXACT["diffrax"],
+               "y' = -k y, y(0) = 1, t = 1, k = 0.5", "d exp(-k) / dk = -exp(-k); the continuous "
+               "adjoint checked against the discrete one at rtol 1e-6, linearity exact",
+               libs.diffrax_backsolve_check, "diffrax"),
+        Recipe("diffrax RecursiveCheckpointAdjoint d/dk", libs.diffrax_checkpoint_dk,
+               libs.EXACT["diffrax"], "as above", "the default adjoint, checked by finite "
+               "differences alone", libs.diffrax_checkpoint_check, "diffrax"),
+        Recipe("equinox filter_checkpoint d/db", libs.equinox_db, libs.EXACT["equinox"],
+               "tanh(W x + b), W = (1, 2), b = 0.5, x = (0.3, -0.1)",
+               "1 - tanh(0.6)**2, through a Module (a pytree) and a checkpoint",
+               libs.equinox_check, "equinox"),
     ]
 }  # fmt: skip
 
 TOLERANCE = 1e-6  # a derivative further than this from the math (relatively) is a finding
 
 
+def installed(recipe: Recipe) -> bool:
+    """Whether the library ``recipe`` needs is installed."""
+    return not recipe.requires or importlib.util.find_spec(recipe.requires) is not None
+
+
 def select(only=()) -> list[Recipe]:
-    """The recipes named in ``only`` (all if empty), in :data:`RECIPES`' order; ``ValueError``
-    for a name not there."""
+    """The recipes named in ``only`` (all if empty) whose library is installed, in
+    :data:`RECIPES`' order; ``ValueError`` for a name not there, or not installed."""
     unknown = sorted(set(only) - set(RECIPES))
     if unknown:
         raise ValueError(
             f"audit: unknown recipe(s) {', '.join(map(repr, unknown))}; known: "
             f"{', '.join(map(repr, RECIPES))}"
         )
-    return [r for name, r in RECIPES.items() if not only or name in only]
+    missing = [f"{n!r} needs {RECIPES[n].requires}" for n in only if not installed(RECIPES[n])]
+    if missing:
+        raise ValueError(f"audit: not installed: {'; '.join(missing)}")
+    return [r for name, r in RECIPES.items() if (not only or name in only) and installed(r)]
 
 
 def run(only=()) -> list[tuple[Recipe, float, float, str]]:
@@ -156,8 +235,11 @@ def run(only=()) -> list[tuple[Recipe, float, float, str]]:
         return [_run(r) for r in recipes]
 
 
-def _run(r: Recipe) -> tuple[Recipe, float, float, str]:
-    got = r.derivative()
+def _run(r: Recipe) -> tuple[Recipe, float | str, float, str]:
+    try:
+        got = r.derivative()
+    except Exception as e:  # a derivative that raises (expn's Hessian): the finding
+        return r, f"raises {type(e).__name__}", math.inf, "-"
     err = abs(got - r.exact) / (abs(r.exact) if r.exact else 1.0) if np.isfinite(got) else math.inf
     verdict = "-"
     if r.check is not None:
@@ -169,13 +251,14 @@ def _run(r: Recipe) -> tuple[Recipe, float, float, str]:
 def table(rows) -> str:
     """The findings as a Markdown table."""
     lines = [
-        "| function | point | library | exact | relative error | finding | check_vjp(None) |",
+        "| function | point | library | exact | relative error | finding | check_vjp |",
         "| --- | --- | ---: | ---: | ---: | --- | --- |",
     ]
     for r, got, err, verdict in rows:
         found = "BUG" if not err <= TOLERANCE else "ok"
+        got = got if isinstance(got, str) else f"{got:.10g}"
         lines.append(
-            f"| {r.name} | {r.point} | {got:.10g} | {r.exact:.10g} | {err:.1e} | "
+            f"| {r.name} | {r.point} | {got} | {r.exact:.10g} | {err:.1e} | "
             f"{found}: {r.why} | {verdict} |"
         )
     return "\n".join(lines)
@@ -183,13 +266,12 @@ def table(rows) -> str:
 
 def write(rows, path) -> None:
     """``bench/AUDIT.md``: the table under the command and the versions it ran with."""
-    import flax
-    import optax
-
+    names = ["jax", "optax", "flax", *dict.fromkeys(r.requires for r, *_ in rows if r.requires)]
+    versions = ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        f"# jaxchain audit\n\n`jaxchain audit` (jax {jax.__version__}, optax "
-        f"{optax.__version__}, flax {flax.__version__}), each finding against the float64 "
-        "math at the point shown.\n\n" + table(rows) + "\n"
+        f"# jaxchain audit\n\n`jaxchain audit` ({versions}), each finding against the float64 "
+        "math at the point shown; `check_vjp` is the checker's verdict there (without a "
+        "reference, or against the independent one the finding names).\n\n" + table(rows) + "\n"
     )

@@ -136,14 +136,17 @@ def max_abs(leaves) -> float:
 
 
 def compare(
-    check: str, names, got, want, tol: float, natural: float = 1.0, slack=None
+    check: str, names, got, want, tol: float, natural: float = 1.0, slack=None, atol=0.0
 ) -> list[LeafError]:
     """One row per leaf: ``got`` against ``want``, each leaf relative to its own scale but
     never to less than 1% of the largest leaf's nor than :func:`natural_floor`; differences
-    up to ``slack`` (one number per leaf, from :func:`rounding_noise`) count as none."""
+    up to ``slack`` (one number per leaf, from :func:`rounding_noise`) plus ``atol`` count as
+    none."""
     got, want = jax.tree.leaves(got), jax.tree.leaves(want)
     floor = _floor(want, tol, natural)
     slack = [None] * len(want) if slack is None else slack
+    if atol:
+        slack = [atol + (0.0 if s is None else s) for s in slack]
     pairs = zip(names, got, want, slack, strict=True)
     return [leaf_error(check, n, a, b, tol, floor, slack=s) for n, a, b, s in pairs]
 
@@ -163,15 +166,18 @@ def compare_sum(check: str, names, got, a: float, xs, b: float, ys, tol: float, 
     """One row per leaf: ``got`` against ``a x + b y``, relative to the larger of the two terms
     (``|a| max|x|``, ``|b| max|y|``), as the rounding of a sum is: a linear map of
     ``a t + b s`` with ``|a t|`` a thousand times ``|s|`` keeps ``s`` only to that many ulps
-    of ``t``, and nothing in a nonlinear one (a square, a clip) stays within it. ``noise``,
-    the :func:`rounding_noise` of the map at ``t`` and at ``s`` (two numbers per leaf), allows
-    ``|a| noise_t + |b| noise_s``."""
+    of ``t``, and nothing in a nonlinear one (a square, a clip) stays within it; never
+    relative to less than 1% of the largest leaf's terms (a leaf zero by symmetry, the key bias
+    of attention, rounds at the scale of the others). ``noise``, the :func:`rounding_noise` of
+    the map at ``t`` and at ``s`` (two numbers per leaf), allows ``|a| noise_t + |b| noise_s``."""
     rows = []
     noise = [(0.0, 0.0)] * len(xs) if noise is None else noise
-    for n, g, x, y, (nx, ny) in zip(names, jax.tree.leaves(got), xs, ys, noise, strict=True):
-        terms = max(abs(a) * max_abs([x]), abs(b) * max_abs([y]))
+    terms = [max(abs(a) * max_abs([x]), abs(b) * max_abs([y])) for x, y in zip(xs, ys, strict=True)]
+    least = _SCALE_FLOOR * max(terms, default=0.0)
+    pairs = zip(names, jax.tree.leaves(got), xs, ys, noise, terms, strict=True)
+    for n, g, x, y, (nx, ny), t in pairs:
         slack = abs(a) * nx + abs(b) * ny
-        rows.append(leaf_error(check, n, g, a * x + b * y, tol, terms, slack=slack))
+        rows.append(leaf_error(check, n, g, a * x + b * y, tol, max(t, least), slack=slack))
     return rows
 
 

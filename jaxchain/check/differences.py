@@ -27,12 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxchain.check import sweep
 from jaxchain.check.compare import _SCALE_FLOOR, FD_FLOAT32, FD_RTOL, leaf_error, max_abs
-from jaxchain.check.leaves import Layout, inexact_dtype, inner, leaf_scale
+from jaxchain.check.leaves import Layout, element_scales, inexact_dtype, inner
 from jaxchain.check.report import LeafError
+from jaxchain.check.sweep import SWEEP, failing
 
 NOISE_PROBES = 12  # tiny steps along the direction, for the noise estimate
-NOISE_STEP = 1e-3  # their spacing, in units of each leaf's scale
+# their spacings, in units of each leaf's scale: the least estimate counts (at the wider one,
+# a function curving fast, beside a singularity, looks noisy)
+NOISE_STEPS = (1e-3, 1e-6)
 KINK = 1e-2  # one-sided differences further apart than this (relative) mark a kink
 
 
@@ -52,8 +56,11 @@ def _phi2(spec, other, mask, u, v, diff):
 
 def _hvp_impl(spec, other, mask, u, v, diff):
     """The gradient of ``<grad <u, f>, v>`` with respect to the primals (a Hessian-vector
-    product) and to the cotangent ``u`` (which is ``J v``: what ``gradgradcheck`` checks)."""
-    return jax.grad(lambda d, w: _phi2(spec, other, mask, w, v, d), argnums=(0, 1))(diff, u)
+    product) and to the cotangent ``u`` (which is ``J v``: what ``gradgradcheck`` checks);
+    zero where the inputs, or the outputs (``mask``), are not finite."""
+    hx, hu = jax.grad(lambda d, w: _phi2(spec, other, mask, w, v, d), argnums=(0, 1))(diff, u)
+    hx = tuple(jnp.where(jnp.isfinite(x), h, 0) for x, h in zip(diff, hx, strict=True))
+    return hx, tuple(jnp.where(m, h, 0) for m, h in zip(mask, hu, strict=True))
 
 
 hvp = jax.jit(_hvp_impl, static_argnums=0)
@@ -127,6 +134,7 @@ def vjp_differences(
     natural,
     phi_abs,
     rtol=0.0,
+    atol=0.0,
 ) -> tuple[list, list[str], dict]:
     """Analytic ``grads`` of ``<u, f>`` (order 1) or of ``<grad <u, f>, v>`` (order 2)
     against finite differences at ``points`` sampled coordinates per leaf and along ``v``
@@ -135,83 +143,190 @@ def vjp_differences(
     layout = Layout.of(diff)
     h_rel = step_size(bits, fd_eps)
     flat = np.asarray(layout.flatten(diff), np.float64)
-    scales = [leaf_scale(x) for x in diff]
-    keys = jax.random.split(key, max(len(diff), 1))
-    offsets = layout.offsets()
-    finite = np.split(np.isfinite(flat), offsets[1:-1])
-    coords = [_sample(k, f, points) for k, f in zip(keys, finite, strict=False)]
-    where = np.concatenate([c + o for c, o in zip(coords, offsets, strict=False)] + [[0]])
-    where = where.astype(np.int64)[:-1]
-    h = np.concatenate(
-        [np.full(len(c), h_rel * s) for c, s in zip(coords, scales, strict=True)] + [np.zeros(0)]
-    )
-    h = _exact(flat[where], h) if len(where) else h
-    noise_steps = NOISE_STEP * (np.arange(NOISE_PROBES) - NOISE_PROBES // 2)
-    steps = np.concatenate([[0.0], h, -h, [h_rel, -h_rel], noise_steps])
-    probe_at = np.concatenate([[0], where, where, [0, 0], np.zeros(NOISE_PROBES, np.int64)])
-    along = np.concatenate([np.zeros(1 + 2 * len(where), bool), np.ones(2 + NOISE_PROBES, bool)])
-    phis = np.asarray(_probe(spec, layout, order, diff, other, mask, u, v, probe_at, steps, along))
-    phi0, up, down = phis[0], phis[1 : 1 + len(where)], phis[1 + len(where) : 1 + 2 * len(where)]
-    dir_up, dir_down = phis[1 + 2 * len(where)], phis[2 + 2 * len(where)]
-    # never less than the rounding of the sum <u, f> itself (values that round to the same
-    # float show no noise at all)
+    coords, where = _coordinates(key, layout, diff, flat, points)
+    h = _steps(layout, diff, coords, flat, where, h_rel)
+    probe = _Probes(spec, layout, order, diff, other, mask, u, v)
+    phis = probe(*_first_probes(where, h, h_rel))
+    m = len(where)
+    phi0, up, down = phis[0], phis[1 : 1 + m], phis[1 + m : 1 + 2 * m]
+    dir_up, dir_down = phis[1 + 2 * m], phis[2 + 2 * m]
     eps = float(np.finfo(np.float64 if bits == 64 else np.float32).eps)
-    noise = max(noise_of(phis[-NOISE_PROBES:]), eps * phi_abs)
+    noise = max(_noise(phis[3 + 2 * m :]), eps * phi_abs)
     flat_grads = np.asarray(layout.flatten(grads, gradient=True), np.float64)
     analytic = flat_grads[where]
     numeric, kinks = _one_or_two_sided(analytic, phi0, up, down, h)
     slack = 10 * noise / np.abs(np.where(h == 0, 1, h)) + one_sided_slack(up, down, numeric)
+    slack = slack + atol  # the caller's absolute tolerance
     rtol = max(FD_RTOL, 10 * h_rel**2, rtol)  # the caller's, if looser
-    check = "finite differences" if order == 1 else "second order (fd)"
     bounds = np.cumsum([len(c) for c in coords])[:-1]
+    swept = _Sweep(probe if bits == 64 else None, phi0, (rtol, atol), bounds, natural)
+    numeric, slack, kinks = swept.coordinates(
+        analytic, numeric, slack, kinks, flat[where], where, h, up, down
+    )
+    check = "finite differences" if order == 1 else "second order (fd)"
     parts = [np.split(a, bounds) for a in (analytic, numeric, slack, kinks)]
-    floor = max(_SCALE_FLOOR * max_abs(parts[1]), math.sqrt(rtol) * natural)
+    floor = swept.floor(numeric)
+    rows = _coordinate_rows(check, names, layout, coords, rtol, floor, parts)
+    w = np.asarray(layout.flatten(v), np.float64)
+    more, direction = swept.direction(check, flat_grads, w, dir_up, dir_down, h_rel, noise, floor)
+    size = max(abs(phi0), phi_abs, _finite_max(phis[3 + 2 * m :]))  # what the noise is of
+    notes = _notes(order, bits, h_rel, noise, size, kinks, up, down)
+    return rows + more, notes + swept.notes(check), direction
+
+
+def _coordinates(key, layout: Layout, diff, flat, points) -> tuple[list, np.ndarray]:
+    """The sampled coordinates of each leaf, and where they lie in the flat vector."""
+    offsets = layout.offsets()
+    keys = jax.random.split(key, max(len(diff), 1))
+    finite = np.split(np.isfinite(flat), offsets[1:-1])
+    coords = [_sample(k, f, points) for k, f in zip(keys, finite, strict=False)]
+    where = np.concatenate([c + o for c, o in zip(coords, offsets, strict=False)] + [[0]])
+    return coords, where.astype(np.int64)[:-1]
+
+
+def _steps(layout: Layout, diff, coords, flat, where, h_rel) -> np.ndarray:
+    """Each sampled coordinate's step: ``h_rel`` times its element's scale, exactly
+    representable there."""
+    scales = [
+        np.tile(element_scales(x).ravel(), 2 if c else 1)[k]
+        for x, c, k in zip(diff, layout.complex_, coords, strict=True)
+    ]
+    h = h_rel * np.concatenate([*scales, np.zeros(0)])
+    return _exact(flat[where], h) if len(where) else h
+
+
+def _first_probes(where, h, h_rel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first batch: the input, each coordinate stepped both ways, the direction stepped
+    both ways, and the noise probes along it at two spacings."""
+    noise = np.concatenate([s * (np.arange(NOISE_PROBES) - NOISE_PROBES // 2) for s in NOISE_STEPS])
+    k = len(noise)
+    steps = np.concatenate([[0.0], h, -h, [h_rel, -h_rel], noise])
+    probe_at = np.concatenate([[0], where, where, np.zeros(2 + k, np.int64)])
+    along = np.concatenate([np.zeros(1 + 2 * len(where), bool), np.ones(2 + k, bool)])
+    return probe_at, steps, along
+
+
+def _noise(values: np.ndarray) -> float:
+    """The least finite noise estimate among the spacings of :data:`NOISE_STEPS` (0 if none
+    is finite: probes that left the domain say nothing of the noise)."""
+    found = [noise_of(p) for p in np.split(values, len(NOISE_STEPS))]
+    return min((n for n in found if np.isfinite(n)), default=0.0)
+
+
+class _Probes:
+    """``phi`` at probes of the input (:func:`_probe`), as a NumPy array."""
+
+    def __init__(self, spec, layout, order, diff, other, mask, u, v):
+        self.args = (spec, layout, order, diff, other, mask, u, v)
+
+    def __call__(self, probe_at, steps, along) -> np.ndarray:
+        return np.asarray(_probe(*self.args, probe_at, steps, along))
+
+
+def _coordinate_rows(check, names, layout, coords, rtol, floor, parts) -> list[LeafError]:
+    """One row per leaf, of its sampled coordinates (``parts``: per leaf, the analytic and
+    numeric values, the slack and the kinks)."""
     rows = []
     for i, (n, a, d, sl, k) in enumerate(zip(names, *parts, strict=True)):
         note = f"kink at {int(k.sum())} of {len(k)} points" if k.any() else ""
-        rows.append(
-            leaf_error(
-                check,
-                n,
-                a,
-                d,
-                rtol,
-                floor,
-                shape=(layout.sizes()[i],),
-                coords=coords[i],
-                slack=sl,
-                note=note,
+        row = leaf_error(check, n, a, d, rtol, floor, shape=(layout.sizes()[i],),
+                         coords=coords[i], slack=sl, note=note)  # fmt: skip
+        rows.append(_leaf_index(row, layout, i))
+    return rows
+
+
+class _Sweep:
+    """The sweep of steps (:mod:`~jaxchain.check.sweep`) at the coordinates, and along the
+    direction, where the first step disagrees with the rule; none without ``probe`` (a
+    function that computes in float32 inside: smaller steps only round more)."""
+
+    def __init__(self, probe, phi0, tols, bounds, natural):
+        (self.probe, self.phi0), (self.rtol, self.atol) = (probe, phi0), tols
+        self.bounds, self.natural = bounds, natural
+        self.swept = self.settled = 0
+
+    def floor(self, numeric) -> float:
+        """What a leaf's error is relative to, at least (see :func:`leaf_error`)."""
+        leaves = np.split(numeric, self.bounds)
+        return max(_SCALE_FLOOR * max_abs(leaves), math.sqrt(self.rtol) * self.natural)
+
+    def scale(self, numeric) -> np.ndarray:
+        """Per coordinate, its leaf's largest finite difference, at least :meth:`floor`."""
+        floor = self.floor(np.where(np.isfinite(numeric), numeric, 0))
+        return np.concatenate(
+            [np.full(len(p), max(_finite_max(p), floor)) for p in np.split(numeric, self.bounds)]
+        )
+
+    def coordinates(self, analytic, numeric, slack, kinks, xs, where, h, up, down):
+        """``numeric``, ``slack`` and ``kinks`` with the coordinates that fail swept; twice
+        at most, where what the first settled moves a leaf's scale."""
+        numeric, slack, kinks = numeric.copy(), slack.copy(), kinks.copy()
+        done = (h == 0) | (self.probe is None)
+        for _ in range(2):
+            bad = failing(analytic, numeric, slack, self.rtol, self.scale(numeric)) & ~done
+            if not bad.any():
+                break
+            hs = np.concatenate([h[bad, None], _exact(xs[bad, None], sweep.steps(h[bad]))], 1)
+            ups, downs = self._both_ways(np.repeat(where[bad], SWEEP), hs, up[bad], down[bad])
+            est, err = sweep.richardson(np.full(len(hs), self.phi0), ups, downs, hs)
+            tentative = numeric.copy()
+            tentative[bad] = np.where(np.isfinite(est), est, numeric[bad])
+            scale = self.scale(tentative)[bad]
+            numeric[bad], slack[bad], good = sweep.settle(
+                numeric[bad], slack[bad], est, err, self.rtol, scale, self.atol
             )
-        )
-        rows[-1] = _leaf_index(rows[-1], layout, i)
-    w_flat = np.asarray(layout.flatten(v), np.float64)
-    directional = (dir_up - dir_down) / (2 * h_rel)
-    a_dir = float(flat_grads @ w_flat)
-    num_dir, kink_dir = _one_or_two_sided(
-        np.array([a_dir]), phi0, np.array([dir_up]), np.array([dir_down]), np.array([h_rel])
-    )
-    dir_floor = max(_SCALE_FLOOR * float(np.abs(flat_grads) @ np.abs(w_flat)), floor)
-    rows.append(
-        leaf_error(
-            check + " (direction)",
-            "all",
-            [a_dir],
-            num_dir,
-            rtol,
-            dir_floor,
-            slack=10 * noise / h_rel,
-            note="kink" if kink_dir.any() else "",
-        )
-    )
-    notes = _notes(order, bits, h_rel, noise, max(abs(phi0), phi_abs), kinks, up, down)
-    info = {
-        "directional": float(num_dir[0]),
-        "rtol": rtol,
-        "slack": 10 * noise / h_rel,
-        "floor": dir_floor,
-        "unsmoothed": float(directional),
-    }
-    return rows, notes, info
+            kinks[bad] &= ~good
+            done |= bad
+            self.swept, self.settled = self.swept + int(bad.sum()), self.settled + int(good.sum())
+        return numeric, slack, kinks
+
+    def _both_ways(self, at, hs, up, down, along=False) -> tuple[np.ndarray, np.ndarray]:
+        """``phi`` at ``+hs`` and ``-hs`` past the first step (``hs[:, 0]``: its values are
+        ``up`` and ``down``), coordinate ``at`` (or along the direction)."""
+        inner = hs[:, 1:].ravel()
+        steps = np.concatenate([inner, -inner])
+        phis = self.probe(np.tile(at, 2), steps, np.full(len(steps), along))
+        shape = hs[:, 1:].shape
+        ups = np.concatenate([np.reshape(up, (-1, 1)), phis[: inner.size].reshape(shape)], 1)
+        downs = np.concatenate([np.reshape(down, (-1, 1)), phis[inner.size :].reshape(shape)], 1)
+        return ups, downs
+
+    def direction(self, check, grads, w, up, down, h_rel, noise, floor) -> tuple:
+        """The row of the direction, swept where it fails, and what the cotangent check
+        needs of it."""
+        a_dir = np.array([float(grads @ w)])
+        numeric, kink = _one_or_two_sided(a_dir, self.phi0, *np.array([[up], [down], [h_rel]]))
+        floor = max(_SCALE_FLOOR * float(np.abs(grads) @ np.abs(w)), floor)
+        slack = np.array([10 * noise / h_rel + self.atol])
+        scale = max(_finite_max(numeric), floor)
+        if self.probe is not None and failing(a_dir, numeric, slack, self.rtol, scale).any():
+            hs = np.concatenate([[[h_rel]], sweep.steps(np.array([h_rel]))], 1)
+            ups, downs = self._both_ways(np.zeros(SWEEP, np.int64), hs, up, down, along=True)
+            est, err = sweep.richardson(np.array([self.phi0]), ups, downs, hs)
+            scale = max(_finite_max(est), floor)
+            numeric, slack, good = sweep.settle(
+                numeric, slack, est, err, self.rtol, scale, self.atol
+            )
+            kink &= ~good
+            self.swept, self.settled = self.swept + 1, self.settled + int(good.sum())
+        note = "kink" if kink.any() else ""
+        row = leaf_error(check + " (direction)", "all", a_dir, numeric, self.rtol, floor,
+                         slack=slack[0], note=note)  # fmt: skip
+        info = {"directional": float(numeric[0]), "rtol": self.rtol, "slack": float(slack[0])}
+        return [row], {**info, "floor": floor}
+
+    def notes(self, check: str) -> list[str]:
+        if not self.swept:
+            return []
+        return [
+            f"{check}: the first step disagreed at {self.swept} point(s); a sweep of smaller "
+            f"steps (Richardson) settled {self.settled} of them"
+        ]
+
+
+def _finite_max(a) -> float:
+    a = np.abs(np.asarray(a, np.float64))
+    return float(np.max(a[np.isfinite(a)], initial=0.0))
 
 
 def _leaf_index(row: LeafError, layout: Layout, leaf: int) -> LeafError:
@@ -258,8 +373,9 @@ def one_sided_slack(up, down, numeric) -> np.ndarray:
 
 
 def _notes(order, bits, h_rel, noise, size, kinks, up, down) -> list[str]:
-    """What was weakened; ``size`` is ``|<u, f>|`` or, where that cancels to nearly 0, the
-    sum of ``|u| |f|`` (the noise relative to a sum that cancels means nothing)."""
+    """What was weakened; ``size`` is the largest of ``|<u, f>|``, the sum of ``|u| |f|``
+    (where ``<u, f>`` cancels) and the values the noise was measured on (where f is 0 at the
+    input): the noise relative to a value that cancels means nothing."""
     notes = []
     what = "finite differences" if order == 1 else "second-order finite differences"
     if bits < 64:

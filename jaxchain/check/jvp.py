@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxchain.check import sweep
 from jaxchain.check.compare import (
     _SCALE_FLOOR,
     FD_RTOL,
@@ -31,13 +32,17 @@ from jaxchain.check.compare import (
     tolerance,
     working_dtype,
 )
-from jaxchain.check.differences import _one_or_two_sided, one_sided_slack, step_size
+from jaxchain.check.differences import (
+    _finite_max,
+    _one_or_two_sided,
+    one_sided_slack,
+    step_size,
+)
 from jaxchain.check.leaves import (
     Spec,
     constants_note,
     inexact_dtype,
     inner,
-    leaf_scale,
     name_of,
     normal_like,
     out_names,
@@ -51,6 +56,7 @@ from jaxchain.check.vjp import (
     _attempt,
     _cotangent_contract,
     _finite_only,
+    _in_units,
     _up,
     _vjp,
     _why,
@@ -96,6 +102,7 @@ def check_jvp(
     tangents: int = 3,
     seed: int = 0,
     rtol: float | None = None,
+    atol: float = 0.0,
     finite_differences: bool = True,
     second_order: bool = True,
     transpose: bool = True,
@@ -145,7 +152,9 @@ def check_jvp(
     notes += more
     ref_tol = tol if rtol is None else rtol  # the comparisons with the reference
     rows = compare("eager vs jit", onames, eager[1], results[0][1], tol) if jit else []
-    compared, trusted = _against_reference(call, ref, diff, other, ts, results, ref_tol, allnames)
+    compared, trusted = _against_reference(
+        call, ref, diff, other, ts, results, (ref_tol, atol), allnames
+    )
     rows += compared
     ref = ref if trusted is not None else None  # a failed reference: differences judge alone
     outs = [o for o in results[0][0] if inexact_dtype(o.dtype)]
@@ -169,17 +178,21 @@ def check_jvp(
     if second_order and ref is not None:
         s = onto(normal_like(key_s, diff))
         rows += _attempt(
-            "second order", lambda: _second_order(spec, ref, diff, other, onames, ts[0], s, ref_tol)
+            "second order",
+            lambda: _second_order(spec, ref, diff, other, onames, ts[0], s, (ref_tol, atol)),
         )
     if transpose:
         rows += _attempt(
             "vjp (transposed)",
-            lambda: _transposed(spec, ref, names, diff, other, (ts[0], key_u), tol, ref_tol, onto),
+            lambda: _transposed(
+                spec, ref, names, diff, other, (ts[0], key_u), tol, (ref_tol, atol), onto
+            ),
         )
     if finite_differences:
         fd_args = (spec, onames, diff, other, ts[0], onto(normal_like(key_s, diff)), fd_eps)
         second = second_order and ref is None
-        more = _attempt("finite differences", lambda: _fd_rows(*fd_args, second, rtol or 0.0))
+        tols = (rtol or 0.0, atol)
+        more = _attempt("finite differences", lambda: _fd_rows(*fd_args, second, tols))
         rows, notes = (
             rows + [r for r in more if isinstance(r, LeafError)],
             notes + [r for r in more if isinstance(r, str)],
@@ -190,28 +203,29 @@ def check_jvp(
     return Report(name or name_of(f), _worst_per_leaf(rows), "check_jvp", tuple(notes))
 
 
-def _against_reference(call, ref, diff, other, ts, results, tol, names) -> tuple[list, Any]:
+def _against_reference(call, ref, diff, other, ts, results, tols, names) -> tuple[list, Any]:
     """The forward values and the JVP along every tangent against the reference's, and the
     reference's results; a reference that fails (to run, or to match ``f``'s outputs) is a
-    skipped ``jvp`` row and ``None``."""
+    skipped ``jvp`` row and ``None``. ``tols``: the relative and absolute tolerances."""
     if ref is None:
         return [], None
+    tol, atol = tols
     onames = [n for n, o in zip(names, results[0][0], strict=True) if inexact_dtype(o.dtype)]
     try:
         trusted = [call(ref, diff, other, t) for t in ts]
-        rows = compare("forward", names, results[0][0], trusted[0][0], tol)
+        rows = compare("forward", names, results[0][0], trusted[0][0], tol, atol=atol)
         for (_, got), (_, want) in zip(results, trusted, strict=True):
-            rows += compare("jvp", onames, got, want, tol)
+            rows += compare("jvp", onames, got, want, tol, atol=atol)
     except Exception as e:  # the reference's own failure: said, not raised
         return [skipped("jvp", f"the reference failed: {_why(e)}")], None
     return rows, trusted
 
 
-def _fd_rows(spec, names, diff, other, t, s, fd_eps, second, rtol) -> list:
+def _fd_rows(spec, names, diff, other, t, s, fd_eps, second, tols) -> list:
     """The rows and then the notes of :func:`_finite_differences`, in float64, as one list
     (so that a crash in it is one skipped row)."""
     with jax.enable_x64(True):
-        rows, notes = _finite_differences(spec, names, diff, other, t, s, fd_eps, second, rtol)
+        rows, notes = _finite_differences(spec, names, diff, other, t, s, fd_eps, second, tols)
     return [*rows, *notes]
 
 
@@ -249,11 +263,12 @@ def _linearity(call, spec, diff, other, names, ts, results, tol, trusted, ref):
     return rows
 
 
-def _second_order(spec, ref, diff, other, names, t, s, tol) -> list[LeafError]:
+def _second_order(spec, ref, diff, other, names, t, s, tols) -> list[LeafError]:
     """Forward over forward, against the reference's, up to its :func:`rounding_noise`."""
     want = _jvp2(ref, diff, other, t, s)
     noise = rounding_noise(lambda s: _jvp2(ref, diff, other, t, s), s, want)
-    return compare("second order", names, _jvp2(spec, diff, other, t, s), want, tol, slack=noise)
+    got = _jvp2(spec, diff, other, t, s)
+    return compare("second order", names, got, want, tols[0], slack=noise, atol=tols[1])
 
 
 def _determinism(again, first, names, nondet_tol) -> list[LeafError]:
@@ -286,7 +301,7 @@ def _vmap(call, spec, diff, other, names, ts, tol) -> list[LeafError]:
     return rows + compare("vmap", names, nested, stack(stack(*want[0]), stack(*want[1])), tol)
 
 
-def _transposed(spec, ref, names, diff, other, at, tol, ref_tol, onto) -> list[LeafError]:
+def _transposed(spec, ref, names, diff, other, at, tol, ref_tols, onto) -> list[LeafError]:
     """The VJP that JAX derives from ``f``'s JVP (by linearizing and transposing it): against
     the reference's VJP (at ``ref_tol``, after the projection ``onto``), and ``<u, J t> =
     <J^T u, t>`` against the JVP itself (an identity: at ``tol``), at ``at = (t, key)``."""
@@ -298,7 +313,8 @@ def _transposed(spec, ref, names, diff, other, at, tol, ref_tol, onto) -> list[L
     errors = []
     if ref is not None:
         want = onto(_vjp(ref, diff, other, u)[1])
-        errors += compare("vjp (transposed)", names, onto(grads), want, ref_tol)
+        ref_tol, atol = ref_tols
+        errors += compare("vjp (transposed)", names, onto(grads), want, ref_tol, atol=atol)
     lhs, rhs = float(inner(u, jt)), float(inner(grads, t))
     absu = [jnp.abs(x) for x in u]
     scale = max(float(inner(absu, [jnp.abs(x) for x in jt])), math.sqrt(tol))
@@ -308,7 +324,7 @@ def _transposed(spec, ref, names, diff, other, at, tol, ref_tol, onto) -> list[L
 
 
 def _finite_differences(
-    spec, names, diff, other, t, s, fd_eps, second, rtol=0.0
+    spec, names, diff, other, t, s, fd_eps, second, tols=(0.0, 0.0)
 ) -> tuple[list, list]:
     """The JVP along ``t`` (scaled to each leaf's spread) against central and one-sided
     differences along it, in float64, per output element: where the JVP lies between the
@@ -317,10 +333,8 @@ def _finite_differences(
     ``second``, the JVP's own derivative along ``s`` against differences of the JVP."""
     diff = tuple(_up(x) for x in diff)
     notes: list[str] = []
-    t = _finite_only(
-        tuple(_up(d) * leaf_scale(x) for d, x in zip(t, diff, strict=True)), diff, notes
-    )
-    s = _finite_only(tuple(_up(d) * leaf_scale(x) for d, x in zip(s, diff, strict=True)), diff, [])
+    t = _finite_only(tuple(_in_units(_up(d), x) for d, x in zip(t, diff, strict=True)), diff, notes)
+    s = _finite_only(tuple(_in_units(_up(d), x) for d, x in zip(s, diff, strict=True)), diff, [])
     bits = jnp.finfo(working_dtype(lambda *d: spec.call(d, other), *diff)).bits
     if bits < 32:
         return [
@@ -334,16 +348,20 @@ def _finite_differences(
     unit = float(2.0 ** -(53 if bits == 64 else 24))
     out, jt = _jvp(spec, diff, other, t)
     out = [o for o in out if inexact_dtype(o.dtype)]
-    shifted = [_inexact(_jvp(spec, _step(diff, t, k * h), other, t)[0]) for k in (1, -1)]
-    rows, more = _along("finite differences", names, jt, out, *shifted, h, unit, bits, rtol)
+    at = lambda k: _inexact(_jvp(spec, _step(diff, t, k), other, t)[0])  # noqa: E731
+    shifted = [at(k * h) for k in (1, -1)]
+    at = at if bits == 64 else None  # in float32 inside, smaller steps only round more
+    rows, more = _along("finite differences", names, jt, out, *shifted, h, unit, bits, tols, at)
     notes += more
     if second:  # apart: the first order stands if the JVP cannot be differentiated again
         try:
             j2 = _jvp2(spec, diff, other, t, s)
-            ups = [_jvp(spec, _step(diff, s, k * h), other, t)[1] for k in (1, -1)]
+            at2 = lambda k: _jvp(spec, _step(diff, s, k), other, t)[1]  # noqa: E731
+            ups = [at2(k * h) for k in (1, -1)]
         except Exception as e:  # a transform the function cannot take: reported
             return [*rows, skipped("second order (fd)", _why(e))], notes
-        more, extra = _along("second order (fd)", names, j2, jt, *ups, h, unit, bits, rtol)
+        at2 = at2 if bits == 64 else None
+        more, extra = _along("second order (fd)", names, j2, jt, *ups, h, unit, bits, tols, at2)
         rows, notes = rows + more, notes + extra
     return rows, notes
 
@@ -356,10 +374,14 @@ def _inexact(outs) -> list:
     return [o for o in outs if inexact_dtype(o.dtype)]
 
 
-def _along(check, names, analytic, base, up, down, h, unit, bits, least=0.0) -> tuple[list, list]:
+def _along(
+    check, names, analytic, base, up, down, h, unit, bits, tols=(0.0, 0.0), at=None
+) -> tuple[list, list]:
     """One row per output leaf: ``analytic`` against differences of ``base`` along a
-    direction (``up`` and ``down`` are ``base`` one step ``h`` either way)."""
-    rtol = max(FD_RTOL, 10 * h**2, least)  # the caller's rtol, if looser
+    direction (``up`` and ``down`` are ``base`` one step ``h`` either way; ``at(step)``, the
+    outputs any step away, for the sweep where they disagree); ``tols``: the caller's
+    relative tolerance (used if looser) and absolute one."""
+    rtol, atol = max(FD_RTOL, 10 * h**2, tols[0]), tols[1]
     numeric, slack, kinks, masked = [], [], 0, 0
     for a, o, p, m in zip(analytic, base, up, down, strict=True):
         a, o, p, m = (np.asarray(x).ravel() for x in (a, o, p, m))
@@ -369,8 +391,12 @@ def _along(check, names, analytic, base, up, down, h, unit, bits, least=0.0) -> 
         masked, kinks = masked + int(bad.sum()), kinks + int(kink.sum())
         numeric.append(num)
         noise = 10 * unit * np.where(bad, 0, np.abs(o)) / h
-        slack.append(noise + one_sided_slack(p, m, num))
+        slack.append(noise + one_sided_slack(p, m, num) + atol)
     floor = _SCALE_FLOOR * max_abs(numeric)
+    swept = (0, 0)
+    if at is not None:
+        swept = _sweep(at, analytic, base, (up, down), numeric, slack, h, (rtol, atol), floor)
+        floor = _SCALE_FLOOR * max_abs(numeric)
     rows = [
         leaf_error(
             check,
@@ -390,11 +416,43 @@ def _along(check, names, analytic, base, up, down, h, unit, bits, least=0.0) -> 
     )
     if kinks:
         notes.append(f"{check}: {kinks} element(s) at kinks; passed between one-sided differences")
+    if swept[0]:
+        notes.append(
+            f"{check}: the first step disagreed at {swept[0]} element(s); a sweep of smaller "
+            f"steps (Richardson) settled {swept[1]} of them"
+        )
     if bits < 64:
         notes.append(
             f"{check}: f computes in float{bits} inside: step {h:.1e}, tolerance {rtol:.0e}"
         )
     return rows, notes
+
+
+def _sweep(at, analytic, base, steps, numeric, slack, h, tols, floor) -> tuple[int, int]:
+    """Where the first step disagrees, the sweep of :mod:`~jaxchain.check.sweep` along the
+    direction, per output element (``steps``: the outputs one step ``h`` up and down);
+    ``numeric`` and ``slack`` updated in place. Returns how many elements were swept and how
+    many it settled."""
+    rtol, atol = tols
+    scales = [max(_finite_max(n), floor) for n in numeric]
+    bad = [
+        sweep.failing(np.ravel(a), n, sl, rtol, sc)
+        for a, n, sl, sc in zip(analytic, numeric, slack, scales, strict=True)
+    ]
+    if not any(b.any() for b in bad):
+        return 0, 0
+    hs = np.concatenate([[h], sweep.steps(np.array([h]))[0]])
+    ups, downs = [steps[0], *(at(k) for k in hs[1:])], [steps[1], *(at(-k) for k in hs[1:])]
+    settled = 0
+    for i, b in enumerate(bad):
+        column = lambda vs: np.stack([np.ravel(x[i])[b] for x in vs], 1)  # noqa: E731, B023
+        est, err = sweep.richardson(np.ravel(base[i])[b], column(ups), column(downs), hs[None])
+        scale = max(scales[i], _finite_max(est))
+        numeric[i][b], slack[i][b], good = sweep.settle(
+            numeric[i][b], slack[i][b], est, err, rtol, scale, atol
+        )
+        settled += int(good.sum())
+    return int(sum(b.sum() for b in bad)), settled
 
 
 def assert_jvp(f: Callable, reference: Callable | None, *args: Any, **options: Any) -> Report:

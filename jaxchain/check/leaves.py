@@ -225,3 +225,25 @@ def leaf_scale(x) -> float:
     if spread > 0 and np.isfinite(spread):
         return spread
     return magnitude if magnitude > 0 and np.isfinite(magnitude) else 1.0
+
+
+# A leaf whose magnitudes span more than this (the ratio of the 90th to the 10th percentile of
+# its nonzero finite |x|) is stepped per element: a special function evaluated from 1e-12 to
+# 1e4 in one array varies at each element's own scale, not at the array's spread.
+MIXED = 1e3
+
+
+def element_scales(x) -> np.ndarray:
+    """Per element, the scale finite differences step by: the leaf's (:func:`leaf_scale`),
+    or, in a leaf of mixed magnitudes (:data:`MIXED`), each element's own magnitude, at most
+    the leaf's spread (the smallest nonzero one where an element is 0)."""
+    a = np.abs(np.asarray(x))
+    scale = leaf_scale(x)
+    nonzero = a[np.isfinite(a) & (a > 0)]
+    if nonzero.size < 2:
+        return np.full(a.shape, scale)
+    low, high = np.percentile(nonzero, [10, 90])
+    if high <= MIXED * low:
+        return np.full(a.shape, scale)
+    own = np.where(np.isfinite(a) & (a > 0), a, nonzero.min())
+    return np.minimum(own, scale)

@@ -48,6 +48,7 @@ from jaxchain.check.compare import (
 from jaxchain.check.leaves import (
     Spec,
     constants_note,
+    element_scales,
     full_cotangent,
     inexact_dtype,
     is_inexact,
@@ -67,9 +68,15 @@ MOVE = 0.9  # the vmap check's second primal: this multiple of the first (inside
 
 
 def _vjp_impl(spec: Spec, diff, other, ct):
-    """The outputs and the VJP of ``f`` under the inexact outputs' cotangents ``ct``."""
+    """The outputs and the VJP of ``f`` under the inexact outputs' cotangents ``ct``. Outputs
+    that are not finite (a ``-inf`` by design: log-sum-exp over an all-masked row) take a zero
+    cotangent, and inputs that are not finite (a ``-inf`` logit) a zero gradient: there the
+    derivative is not defined, and is not compared."""
     out, pull = jax.vjp(lambda *d: spec.outputs(d, other), *diff)
-    return out, pull(full_cotangent(out, ct))
+    inexact = [o for o in out if inexact_dtype(o.dtype)]
+    ct = [jnp.where(jnp.isfinite(o), c, 0) for o, c in zip(inexact, ct, strict=True)]
+    grads = pull(full_cotangent(out, ct))
+    return out, tuple(jnp.where(jnp.isfinite(x), g, 0) for x, g in zip(diff, grads, strict=True))
 
 
 def _grads(spec, diff, other, ct):
@@ -117,6 +124,7 @@ def check_vjp(
     cotangents: int = 3,
     seed: int = 0,
     rtol: float | None = None,
+    atol: float = 0.0,
     finite_differences: bool = True,
     second_order: bool = True,
     vmap: bool = True,
@@ -147,6 +155,9 @@ def check_vjp(
         symbolic zeros, vmap against the same function unbatched), from
         :data:`TOLERANCES` by the least precise dtype among the inputs, the outputs and what
         ``f`` computes inside, scaled by the input's size (:func:`scaled_tolerance`).
+      atol: an absolute tolerance added to ``rtol``'s in the same comparisons (with the
+        reference and with finite differences): for derivatives approximate to an absolute
+        error (a solver's ``atol``).
       finite_differences: compare with finite differences, in float64.
       second_order: compare the gradient of ``<grad <u, f>, v>`` in the primals and in ``u``.
       vmap: check ``f`` under ``jax.vmap`` over primals and cotangents, and nested.
@@ -188,7 +199,7 @@ def check_vjp(
         return Report(name or name_of(f), tuple(rows), "check_vjp", tuple(run.notes))
     run.tol = run.tolerance()
     run.ref_tol = rtol if rtol is not None else run.tol
-    run.fd_rtol = rtol or 0.0
+    run.fd_rtol, run.atol = rtol or 0.0, atol
     rows += _attempt("eager vs jit", run.eager_vs_jit) + _attempt("vjp", run.against_reference)
     ref = run.ref  # None if it failed: finite differences judge alone
     zeros = lambda: run.call(spec, run.zeros())[1]  # noqa: E731
@@ -299,8 +310,14 @@ def _out_leaves(spec, ref, diff, other) -> tuple[list, list[str]]:
 
 
 def _scaled_normal(key, diff) -> tuple:
-    """A random direction in each leaf's own units (its spread)."""
-    return tuple(n * leaf_scale(x) for n, x in zip(normal_like(key, diff), diff, strict=True))
+    """A random direction in each leaf's own units (its spread; each element's magnitude in a
+    leaf of mixed magnitudes: :func:`element_scales`)."""
+    return tuple(_in_units(n, x) for n, x in zip(normal_like(key, diff), diff, strict=True))
+
+
+def _in_units(d, x):
+    """``d`` times the element scales of ``x``, in ``d``'s dtype."""
+    return d * np.asarray(element_scales(x)).astype(d.dtype)
 
 
 def _attempt(check: str, run: Callable[[], list[LeafError]]) -> list[LeafError]:
@@ -329,7 +346,7 @@ class _Run:
         self.results = self.trusted = None
         self.jit = True
         self.tol = self.ref_tol = math.nan
-        self.fd_rtol = 0.0
+        self.fd_rtol = self.atol = 0.0
         self.project = lambda d: tuple(d)  # onto the inputs' tangent space (project=)
 
     def call(self, spec, ct, diff=None):
@@ -413,10 +430,14 @@ class _Run:
             self.ref = None
             return [skipped("vjp", f"the reference failed: {_why(e)}")]
         names = self.onames
-        rows = compare("forward", names, self.results[0][0], self.trusted[0][0], self.ref_tol)
+        rows = compare(
+            "forward", names, self.results[0][0], self.trusted[0][0], self.ref_tol, atol=self.atol
+        )
         for (_, got), (_, want) in zip(self.results, self.trusted, strict=True):
             got, want = self.project(got), self.project(want)
-            rows += compare("vjp", self.names, got, want, self.ref_tol, self.natural())
+            rows += compare(
+                "vjp", self.names, got, want, self.ref_tol, self.natural(), atol=self.atol
+            )
         return rows
 
     def linearity(self) -> list[LeafError]:
@@ -494,7 +515,8 @@ class _Run:
         return rows + compare("vmap", self.names, nested, nested_want, self.tol)
 
     def second_order(self, u, v) -> list[LeafError]:
-        mask = tuple(jnp.ones(c.shape, bool) for c in u)
+        outs = [o for o in self.results[0][0] if inexact_dtype(o.dtype)]
+        mask = tuple(jnp.isfinite(o) for o in outs)
         got_x, got_u = fd.hvp(self.spec, self.other, mask, u, v, self.diff)
         want = fd.hvp(self.ref, self.other, mask, u, v, self.diff)
         noise = rounding_noise(
@@ -502,10 +524,11 @@ class _Run:
         )
         (want_x, want_u), k = want, len(self.names)
         got_x, want_x = self.project(got_x), self.project(want_x)
-        rows = compare("second order", self.names, got_x, want_x, self.ref_tol, slack=noise[:k])
+        tol = dict(atol=self.atol)
+        rows = compare("second order", self.names, got_x, want_x, self.ref_tol, 1, noise[:k], **tol)
         names = [n for n, o in zip(self.onames, self.out, strict=True) if inexact_dtype(o.dtype)]
         return rows + compare(
-            "second order (cotangent)", names, got_u, want_u, self.ref_tol, slack=noise[k:]
+            "second order (cotangent)", names, got_u, want_u, self.ref_tol, 1, noise[k:], **tol
         )
 
     def differences(self, u, v, key, fd_eps, points, second_order) -> list[LeafError]:
@@ -523,8 +546,8 @@ class _Run:
         masked = int(sum(int((~m).sum()) for m in mask))
         if masked:
             self.notes.append(
-                f"{masked} output element(s) not finite at the input: masked "
-                "out of finite differences"
+                f"{masked} output element(s) not finite at the input: their cotangents "
+                "are 0, in every check"
             )
         empty = [n for n, x in zip(self.names, diff, strict=True) if x.size == 0]
         if empty:
@@ -540,6 +563,7 @@ class _Run:
             points=points,
             natural=self.natural(),
             rtol=self.fd_rtol,
+            atol=self.atol,
         )
         rows, notes, info = fd.vjp_differences(
             self.spec,
