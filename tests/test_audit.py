@@ -37,13 +37,59 @@ def test_audit_prints_its_findings_and_writes_nothing_with_only(tmp_path, monkey
     assert not any(tmp_path.iterdir())
 
 
-def test_audit_writes_every_finding(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def findings():
+    """Every recipe's run, once (the tests that take it run on one worker: xdist_group)."""
+    return audit.run()
+
+
+@pytest.mark.xdist_group("audit")
+def test_audit_writes_every_finding(tmp_path, monkeypatch, findings):
+    monkeypatch.setattr(audit, "run", lambda only=(): findings)
     out = tmp_path / "deep" / "AUDIT.md"
     assert cli.main(["audit", "--out", str(out)]) == 0
     text = out.read_text()
     assert all(f"| {name} |" in text for name in audit.RECIPES)
-    found = {r.name: err for r, _, err, _ in audit.run()}
+    assert all(f"{lib} " in text.splitlines()[2] for lib in ("lineax", "diffrax", "equinox"))
+    found = {r.name: err for r, _, err, _ in findings}
     assert found["tanh'"] <= audit.TOLERANCE and np.isinf(found["xlogy d/dy"])
+
+
+@pytest.mark.xdist_group("audit")
+def test_the_jax_findings_of_issue_31_are_found(findings):
+    """jax 0.10.2's derivative bugs that the outside audit found, each against the math."""
+    rows = {r.name: (got, err, verdict) for r, got, err, verdict in findings}
+    for name in (
+        "expn(0, x)'",
+        "poch(-3, 2)",
+        "poch d/dz",
+        "xlog1py d/dy",
+        "det hessian, singular",
+    ):
+        assert np.isinf(rows[name][1]), (name, rows[name])
+    assert rows["expn(2, x)''"][0] == "raises TypeError"
+    assert rows["expn(0, x)'"][2].startswith("FAILED"), "the checker misses a NaN gradient"
+
+
+@pytest.mark.xdist_group("audit")
+def test_other_libraries_derivatives_are_right_and_the_checker_says_so(findings):
+    """No false alarm on lineax's solves (a symmetric one with project=), optimistix's
+    implicit root find against unrolling, diffrax's adjoints and an equinox Module."""
+    third = [(r, got, err, verdict) for r, got, err, verdict in findings if r.requires]
+    assert {r.requires for r, *_ in third} == {"lineax", "optimistix", "diffrax", "equinox"}
+    for r, got, err, verdict in third:
+        assert err <= audit.TOLERANCE, (r.name, got, r.exact)
+        assert verdict == "ok", (r.name, verdict)
+
+
+def test_the_exact_values_of_other_libraries_recipes():
+    """lineax's: the inverse of ((2, 1), (1, 3)) is ((3, -1), (-1, 2)) / 5 and x = (0.2, 0.6);
+    optimistix's: the root of x**3 + x = 2 is 1."""
+    inverse = np.linalg.inv(np.array(audit.libs.A))
+    x = inverse @ np.array(audit.libs.B)
+    assert audit.libs.EXACT["lineax"] == pytest.approx(inverse[0, 0], rel=1e-15)
+    assert audit.libs.EXACT["lineax psd"] == pytest.approx(-inverse[0, 0] * x[0], rel=1e-15)
+    assert 1.0**3 + 1.0 == 2.0 and audit.libs.EXACT["optimistix"] == 1 / (3 * 1.0**2 + 1)
 
 
 def test_audit_refuses_an_unknown_recipe_in_one_line(capsys):

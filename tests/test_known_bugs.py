@@ -145,6 +145,10 @@ def _cos_times_batched(axis_size, in_batched, x, g):
     return jnp.zeros(jnp.broadcast_shapes(x.shape, g.shape), g.dtype), True  # batch dropped
 
 
+def _sin_tiny_cos(x, y):
+    return jnp.sin(x) + 1e-9 * jnp.cos(y)
+
+
 def _normalize(v):
     return v / jnp.sqrt(jnp.sum(v**2, axis=1, keepdims=True) + 1e-6)
 
@@ -302,6 +306,11 @@ BUGS = {
     "nondeterministic backward": Bug(
         "pytorch/pytorch#56202", vjp_rule(jnp.sin, lambda a, g: _nondeterministic(a[0], g)),
         jnp.sin, (X7,), "determinism", "determinism"),
+    # issue 31's rerun audit: a leaf a billionth the size of another, dropped by the backward,
+    # hid under the floor the other leaf sets
+    "backward drops a tiny leaf": Bug(
+        "jaxchain#31", vjp_rule(_sin_tiny_cos, lambda a, g: (g * jnp.cos(a[0]), 0 * a[1])),
+        _sin_tiny_cos, (X7, X7 + 1), "vjp", "finite differences"),
     "backward loses the batch": Bug(
         "pytorch/functorch#922", vjp_rule(jnp.sin, lambda a, g: (_cos_times(a[0], g),)),
         jnp.sin, (X7,), "vmap", "vmap"),
@@ -383,7 +392,18 @@ def _flax_cases() -> dict[str, Correct]:
         "flax Dense": _flax(fnn.Dense(4, param_dtype=jnp.float64), x),
         "flax GroupNorm": _flax(fnn.GroupNorm(num_groups=1, param_dtype=jnp.float64), x),
     }
+    attention = fnn.MultiHeadDotProductAttention(
+        num_heads=2, qkv_features=4, param_dtype=jnp.float64
+    )
+    cases["flax attention (key bias 0 by symmetry)"] = _flax(attention, _normal((1, 3, 4), 8))
     return {k: Correct(f, a) for k, (f, a) in cases.items()}
+
+
+def _near_singular(cond=1e7):
+    """A 4 x 4 matrix with singular values 1, 1, 1 and ``1 / cond``."""
+    u, _ = jnp.linalg.qr(_normal((4, 4), 12))
+    v, _ = jnp.linalg.qr(_normal((4, 4), 13))
+    return u @ jnp.diag(jnp.array([1.0, 1.0, 1.0, 1 / cond])) @ v.T
 
 
 KINKS = jnp.array([0.0, -1.3, 0.7, 0.0, 2.1])
@@ -481,6 +501,21 @@ CORRECT: dict[str, Correct] = {
     "sigmoid_focal_loss": Correct(optax.sigmoid_focal_loss, (X7, (X7 > 0).astype(float)),
                                   "labels held fixed", options={"argnums": (0,)}),
     "safe_norm": Correct(lambda x: optax.safe_norm(x, 1e-3), (_normal((5,), 1),)),
+    # issue 31's rerun audit: its false alarms
+    "logsumexp, an all-masked row": Correct(lambda a: jax.nn.logsumexp(a, axis=-1),
+                                            (jnp.array([[0.3, -1.0, 2.0], [-jnp.inf] * 3]),),
+                                            "an output of -inf from inputs of -inf"),
+    "standardize at 1e4": Correct(jax.nn.standardize, (1e4 + _normal((3, 6), 9),),
+                                  "large offset, eager against jit"),
+    "standardize 1e3 to 1e4, forward mode": Correct(
+        jax.nn.standardize, (jnp.linspace(1e3, 1e4, 8)[None] + _normal((3, 8), 10),),
+        "offsets across a row", mode="jvp"),
+    "norm with an epsilon at 0": Correct(lambda x: jnp.sqrt(jnp.sum(x**2) + 1e-12),
+                                         (jnp.zeros(3),), "second order at the norm's zero"),
+    "gammaln over sixteen orders": Correct(jax.scipy.special.gammaln,
+                                           (jnp.logspace(-12, 4, 17),), "mixed magnitudes"),
+    "solve, nearly singular": Correct(jnp.linalg.solve, (_near_singular(), _normal((4,), 11)),
+                                      "condition number 1e7"),
 }  # fmt: skip
 
 

@@ -31,12 +31,13 @@ from jaxchain.check import sweep
 from jaxchain.check.compare import _SCALE_FLOOR, FD_FLOAT32, FD_RTOL, leaf_error, max_abs
 from jaxchain.check.leaves import Layout, element_scales, inexact_dtype, inner
 from jaxchain.check.report import LeafError
-from jaxchain.check.sweep import SWEEP, failing
+from jaxchain.check.sweep import failing, unresolved
 
 NOISE_PROBES = 12  # tiny steps along the direction, for the noise estimate
-# their spacings, in units of each leaf's scale: the least estimate counts (at the wider one,
-# a function curving fast, beside a singularity, looks noisy)
-NOISE_STEPS = (1e-3, 1e-6)
+# their spacings, in units of each leaf's scale, by the working precision: the least estimate
+# counts (at the wider ones, a function curving fast, beside a singularity, looks noisy); in
+# float32 inside, the narrower ones would round to the same inputs and show no noise at all
+NOISE_STEPS = {64: (1e-3, 1e-6, 1e-9), 32: (1e-3,)}
 KINK = 1e-2  # one-sided differences further apart than this (relative) mark a kink
 
 
@@ -146,12 +147,13 @@ def vjp_differences(
     coords, where = _coordinates(key, layout, diff, flat, points)
     h = _steps(layout, diff, coords, flat, where, h_rel)
     probe = _Probes(spec, layout, order, diff, other, mask, u, v)
-    phis = probe(*_first_probes(where, h, h_rel))
+    spacings = NOISE_STEPS[64 if bits == 64 else 32]
+    phis = probe(*_first_probes(where, h, h_rel, spacings))
     m = len(where)
     phi0, up, down = phis[0], phis[1 : 1 + m], phis[1 + m : 1 + 2 * m]
     dir_up, dir_down = phis[1 + 2 * m], phis[2 + 2 * m]
     eps = float(np.finfo(np.float64 if bits == 64 else np.float32).eps)
-    noise = max(_noise(phis[3 + 2 * m :]), eps * phi_abs)
+    noise = max(_noise(phis[3 + 2 * m :], len(spacings)), eps * phi_abs)
     flat_grads = np.asarray(layout.flatten(grads, gradient=True), np.float64)
     analytic = flat_grads[where]
     numeric, kinks = _one_or_two_sided(analytic, phi0, up, down, h)
@@ -161,7 +163,7 @@ def vjp_differences(
     bounds = np.cumsum([len(c) for c in coords])[:-1]
     swept = _Sweep(probe if bits == 64 else None, phi0, (rtol, atol), bounds, natural)
     numeric, slack, kinks = swept.coordinates(
-        analytic, numeric, slack, kinks, flat[where], where, h, up, down
+        analytic, numeric, slack, kinks, flat[where], where, h
     )
     check = "finite differences" if order == 1 else "second order (fd)"
     parts = [np.split(a, bounds) for a in (analytic, numeric, slack, kinks)]
@@ -195,10 +197,10 @@ def _steps(layout: Layout, diff, coords, flat, where, h_rel) -> np.ndarray:
     return _exact(flat[where], h) if len(where) else h
 
 
-def _first_probes(where, h, h_rel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _first_probes(where, h, h_rel, spacings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first batch: the input, each coordinate stepped both ways, the direction stepped
-    both ways, and the noise probes along it at two spacings."""
-    noise = np.concatenate([s * (np.arange(NOISE_PROBES) - NOISE_PROBES // 2) for s in NOISE_STEPS])
+    both ways, and the noise probes along it at each of the ``spacings``."""
+    noise = np.concatenate([s * (np.arange(NOISE_PROBES) - NOISE_PROBES // 2) for s in spacings])
     k = len(noise)
     steps = np.concatenate([[0.0], h, -h, [h_rel, -h_rel], noise])
     probe_at = np.concatenate([[0], where, where, np.zeros(2 + k, np.int64)])
@@ -206,10 +208,10 @@ def _first_probes(where, h, h_rel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return probe_at, steps, along
 
 
-def _noise(values: np.ndarray) -> float:
-    """The least finite noise estimate among the spacings of :data:`NOISE_STEPS` (0 if none
-    is finite: probes that left the domain say nothing of the noise)."""
-    found = [noise_of(p) for p in np.split(values, len(NOISE_STEPS))]
+def _noise(values: np.ndarray, spacings: int) -> float:
+    """The least finite noise estimate among the noise probes' ``spacings`` (0 if none is
+    finite: probes that left the domain say nothing of the noise)."""
+    found = [noise_of(p) for p in np.split(values, spacings)]
     return min((n for n in found if np.isfinite(n)), default=0.0)
 
 
@@ -225,11 +227,15 @@ class _Probes:
 
 def _coordinate_rows(check, names, layout, coords, rtol, floor, parts) -> list[LeafError]:
     """One row per leaf, of its sampled coordinates (``parts``: per leaf, the analytic and
-    numeric values, the slack and the kinks)."""
+    numeric values, the slack and the kinks). A leaf whose derivative the rule gives as
+    exactly 0 is compared with its own differences, not with the floor of the others: a
+    backward that drops a leaf a billionth the size of another is caught, while a derivative
+    that is truly 0 differs from 0 by the noise alone, which the slack allows."""
     rows = []
     for i, (n, a, d, sl, k) in enumerate(zip(names, *parts, strict=True)):
         note = f"kink at {int(k.sum())} of {len(k)} points" if k.any() else ""
-        row = leaf_error(check, n, a, d, rtol, floor, shape=(layout.sizes()[i],),
+        least = floor if np.any(a != 0) else 0.0
+        row = leaf_error(check, n, a, d, rtol, least, shape=(layout.sizes()[i],),
                          coords=coords[i], slack=sl, note=note)  # fmt: skip
         rows.append(_leaf_index(row, layout, i))
     return rows
@@ -250,46 +256,50 @@ class _Sweep:
         leaves = np.split(numeric, self.bounds)
         return max(_SCALE_FLOOR * max_abs(leaves), math.sqrt(self.rtol) * self.natural)
 
-    def scale(self, numeric) -> np.ndarray:
-        """Per coordinate, its leaf's largest finite difference, at least :meth:`floor`."""
+    def scale(self, numeric, analytic) -> np.ndarray:
+        """Per coordinate, its leaf's largest finite difference, at least :meth:`floor`
+        (none for a leaf the rule gives as exactly 0: see :func:`_coordinate_rows`)."""
         floor = self.floor(np.where(np.isfinite(numeric), numeric, 0))
+        leaves = zip(np.split(numeric, self.bounds), np.split(analytic, self.bounds), strict=True)
         return np.concatenate(
-            [np.full(len(p), max(_finite_max(p), floor)) for p in np.split(numeric, self.bounds)]
+            [np.full(len(n), max(_finite_max(n), floor * np.any(a != 0))) for n, a in leaves]
         )
 
-    def coordinates(self, analytic, numeric, slack, kinks, xs, where, h, up, down):
-        """``numeric``, ``slack`` and ``kinks`` with the coordinates that fail swept; twice
-        at most, where what the first settled moves a leaf's scale."""
+    def coordinates(self, analytic, numeric, slack, kinks, xs, where, h):
+        """``numeric``, ``slack`` and ``kinks`` with the coordinates the first step leaves
+        fails, or where a leaf the rule gives as exactly 0 is
+        :func:`~jaxchain.check.sweep.unresolved` (kinks apart), swept; twice at most, where
+        what the first settled moves a leaf's scale."""
         numeric, slack, kinks = numeric.copy(), slack.copy(), kinks.copy()
         done = (h == 0) | (self.probe is None)
         for _ in range(2):
-            bad = failing(analytic, numeric, slack, self.rtol, self.scale(numeric)) & ~done
+            scale = self.scale(numeric, analytic)
+            fails = failing(analytic, numeric, slack, self.rtol, scale)
+            zero = unresolved(analytic, slack, self.rtol, scale) & ~kinks & ~fails
+            bad = (fails | zero) & ~done
             if not bad.any():
                 break
-            hs = np.concatenate([h[bad, None], _exact(xs[bad, None], sweep.steps(h[bad]))], 1)
-            ups, downs = self._both_ways(np.repeat(where[bad], SWEEP), hs, up[bad], down[bad])
-            est, err = sweep.richardson(np.full(len(hs), self.phi0), ups, downs, hs)
+            hs = _exact(xs[bad, None], sweep.ladder(h[bad]))
+            ups, downs = self._both_ways(where[bad], hs)
+            est, err = sweep.richardson(np.full(len(hs), self.phi0), ups, downs, hs, zero[bad])
             tentative = numeric.copy()
             tentative[bad] = np.where(np.isfinite(est), est, numeric[bad])
-            scale = self.scale(tentative)[bad]
+            scale = self.scale(tentative, analytic)[bad]
             numeric[bad], slack[bad], good = sweep.settle(
-                numeric[bad], slack[bad], est, err, self.rtol, scale, self.atol
+                numeric[bad], slack[bad], est, err, self.rtol, scale, self.atol, zero[bad]
             )
             kinks[bad] &= ~good
             done |= bad
             self.swept, self.settled = self.swept + int(bad.sum()), self.settled + int(good.sum())
         return numeric, slack, kinks
 
-    def _both_ways(self, at, hs, up, down, along=False) -> tuple[np.ndarray, np.ndarray]:
-        """``phi`` at ``+hs`` and ``-hs`` past the first step (``hs[:, 0]``: its values are
-        ``up`` and ``down``), coordinate ``at`` (or along the direction)."""
-        inner = hs[:, 1:].ravel()
-        steps = np.concatenate([inner, -inner])
-        phis = self.probe(np.tile(at, 2), steps, np.full(len(steps), along))
-        shape = hs[:, 1:].shape
-        ups = np.concatenate([np.reshape(up, (-1, 1)), phis[: inner.size].reshape(shape)], 1)
-        downs = np.concatenate([np.reshape(down, (-1, 1)), phis[inner.size :].reshape(shape)], 1)
-        return ups, downs
+    def _both_ways(self, at, hs, along=False) -> tuple[np.ndarray, np.ndarray]:
+        """``phi`` at ``+hs`` and ``-hs`` (a row of steps per coordinate ``at``, or along the
+        direction)."""
+        steps = np.concatenate([hs.ravel(), -hs.ravel()])
+        where = np.tile(np.repeat(at, hs.shape[1]), 2)
+        phis = self.probe(where, steps, np.full(len(steps), along))
+        return phis[: hs.size].reshape(hs.shape), phis[hs.size :].reshape(hs.shape)
 
     def direction(self, check, grads, w, up, down, h_rel, noise, floor) -> tuple:
         """The row of the direction, swept where it fails, and what the cotangent check
@@ -300,8 +310,8 @@ class _Sweep:
         slack = np.array([10 * noise / h_rel + self.atol])
         scale = max(_finite_max(numeric), floor)
         if self.probe is not None and failing(a_dir, numeric, slack, self.rtol, scale).any():
-            hs = np.concatenate([[[h_rel]], sweep.steps(np.array([h_rel]))], 1)
-            ups, downs = self._both_ways(np.zeros(SWEEP, np.int64), hs, up, down, along=True)
+            hs = sweep.ladder(np.array([h_rel]))
+            ups, downs = self._both_ways(np.zeros(1, np.int64), hs, along=True)
             est, err = sweep.richardson(np.array([self.phi0]), ups, downs, hs)
             scale = max(_finite_max(est), floor)
             numeric, slack, good = sweep.settle(
@@ -319,8 +329,8 @@ class _Sweep:
         if not self.swept:
             return []
         return [
-            f"{check}: the first step disagreed at {self.swept} point(s); a sweep of smaller "
-            f"steps (Richardson) settled {self.settled} of them"
+            f"{check}: the first step disagreed or could not tell at {self.swept} point(s); "
+            f"a sweep of steps (Richardson) settled {self.settled} of them"
         ]
 
 

@@ -395,7 +395,7 @@ def _along(
     floor = _SCALE_FLOOR * max_abs(numeric)
     swept = (0, 0)
     if at is not None:
-        swept = _sweep(at, analytic, base, (up, down), numeric, slack, h, (rtol, atol), floor)
+        swept = _sweep(at, analytic, base, numeric, slack, h, (rtol, atol), floor)
         floor = _SCALE_FLOOR * max_abs(numeric)
     rows = [
         leaf_error(
@@ -418,8 +418,8 @@ def _along(
         notes.append(f"{check}: {kinks} element(s) at kinks; passed between one-sided differences")
     if swept[0]:
         notes.append(
-            f"{check}: the first step disagreed at {swept[0]} element(s); a sweep of smaller "
-            f"steps (Richardson) settled {swept[1]} of them"
+            f"{check}: the first step disagreed at {swept[0]} element(s); a sweep of steps "
+            f"(Richardson) settled {swept[1]} of them"
         )
     if bits < 64:
         notes.append(
@@ -428,11 +428,11 @@ def _along(
     return rows, notes
 
 
-def _sweep(at, analytic, base, steps, numeric, slack, h, tols, floor) -> tuple[int, int]:
-    """Where the first step disagrees, the sweep of :mod:`~jaxchain.check.sweep` along the
-    direction, per output element (``steps``: the outputs one step ``h`` up and down);
-    ``numeric`` and ``slack`` updated in place. Returns how many elements were swept and how
-    many it settled."""
+def _sweep(at, analytic, base, numeric, slack, h, tols, floor) -> tuple[int, int]:
+    """Where the first step disagrees, the sweep of
+    :mod:`~jaxchain.check.sweep` along the direction, per output element (``at(step)``: the
+    outputs a step away); ``numeric`` and ``slack`` updated in place. Returns how many
+    elements were swept and how many it settled."""
     rtol, atol = tols
     scales = [max(_finite_max(n), floor) for n in numeric]
     bad = [
@@ -441,8 +441,8 @@ def _sweep(at, analytic, base, steps, numeric, slack, h, tols, floor) -> tuple[i
     ]
     if not any(b.any() for b in bad):
         return 0, 0
-    hs = np.concatenate([[h], sweep.steps(np.array([h]))[0]])
-    ups, downs = [steps[0], *(at(k) for k in hs[1:])], [steps[1], *(at(-k) for k in hs[1:])]
+    hs = sweep.ladder(np.array([h]))[0]
+    ups, downs = [at(k) for k in hs], [at(-k) for k in hs]
     settled = 0
     for i, b in enumerate(bad):
         column = lambda vs: np.stack([np.ravel(x[i])[b] for x in vs], 1)  # noqa: E731, B023
