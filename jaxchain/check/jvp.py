@@ -109,6 +109,7 @@ def check_jvp(
     vmap: bool = True,
     fd_eps: float | None = None,
     argnums: tuple[int, ...] | None = None,
+    wrt: Any = None,
     nondet_tol: float = 0.0,
     name: str | None = None,
     project: Callable | None = None,
@@ -125,7 +126,7 @@ def check_jvp(
     in place of ``cotangents``; ``project`` projects every tangent). A wrong JVP makes
     ``report.ok`` false.
     """
-    spec, diff, other, names, integers = split(f, args, argnums)
+    spec, diff, other, names, integers = split(f, args, argnums, wrt)
     if not diff:
         raise ValueError("check_jvp: no floating-point array among args, nothing to differentiate")
     ref = None if reference is None else Spec(reference, spec.treedef, spec.kinds, spec.static)

@@ -74,16 +74,20 @@ def constants_note(f: Callable, args: tuple) -> list[str]:
     return [f"held fixed (Python numbers, not differentiated): {', '.join(names)}"] * bool(names)
 
 
-def split(f: Callable, args: tuple, argnums=None) -> tuple[Spec, tuple, tuple, list[str], list]:
+def split(
+    f: Callable, args: tuple, argnums=None, wrt=None
+) -> tuple[Spec, tuple, tuple, list[str], list]:
     """``f``'s :class:`Spec`, its differentiated leaves (inexact arrays of the positional
-    arguments in ``argnums``, all by default), the arrays held fixed, the differentiated
-    leaves' names, and the names of the integer and boolean array leaves."""
+    arguments in ``argnums``, all by default, and among them those ``wrt`` marks), the arrays
+    held fixed, the differentiated leaves' names, and the names of the integer and boolean
+    array leaves."""
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(args)
     kinds, diff, other, static, names, integers = [], [], [], [], [], []
     params = parameter_names(f, len(args))
-    for path, leaf in paths_leaves:
+    marks = _marks(wrt, args)
+    for (path, leaf), marked in zip(paths_leaves, marks, strict=True):
         name = params[path[0].idx] + jax.tree_util.keystr(path[1:])
-        chosen = argnums is None or path[0].idx in argnums
+        chosen = (argnums is None or path[0].idx in argnums) and marked
         if is_inexact(leaf) and chosen:
             kinds.append("diff")
             diff.append(jnp.asarray(leaf))
@@ -98,6 +102,23 @@ def split(f: Callable, args: tuple, argnums=None) -> tuple[Spec, tuple, tuple, l
             static.append(leaf)
     spec = Spec(f, treedef, tuple(kinds), tuple(static))
     return spec, tuple(diff), tuple(other), names, integers
+
+
+def _marks(wrt, args: tuple) -> list[bool]:
+    """Per leaf of ``args``, whether ``wrt`` marks it: a pytree of booleans shaped as ``args``
+    or a prefix of it (``(True, {"w": True, "b": False})``; a boolean covers its subtree), as
+    optax's masks are. ``None`` marks everything."""
+    n = len(jax.tree.leaves(args))
+    if wrt is None:
+        return [True] * n
+    try:
+        full = jax.tree.map(lambda m, a: jax.tree.map(lambda _: bool(m), a), tuple(wrt), args)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"wrt: expected a pytree of booleans shaped as args or a prefix of it, got {wrt!r} "
+            f"for args of structure {jax.tree.structure(args)} ({e})"
+        ) from None
+    return jax.tree.leaves(full)
 
 
 def parameter_names(f: Callable, n: int) -> list[str]:

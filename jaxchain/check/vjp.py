@@ -131,6 +131,7 @@ def check_vjp(
     fd_eps: float | None = None,
     fd_points: int = 16,
     argnums: tuple[int, ...] | None = None,
+    wrt: Any = None,
     nondet_tol: float = 0.0,
     name: str | None = None,
     project: Callable | None = None,
@@ -173,13 +174,17 @@ def check_vjp(
         of a random direction over the whole input.
       argnums: the positional arguments to differentiate (default: every inexact one); the
         others are held fixed (float labels, say, across whose values f is not smooth).
+      wrt: which leaves to differentiate, finer than ``argnums``: a pytree of booleans shaped
+        as ``args`` or a prefix of it, as optax's masks are (``(True, {"w": True, "b":
+        False})`` checks ``x`` and ``params["w"]``, holding ``params["b"]`` fixed). Leaves
+        that are not arrays (Python ints, strings, None) are static in any case.
       nondet_tol: how far two runs of the backward may differ (default: not at all).
       name: what to call ``f`` in the report.
 
     Returns:
       A :class:`Report`; ``report.ok`` is False if any check exceeds its tolerance.
     """
-    spec, diff, other, names, integers = split(f, args, argnums)
+    spec, diff, other, names, integers = split(f, args, argnums, wrt)
     if not diff:
         raise ValueError("check_vjp: no floating-point array among args, nothing to differentiate")
     ref = None if reference is None else Spec(reference, spec.treedef, spec.kinds, spec.static)
