@@ -1,7 +1,10 @@
 """check_vjp (with and without a reference) against jax.test_util.check_grads(order=2,
 modes=["rev"]) on (64, 64) and (512, 512) inputs, cold (first call: compiling) and warm
-(the same call again). Run: .venv/bin/python bench/check_vs_check_grads.py"""
+(the median of five more calls). Run: .venv/bin/python bench/check_vs_check_grads.py"""
 
+import os
+import platform
+import statistics
 import time
 
 import jax
@@ -21,13 +24,27 @@ def ref(x):
     return jnp.tanh(x) * x
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [line.split(":", 1)[1].strip() for line in info if "model name" in line]
+        return names[0]
+    except (OSError, IndexError):
+        return platform.processor() or "unknown CPU"
+
+
 def seconds(run) -> float:
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
 
 
+def warm_seconds(run, repeats: int = 5) -> float:
+    return statistics.median(seconds(run) for _ in range(repeats))
+
+
 def main() -> None:
+    print(f"nproc {os.cpu_count()}, {cpu_model()}, jax {jax.__version__}")
     print(f"{'shape':<12} {'what':<26} {'cold s':>8} {'warm s':>8} {'warm / check_grads':>20}")
     for shape in ((64, 64), (512, 512)):
         x = jax.random.normal(jax.random.key(0), shape)
@@ -36,7 +53,7 @@ def main() -> None:
             "check_vjp(reference)": lambda x=x: check.check_vjp(f, ref, x),
             "check_vjp(None)": lambda x=x: check.check_vjp(f, None, x),
         }
-        times = {k: (seconds(r), seconds(r)) for k, r in runs.items()}
+        times = {k: (seconds(r), warm_seconds(r)) for k, r in runs.items()}
         base = times["check_grads(order=2)"][1]
         for k, (cold, warm) in times.items():
             print(f"{shape!s:<12} {k:<26} {cold:>8.2f} {warm:>8.2f} {warm / base:>20.2f}")

@@ -24,7 +24,7 @@ LAYERS = {
     "checker": ({"check"}, set()),
     "models": ({"nn", "nnx", "pretrained"}, {"support", "derivatives"}),
     "cases": (
-        {"check.registry", "check.peers", "check.testing", "check.audit"},
+        {"check.registry", "check.peers", "check.testing", "check.audit", "check.audit_libraries"},
         {"support", "derivatives", "checker", "models"},
     ),
     "training": ({"train"}, {"support", "derivatives", "models"}),

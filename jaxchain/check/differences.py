@@ -38,6 +38,7 @@ NOISE_PROBES = 12  # tiny steps along the direction, for the noise estimate
 # counts (at the wider ones, a function curving fast, beside a singularity, looks noisy); in
 # float32 inside, the narrower ones would round to the same inputs and show no noise at all
 NOISE_STEPS = {64: (1e-3, 1e-6, 1e-9), 32: (1e-3,)}
+PROBE_ELEMENTS = 2**20  # probes evaluated at once: as many inputs' elements as fit a cache
 KINK = 1e-2  # one-sided differences further apart than this (relative) mark a kink
 
 
@@ -82,7 +83,8 @@ def _probe(spec, layout: Layout, order: int, diff, other, mask, u, v, coords, st
         j, h, d = probe
         return phi(layout.unflatten(jnp.where(d, flat + h * w, flat.at[j].add(h))))
 
-    return lax.map(at, (coords, steps, along), batch_size=min(len(coords), 32))
+    batch = max(1, min(len(coords), PROBE_ELEMENTS // max(int(flat.size), 1)))
+    return lax.map(at, (coords, steps, along), batch_size=batch)
 
 
 def step_size(bits: int, fd_eps: float | None) -> float:
@@ -147,21 +149,23 @@ def vjp_differences(
     coords, where = _coordinates(key, layout, diff, flat, points)
     h = _steps(layout, diff, coords, flat, where, h_rel)
     probe = _Probes(spec, layout, order, diff, other, mask, u, v)
-    spacings = NOISE_STEPS[64 if bits == 64 else 32]
-    phis = probe(*_first_probes(where, h, h_rel, spacings))
+    phis = probe(*_first_probes(where, h, h_rel))
     m = len(where)
     phi0, up, down = phis[0], phis[1 : 1 + m], phis[1 + m : 1 + 2 * m]
     dir_up, dir_down = phis[1 + 2 * m], phis[2 + 2 * m]
-    eps = float(np.finfo(np.float64 if bits == 64 else np.float32).eps)
-    noise = max(_noise(phis[3 + 2 * m :], len(spacings)), eps * phi_abs)
     flat_grads = np.asarray(layout.flatten(grads, gradient=True), np.float64)
     analytic = flat_grads[where]
     numeric, kinks = _one_or_two_sided(analytic, phi0, up, down, h)
-    slack = 10 * noise / np.abs(np.where(h == 0, 1, h)) + one_sided_slack(up, down, numeric)
-    slack = slack + atol  # the caller's absolute tolerance
     rtol = max(FD_RTOL, 10 * h_rel**2, rtol)  # the caller's, if looser
     bounds = np.cumsum([len(c) for c in coords])[:-1]
     swept = _Sweep(probe if bits == 64 else None, phi0, (rtol, atol), bounds, natural)
+    eps = float(np.finfo(np.float64 if bits == 64 else np.float32).eps)
+    w = np.asarray(layout.flatten(v), np.float64)
+    first = (analytic, numeric, float(flat_grads @ w), (dir_up - dir_down) / (2 * h_rel))
+    sides = (h, up, down, h_rel)
+    noise, heard = _noise_if_needed(probe, swept, first, eps * phi_abs, sides, bits)
+    slack = 10 * noise / np.abs(np.where(h == 0, 1, h)) + one_sided_slack(up, down, numeric)
+    slack = slack + atol  # the caller's absolute tolerance
     numeric, slack, kinks = swept.coordinates(
         analytic, numeric, slack, kinks, flat[where], where, h
     )
@@ -169,9 +173,8 @@ def vjp_differences(
     parts = [np.split(a, bounds) for a in (analytic, numeric, slack, kinks)]
     floor = swept.floor(numeric)
     rows = _coordinate_rows(check, names, layout, coords, rtol, floor, parts)
-    w = np.asarray(layout.flatten(v), np.float64)
     more, direction = swept.direction(check, flat_grads, w, dir_up, dir_down, h_rel, noise, floor)
-    size = max(abs(phi0), phi_abs, _finite_max(phis[3 + 2 * m :]))  # what the noise is of
+    size = max(abs(phi0), phi_abs, _finite_max(heard))  # what the noise is of
     notes = _notes(order, bits, h_rel, noise, size, kinks, up, down)
     return rows + more, notes + swept.notes(check), direction
 
@@ -197,15 +200,33 @@ def _steps(layout: Layout, diff, coords, flat, where, h_rel) -> np.ndarray:
     return _exact(flat[where], h) if len(where) else h
 
 
-def _first_probes(where, h, h_rel, spacings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The first batch: the input, each coordinate stepped both ways, the direction stepped
-    both ways, and the noise probes along it at each of the ``spacings``."""
-    noise = np.concatenate([s * (np.arange(NOISE_PROBES) - NOISE_PROBES // 2) for s in spacings])
-    k = len(noise)
-    steps = np.concatenate([[0.0], h, -h, [h_rel, -h_rel], noise])
-    probe_at = np.concatenate([[0], where, where, np.zeros(2 + k, np.int64)])
-    along = np.concatenate([np.zeros(1 + 2 * len(where), bool), np.ones(2 + k, bool)])
+def _first_probes(where, h, h_rel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first batch: the input, each coordinate stepped both ways, and the direction
+    stepped both ways."""
+    steps = np.concatenate([[0.0], h, -h, [h_rel, -h_rel]])
+    probe_at = np.concatenate([[0], where, where, [0, 0]])
+    along = np.concatenate([np.zeros(1 + 2 * len(where), bool), np.ones(2, bool)])
     return probe_at, steps, along
+
+
+def _noise_if_needed(probe, swept, first, least, sides, bits) -> tuple[float, np.ndarray]:
+    """The noise of ``phi`` (at least ``least``, the rounding of its value), measured by
+    probes along the direction at each of the precision's spacings only where a comparison
+    at the first step (``first``: analytic and numeric values at the coordinates and along
+    the direction) fails without it, or where the rule gives exactly 0 (a noise allowance
+    may send that point to the sweep). Noise only adds slack, so a check that passes
+    without it passes with it: most checks skip the probes. Also the values heard."""
+    (analytic, numeric, a_dir, n_dir), (h, up, down, h_rel) = first, sides
+    slack = 10 * least / np.abs(np.where(h == 0, 1, h)) + one_sided_slack(up, down, numeric)
+    scale = swept.scale(numeric, analytic)
+    fails = failing(analytic, numeric, slack + swept.atol, swept.rtol, scale)
+    off = failing(a_dir, n_dir, 10 * least / h_rel + swept.atol, swept.rtol, abs(n_dir))
+    if not (fails.any() or (analytic == 0).any() or off.any()):
+        return least, np.zeros(0)
+    spacings = NOISE_STEPS[64 if bits == 64 else 32]
+    steps = np.concatenate([s * (np.arange(NOISE_PROBES) - NOISE_PROBES // 2) for s in spacings])
+    heard = probe(np.zeros(len(steps), np.int64), steps, np.ones(len(steps), bool))
+    return max(_noise(heard, len(spacings)), least), heard
 
 
 def _noise(values: np.ndarray, spacings: int) -> float:
