@@ -8,7 +8,7 @@ checks.
 import importlib
 
 __all__ = ["check", "nn", "reference", "rules", "tangents", "train"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str):

@@ -32,6 +32,10 @@ computed differently.
 (2, 4)
 """
 
+from jaxchain._extras import require
+
+require("flax", __name__)  # before the imports that need it
+
 from collections.abc import Callable
 
 import jax

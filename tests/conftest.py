@@ -30,7 +30,7 @@ import hypothesis
 import jax
 import pytest
 
-import jaxchain.check.testing  # noqa: F401  (registers the hypothesis profiles)
+import jaxchain.cases.testing  # noqa: F401  (registers the hypothesis profiles)
 
 TORN_READ = "Error reading persistent compilation cache entry"  # a miss; JAX compiles it
 CACHE = pathlib.Path(__file__).parents[1] / ".pytest_cache" / "jax-compilation"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxchain import cli, rules
-from jaxchain.check import audit
+from jaxchain.cases import audit
 
 
 def test_the_exact_values_are_what_an_independent_computation_gives():
@@ -37,7 +37,8 @@ def test_audit_prints_its_findings_and_writes_nothing_with_only(tmp_path, monkey
     assert not any(tmp_path.iterdir())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: a module fixture is set up again
+# when another module's tests run between this group's
 def findings():
     """Every recipe's run, once (the tests that take it run on one worker: xdist_group)."""
     return audit.run()

@@ -12,6 +12,7 @@ import pytest
 
 from jaxchain import cli, nn, pretrained, reference, rules, train
 from jaxchain.check import assert_close, tolerance
+from jaxchain.cli import train as train_command
 from jaxchain.train import data, optim, tasks
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_reference.npz"
@@ -241,10 +242,10 @@ def test_compare_writes_one_table(tmp_path, monkeypatch):
             "optimizer_bytes": 2**20,
         }
 
-    monkeypatch.setattr(cli, "_run", fake_run)
-    monkeypatch.setattr(cli, "_task", lambda config: None)  # no encoder needed
+    monkeypatch.setattr(train_command, "_run", fake_run)
+    monkeypatch.setattr(train_command, "_task", lambda config: None)  # no encoder needed
     assert cli.main(["finetune", "--compare", "--steps", "1", "--out", str(tmp_path)]) == 0
-    assert runs == [(s, cli.FINETUNE_LR[s], "adamw", s) for s in tasks.STRATEGIES]
+    assert runs == [(s, train_command.FINETUNE_LR[s], "adamw", s) for s in tasks.STRATEGIES]
     table = (tmp_path / "compare.md").read_text().splitlines()
     assert len(table) == 2 + len(tasks.STRATEGIES)
     assert table[2] == "| probe | 0.003 | 0.5000 | 0.5000 | 1.00% | 1.0 MiB | 1 | 1 |"

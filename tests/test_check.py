@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from jaxchain import check, reference, rules
+from jaxchain.cases.registry import RULES
 from jaxchain.check import TOLERANCES, assert_vjp, check_vjp, tolerance
-from jaxchain.check.registry import RULES
 
 
 def _with_bwd(forward, bwd):

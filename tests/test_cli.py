@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxchain import cli, reference
-from jaxchain.check import registry
+from jaxchain.cases import registry
 
 
 def test_check_prints_a_table_and_exits_zero(capsys):

@@ -306,7 +306,7 @@ def test_decoder_trains_and_generates_from_the_command_line(
         assert main(greedy) == 0
         texts.append(capsys.readouterr().out)
     assert texts[0] == texts[1] and texts[0].startswith("ROMEO:")
-    monkeypatch.setattr("jaxchain.cli.GENERATED_EVERY", 2)  # a "long" generation: progress
+    monkeypatch.setattr("jaxchain.cli.models.GENERATED_EVERY", 2)  # a "long" generation: progress
     assert main(greedy) == 0
     printed = capsys.readouterr()
     assert printed.out == texts[0]

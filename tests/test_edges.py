@@ -137,7 +137,7 @@ def test_the_oracle_catches_a_softmax_that_loses_its_normaliser():
 
 
 def _rule_names():
-    from jaxchain.check.registry import RULES
+    from jaxchain.cases.registry import RULES
 
     return sorted(RULES)
 
@@ -154,8 +154,8 @@ def test_every_rule_in_low_precision_is_no_worse_than_its_counterpart(dtype, nam
     """What `jaxchain check --dtype bfloat16` (and float16) reports: each rule's error against
     a float64 truth, output and gradients, no worse than its jax.nn/optax/flax counterpart's
     on the same inputs (up to a quarter, or half an ulp)."""
-    from jaxchain.check import peers
-    from jaxchain.check.registry import RULES
+    from jaxchain.cases import peers
+    from jaxchain.cases.registry import RULES
 
     result = peers.compare(RULES[name], dtype, 0)
     assert result.peer is not None, f"{name} has no counterpart"
@@ -167,7 +167,7 @@ def test_every_rule_in_low_precision_is_no_worse_than_its_counterpart(dtype, nam
 def test_every_rule_returns_what_its_forward_pass_computes(name):
     """One formula per op: the value of a rule equals the primal output of its VJP (its
     ``_fwd``) bit for bit, for every registered rule, in float32."""
-    from jaxchain.check.registry import RULES
+    from jaxchain.cases.registry import RULES
 
     case = RULES[name]
     args = case.args(3, F32)

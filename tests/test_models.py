@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxchain.check.testing as jt
+import jaxchain.cases.testing as jt
 from jaxchain import nn, reference, rules
-from jaxchain.check.registry import MODELS
+from jaxchain.cases.registry import MODEL_CASES
 
 OPS = pytest.mark.parametrize("ops", [rules, reference], ids=["rules", "reference"])
 RECURRENT = nn.RECURRENT
@@ -34,12 +34,13 @@ SLOW = {
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(MODELS)]
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(MODEL_CASES)],
 )
 def test_model_matches_reference(name):
     """jax.grad through apply(ops=rules) equals it through apply(ops=reference), with finite
     differences and second order, under jit and vmap, padded lengths and masks included."""
-    case = MODELS[name]
+    case = MODEL_CASES[name]
     # a model's shapes are fixed, so its examples differ only in values: half as many suffice
     examples = max(1, hypothesis.settings.default.max_examples // 2)
     settings = hypothesis.settings(max_examples=examples, deadline=None)

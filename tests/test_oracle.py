@@ -59,7 +59,7 @@ def test_embedding_id_out_of_range_is_a_nan_row_in_both(bad):
 
 @pytest.mark.parametrize("op", ["rnn", "lstm", "gru"])
 def test_lengths_outside_the_sequence_give_nan_sequences_in_both(op):
-    from jaxchain.check.registry import RULES
+    from jaxchain.cases.registry import RULES
 
     args = list(RULES[f"{op}(lengths)"].args(2))
     t = args[0].shape[1]
@@ -116,7 +116,7 @@ def test_every_family_implements_one_interface():
     import inspect
 
     from jaxchain import ops, tangents
-    from jaxchain.check import peers
+    from jaxchain.cases import peers
 
     for module in (rules, tangents, reference):
         public = {

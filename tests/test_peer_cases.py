@@ -268,7 +268,7 @@ def test_torch_scaled_dot_product_attention_shapes(b, n, t, s, h, causal):
 def test_flax_final_carry_is_the_carry_at_each_length(op):
     """With random lengths, the final carry returned is the carry after each sequence's own
     length: the same as running that sequence alone, cut to its length."""
-    from jaxchain.check.registry import RULES
+    from jaxchain.cases.registry import RULES
 
     args = list(RULES[op].args(6, B=3, T=6))
     lengths = jnp.array([6, 2, 0])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax import export
 
-from jaxchain.check.registry import MODELS, RULES
+from jaxchain.cases.registry import MODEL_CASES, RULES
 from jaxchain.train import optim
 
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -71,11 +71,11 @@ def test_every_rule_gradient_and_jvp_export_for_gpu_and_tpu(name):
     assert _exported(jvp, *args).in_avals == exported.in_avals
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(MODEL_CASES))
 def test_every_model_training_step_exports_for_gpu_and_tpu(name):
     """The training step of ``jaxchain train`` (:func:`jaxchain.train.optim.make_step`: gradients
     through the rules, clipping, AdamW, the finite-loss guard) on the model's loss."""
-    case = MODELS[name]
+    case = MODEL_CASES[name]
     params, *batch = case.args(0, jnp.float32)
     with jax.numpy_dtype_promotion("standard"):
         tx = optim.make_optimizer("adamw", 1e-3, clip=1.0)

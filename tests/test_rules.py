@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-import jaxchain.check.testing as jt
+import jaxchain.cases.testing as jt
 from jaxchain import reference, rules, tangents
+from jaxchain.cases.registry import MODES, RULES
 from jaxchain.check import tolerance
-from jaxchain.check.registry import MODES, RULES
 
 OPS = (rules, reference)
 

@@ -7,8 +7,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from jaxchain import reference, rules, tangents
+from jaxchain.cases.registry import MODEL_CASES
 from jaxchain.check import assert_close
-from jaxchain.check.registry import MODELS
 
 COORDINATES = 12  # the parameters a Hessian and a Jacobian are taken over, spread over all
 
@@ -26,7 +26,7 @@ def test_forward_mode_fails_through_the_reverse_rules_and_works_through_tangents
 def _model_function(name):
     """The model's output as a function of a few of its floating-point coordinates (spread
     over every floating argument), for each family; and those coordinates' values."""
-    case = MODELS[name]
+    case = MODEL_CASES[name]
     args = case.args(3)
     floating = [i for i, a in enumerate(args) if _is_float_tree(a)]
     flat, unravel = ravel_pytree([args[i] for i in floating])
@@ -84,7 +84,8 @@ FAST = {
 
 
 @pytest.mark.parametrize(
-    "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(MODELS)]
+    "name",
+    [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(MODEL_CASES)],
 )
 def test_whole_program_derivatives_equal_the_reference(name):
     """jax.jvp, jax.linearize, jax.jacfwd and jax.hessian (forward over reverse) of every

@@ -1,4 +1,4 @@
-"""Users can property-test their own rules with jaxchain.check.testing."""
+"""Users can property-test their own rules with jaxchain.cases.testing."""
 
 import subprocess
 import sys
@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-import jaxchain.check.testing as jt
+import jaxchain.cases.testing as jt
 from jaxchain import reference
-from jaxchain.check.registry import RULES
+from jaxchain.cases.registry import RULES
 
 
 @jax.custom_vjp
@@ -50,8 +50,8 @@ def test_case_args_draw_from_the_declared_dims(data):
 
 _NO_COMPILATION = """
 import hypothesis, hypothesis.strategies as st, jax, jax.numpy as jnp
-import jaxchain.check.testing as jt
-from jaxchain.check.registry import MODELS, RULES
+import jaxchain.cases.testing as jt
+from jaxchain.cases.registry import MODEL_CASES, RULES
 
 jax.config.update("jax_enable_x64", True)
 seen, active = [], [False]
@@ -69,7 +69,7 @@ strategies = {
     "arrays(float32)": jt.arrays((2, 3), jnp.float32),
     "arrays(bfloat16)": jt.arrays((4,), jnp.bfloat16),
     "keys": jt.keys(),
-    **{f"case_args({n})": jt.case_args(c) for n, c in {**RULES, **MODELS}.items()},
+    **{f"case_args({n})": jt.case_args(c) for n, c in {**RULES, **MODEL_CASES}.items()},
 }
 
 @hypothesis.settings(max_examples=2, database=None, derandomize=True)
@@ -107,7 +107,7 @@ def test_arrays_without_x64_draw_float32_without_warnings_on_a_busy_machine():
     checks on) pass while two other processes keep both cores busy."""
     script = """
 import warnings, hypothesis
-from jaxchain.check import testing as jt
+from jaxchain.cases import testing as jt
 warnings.simplefilter("error")
 @hypothesis.given(jt.arrays(), jt.keys())
 def draw(x, key):

@@ -13,6 +13,11 @@ The package: :mod:`~jaxchain.benchmarks.harness` (timing, memory, rows),
 :func:`run`. The commands' layer: it may import every other.
 """
 
+from jaxchain._extras import require
+
+require("train", __name__)  # before the imports that need them
+require("flax", __name__)
+
 import contextlib
 from collections.abc import Callable
 

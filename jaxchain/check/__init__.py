@@ -16,11 +16,10 @@ The modules: :mod:`~jaxchain.check.report` (the report), :mod:`~jaxchain.check.c
 :mod:`~jaxchain.check.jvp` (the checks). They import nothing of jaxchain: the checker checks
 anyone's rule, ours included.
 
-Above them, in the layer of the cases (imported by name, never by this package): the
-registry of jaxchain's rules and models (:mod:`~jaxchain.check.registry`), their
-counterparts in jax.nn, optax and flax (:mod:`~jaxchain.check.peers`), hypothesis strategies
-(:mod:`~jaxchain.check.testing`) and the audit of other libraries' derivatives
-(:mod:`~jaxchain.check.audit`). They may import the derivatives, the models and the checker.
+This project's own cases -- the registry of its rules and models, their counterparts in
+jax.nn, optax and flax, hypothesis strategies and the audit of other libraries' derivatives --
+live above, in :mod:`jaxchain.cases`; the checker imports nothing of them, nor anything
+beyond JAX and NumPy.
 
 >>> import jax.numpy as jnp
 >>> import jaxchain

@@ -14,6 +14,10 @@ devices and processes. The layer above the models; it imports the derivatives
 - :mod:`~jaxchain.train.distributed`: meshes, sharded params, several processes.
 """
 
+from jaxchain._extras import require
+
+require("train", __name__)  # before the imports that need it
+
 from jaxchain.train.loop import (
     BACKWARDS,
     TOKENIZER_FILE,

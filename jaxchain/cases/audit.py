@@ -1,7 +1,7 @@
 """``jaxchain audit``: the checker over the custom rules and tricky numerics of the installed
 jax.numpy, jax.scipy.special, optax and flax, and of lineax, optimistix, diffrax and equinox
-where they are installed (:mod:`~jaxchain.check.audit_libraries`), one recipe per function in
-:data:`RECIPES` (like :data:`jaxchain.check.registry.RULES`).
+where they are installed (:mod:`~jaxchain.cases.audit_libraries`), one recipe per function in
+:data:`RECIPES` (like :data:`jaxchain.cases.registry.RULES`).
 
 Each recipe names a function, a point, and the derivative there known exactly (from the
 math, in float64); the audit computes the library's derivative (a derivative that raises is
@@ -9,6 +9,10 @@ a finding too), runs :func:`jaxchain.check.check_vjp` at that point where the re
 (without a reference, or against an independent one), and writes what it found to
 ``bench/AUDIT.md``.
 """
+
+from jaxchain._extras import require
+
+require("flax", __name__)  # before the imports that need it
 
 import dataclasses
 import importlib.metadata
@@ -21,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchain.check import audit_libraries as libs
+from jaxchain.cases import audit_libraries as libs
 
 
 @dataclasses.dataclass(frozen=True)

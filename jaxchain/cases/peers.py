@@ -10,6 +10,10 @@ implementation is the larger of its output's and its gradients' (under one fixed
 norm-wise relative errors, ``max|a - truth| / max|truth|``.
 """
 
+from jaxchain._extras import require
+
+require("flax", __name__)  # before the imports that need it
+
 import dataclasses
 from collections.abc import Callable
 

@@ -1,11 +1,11 @@
 """Every hand-written rule with its autodiff twin and a recipe for arguments.
 
 The registry is what ``jaxchain check`` runs and what the generic property tests iterate: a
-rule added here is checked the moment it exists. :data:`RULES` holds the ops; :data:`MODELS`
+rule added here is checked the moment it exists. :data:`RULES` holds the ops; :data:`MODEL_CASES`
 holds each model's ``apply`` with ``ops=rules`` against the same with ``ops=reference``.
 Each case also carries its forward-mode twin from :mod:`jaxchain.tangents` (``Case.tangent``),
 checked by ``jaxchain check --mode forward`` against the same reference, and its counterpart
-in the ecosystem from :mod:`jaxchain.check.peers` (``Case.counterpart``), bound the same way.
+in the ecosystem from :mod:`jaxchain.cases.peers` (``Case.counterpart``), bound the same way.
 """
 
 import dataclasses
@@ -20,12 +20,40 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchain import nn, reference, rules, tangents
-from jaxchain.check import peers
 
 Args = tuple[Any, ...]
 MODES = ("reverse", "forward")  # the hand-written families: rules (custom_vjp), tangents (jvp)
+
+
+class _Counterpart:
+    """Op ``name`` of :mod:`jaxchain.cases.peers`, imported at its first use: the peers are
+    computed by flax and optax (the ``flax`` extra), and ``jaxchain check`` runs without."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def func(self) -> Callable:
+        """The counterpart itself (what :func:`~jaxchain.cases.peers.computed_by` reads)."""
+        from jaxchain.cases import peers
+
+        return getattr(peers, self.name)
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+
+class _Peers:
+    """The counterparts as a family: ``getattr(family, op)`` as for the others."""
+
+    def __getattr__(self, name: str) -> _Counterpart:
+        if name.startswith("_"):  # no op is private: copy, pickle and inspect ask for these
+            raise AttributeError(name)
+        return _Counterpart(name)
+
+
 # what each case of an op binds: its rule, reference, tangent and counterpart
-FAMILIES = (rules, reference, tangents, peers)
+FAMILIES = (rules, reference, tangents, _Peers())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +69,7 @@ class Case:
         with values of roughly ``scale``. :meth:`args` puts them on the device.
       dims: for each named dimension, the sizes to draw from; the first is the default.
       tangent: the same op from the forward-mode family (:mod:`jaxchain.tangents`), if any.
-      counterpart: the same op computed by jax.nn, optax or flax (:mod:`jaxchain.check.peers`),
+      counterpart: the same op computed by jax.nn, optax or flax (:mod:`jaxchain.cases.peers`),
         same signature; None for the models.
     """
 
@@ -523,7 +551,7 @@ _MHA = {"T": (5,), "D": (8,), "N": (2,)}
 _ENCODER = {"T": (6,), "D": (8,)}
 _DECODER = {"T": (5,), "D": (16,)}
 
-MODELS: dict[str, Case] = {
+MODEL_CASES: dict[str, Case] = {
     c.name: c
     for c in [
         _model("mlp(relu)", _mlp("relu"), _mlp_args("relu"), {"sizes": ((3, 8, 8, 4),)}),

@@ -3,7 +3,7 @@ tests its own.
 
 Example, in a test file::
 
-    import jaxchain.check.testing as jt
+    import jaxchain.cases.testing as jt
 
     def test_my_tanh():
         jt.check_property(my_tanh, jaxchain.reference.tanh, jt.arrays(jt.shapes()))
@@ -17,6 +17,10 @@ shape compiles) and ``jaxchain-thorough`` (many examples). Select one with
 ``hypothesis.settings.load_profile``.
 """
 
+from jaxchain._extras import require
+
+require("testing", __name__)  # before the imports that need it
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxchain.cases.registry import Case, key_of, to_device
 from jaxchain.check import assert_jvp, assert_vjp
-from jaxchain.check.registry import Case, key_of, to_device
 
 __all__ = ["arrays", "case_args", "check_property", "keys", "scales", "seeds", "shapes"]
 
@@ -79,7 +83,7 @@ def arrays(
 
 
 def case_args(case: Case, dtype: Any = jnp.float64) -> st.SearchStrategy[tuple]:
-    """Arguments for a registry :class:`~jaxchain.check.registry.Case`: its dims drawn from their
+    """Arguments for a registry :class:`~jaxchain.cases.registry.Case`: its dims drawn from their
     choices, its values from a drawn seed (with NumPy) and spread."""
     dims = st.fixed_dictionaries({name: st.sampled_from(c) for name, c in case.dims.items()})
     return st.builds(
