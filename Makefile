@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format check thorough notebooks clean
+.PHONY: test demo lint format check thorough notebooks clean lowest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,22 @@ test: lint
 thorough: $(STAMP)
 	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
+# The core at the lowest versions pyproject.toml allows (each ">=" bound taken as "=="), in a
+# virtual environment of its own, and the tests of the core (no extras but the strategies).
+LOWEST := .venv-lowest
+CORE_TESTS := tests/test_check_options.py tests/test_check_steps.py tests/test_rules.py \
+	tests/test_tangents.py tests/test_attention.py tests/test_oracle.py tests/test_models.py \
+	tests/test_torch_parity.py
+lowest:
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -e . $$($(PYTHON) bench/lowest.py) \
+		'pytest>=8' 'pytest-xdist>=3.5' 'hypothesis>=6.100' 'chex>=0.1.89'
+	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(jax|jaxlib|numpy|chex)=='
+	XLA_FLAGS="$(TEST_XLA) $$XLA_FLAGS" $(LOWEST)/bin/python -m pytest -q -n 2 -m "not slow" \
+		-p no:cacheprovider $(CORE_TESTS)
+
 demo: $(STAMP)
 	$(BIN)/jaxchain check
 	$(BIN)/jaxchain train --model mlp --data digits --out runs/mlp --overwrite
@@ -44,4 +60,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) $(LOWEST) .pytest_cache .hypothesis .ruff_cache

@@ -461,5 +461,5 @@ def test_dropout_resumes_bit_identical_and_is_recorded(tmp_path):
     assert not all(bool((a == b).all()) for a, b in leaves)  # dropout changed the run
     saved = json.loads((tmp_path / "split" / "run.json").read_text())["config"]
     assert saved["task"]["dropout"] == 0.3  # run.json nests the options by their user
-    with pytest.raises(ValueError, match=r"--dropout must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"^dropout must be in \[0, 1\)"):
         train.Config.of(dropout=1.0)

@@ -6,11 +6,14 @@ import pathlib
 import subprocess
 import tempfile
 
+from jaxchain._arguments import ArgumentError, literal
+
 WORKER = pathlib.Path(__file__).with_name("_torch_worker.py")
 
 
-class PeerError(RuntimeError):
-    """The PyTorch worker could not start, or a step failed in it."""
+class PeerError(ArgumentError):
+    """The PyTorch worker could not start, or a step failed in it (named by the argument that
+    gave its interpreter, ``torch``)."""
 
 
 class TorchPeer:
@@ -34,7 +37,7 @@ class TorchPeer:
             )
         except OSError as e:
             self._stderr.close()
-            raise PeerError(f"--torch {python}: cannot run it ({e})") from None
+            raise PeerError(f"{{torch}} {literal(python)}: cannot run it ({literal(e)})") from None
         try:
             hello = self._receive()
         except PeerError:
@@ -55,12 +58,12 @@ class TorchPeer:
             self._stderr.seek(0)
             tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-5:]
             raise PeerError(
-                f"--torch {self.python}: the PyTorch worker stopped (exit "
-                f"{self._proc.returncode}): " + " / ".join(tail)
+                f"{{torch}} {literal(self.python)}: the PyTorch worker stopped (exit "
+                f"{self._proc.returncode}): " + literal(" / ".join(tail))
             )
         reply = json.loads(line)
         if "error" in reply:
-            raise PeerError(f"--torch {self.python}: {reply['error']}")
+            raise PeerError(f"{{torch}} {literal(self.python)}: {literal(reply['error'])}")
         return reply
 
     def _ask(self, **request) -> dict:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxchain._arguments import ArgumentError, literal
 from jaxchain.cases import audit_libraries as libs
 
 
@@ -215,16 +216,17 @@ def installed(recipe: Recipe) -> bool:
 
 def select(only=()) -> list[Recipe]:
     """The recipes named in ``only`` (all if empty) whose library is installed, in
-    :data:`RECIPES`' order; ``ValueError`` for a name not there, or not installed."""
+    :data:`RECIPES`' order; an :class:`~jaxchain._arguments.ArgumentError` naming ``only`` for a
+    name not there, or not installed."""
     unknown = sorted(set(only) - set(RECIPES))
     if unknown:
-        raise ValueError(
-            f"audit: unknown recipe(s) {', '.join(map(repr, unknown))}; known: "
-            f"{', '.join(map(repr, RECIPES))}"
+        raise ArgumentError(
+            f"{{only}}: unknown recipe(s) {literal(', '.join(map(repr, unknown)))}; known: "
+            + literal(", ".join(map(repr, RECIPES)))
         )
     missing = [f"{n!r} needs {RECIPES[n].requires}" for n in only if not installed(RECIPES[n])]
     if missing:
-        raise ValueError(f"audit: not installed: {'; '.join(missing)}")
+        raise ArgumentError(f"{{only}}: not installed: {literal('; '.join(missing))}")
     return [r for name, r in RECIPES.items() if (not only or name in only) and installed(r)]
 
 

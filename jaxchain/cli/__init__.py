@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import jaxchain
+from jaxchain._arguments import ArgumentError
 from jaxchain._extras import MissingExtra
 
 #: command: (the module of :mod:`jaxchain.cli` that builds its flags and runs it, its help)
@@ -29,6 +30,21 @@ COMMANDS = {
     "bench": ("bench", "time and memory: hand-written against autodiff (and PyTorch)"),
     "audit": ("bench", "the checker over jax.numpy, jax.scipy, optax and flax derivatives"),
 }
+
+
+#: a Python argument's flag where it is not ``--`` and the name with dashes for underscores
+FLAGS: dict[str, str] = {}
+
+
+def flag(argument: str) -> str:
+    """The flag that gives the library's ``argument``: ``batch_size`` -> ``--batch-size``."""
+    return FLAGS.get(argument, "--" + argument.replace("_", "-"))
+
+
+def message(error: Exception) -> str:
+    """``error``'s message in the command's words: the arguments an
+    :class:`~jaxchain._arguments.ArgumentError` names, as the flags that give them."""
+    return error.render(flag) if isinstance(error, ArgumentError) else str(error)
 
 
 class UsageError(Exception):
@@ -109,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jaxchain {args.command}: error: {e}", file=sys.stderr)
         status = 2
     except UsageError as e:
-        print(f"jaxchain {args.command}: error: {e}".replace(": train: ", ": "), file=sys.stderr)
+        print(f"jaxchain {args.command}: error: {e}", file=sys.stderr)
+        status = 2
+    except ArgumentError as e:  # the library's, its arguments as this command's flags
+        print(f"jaxchain {args.command}: error: {message(e)}", file=sys.stderr)
         status = 2
     except OSError as e:  # a file or directory the command was asked to write or read
         if e.filename is None:

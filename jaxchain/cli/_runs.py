@@ -9,7 +9,7 @@ import sys
 import time
 import typing
 
-from jaxchain.cli import UsageError
+from jaxchain.cli import UsageError, message
 
 PRINT_EVERY = 5.0  # seconds between progress lines when the output is not a terminal
 
@@ -37,7 +37,7 @@ def _setup(args: argparse.Namespace, out, *, with_task: bool = True, **fixed):
         distributed.mesh_shardings(config.devices, config.task.batch_size, config.shard)
         runs.check(out, dataclasses.asdict(config), resume=args.resume, overwrite=args.overwrite)
     except (ValueError, ModuleNotFoundError) as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(message(e)) from None
     return config, task
 
 
@@ -51,7 +51,7 @@ def _join(args: argparse.Namespace) -> None:
             args.coordinator, args.num_processes, args.process_id
         )
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(message(e)) from None
     cluster.initialize()
     args.cluster = cluster
 
@@ -62,7 +62,7 @@ def _task(config):
     try:
         return config.make_task()
     except (ValueError, ModuleNotFoundError) as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(message(e)) from None
 
 
 def _run(config, task, out, args, *, sample: bool = False, before: float | None = None) -> dict:
@@ -147,7 +147,7 @@ def _writing(out):
     try:
         yield
     except runs.RunError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(message(e)) from None
     except OSError as e:
         raise UsageError(f"--out: cannot write in {out}: {e.strerror or e}") from None
 
@@ -160,7 +160,7 @@ def _read_run(run: pathlib.Path):
     try:
         return train.read_config(run)
     except runs.RunError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(message(e)) from None
 
 
 def _restore(run: pathlib.Path, config, like, trainable=None):

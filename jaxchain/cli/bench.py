@@ -5,7 +5,7 @@ import argparse
 import pathlib
 import sys
 
-from jaxchain.cli import UsageError
+from jaxchain.cli import UsageError, message
 from jaxchain.cli._runs import _writing
 
 
@@ -64,7 +64,7 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         rows, peak = benchmarks.run(args.preset, tuple(args.only), torch=args.torch)
     except benchmarks.PeerError as e:
-        print(f"jaxchain bench: error: {e}", file=sys.stderr)
+        print(f"jaxchain bench: error: {message(e)}", file=sys.stderr)
         return 2
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def _audit(args: argparse.Namespace) -> int:
     try:
         audit.select(args.only)
     except ValueError as e:
-        raise UsageError(f"--only: {e}".replace("audit: ", "")) from None
+        raise UsageError(message(e)) from None
     rows = audit.run(tuple(args.only))
     print(audit.table(rows))
     if not args.only:

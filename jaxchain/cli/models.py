@@ -5,7 +5,7 @@ import argparse
 import pathlib
 import sys
 
-from jaxchain.cli import UsageError
+from jaxchain.cli import UsageError, message
 from jaxchain.cli._runs import _read_run, _restore, _task
 
 
@@ -70,7 +70,7 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         model = tasks.builder(config.model, config.data).build(text, config.task)
     except ValueError as e:  # a fine-tuned decoder's base that is gone
-        raise UsageError(str(e)) from None
+        raise UsageError(message(e)) from None
     params = _restore(run, config, jax.eval_shape(model.init, jax.random.key(0)), model.trainable)
     try:
         generated = tasks.generate_text(
@@ -86,7 +86,7 @@ def _generate(args: argparse.Namespace) -> int:
             progress=_generated(args.steps),
         )
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(message(e)) from None
     print(generated)
     return 0
 

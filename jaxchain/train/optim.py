@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax.experimental import checkify
 
+from jaxchain._arguments import ArgumentError, literal
 from jaxchain.train import options
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -46,7 +47,9 @@ def schedule(kind: str, lr: float, steps: int, warmup: int = 0) -> optax.Schedul
         return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1))
     if kind == "constant":
         return optax.linear_schedule(0.0, lr, warmup) if warmup else optax.constant_schedule(lr)
-    raise ValueError(f"train: schedule must be one of {SCHEDULES}, got {kind!r}")
+    raise ArgumentError(
+        f"{{schedule}} must be one of {literal(SCHEDULES)}, got {literal(repr(kind))}"
+    )
 
 
 def make_optimizer(
@@ -70,7 +73,9 @@ def make_optimizer(
     returns a pytree of bools, and the False leaves are frozen (``set_to_zero``).
     """
     if name not in OPTIMIZERS:
-        raise ValueError(f"train: optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+        raise ArgumentError(
+            f"{{optimizer}} must be one of {literal(sorted(OPTIMIZERS))}, got {literal(repr(name))}"
+        )
     tx = OPTIMIZERS[name](schedule(schedule_kind, lr, steps, warmup), weight_decay)
     if clip:
         tx = optax.chain(optax.clip_by_global_norm(clip), tx)

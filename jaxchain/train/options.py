@@ -26,6 +26,8 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jaxchain._arguments import ArgumentError, literal
+
 
 @functools.cache
 def _hints(cls) -> dict[str, Any]:
@@ -87,25 +89,22 @@ def replace(group, **values):
     return build(type(group), {**flat(group), **values})
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def at_least(group, low: int, names: Iterable[str]) -> None:
-    """``ValueError`` naming the flag of the first of ``names`` whose value is below
-    ``low`` (None passes: an option not set)."""
+    """An :class:`~jaxchain._arguments.ArgumentError` naming the first of ``names`` whose
+    value is below ``low`` (None passes: an option not set)."""
     for name in names:
         value = getattr(group, name)
         if value is not None and value < low:
             bound = ">= 0" if low == 0 else f"at least {low}"
-            raise ValueError(f"train: {_flag(name)} must be {bound}, got {value}")
+            raise ArgumentError(f"{{{name}}} must be {bound}, got {value}")
 
 
 def one_of(group, name: str, choices: Iterable[str]) -> None:
-    """``ValueError`` naming the flag unless the value of ``name`` is one of ``choices``."""
+    """An :class:`~jaxchain._arguments.ArgumentError` naming ``name`` unless its value is one
+    of ``choices``."""
     choices = list(choices)
     if getattr(group, name) not in choices:
         raise ValueError(
-            f"train: {_flag(name)} must be one of {', '.join(choices)}, "
-            f"got {getattr(group, name)!r}"
+            f"{{{name}}} must be one of {literal(', '.join(choices))}, "
+            f"got {literal(repr(getattr(group, name)))}"
         )

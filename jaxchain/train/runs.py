@@ -30,6 +30,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxchain import _files
+from jaxchain._arguments import ArgumentError, literal
 from jaxchain.train import options
 
 RUN_FILE = "run.json"
@@ -40,8 +41,9 @@ MAY_CHANGE = frozenset(
 )
 
 
-class RunError(ValueError):
-    """A run directory cannot be used as asked (the command reports it in one line)."""
+class RunError(ArgumentError):
+    """A run directory cannot be used as asked (the command reports it in one line, naming
+    its flags where this names the arguments ``out``, ``resume`` and ``overwrite``)."""
 
 
 def write_json(path: pathlib.Path, value) -> None:
@@ -54,9 +56,9 @@ def read_json(path: pathlib.Path) -> dict:
     try:
         value = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunError(f"{path} cannot be read: {e}") from None
+        raise RunError(f"{literal(path)} cannot be read: {literal(e)}") from None
     if not isinstance(value, dict):
-        raise RunError(f"{path} cannot be read: not a JSON object")
+        raise RunError(f"{literal(path)} cannot be read: not a JSON object")
     return value
 
 
@@ -65,7 +67,7 @@ def read_record(out: pathlib.Path) -> dict:
     record = out / RUN_FILE
     config = read_json(record).get("config")
     if not isinstance(config, dict):
-        raise RunError(f'{record} cannot be read: it has no "config" object')
+        raise RunError(f'{literal(record)} cannot be read: it has no "config" object')
     return config
 
 
@@ -92,14 +94,14 @@ def usable(out: pathlib.Path) -> None:
     """Raise :class:`RunError` unless ``out`` is a directory this process can create or write
     in: not a file, not under a file, not somewhere it may not write. Changes nothing."""
     if out.exists() and not out.is_dir():
-        raise RunError(f"--out: {out} is a file, not a directory")
+        raise RunError(f"{{out}}: {literal(out)} is a file, not a directory")
     parent = out
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise RunError(f"--out: {out} is under {parent}, which is a file")
+        raise RunError(f"{{out}}: {literal(out)} is under {literal(parent)}, which is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise RunError(f"--out: {parent} may not be written by this user")
+        raise RunError(f"{{out}}: {literal(parent)} may not be written by this user")
 
 
 def check(out: pathlib.Path, config: dict, *, resume: bool = False, overwrite: bool = False):
@@ -112,20 +114,27 @@ def check(out: pathlib.Path, config: dict, *, resume: bool = False, overwrite: b
       :func:`changed_fields`).
     """
     if resume and overwrite:
-        raise RunError("--resume and --overwrite exclude each other")
+        raise RunError("{resume} and {overwrite} exclude each other")
     usable(out)
     record = out / RUN_FILE
     if resume:
         if not record.is_file():
-            raise RunError(f"--resume: nothing to resume in {out} (no {RUN_FILE})")
+            raise RunError(f"{{resume}}: nothing to resume in {literal(out)} (no {RUN_FILE})")
         diff = changed_fields(read_record(out), config)
         if diff:
-            raise RunError(f"--resume: the configuration differs from {out}: {'; '.join(diff)}")
+            raise RunError(
+                f"{{resume}}: the configuration differs from {literal(out)}: "
+                + literal("; ".join(diff))
+            )
     elif out.exists() and _contents(out):
         if not overwrite:
-            raise RunError(f"{out} holds a run or other files; pass --resume or --overwrite")
+            raise RunError(
+                f"{literal(out)} holds a run or other files; pass {{resume}} or {{overwrite}}"
+            )
         if not record.is_file():
-            raise RunError(f"--overwrite: {out} is not a jaxchain run (no {RUN_FILE}); not removed")
+            raise RunError(
+                f"{{overwrite}}: {literal(out)} is not a jaxchain run (no {RUN_FILE}); not removed"
+            )
 
 
 def prepare(out: pathlib.Path, config: dict, *, resume: bool = False, overwrite: bool = False):
@@ -160,7 +169,8 @@ class Lock:
             holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(self.fd)
             raise RunError(
-                f"--out: {out} is in use by another run (process {holder}); wait for it "
+                f"{{out}}: {literal(out)} is in use by another run (process {literal(holder)}); "
+                "wait for it "
                 "to finish or stop it"
             ) from None
         if record:  # a probe (:func:`free`) leaves the last holder's id
@@ -266,7 +276,8 @@ class Checkpoints:
             if reason is None:
                 raise
             raise RunError(
-                f"--out: checkpoint {step} cannot be written in {self.directory}: {reason}"
+                f"{{out}}: checkpoint {step} cannot be written in {literal(self.directory)}: "
+                + literal(reason)
             ) from None
 
     def _restore(self, step: int, like: dict) -> tuple[dict, dict]:
@@ -311,8 +322,8 @@ class Checkpoints:
             return restored
         if failed:
             raise RunError(
-                f"--resume: no checkpoint in {self.directory} can be read (tried "
-                f"{', '.join(map(str, failed))}; the last: {last})"
+                f"{{resume}}: no checkpoint in {literal(self.directory)} can be read (tried "
+                f"{', '.join(map(str, failed))}; the last: {literal(last)})"
             )
         return None
 

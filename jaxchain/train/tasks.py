@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchain import nn, rules
+from jaxchain._arguments import ArgumentError, literal
 from jaxchain.ops import Ops
 from jaxchain.train import data, options
 
@@ -112,7 +113,7 @@ class Options:
     def __post_init__(self):
         options.at_least(self, 1, ("batch_size", "seq_len"))
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"train: --dropout must be in [0, 1), got {self.dropout}")
+            raise ArgumentError(f"{{dropout}} must be in [0, 1), got {self.dropout}")
 
 
 # --- the two kinds of data -------------------------------------------------------------------
@@ -398,29 +399,28 @@ def _decoder(d: Text, o: Options) -> Model:
 @functools.cache
 def base_decoder(directory: str):
     """The :class:`jaxchain.pretrained.Decoder` in the Llama directory ``directory`` (read once
-    per process); a ``ValueError`` naming ``--base`` when it cannot be read."""
+    per process); an :class:`~jaxchain._arguments.ArgumentError` naming ``base`` when it cannot
+    be read."""
     from jaxchain import pretrained
 
     if not directory:
-        raise ValueError(
-            "finetune: --data play fine-tunes a decoder; --base names its Llama directory"
-        )
+        raise ArgumentError("{data} play fine-tunes a decoder; {base} names its Llama directory")
     try:
         return pretrained.load_llama(directory)
     except (FileNotFoundError, KeyError, ValueError) as e:
-        raise ValueError(f"--base: {e}") from None
+        raise ArgumentError(f"{{base}}: {literal(e)}") from None
 
 
 def _base_tokens(corpus: data.Corpus, o: Options) -> Text:
     """The play re-encoded by the base's own tokenizer."""
     if o.finetuning.strategy not in DECODER_STRATEGIES:  # before the base is read
-        raise ValueError(
-            f"finetune: a decoder takes --strategy {' or '.join(DECODER_STRATEGIES)}, "
-            f"got {o.finetuning.strategy!r}"
+        raise ArgumentError(
+            f"a decoder takes {{strategy}} {' or '.join(DECODER_STRATEGIES)}, "
+            f"got {literal(repr(o.finetuning.strategy))}"
         )
     base = base_decoder(o.finetuning.base)
     if base.tokenizer is None:
-        raise ValueError(f"--base: {o.finetuning.base} has no tokenizer.json")
+        raise ArgumentError(f"{{base}}: {literal(o.finetuning.base)} has no tokenizer.json")
     return Text.of_tokenizer(base.tokenizer, corpus)
 
 
@@ -430,8 +430,8 @@ def _finetuned_decoder(d: Text, o: Options) -> Model:
     in). Its params: ``{"decoder": nn.decoder params}``, and ``"lora"`` for LoRA."""
     f, base = o.finetuning, base_decoder(o.finetuning.base)
     if d.vocab_size != base.dims["vocab_size"]:
-        raise ValueError(
-            f"--base: its tokenizer has {d.vocab_size} tokens, its embedding "
+        raise ArgumentError(
+            f"{{base}}: its tokenizer has {d.vocab_size} tokens, its embedding "
             f"{base.dims['vocab_size']}"
         )
     scale = nn.lora.scale(f.rank)
@@ -505,9 +505,11 @@ def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable
     and the top ``top_k`` blocks; ``full`` and ``scratch`` everything; ``lora`` the head and
     the LoRA adapters (``params["lora"]``)."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"finetune: strategy must be one of {STRATEGIES}, got {strategy!r}")
+        raise ArgumentError(
+            f"{{strategy}} must be one of {literal(STRATEGIES)}, got {literal(repr(strategy))}"
+        )
     if strategy == "top-k" and not 1 <= top_k <= num_layers:
-        raise ValueError(f"finetune: --top-k must be in [1, {num_layers}], got {top_k}")
+        raise ArgumentError(f"{{top_k}} must be in [1, {num_layers}], got {top_k}")
     lowest = {"probe": num_layers, "top-k": num_layers - top_k}.get(strategy, 0)
 
     def trainable(params: dict) -> dict:
@@ -618,7 +620,7 @@ MODELS: dict[str, dict[str, Builder]] = {
 
 
 def _no_play():
-    raise ValueError(f"--play: --data play needs a play: one of {', '.join(data.play_names())}")
+    raise ArgumentError(f"{{data}} play needs a {{play}}: one of {', '.join(data.play_names())}")
 
 
 def choices(*, pretrained: bool) -> tuple[list[str], list[str]]:
@@ -635,13 +637,17 @@ def builder(model: str, dataset: str) -> Builder:
     """The builder of ``model`` for ``dataset``; a ``ValueError`` with the choices for a
     model, a data set or a pair that is not in the tables."""
     if model not in MODELS:
-        raise ValueError(f"train: --model must be one of {', '.join(MODELS)}, got {model!r}")
+        raise ArgumentError(
+            f"{{model}} must be one of {', '.join(MODELS)}, got {literal(repr(model))}"
+        )
     if dataset not in DATASETS:
-        raise ValueError(f"train: --data must be one of {', '.join(DATASETS)}, got {dataset!r}")
+        raise ArgumentError(
+            f"{{data}} must be one of {', '.join(DATASETS)}, got {literal(repr(dataset))}"
+        )
     if dataset not in MODELS[model]:
         fit = [m for m, by_data in MODELS.items() if dataset in by_data]
-        raise ValueError(
-            f"train: --model {model} does not read --data {dataset}; it reads "
+        raise ArgumentError(
+            f"{{model}} {literal(model)} does not read {{data}} {literal(dataset)}; it reads "
             f"{', '.join(MODELS[model])}, and {dataset} goes with {', '.join(fit)}"
         )
     return MODELS[model][dataset]
@@ -766,7 +772,7 @@ def text_batches(ids: np.ndarray, batch_size: int, seq_len: int, seed: int):
     """``batch(step) -> (tokens, next tokens)``, each ``(batch_size, seq_len)``: windows of
     ``ids`` at starts drawn by a generator seeded with ``(seed, step)``."""
     if len(ids) < seq_len + 2:
-        raise ValueError(f"train: --seq-len {seq_len} is longer than the text ({len(ids)} tokens)")
+        raise ArgumentError(f"{{seq_len}} {seq_len} is longer than the text ({len(ids)} tokens)")
     windows = np.arange(seq_len + 1)
 
     def batch(step: int):
@@ -838,17 +844,17 @@ def generate_text(
     likeliest (None: all); ``progress``: as for :func:`~jaxchain.nn.decoder.generate`."""
     ids = text.encode(prompt)
     if not len(ids):
-        raise ValueError("generate: --prompt must not be empty")
+        raise ArgumentError("{prompt} must not be empty")
     if len(ids) + steps > MAX_TOKENS:
-        raise ValueError(
-            f"generate: --steps {steps} after a prompt of {len(ids)} tokens passes the "
+        raise ArgumentError(
+            f"{{steps}} {steps} after a prompt of {len(ids)} tokens passes the "
             f"{MAX_TOKENS} tokens a generation may hold; ask for at most "
             f"{max(0, MAX_TOKENS - len(ids))}"
         )
     if top_k is not None and not 1 <= top_k <= text.vocab_size:
-        raise ValueError(f"generate: --top-k must be in [1, {text.vocab_size}], got {top_k}")
+        raise ArgumentError(f"{{top_k}} must be in [1, {text.vocab_size}], got {top_k}")
     if model.generate is None and seq_len is None:
-        raise ValueError("generate: a model without a KV cache needs seq_len, its context")
+        raise ArgumentError("a model without a KV cache needs {seq_len}, its context")
     sample = model.generate or functools.partial(_windowed, model.logits, seq_len)
     prompt_ids, key = jnp.array([ids], jnp.int32), jax.random.key(seed)
     out = sample(
