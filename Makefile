@@ -32,6 +32,9 @@ thorough: $(STAMP)
 
 # The core at the lowest versions pyproject.toml allows (each ">=" bound taken as "=="), in a
 # virtual environment of its own, and the tests of the core (no extras but the strategies).
+# Below jax 0.10.0, jax.hessian through a custom_jvp inside lax.scan fails an assertion in JAX
+# (tests/test_tangents.py); in 0.10.0, jax.nn.dot_product_attention with sequence lengths
+# returns NaN (tests/test_attention.py); below numpy 2.0, assert_allclose has no strict=.
 LOWEST := .venv-lowest
 CORE_TESTS := tests/test_check_options.py tests/test_check_steps.py tests/test_rules.py \
 	tests/test_tangents.py tests/test_attention.py tests/test_oracle.py tests/test_models.py \
@@ -44,7 +47,8 @@ lowest:
 		'pytest>=8' 'pytest-xdist>=3.5' 'hypothesis>=6.100' 'chex>=0.1.89'
 	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(jax|jaxlib|numpy|chex)=='
 	XLA_FLAGS="$(TEST_XLA) $$XLA_FLAGS" $(LOWEST)/bin/python -m pytest -q -n 2 -m "not slow" \
-		-p no:cacheprovider $(CORE_TESTS)
+		-p no:cacheprovider $(CORE_TESTS) \
+		--deselect tests/test_oracle.py::test_every_family_implements_one_interface  # flax's
 
 demo: $(STAMP)
 	$(BIN)/jaxchain check

@@ -37,15 +37,18 @@ def test_audit_prints_its_findings_and_writes_nothing_with_only(tmp_path, monkey
     assert not any(tmp_path.iterdir())
 
 
-@pytest.fixture(scope="session")  # once per worker: a module fixture is set up again
-# when another module's tests run between this group's
-def findings():
-    """Every recipe's run, once (the tests that take it run on one worker: xdist_group)."""
-    return audit.run()
+def test_the_audit_runs_every_recipe_once_and_says_what_it_found(tmp_path, monkeypatch):
+    """Every recipe, run once (the audit is the suite's longest setup, and with pytest 9.2
+    and pytest-xdist 3.8 an ``xdist_group`` does not keep tests on one worker): the table
+    written whole, jax 0.10.2's findings found, and no false alarm on the other libraries'
+    derivatives."""
+    findings = audit.run()
+    _writes_every_finding(findings, tmp_path, monkeypatch)
+    _the_jax_findings_of_issue_31_are_found(findings)
+    _other_libraries_derivatives_are_right_and_the_checker_says_so(findings)
 
 
-@pytest.mark.xdist_group("audit")
-def test_audit_writes_every_finding(tmp_path, monkeypatch, findings):
+def _writes_every_finding(findings, tmp_path, monkeypatch):
     monkeypatch.setattr(audit, "run", lambda only=(): findings)
     out = tmp_path / "deep" / "AUDIT.md"
     assert cli.main(["audit", "--out", str(out)]) == 0
@@ -56,8 +59,7 @@ def test_audit_writes_every_finding(tmp_path, monkeypatch, findings):
     assert found["tanh'"] <= audit.TOLERANCE and np.isinf(found["xlogy d/dy"])
 
 
-@pytest.mark.xdist_group("audit")
-def test_the_jax_findings_of_issue_31_are_found(findings):
+def _the_jax_findings_of_issue_31_are_found(findings):
     """jax 0.10.2's derivative bugs that the outside audit found, each against the math."""
     rows = {r.name: (got, err, verdict) for r, got, err, verdict in findings}
     for name in (
@@ -72,8 +74,7 @@ def test_the_jax_findings_of_issue_31_are_found(findings):
     assert rows["expn(0, x)'"][2].startswith("FAILED"), "the checker misses a NaN gradient"
 
 
-@pytest.mark.xdist_group("audit")
-def test_other_libraries_derivatives_are_right_and_the_checker_says_so(findings):
+def _other_libraries_derivatives_are_right_and_the_checker_says_so(findings):
     """No false alarm on lineax's solves (a symmetric one with project=), optimistix's
     implicit root find against unrolling, diffrax's adjoints and an equinox Module."""
     third = [(r, got, err, verdict) for r, got, err, verdict in findings if r.requires]

@@ -133,7 +133,7 @@ def test_strategies_freeze_what_they_say(minilm):
     )
     assert all(jax.tree.leaves(top["blocks"][4:])) and all(jax.tree.leaves(flags["top-k"]["head"]))
     assert all(jax.tree.leaves(flags["full"])) and all(jax.tree.leaves(flags["scratch"]))
-    with pytest.raises(ValueError, match="top-k must be in"):
+    with pytest.raises(ValueError, match=r"^top_k must be in \[1, 6\], got 7"):
         tasks.trainable_blocks("top-k", 6, top_k=7)
     with pytest.raises(ValueError, match="strategy must be one of"):
         tasks.trainable_blocks("half", 6)

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tomllib
 
-import pytest
 from packaging.requirements import Requirement
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -126,11 +125,8 @@ def _ignored(directory, names):
     return [n for n in names if n == "__pycache__"]
 
 
-@pytest.fixture(scope="session")  # once per worker: a module fixture is set up again
-# when another module's tests run between this group's
-def lean(tmp_path_factory):
+def _lean(tmp: pathlib.Path) -> tuple[pathlib.Path, dict[str, str]]:
     """A fresh virtual environment with jaxchain's wheel installed, no extras."""
-    tmp = tmp_path_factory.mktemp("lean")
     (tmp / "source").mkdir()
     closure = _core_closure()
     house, wheel = _wheelhouse(closure), _wheel(tmp)
@@ -147,9 +143,17 @@ def _run(venv: pathlib.Path, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=venv)
 
 
-@pytest.mark.xdist_group("lean")
-def test_the_lean_install_holds_the_core_and_nothing_more(lean):
-    venv, closure = lean
+def test_pip_install_jaxchain_is_the_core_alone(tmp_path):
+    """One test, one environment, built once (with pytest 9.2 and pytest-xdist 3.8, an
+    ``xdist_group`` does not keep tests on one worker): what it holds, what the core does
+    there, what the command does there."""
+    venv, closure = _lean(tmp_path)
+    _holds_the_core_and_nothing_more(venv, closure)
+    _the_core_works_and_each_extra_is_named_when_missing(venv)
+    _the_command_checks_and_names_the_extra_a_command_needs(venv)
+
+
+def _holds_the_core_and_nothing_more(venv, closure):
     listed = _run(venv, str(venv / "bin" / "python"), "-m", "pip", "--version")
     assert listed.returncode != 0  # no pip: the environment holds what jaxchain brought
     names = _run(
@@ -164,9 +168,7 @@ def test_the_lean_install_holds_the_core_and_nothing_more(lean):
     assert len(installed) <= MAX_DISTRIBUTIONS
 
 
-@pytest.mark.xdist_group("lean")
-def test_the_core_works_and_each_extra_is_named_when_missing(lean):
-    venv, _ = lean
+def _the_core_works_and_each_extra_is_named_when_missing(venv):
     probe = _run(venv, str(venv / "bin" / "python"), "-c", PROBE, json.dumps(EXTRA_MODULES))
     assert probe.returncode == 0, probe.stderr[-3000:]
     result = json.loads(probe.stdout.splitlines()[-1])
@@ -176,9 +178,7 @@ def test_the_core_works_and_each_extra_is_named_when_missing(lean):
         assert f"pip install 'jaxchain[{extra}]'" in message and "\n" not in message, message
 
 
-@pytest.mark.xdist_group("lean")
-def test_the_command_checks_and_names_the_extra_a_command_needs(lean):
-    venv, _ = lean
+def _the_command_checks_and_names_the_extra_a_command_needs(venv):
     jaxchain = str(venv / "bin" / "jaxchain")
     checked = _run(venv, jaxchain, "check", "--only", "dense")
     assert checked.returncode == 0, checked.stderr[-3000:]
