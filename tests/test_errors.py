@@ -53,13 +53,13 @@ TABLE = [
         "jaxchain train: error: --num-processes 2 needs --coordinator HOST:PORT and --process-id",
     ),
     (
-        lambda tmp: runs.check(tmp / "run", {}, resume=True, overwrite=True),
+        lambda tmp: runs.vet(tmp / "run", {}, resume=True, overwrite=True),
         "resume and overwrite exclude each other",
         ["train", "--resume", "--overwrite"],
         "jaxchain train: error: --resume and --overwrite exclude each other",
     ),
     (
-        lambda tmp: runs.check(tmp / "file", {}),
+        lambda tmp: runs.vet(tmp / "file", {}),
         "out: {tmp}/file is a file, not a directory",
         ["train", "--out", "{tmp}/file"],
         "jaxchain train: error: --out: {tmp}/file is a file, not a directory",

@@ -177,7 +177,8 @@ def compare_sum(check: str, names, got, a: float, xs, b: float, ys, tol: float, 
     pairs = zip(names, jax.tree.leaves(got), xs, ys, noise, terms, strict=True)
     for n, g, x, y, (nx, ny), t in pairs:
         slack = abs(a) * nx + abs(b) * ny
-        rows.append(leaf_error(check, n, g, a * x + b * y, tol, max(t, least), slack=slack))
+        want = a * np.asarray(x) + b * np.asarray(y)  # on the host: no compilation
+        rows.append(leaf_error(check, n, g, want, tol, max(t, least), slack=slack))
     return rows
 
 
@@ -197,7 +198,7 @@ def rounding_noise(linear: Callable, t, once=None, got=None, cap=None) -> list[f
     values it never computes. Never the rule's own ``rule(3 t) / 3``, nor more of its
     distance than is accepted: either would excuse a rule that is not linear."""
     once = jax.tree.leaves(linear(t) if once is None else once)
-    thrice = jax.tree.leaves(linear(jax.tree.map(lambda x: 3 * x, t)))
+    thrice = jax.tree.leaves(linear(jax.tree.map(lambda x: 3 * np.asarray(x), t)))
     got = [None] * len(once) if got is None else jax.tree.leaves(got)
     cap = [math.inf] * len(once) if cap is None else cap
     noise = []

@@ -166,7 +166,9 @@ def full_cotangent(out_leaves, inexact_cts):
 
 
 def stack(*trees):
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    """The trees' leaves stacked along a new first axis, on the host (NumPy: an eager
+    ``jnp.stack`` compiles a program for every new shape)."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
 def name_of(f: Callable) -> str:
@@ -201,11 +203,13 @@ class Layout:
     def flatten(self, leaves, *, gradient: bool = False):
         """One real vector; with ``gradient``, a JAX gradient ``a - i b`` of a real function
         becomes its partial derivatives ``(a, b)``."""
+        traced = any(isinstance(x, jax.core.Tracer) for x in leaves)
+        xp = jnp if traced else np  # on the host when the leaves are values: no compilation
         parts = []
         for x, c in zip(leaves, self.complex_, strict=True):
-            x = jnp.ravel(x)
+            x = xp.ravel(xp.asarray(x))
             parts += [x.real, -x.imag if gradient else x.imag] if c else [x]
-        return jnp.concatenate(parts) if parts else jnp.zeros((0,))
+        return xp.concatenate(parts) if parts else xp.zeros((0,))
 
     def unflatten(self, flat) -> tuple:
         leaves, at = [], 0

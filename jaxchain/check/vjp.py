@@ -322,7 +322,7 @@ def _scaled_normal(key, diff) -> tuple:
 
 def _in_units(d, x):
     """``d`` times the element scales of ``x``, in ``d``'s dtype."""
-    return d * np.asarray(element_scales(x)).astype(d.dtype)
+    return np.asarray(d) * np.asarray(element_scales(x)).astype(d.dtype)
 
 
 def _attempt(check: str, run: Callable[[], list[LeafError]]) -> list[LeafError]:
@@ -363,7 +363,7 @@ class _Run:
         return self.results[0][1]
 
     def zeros(self):
-        return tuple(jnp.zeros_like(c) for c in self.cts[0])
+        return tuple(np.zeros(c.shape, c.dtype) for c in self.cts[0])
 
     def first_order(self, integers, args, f) -> list[LeafError]:
         """The VJP under every cotangent, jitted (eagerly if ``jit`` fails), with the
@@ -464,7 +464,8 @@ class _Run:
             noise = list(zip(at_u, at_w or [0.0] * len(at_u), strict=True))
         rows = []
         for a, b in SCALES:
-            got = self.call(self.spec, tuple(a * x + b * y for x, y in zip(u, w, strict=True)))[1]
+            mixed = (a * np.asarray(x) + b * np.asarray(y) for x, y in zip(u, w, strict=True))
+            got = self.call(self.spec, tuple(mixed))[1]
             rows += compare_sum("linearity", self.names, got, a, gu, b, gw, self.tol, noise)
         return rows
 
@@ -615,11 +616,14 @@ class _Run:
 def _finite_only(direction, diff, notes: list[str]) -> tuple:
     """``direction`` with zeros where the input is not finite (a ``-inf`` logit is not
     perturbed, nor are its coordinates sampled), and a note saying how many."""
-    finite = [jnp.isfinite(x) for x in diff]
+    finite = [np.isfinite(np.asarray(x)) for x in diff]  # on the host: no compilation
     off = sum(int(x.size - f.sum()) for x, f in zip(diff, finite, strict=True))
     if off:
         notes.append(f"{off} input element(s) not finite: not perturbed, not compared")
-    return tuple(jnp.where(f, d, 0) for f, d in zip(finite, direction, strict=True))
+    return tuple(
+        np.where(f, np.asarray(d), np.zeros((), np.asarray(d).dtype))
+        for f, d in zip(finite, direction, strict=True)
+    )
 
 
 def _abs_inner(a, b) -> float:

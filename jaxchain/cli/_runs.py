@@ -35,7 +35,7 @@ def _setup(args: argparse.Namespace, out, *, with_task: bool = True, **fixed):
             runs.free(out)
         task = _task(config) if with_task else None
         distributed.mesh_shardings(config.devices, config.task.batch_size, config.shard)
-        runs.check(out, dataclasses.asdict(config), resume=args.resume, overwrite=args.overwrite)
+        runs.vet(out, dataclasses.asdict(config), resume=args.resume, overwrite=args.overwrite)
     except (ValueError, ModuleNotFoundError) as e:
         raise UsageError(message(e)) from None
     return config, task

@@ -189,7 +189,7 @@ def train(
     process 0 writes the run directory, logs and evaluates; the checkpoints are written by
     all together (each its own shards).
     """
-    runs.check(out, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
+    runs.vet(out, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
     lock = runs.Lock(out) if distributed.is_main() else contextlib.nullcontext()
     with lock, Interrupts() as interrupts:  # the directory checked again, now held
         return _train(
@@ -210,7 +210,7 @@ def _train(config, out, interrupts, *, resume, overwrite, stop_at, checks, log, 
     task = task or config.make_task()
     mesh = distributed.mesh_shardings(config.devices, config.task.batch_size, config.shard)
     fields = dataclasses.asdict(config)
-    runs.check(out, fields, resume=resume, overwrite=overwrite)  # every process, then one writes
+    runs.vet(out, fields, resume=resume, overwrite=overwrite)  # every process, then one writes
     main = distributed.is_main()
     if not main:  # one process writes and logs
         log, progress = (lambda _: None), None

@@ -104,7 +104,7 @@ def usable(out: pathlib.Path) -> None:
         raise RunError(f"{{out}}: {literal(parent)} may not be written by this user")
 
 
-def check(out: pathlib.Path, config: dict, *, resume: bool = False, overwrite: bool = False):
+def vet(out: pathlib.Path, config: dict, *, resume: bool = False, overwrite: bool = False):
     """Raise :class:`RunError` unless ``out`` may take a run of ``config`` (a dict of its
     fields) as asked; changes nothing.
 
@@ -138,10 +138,10 @@ def check(out: pathlib.Path, config: dict, *, resume: bool = False, overwrite: b
 
 
 def prepare(out: pathlib.Path, config: dict, *, resume: bool = False, overwrite: bool = False):
-    """:func:`check`, then make ``out`` ready: with ``overwrite`` a run there is removed
+    """:func:`vet`, then make ``out`` ready: with ``overwrite`` a run there is removed
     whole (its lock file kept); ``run.json`` records ``config`` (on resume, with the fields
     that may change)."""
-    check(out, config, resume=resume, overwrite=overwrite)
+    vet(out, config, resume=resume, overwrite=overwrite)
     if overwrite and out.exists():
         for p in _contents(out):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
