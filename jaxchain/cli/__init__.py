@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import jaxchain
@@ -119,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.CRITICAL)
     logging.getLogger("asyncio").addFilter(_not_a_failed_write)
     sys.unraisablehook = _quiet_closed_loops
+    # and of an orbax write the file system failed, a write fragment's coroutine that never
+    # ran, reported when the interpreter exits
+    warnings.filterwarnings("ignore", r"coroutine '.*write_fragment' was never awaited")
     try:
         status = args.run(args)
     except MissingExtra as e:  # a part of a command that needs another extra
