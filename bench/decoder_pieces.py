@@ -34,6 +34,7 @@ def ms(f, *args, n: int = 15) -> float:
 
 def pieces(ops, params, x, y, block, h, positions, q, k) -> dict:
     """Each piece as ``(function, arguments)``: the step's loss first, then one block's."""
+    s = params["settings"]
 
     def loss(p):
         return nn.decoder.loss(p, x, y, ops=ops)
@@ -43,7 +44,10 @@ def pieces(ops, params, x, y, block, h, positions, q, k) -> dict:
 
     return {
         "step loss (forward)": (loss, (params,)),
-        "one block": (lambda b, h: nn.decoder.apply_block(b, h, positions, ops=ops)[0], (block, h)),
+        "one block": (
+            lambda b, h: nn.decoder.apply_block(b, h, positions, settings=s, ops=ops)[0],
+            (block, h),
+        ),
         "SwiGLU and W_down": (
             lambda b, h: nn.decoder._feed_forward(ops, b, h, {}, 1.0),
             (block, h),

@@ -267,6 +267,7 @@ class DecoderBlock(nnx.Module):
         *,
         num_layers: int = 1,
         rope_base: float = decoder.ROPE_BASE,
+        eps: float = decoder.EPS,
         rngs: nnx.Rngs,
     ):
         dims = dict(
@@ -275,11 +276,13 @@ class DecoderBlock(nnx.Module):
             num_kv_heads=num_kv_heads,
             num_layers=num_layers,
             d_ff=d_ff,
+            rope_base=rope_base,
+            eps=eps,
         )
-        block = decoder.init(rngs.params(), 1, **dims)["blocks"][0]
-        for name, value in block.items():
+        params = decoder.init(rngs.params(), 1, **dims)
+        for name, value in params["blocks"][0].items():
             setattr(self, name, nnx.Param(value))
-        self.rope_base = rope_base
+        self.settings = params["settings"]  # static: RoPE's base, RMSNorm's epsilon
 
     def params(self) -> dict:
         """The block's params as :func:`jaxchain.nn.decoder.apply_block` takes them."""
@@ -290,5 +293,5 @@ class DecoderBlock(nnx.Module):
         """``x (B, T, D)`` at ``positions (B, T)`` (default ``0 ..< T``)."""
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
-        y, _ = decoder.apply_block(self.params(), x, positions, rope_base=self.rope_base)
+        y, _ = decoder.apply_block(self.params(), x, positions, settings=self.settings)
         return y

@@ -18,7 +18,6 @@ from jaxchain._extras import require
 require("hf", __name__)  # before the imports that need it
 
 import dataclasses
-import functools
 import importlib.util
 import json
 import os
@@ -54,7 +53,8 @@ class Encoder:
     """A pretrained BERT encoder with its tokenizer.
 
     Attributes:
-      params: :mod:`jaxchain.nn.bert` params.
+      params: :mod:`jaxchain.nn.bert` params, carrying the model's settings
+        (``params["settings"]``, from ``config.json``).
       config: the model's ``config.json``.
       tokenizer: a ``tokenizers.Tokenizer``.
     """
@@ -62,10 +62,6 @@ class Encoder:
     params: dict
     config: dict
     tokenizer: object
-
-    @property
-    def eps(self) -> float:
-        return float(self.config.get("layer_norm_eps", bert.EPS))
 
     def tokenize(self, sentences: Sequence[str], length: int | None = None):
         """``(tokens, mask)``: int32 ``(B, T)`` ids with ``[CLS]``/``[SEP]`` and a boolean mask,
@@ -84,7 +80,7 @@ class Encoder:
 
     def hidden(self, tokens, mask=None, *, ops: Ops = rules) -> jax.Array:
         """Last hidden states ``(B, T, D)``."""
-        return bert.apply(self.params, jnp.asarray(tokens), mask, eps=self.eps, ops=ops)
+        return bert.apply(self.params, jnp.asarray(tokens), mask, ops=ops)
 
     def embed(self, sentences: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """L2-normalised mean-pooled sentence embeddings ``(len(sentences), D)``, as
@@ -96,17 +92,15 @@ class Encoder:
         rows = -(-len(tokens) // batch_size) * batch_size
         tokens, mask = (np.pad(a, ((0, rows - len(a)), (0, 0))) for a in (tokens, mask))
         out = [
-            np.asarray(
-                _embed(self.params, tokens[i : i + batch_size], mask[i : i + batch_size], self.eps)
-            )
+            np.asarray(_embed(self.params, tokens[i : i + batch_size], mask[i : i + batch_size]))
             for i in range(0, rows, batch_size)
         ]
         return np.concatenate(out)[: len(sentences)]
 
 
-@functools.partial(jax.jit, static_argnames="eps")
-def _embed(params, tokens, mask, eps):
-    pooled = bert.mean_pool(bert.apply(params, tokens, mask, eps=eps), mask)
+@jax.jit
+def _embed(params, tokens, mask):
+    pooled = bert.mean_pool(bert.apply(params, tokens, mask), mask)
     return pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
 
 
@@ -131,8 +125,9 @@ def load_minilm(path: str | pathlib.Path | None = None, *, dtype=jnp.float32) ->
         raise ValueError(f"load_minilm: model_type is {config['model_type']!r}, not 'bert'")
     raw = _read(files[1], lambda: load_file(files[1]))
     state = {k: v.astype(dtype) for k, v in raw.items() if v.dtype.kind == "f"}
-    params = _read(files[1], lambda: bert.from_torch(state, config["num_attention_heads"]))
-    _check_shapes(files[1], params, config)
+    settings = _read(files[0], lambda: bert.settings_from_config(config))
+    params = _read(files[1], lambda: bert.from_torch(state, settings))
+    _check_shapes(files[1], params)
     tokenizer = _read(files[2], lambda: Tokenizer.from_file(str(files[2])))
     tokenizer.no_padding()
     tokenizer.no_truncation()
@@ -148,14 +143,11 @@ def _read(path: pathlib.Path, parse):
         raise ValueError(f"load_minilm: {path} cannot be read: {reason}") from None
 
 
-def _check_shapes(path: pathlib.Path, params: dict, config: dict) -> None:
+def _check_shapes(path: pathlib.Path, params: dict) -> None:
     """A ``ValueError`` naming the first tensor of ``path`` whose shape is not the one
-    ``config`` gives it."""
-    names = ("vocab_size", "max_position_embeddings", "hidden_size", "num_attention_heads")
-    dims = [config[n] for n in (*names, "num_hidden_layers", "intermediate_size")]
-    like = jax.eval_shape(
-        lambda: bert.init(jax.random.key(0), *dims, type_vocab_size=config["type_vocab_size"])
-    )
+    ``config.json`` (the params' settings) gives it."""
+    sizes = dataclasses.asdict(params["settings"])
+    like = jax.eval_shape(lambda: bert.init(jax.random.key(0), **sizes))
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
     expected = dict(jax.tree_util.tree_flatten_with_path(like)[0])
     for where, value in flat:
@@ -243,31 +235,31 @@ class Decoder:
     """A Llama-style decoder read from a Hugging Face directory.
 
     Attributes:
-      params: :mod:`jaxchain.nn.decoder` params.
-      dims: the keyword arguments of :func:`jaxchain.nn.decoder.init` (``vocab_size``,
-        shapes, ``rope_base`` and ``eps``).
+      params: :mod:`jaxchain.nn.decoder` params, carrying the checkpoint's settings
+        (``params["settings"]``: sizes, RoPE base, epsilon), so that
+        ``nn.decoder.apply(model.params, tokens)`` runs it as ``config.json`` says.
       tokenizer: a ``tokenizers.Tokenizer``, or None when the directory has no
         ``tokenizer.json``.
     """
 
     params: dict
-    dims: dict
     tokenizer: object = None
 
+    @property
+    def settings(self) -> decoder.Settings:
+        """The model's :class:`jaxchain.nn.decoder.Settings` (``params["settings"]``)."""
+        return self.params["settings"]
+
     def logits(self, tokens, *, ops: Ops = rules) -> jax.Array:
-        """Next-token logits ``(B, T, V)`` of ``tokens (B, T)``."""
-        options = decoder.forward_options(self.dims)
-        return decoder.apply(self.params, jnp.asarray(tokens), **options, ops=ops)
+        """Next-token logits ``(B, T, V)`` of ``tokens (B, T)``:
+        :func:`jaxchain.nn.decoder.apply`."""
+        return decoder.apply(self.params, jnp.asarray(tokens), ops=ops)
 
     def generate(self, prompt, steps: int, *, key=None, **sampling) -> jax.Array:
-        """:func:`jaxchain.nn.decoder.generate` with this model's constants (greedy without a
-        ``key``)."""
+        """:func:`jaxchain.nn.decoder.generate` (greedy without a ``key``)."""
         if key is None:
             key, sampling = jax.random.key(0), {**sampling, "temperature": 0.0}
-        options = decoder.forward_options(self.dims)
-        return decoder.generate(
-            self.params, jnp.asarray(prompt), steps, key=key, **sampling, **options
-        )
+        return decoder.generate(self.params, jnp.asarray(prompt), steps, key=key, **sampling)
 
 
 def _llama_state(directory: pathlib.Path) -> dict[str, np.ndarray]:
@@ -306,15 +298,15 @@ def load_llama(path: str | pathlib.Path, *, dtype=jnp.float32) -> Decoder:
     directory = pathlib.Path(path)
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"load_llama: {directory} has no config.json")
-    dims = decoder.dims_from_config(json.loads((directory / "config.json").read_text()))
+    settings = decoder.settings_from_config(json.loads((directory / "config.json").read_text()))
     state = {k: v.astype(dtype) for k, v in _llama_state(directory).items() if v.dtype.kind == "f"}
-    params = decoder.from_torch(state, dims)
+    params = decoder.from_torch(state, settings)
     tokenizer = None
     if (directory / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    return Decoder(params, dims, tokenizer)
+    return Decoder(params, tokenizer)
 
 
 def _token_ids(tokenizer) -> dict:
@@ -348,12 +340,12 @@ def safetensors_bytes(state: dict[str, np.ndarray]) -> bytes:
 def save_llama(
     directory: str | pathlib.Path,
     params: dict,
-    dims: dict,
     *,
     tokenizer=None,
     max_position_embeddings: int = 2048,
 ) -> pathlib.Path:
-    """Write decoder ``params`` of ``dims`` as a Hugging Face ``LlamaForCausalLM`` directory
+    """Write decoder ``params`` (their settings in ``config.json``) as a Hugging Face
+    ``LlamaForCausalLM`` directory
     that ``transformers.LlamaForCausalLM.from_pretrained`` and :func:`load_llama` read:
     ``config.json``, ``model.safetensors`` (float32; tied embeddings without
     ``lm_head.weight``, as ``save_pretrained`` writes them), ``generation_config.json`` and,
@@ -364,11 +356,7 @@ def save_llama(
     directory = pathlib.Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"save_llama: {directory} is not empty")
-    if dims["vocab_size"] != params["embed"].shape[0]:
-        raise ValueError(
-            f"save_llama: dims' vocab_size {dims['vocab_size']} is not the "
-            f"embedding's {params['embed'].shape[0]}"
-        )
+    settings = decoder.settings_of(params)
     tmp = _files.temporary(directory)  # a name no other writer shares
     tmp.mkdir(parents=True)
     source = None
@@ -377,11 +365,11 @@ def save_llama(
 
         source, tokenizer = pathlib.Path(tokenizer), Tokenizer.from_file(str(tokenizer))
     ids = {} if tokenizer is None else _token_ids(tokenizer)
-    config = decoder.to_config(dims, max_position_embeddings=max_position_embeddings, **ids)
+    config = decoder.to_config(settings, max_position_embeddings=max_position_embeddings, **ids)
     _write(tmp / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     generation = {**ids, "do_sample": False}
     _write(tmp / "generation_config.json", (json.dumps(generation, indent=2) + "\n").encode())
-    state = {k: np.asarray(v, np.float32) for k, v in decoder.to_torch(params, dims).items()}
+    state = {k: np.asarray(v, np.float32) for k, v in decoder.to_torch(params).items()}
     _write(tmp / LLAMA_WEIGHTS, safetensors_bytes(state))
     if tokenizer is not None:
         text = tokenizer.to_str().encode() if source is None else source.read_bytes()

@@ -48,15 +48,16 @@ def test_hidden_states_and_embeddings_match_hugging_face(minilm, hf):
     assert cosine.min() > 1 - 1e-6, cosine
 
 
-def _embedding_loss(params, tokens, mask, ct, eps, ops):
-    pooled = nn.bert.mean_pool(nn.bert.apply(params, tokens, mask, eps=eps, ops=ops), mask)
+def _embedding_loss(params, tokens, mask, ct, ops):
+    pooled = nn.bert.mean_pool(nn.bert.apply(params, tokens, mask, ops=ops), mask)
     return jnp.sum(pooled / jnp.linalg.norm(pooled, axis=-1, keepdims=True) * ct)
 
 
 def test_gradients_match_hugging_face(minilm, hf):
     """The hand-written backward pass through all six blocks gives PyTorch's gradients."""
-    grads = jax.jit(jax.grad(_embedding_loss), static_argnums=(4, 5))(
-        minilm.params, hf["tokens"], hf["mask"], hf["ct"], minilm.eps, rules
+    assert minilm.params["settings"].eps == 1e-12  # config.json's layer_norm_eps
+    grads = jax.jit(jax.grad(_embedding_loss), static_argnums=4)(
+        minilm.params, hf["tokens"], hf["mask"], hf["ct"], rules
     )
     ours = {
         "embeddings.LayerNorm.weight": grads["embeddings"]["norm"]["scale"],
@@ -84,7 +85,7 @@ def test_full_training_step_matches_autodiff(minilm):
 
     def loss(p, b, ops):
         (t, m), y = b
-        h = nn.bert.apply(p["encoder"], t, m, eps=minilm.eps, ops=ops)
+        h = nn.bert.apply(p["encoder"], t, m, ops=ops)
         logits = ops.dense(nn.bert.mean_pool(h, m), p["head"]["w"], p["head"]["b"])
         return jnp.mean(ops.softmax_cross_entropy(logits, y))
 
@@ -114,7 +115,7 @@ def _unchanged(a, b) -> list[bool]:
 
 def test_strategies_freeze_what_they_say(minilm):
     params = {"encoder": minilm.params, "head": {"w": jnp.zeros((384, 2)), "b": jnp.zeros(2)}}
-    adapters = nn.lora.init(jax.random.key(0), minilm.params["blocks"], 2)
+    adapters = nn.lora.init(jax.random.key(0), minilm.params, 2)
     params_lora = {**params, "lora": adapters}
     flags = {
         s: tasks.trainable_blocks(s, 6, top_k=2)(params_lora if s == "lora" else params)
@@ -215,11 +216,14 @@ def test_tokenize_pads_and_truncates(minilm):
             r"token_types must have shape \(2, 3\) \(\(B, T\)\), got \(2, 4\)",
         ),
         (lambda p: nn.bert.mean_pool(jnp.zeros((2, 3, 8)), jnp.ones((2, 4), bool)), "mask"),
-        (lambda p: nn.bert.from_torch({}, 2), "lacks"),
+        (lambda p: nn.bert.from_torch({}, p["settings"]), "lacks"),
+        (lambda p: nn.bert.apply(dict(p, settings=None), jnp.zeros((1, 3), int)), "settings"),
     ],
 )
 def test_bad_input(call, match):
-    params = nn.bert.init(jax.random.key(0), 11, 8, 8, 2, 1, 16)
+    params = nn.bert.init(
+        jax.random.key(0), 11, max_len=8, d_model=8, num_heads=2, num_layers=1, d_ff=16
+    )
     with pytest.raises(ValueError, match=match):
         call(params)
 

@@ -1,6 +1,7 @@
 """The Llama-style decoder and its parts: RoPE, RMSNorm, SwiGLU, dropout, LoRA; generation with
 a KV cache; BPE tokens; the decoder and LoRA through the command line."""
 
+import dataclasses
 import json
 
 import flax.linen as fnn
@@ -179,22 +180,23 @@ def test_lora_dense_computes_no_gradient_for_the_frozen_weights():
 def test_merged_adapters_give_the_adapted_model():
     """LoRA on every projection of a small BERT: the merged weights ``W + s A B`` give the
     outputs of the adapted model; only the adapters (and no encoder weight) get gradients."""
-    enc = nn.bert.init(jax.random.key(7), 11, 8, 8, 2, 2, 16)
-    adapters = nn.lora.init(jax.random.key(8), enc["blocks"], 3)
+    sizes = dict(max_len=8, d_model=8, num_heads=2, num_layers=2, d_ff=16)
+    enc = nn.bert.init(jax.random.key(7), 11, **sizes)
+    adapters = nn.lora.init(jax.random.key(8), enc, 3)
+    assert adapters["settings"].scale == nn.lora.scale(3)
     noise = jax.random.key(9)  # B starts at zero: move it, so that the adapters do something
     adapters = jax.tree.map(
         lambda a: a + 0.1 * jax.random.normal(noise, a.shape, a.dtype), adapters
     )
     tokens = jax.random.randint(jax.random.key(10), (2, 6), 0, 11)
-    s = nn.lora.scale(3)
-    adapted = nn.bert.apply(enc, tokens, lora=adapters, lora_scale=s)
-    merged = nn.bert.apply({**enc, "blocks": nn.lora.merge(enc["blocks"], adapters, s)}, tokens)
+    adapted = nn.bert.apply(enc, tokens, lora=adapters)
+    merged = nn.bert.apply(nn.lora.merge(enc, adapters), tokens)
     np.testing.assert_allclose(adapted, merged, rtol=1e-5, atol=1e-5)
     assert not np.allclose(adapted, nn.bert.apply(enc, tokens), atol=1e-3)
     for ops in OPS:
         g = jax.grad(
             lambda p, ops=ops: jnp.sum(
-                nn.bert.apply(p["enc"], tokens, lora=p["lora"], lora_scale=s, ops=ops) ** 2
+                nn.bert.apply(p["enc"], tokens, lora=p["lora"], ops=ops) ** 2
             )
         )({"enc": enc, "lora": adapters})
         leaves = jax.tree.leaves(g["enc"]["blocks"])
@@ -206,23 +208,23 @@ def test_decoder_lora_merged_is_adapted_and_only_the_adapters_learn():
     """LoRA on every attention and SwiGLU projection of the decoder (through lora_dense): the
     merged weights give the adapted logits, and the frozen weights get no gradient."""
     params = _decoder(sharp=1.0)
-    adapters = nn.lora.init(jax.random.key(8), params["blocks"], 2)
-    assert set(adapters[0]) == set(nn.lora.DECODER_TARGETS)
-    assert adapters[0]["k"]["b"].shape == (2, 2 * 4) and adapters[0]["o"]["a"].shape == (16, 2)
+    adapters = nn.lora.init(jax.random.key(8), params, 2)
+    first = adapters["blocks"][0]
+    assert set(first) == set(nn.lora.DECODER_TARGETS)
+    assert first["k"]["b"].shape == (2, 2 * 4) and first["o"]["a"].shape == (16, 2)
     noise = jax.random.key(9)  # B starts at zero: move it, so that the adapters do something
     adapters = jax.tree.map(
         lambda a: a + 0.3 * jax.random.normal(noise, a.shape, a.dtype), adapters
     )
     tokens = jax.random.randint(jax.random.key(10), (2, 6), 0, 23)
-    s = nn.lora.scale(2)
 
     @jax.jit
     def run(params, adapters):
-        adapted = nn.decoder.apply(params, tokens, lora=adapters, lora_scale=s)
-        merged = {**params, "blocks": nn.lora.merge(params["blocks"], adapters, s)}
-        g = jax.grad(
-            lambda p: nn.decoder.loss(p["base"], tokens, tokens, lora=p["lora"], lora_scale=s)
-        )({"base": params, "lora": adapters})
+        adapted = nn.decoder.apply(params, tokens, lora=adapters)
+        merged = nn.lora.merge(params, adapters)
+        g = jax.grad(lambda p: nn.decoder.loss(p["base"], tokens, tokens, lora=p["lora"]))(
+            {"base": params, "lora": adapters}
+        )
         return adapted, nn.decoder.apply(merged, tokens), nn.decoder.apply(params, tokens), g
 
     adapted, merged, plain, g = run(params, adapters)
@@ -331,13 +333,17 @@ def _exports_as_llama(main, run, out, file_mode):
     assert all((out / f).stat().st_mode & 0o777 == file_mode for f in files)
     assert (out / "tokenizer.json").read_bytes() == (run / "tokenizer.json").read_bytes()
     loaded = pretrained.load_llama(out)
-    like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), **loaded.dims))
+    s = dataclasses.asdict(loaded.settings)
+    like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), **s))
     restored = train.restore_params(run, train.read_config(run), like)
     jax.tree.map(np.testing.assert_array_equal, loaded.params, restored)
     ids = jnp.array([loaded.tokenizer.encode("ROMEO:").ids])
     greedy = nn.decoder.generate(restored, ids, 5, key=jax.random.key(0), temperature=0.0)
     np.testing.assert_array_equal(loaded.generate(ids, 5), greedy)
     assert main(["export", "--run", str(run), "--out", str(out)]) == 2  # not empty
+
+
+ENCODER = dict(max_len=8, d_model=8, num_heads=2, num_layers=2)
 
 
 def test_every_model_that_trains_takes_dropout():
@@ -350,9 +356,9 @@ def test_every_model_that_trains_takes_dropout():
         "mlp": (nn.mlp.init(key, [3, 8, 4]), lambda p, **kw: nn.mlp.apply(p, xs, **kw)),
         **{name: (module.init(key, 3, 4), lambda p, m=module, **kw: m.apply(p, xs, **kw)[0])
            for name, module in (("rnn", nn.rnn), ("lstm", nn.lstm), ("gru", nn.gru))},
-        "transformer": (nn.transformer.init(key, 11, 8, 8, 2, 2),
+        "transformer": (nn.transformer.init(key, 11, **ENCODER),
                         lambda p, **kw: nn.transformer.apply(p, tokens, **kw)),
-        "bert": (nn.bert.init(key, 11, 8, 8, 2, 2), lambda p, **kw: nn.bert.apply(p, tokens, **kw)),
+        "bert": (nn.bert.init(key, 11, **ENCODER), lambda p, **kw: nn.bert.apply(p, tokens, **kw)),
         "decoder": (_decoder(sharp=1.0), lambda p, **kw: nn.decoder.hidden(p, tokens, **kw)),
     }  # fmt: skip
     for name, (params, run) in models.items():

@@ -65,7 +65,7 @@ def test_to_torch_is_from_torch_reversed():
     }
     for name, value in state.items():
         np.testing.assert_array_equal(value, original[name], err_msg=name)
-    chex.assert_trees_all_equal(bert.from_torch(state, 12), encoder.params)
+    chex.assert_trees_all_equal(bert.from_torch(state, encoder.config), encoder.params)
 
 
 def test_save_bert_never_writes_into_a_directory_that_holds_files(tmp_path):
@@ -80,7 +80,9 @@ def test_save_bert_writes_every_file_with_the_default_mode(tmp_path, file_mode):
     """0666 less the umask for each file, as a plain open gives (save_file alone: 0600)."""
     from jaxchain import nn
 
-    params = nn.bert.init(jax.random.key(0), 30, 8, 16, 2, 1, 32)
+    params = nn.bert.init(
+        jax.random.key(0), 30, max_len=8, d_model=16, num_heads=2, num_layers=1, d_ff=32
+    )
     config = dict(
         vocab_size=30,
         max_position_embeddings=8,

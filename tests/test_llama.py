@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxchain import nn, pretrained, rules
+from jaxchain import nn, pretrained, reference, rules
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 MODELS = ("untied", "tied")  # llama_tied/ is sharded: model.safetensors.index.json
@@ -48,10 +48,11 @@ def _close(actual, expected, what, atol=2e-5):
 
 
 def test_the_fixtures_are_what_the_config_says(models):
-    dims = models["untied"].dims
-    assert (dims["num_heads"], dims["num_kv_heads"], dims["head_dim"]) == (4, 2, 12)
-    assert dims["head_dim"] != dims["d_model"] // dims["num_heads"]
-    assert (dims["rope_base"], dims["eps"]) == (5000.0, 1e-5)
+    s = models["untied"].settings
+    assert (s.num_heads, s.num_kv_heads, s.head_dim) == (4, 2, 12)
+    assert s.head_dim != s.d_model // s.num_heads
+    assert (s.rope_base, s.eps) == (5000.0, 1e-5)  # neither is the decoder's default
+    assert (nn.decoder.ROPE_BASE, nn.decoder.EPS) != (s.rope_base, s.eps)
     assert "head" in models["untied"].params and "head" not in models["tied"].params
     assert (FIXTURES / "llama_tied" / pretrained.LLAMA_INDEX).is_file()
     assert not (FIXTURES / "llama_tied" / pretrained.LLAMA_WEIGHTS).exists()
@@ -63,19 +64,60 @@ def test_logits_and_gradients_are_transformers(name, models, hf):
     model = models[name]
     tokens, targets = hf[f"{name}/tokens"], hf[f"{name}/targets"]
     _close(model.logits(tokens), hf[f"{name}/logits"], "logits")
-    options = nn.decoder.forward_options(model.dims)
 
     def loss(p):
-        return nn.decoder.loss(p, jnp.asarray(tokens), jnp.asarray(targets), **options)
+        return nn.decoder.loss(p, jnp.asarray(tokens), jnp.asarray(targets))
 
     value, grads = jax.value_and_grad(loss)(model.params)
     _close(value, hf[f"{name}/loss"], "loss")
     # the gradients under transformers' names: to_torch maps layouts linearly
-    named = nn.decoder.to_torch(grads, model.dims)
+    named = nn.decoder.to_torch(grads)  # the gradients carry the params' settings
     expected = {k.split("/grad/")[1]: v for k, v in hf.items() if k.startswith(f"{name}/grad/")}
     assert set(named) == set(expected)
     for k, g in named.items():
         _close(g, expected[k], k, atol=5e-5)
+
+
+def _ways_to_run(model) -> dict:
+    """Every documented way to get a loaded Llama's logits (README, docs): each runs the model
+    with the settings its params carry, the checkpoint's."""
+    from jaxchain import tangents
+
+    p, config = model.params, json.loads((FIXTURES / "llama_untied" / "config.json").read_text())
+    zero = nn.lora.init(jax.random.key(0), p, 2)  # B = 0: the adapted model is the base
+    reread = nn.decoder.from_torch(nn.decoder.to_torch(p), model.settings)
+    return {
+        "Decoder.logits": model.logits,
+        "nn.decoder.apply": lambda t: nn.decoder.apply(p, t),
+        "jit(apply)": lambda t: jax.jit(nn.decoder.apply)(p, t),
+        "apply, ops=reference": lambda t: nn.decoder.apply(p, t, ops=reference),
+        "apply, ops=tangents": lambda t: nn.decoder.apply(p, t, ops=tangents),
+        "hidden @ head": lambda t: nn.decoder.hidden(p, t) @ nn.decoder.head_weights(p),
+        "apply, lora=": lambda t: nn.decoder.apply(p, t, lora=zero),
+        "lora.merge": lambda t: nn.decoder.apply(nn.lora.merge(p, zero), t),
+        "to_torch, from_torch": lambda t: nn.decoder.apply(reread, t),
+        "settings_from_config": lambda t: nn.decoder.apply(
+            {**p, "settings": nn.decoder.settings_from_config(config)}, t
+        ),
+    }
+
+
+def test_every_documented_way_to_run_a_loaded_llama_gives_transformers_logits(models, hf):
+    """The checkpoint's RoPE base (5000) and epsilon (1e-5) are not the decoder's defaults,
+    so a way that ran with the defaults would be 2.5e-2 off (issue 32); params without their
+    settings are refused, and no forward function takes a setting to get wrong."""
+    tokens = jnp.asarray(hf["untied/tokens"])
+    for way, run in _ways_to_run(models["untied"]).items():
+        _close(run(tokens), hf["untied/logits"], way)
+    plain = {k: v for k, v in models["untied"].params.items() if k != "settings"}
+    with pytest.raises(ValueError, match=r"params must carry their settings"):
+        nn.decoder.apply(plain, tokens)
+    with pytest.raises(TypeError, match="rope_base"):
+        nn.decoder.apply(models["untied"].params, tokens, rope_base=10000.0)
+    other = nn.decoder.init(jax.random.key(0), 96, d_model=16, num_heads=2, num_kv_heads=1,
+                            num_layers=1, d_ff=8)  # fmt: skip
+    with pytest.raises(ValueError, match=r"disagree with params\['settings'\]"):
+        nn.decoder.apply({**models["untied"].params, "settings": other["settings"]}, tokens)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -98,14 +140,14 @@ def test_to_torch_is_from_torch_reversed(models):
     from safetensors.numpy import load_file
 
     original = load_file(FIXTURES / "llama_untied" / pretrained.LLAMA_WEIGHTS)
-    state = nn.decoder.to_torch(models["untied"].params, models["untied"].dims)
+    state = nn.decoder.to_torch(models["untied"].params)
     assert set(state) == set(original)
     for k, v in state.items():
         np.testing.assert_array_equal(v, original[k], err_msg=k)
     tied = nn.decoder.to_torch(models["tied"].params)
     assert "lm_head.weight" not in tied  # as save_pretrained writes tied embeddings
     chex.assert_trees_all_equal(
-        nn.decoder.from_torch(state, models["untied"].dims), models["untied"].params
+        nn.decoder.from_torch(state, models["untied"].settings), models["untied"].params
     )
 
 
@@ -133,8 +175,8 @@ def test_unset_optional_fields_and_a_legacy_rope_theta_are_read():
     config = json.loads((FIXTURES / "llama_untied" / "config.json").read_text())
     del config["head_dim"], config["rope_parameters"]
     config |= {"rope_theta": 500000.0, "rope_scaling": None, "mlp_bias": None}
-    dims = nn.decoder.dims_from_config(config)
-    assert (dims["head_dim"], dims["rope_base"]) == (8, 500000.0)
+    s = nn.decoder.settings_from_config(config)
+    assert (s.head_dim, s.rope_base) == (8, 500000.0)
 
 
 def test_a_shard_missing_a_tensor_is_an_error(tmp_path):
@@ -168,15 +210,14 @@ def test_what_jaxchain_writes_is_what_transformers_read(tmp_path, hf, file_mode,
     from tokenizers import Tokenizer
 
     written = Tokenizer.from_file(str(FIXTURES / "llama_export" / "tokenizer.json"))
-    params, dims, tokenizer = _fixture_module().exported(written)
-    out = pretrained.save_llama(tmp_path / "hf", params, dims, tokenizer=tokenizer)
+    params, tokenizer = _fixture_module().exported(written)
+    out = pretrained.save_llama(tmp_path / "hf", params, tokenizer=tokenizer)
     assert sorted(p.name for p in out.iterdir()) == EXPORTED
     same = EXPORTED if xla_optimizes else [n for n in EXPORTED if n != "model.safetensors"]
     _written_as_the_fixture(out, file_mode, same)
     assert hf["export/missing"].size == hf["export/unexpected"].size == 0  # no warnings
     loaded = pretrained.load_llama(out)
-    chex.assert_trees_all_equal(loaded.params, params)  # bit for bit
-    assert loaded.dims == {**dims, "tie_embeddings": False}
+    chex.assert_trees_all_equal(loaded.params, params)  # bit for bit, the settings equal
     _close(loaded.logits(hf["export/tokens"]), hf["export/logits"], "export logits")
     generated = loaded.generate(hf["export/prompt"], hf["export/generated"].shape[1] - 4)
     np.testing.assert_array_equal(generated, hf["export/generated"])
@@ -187,9 +228,7 @@ def test_what_transformers_read_is_written_back_byte_for_byte(tmp_path, file_mod
     """The exported fixture read by load_llama and written by save_llama: the same bytes, at
     any compilation level (no value is computed on the way)."""
     loaded = pretrained.load_llama(FIXTURES / "llama_export")
-    out = pretrained.save_llama(
-        tmp_path / "hf", loaded.params, loaded.dims, tokenizer=loaded.tokenizer
-    )
+    out = pretrained.save_llama(tmp_path / "hf", loaded.params, tokenizer=loaded.tokenizer)
     assert sorted(p.name for p in out.iterdir()) == EXPORTED
     _written_as_the_fixture(out, file_mode, EXPORTED)
 
@@ -197,7 +236,7 @@ def test_what_transformers_read_is_written_back_byte_for_byte(tmp_path, file_mod
 def test_save_llama_never_writes_into_a_directory_that_holds_files(tmp_path, models):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="is not empty"):
-        pretrained.save_llama(tmp_path, models["tied"].params, models["tied"].dims)
+        pretrained.save_llama(tmp_path, models["tied"].params)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
@@ -210,11 +249,10 @@ def test_finetune_a_llama_on_a_play_with_lora_then_export_it_merged(tmp_path, ca
     from jaxchain.train import data
 
     tokenizer = data.bpe(data.play("macbeth"), 260)
-    dims = dict(vocab_size=tokenizer.get_vocab_size(), d_model=32, num_heads=2, num_kv_heads=1)
-    dims |= dict(num_layers=2, d_ff=64, head_dim=16, rope_base=5000.0, eps=1e-5)
-    base = pretrained.save_llama(
-        tmp_path / "base", nn.decoder.init(jax.random.key(0), **dims), dims, tokenizer=tokenizer
-    )
+    vocab = tokenizer.get_vocab_size()
+    dims = dict(d_model=32, num_heads=2, num_kv_heads=1, num_layers=2, d_ff=64, head_dim=16)
+    params = nn.decoder.init(jax.random.key(0), vocab, **dims, rope_base=5000.0, eps=1e-5)
+    base = pretrained.save_llama(tmp_path / "base", params, tokenizer=tokenizer)
     run, out = tmp_path / "lora", tmp_path / "lora-llama"
     flags = ["--base", str(base), "--play", "macbeth", "--strategy", "lora", "--rank", "4"]
     flags += ["--steps", "4", "--batch-size", "4", "--seq-len", "32", "--out", str(run)]
@@ -223,7 +261,7 @@ def test_finetune_a_llama_on_a_play_with_lora_then_export_it_merged(tmp_path, ca
     assert "macbeth: val loss" in capsys.readouterr().out  # the base's loss, before a step
 
     metrics = json.loads((run / "metrics.json").read_text())
-    adapters = nn.lora.init(jax.random.key(0), pretrained.load_llama(base).params["blocks"], 4)
+    adapters = nn.lora.init(jax.random.key(0), pretrained.load_llama(base).params, 4)
     assert metrics["trainable_parameters"] == sum(a.size for a in jax.tree.leaves(adapters))
     assert abs(metrics["merged_val_loss"] - metrics["val_loss"]) < 1e-5
     assert metrics["val_loss"] < metrics["val_loss_before"]
@@ -235,7 +273,7 @@ def test_finetune_a_llama_on_a_play_with_lora_then_export_it_merged(tmp_path, ca
     chex.assert_trees_all_equal(trained["decoder"], pretrained.load_llama(base).params)
 
     assert cli.main(["export", "--run", str(run), "--out", str(out)]) == 0
-    exported, tokens = pretrained.load_llama(out), jnp.arange(12)[None] % dims["vocab_size"]
+    exported, tokens = pretrained.load_llama(out), jnp.arange(12)[None] % vocab
     adapted = task.model.logits(trained, tokens, rules)
     _close(exported.logits(tokens), adapted, "export = merged = adapted", atol=1e-5)
     assert not np.allclose(pretrained.load_llama(base).logits(tokens), adapted, atol=1e-4)

@@ -124,11 +124,12 @@ def test_causal_attention_blocks_the_future(ops):
 
 @OPS
 def test_causal_transformer_blocks_the_future(ops):
-    params = nn.transformer.init(jax.random.key(0), 11, 8, 8, 2, 2, pre_norm=True)
+    sizes = dict(max_len=8, d_model=8, num_heads=2, num_layers=2)
+    params = nn.transformer.init(jax.random.key(0), 11, **sizes, pre_norm=True)
     tokens = jax.random.randint(jax.random.key(1), (2, T), 0, 11)
     t = 3
     changed = tokens.at[:, t + 1 :].set((tokens[:, t + 1 :] + 1) % 11)
-    run = lambda tok: nn.transformer.apply(params, tok, is_causal=True, pre_norm=True, ops=ops)  # noqa: E731
+    run = lambda tok: nn.transformer.apply(params, tok, is_causal=True, ops=ops)  # noqa: E731
     np.testing.assert_array_equal(run(tokens)[:, : t + 1], run(changed)[:, : t + 1])
     assert not np.allclose(run(tokens)[:, t + 1 :], run(changed)[:, t + 1 :])
 
@@ -153,7 +154,7 @@ def _bad_calls():
     lstm = _params("lstm")
     att, x = _attention_inputs()
     xs = _sequence()
-    tr = nn.transformer.init(jax.random.key(0), 11, 4, 8, 2, 1)
+    tr = nn.transformer.init(jax.random.key(0), 11, max_len=4, d_model=8, num_heads=2, num_layers=1)
     return [
         ("xs rank", lambda: nn.rnn.apply(_params("rnn"), xs[0]), r"rnn: xs must have rank 3"),
         ("lengths > T", lambda: nn.lstm.apply(lstm, xs, lengths=jnp.array([7, 1, 1])), r"\[0, 6\].*\[1, 7\]"),
@@ -167,7 +168,7 @@ def _bad_calls():
         ("heads", lambda: nn.attention.init(jax.random.key(0), 8, 3), r"not divisible"),
         ("activation", lambda: nn.mlp.init(jax.random.key(0), [2, 3], activation="swish"), r"activation must be one of"),
         ("too long", lambda: nn.transformer.apply(tr, jnp.zeros((1, 5), int)), r"length 5, more than max_len 4"),
-        ("pre-norm", lambda: nn.transformer.apply(tr, jnp.zeros((1, 3), int), pre_norm=True), r"pre_norm=True"),
+        ("no settings", lambda: nn.transformer.apply(dict(tr, settings=None), jnp.zeros((1, 3), int)), r"params must carry their settings"),
         ("token id", lambda: nn.transformer.apply(tr, jnp.full((1, 3), 11)), r"ids must lie in \[0, 11\)"),
     ]  # fmt: skip
 

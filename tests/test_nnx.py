@@ -132,7 +132,7 @@ def test_decoder_block_is_the_functional_block():
         return jnp.sum(out**2), out
 
     def theirs(params):
-        out = decoder.apply_block(params, x, positions, ops=reference)[0]
+        out = decoder.apply_block(params, x, positions, settings=block.settings, ops=reference)[0]
         return jnp.sum(out**2), out
 
     (_, got), grads = nnx.jit(nnx.value_and_grad(ours, has_aux=True))(block)

@@ -193,7 +193,7 @@ def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10, peer: TorchPeer | 
     def loss(ops):
         def f(params, batch):
             (tokens, mask), labels = batch
-            h = nn.bert.apply(params["encoder"], tokens, mask, eps=encoder.eps, ops=ops)
+            h = nn.bert.apply(params["encoder"], tokens, mask, ops=ops)
             logits = ops.dense(nn.bert.mean_pool(h, mask), params["head"]["w"], params["head"]["b"])
             return jnp.mean(ops.softmax_cross_entropy(logits, labels))
 

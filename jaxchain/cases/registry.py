@@ -471,8 +471,8 @@ def _attention_args(rng, dtype, scale, d):
 
 def _transformer_args(pre_norm):
     def make(rng, dtype, scale, d):
-        init = nn.transformer.init
-        params = _params(rng, init, 11, 8, d["D"], 2, 2, 16, pre_norm=pre_norm, dtype=dtype)
+        sizes = _encoder_sizes(d)
+        params = _params(rng, nn.transformer.init, 11, **sizes, pre_norm=pre_norm, dtype=dtype)
         return params, _ints(rng, (2, d["T"]), 11), _mask(d["T"], [d["T"], 3])
 
     return make
@@ -480,13 +480,17 @@ def _transformer_args(pre_norm):
 
 def _bert_args(rng, dtype, scale, d):
     params = {
-        "encoder": _params(rng, nn.bert.init, 11, 8, d["D"], 2, 2, 16, dtype=dtype),
+        "encoder": _params(rng, nn.bert.init, 11, **_encoder_sizes(d), dtype=dtype),
         "head": _params(rng, nn.mlp.init, (d["D"], 3), dtype=dtype)["layers"][0],
     }
     tokens = _ints(rng, (3, d["T"]), 11)
     mask = _mask(d["T"], [d["T"], 3, 1])
     types = (np.arange(d["T"])[None, :] >= 2).astype(tokens.dtype).repeat(3, axis=0)
     return params, tokens, mask, types, _ints(rng, (3,), 3)
+
+
+def _encoder_sizes(d) -> dict:
+    return dict(max_len=8, d_model=d["D"], num_heads=2, num_layers=2, d_ff=16)
 
 
 def _bert_finetune(ops, params, tokens, mask, types, labels):
@@ -540,10 +544,11 @@ def _attention(is_causal):
     return lambda ops, p, x, m: nn.attention.apply(p, x, m, is_causal=is_causal, ops=ops)
 
 
-def _transformer(pre_norm, is_causal):
-    return lambda ops, p, tokens, m: nn.transformer.apply(
-        p, tokens, m, is_causal=is_causal, pre_norm=pre_norm, ops=ops
-    )
+def _transformer(is_causal):
+    def apply(ops, p, tokens, m):
+        return nn.transformer.apply(p, tokens, m, is_causal=is_causal, ops=ops)
+
+    return apply
 
 
 _SEQ = {"B": (3,), "T": (5,), "I": (3,), "H": (4,)}
@@ -563,10 +568,10 @@ MODEL_CASES: dict[str, Case] = {
         ],
         _model("attention", _attention(False), _attention_args, _MHA),
         _model("attention(causal)", _attention(True), _attention_args, _MHA),
-        _model("transformer", _transformer(False, False), _transformer_args(False), _ENCODER),
+        _model("transformer", _transformer(False), _transformer_args(False), _ENCODER),
         _model(
             "transformer(pre-norm, causal)",
-            _transformer(True, True),
+            _transformer(True),
             _transformer_args(True),
             _ENCODER,
         ),

@@ -152,16 +152,17 @@ def _export_decoder(run: pathlib.Path, out: pathlib.Path, config) -> int:
         raise UsageError(f"--out: {out} is not empty; export writes a new directory")
     if config.data == "play":  # a fine-tuned Llama: its base's shapes, LoRA merged
         task = _task(config)
-        dims = tasks.base_decoder(config.task.finetuning.base).dims
         params = _restore(run, config, jax.eval_shape(task.init, jax.random.key(0)), task.trainable)
         params = (task.merge(params) if task.merge else params)["decoder"]
     else:
         tokenizer = Tokenizer.from_file(str(run / train.TOKENIZER_FILE))
         a = config.task.architecture
-        dims = {"vocab_size": tokenizer.get_vocab_size(), **tasks.decoder_dims(a.hidden, a.layers)}
-        like = jax.eval_shape(lambda: nn.decoder.init(jax.random.key(0), **dims))
+        dims = tasks.decoder_dims(a.hidden, a.layers)
+        like = jax.eval_shape(
+            lambda: nn.decoder.init(jax.random.key(0), tokenizer.get_vocab_size(), **dims)
+        )
         params = _restore(run, config, like)
-    pretrained.save_llama(out, params, dims, tokenizer=run / train.TOKENIZER_FILE)
+    pretrained.save_llama(out, params, tokenizer=run / train.TOKENIZER_FILE)
     files = "config.json, model.safetensors, tokenizer.json, generation_config.json"
     print(f"decoder run {run} -> {out} ({files})")
     return 0

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from jaxchain.nn import _settings
+from jaxchain.nn._decoder_settings import EPS as RMS_NORM_EPS
+from jaxchain.nn._decoder_settings import ROPE_BASE as ROPE_THETA
+from jaxchain.nn._decoder_settings import Settings
 from jaxchain.nn._torch import require
 
-# Hugging Face's LlamaConfig defaults, which are also the decoder's
-ROPE_THETA = 10000.0
-RMS_NORM_EPS = 1e-6
 # config fields that change the computation and that the decoder does not implement, with the
 # value that it does implement
 UNSUPPORTED = {"attention_bias": False, "mlp_bias": False, "rope_scaling": None}
@@ -43,10 +44,10 @@ def _rope(config: Mapping) -> float:
     return float(rope.get("rope_theta", config.get("rope_theta", ROPE_THETA)))
 
 
-def dims_from_config(config: Mapping) -> dict:
-    """The decoder's ``init`` keyword arguments (``vocab_size`` among them) for a Hugging Face
-    ``LlamaConfig`` (its ``config.json`` as a dict). Every field that changes the computation
-    is honoured or refused with a ``ValueError`` naming it."""
+def settings_from_config(config: Mapping) -> Settings:
+    """The decoder's :class:`~jaxchain.nn.decoder.Settings` of a Hugging Face ``LlamaConfig``
+    (its ``config.json`` as a dict). Every field that changes the computation is honoured or
+    refused with a ``ValueError`` naming it."""
     if config.get("model_type", "llama") != "llama":
         raise ValueError(f"llama config: model_type is {config['model_type']!r}, not 'llama'")
     for field, supported in UNSUPPORTED.items():
@@ -58,41 +59,39 @@ def dims_from_config(config: Mapping) -> dict:
     if act != "silu":
         raise ValueError(f"llama config: hidden_act {act!r} is not supported (only 'silu')")
     heads = config["num_attention_heads"]
-    return {
-        "vocab_size": config["vocab_size"],
-        "d_model": config["hidden_size"],
-        "num_heads": heads,
-        "num_kv_heads": config.get("num_key_value_heads") or heads,
-        "num_layers": config["num_hidden_layers"],
-        "d_ff": config["intermediate_size"],
-        "head_dim": config.get("head_dim") or config["hidden_size"] // heads,
-        "tie_embeddings": bool(config.get("tie_word_embeddings", False)),
-        "rope_base": _rope(config),
-        "eps": float(config.get("rms_norm_eps", RMS_NORM_EPS)),
-    }
+    return Settings(
+        vocab_size=config["vocab_size"],
+        d_model=config["hidden_size"],
+        num_heads=heads,
+        num_kv_heads=config.get("num_key_value_heads") or heads,
+        num_layers=config["num_hidden_layers"],
+        d_ff=config["intermediate_size"],
+        head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+        tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+        rope_base=_rope(config),
+        eps=float(config.get("rms_norm_eps", RMS_NORM_EPS)),
+    )
 
 
-def to_config(dims: Mapping, **extra) -> dict:
-    """The ``LlamaConfig`` (``config.json``) of a decoder of ``dims``; ``extra`` fields
-    (token ids, ``max_position_embeddings``) are added."""
+def to_config(settings: Settings, **extra) -> dict:
+    """The ``LlamaConfig`` (``config.json``) of a decoder of ``settings`` (``params["settings"]``);
+    ``extra`` fields (token ids, ``max_position_embeddings``) are added."""
+    s = settings
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "vocab_size": dims["vocab_size"],
-        "hidden_size": dims["d_model"],
-        "intermediate_size": dims["d_ff"],
-        "num_hidden_layers": dims["num_layers"],
-        "num_attention_heads": dims["num_heads"],
-        "num_key_value_heads": dims["num_kv_heads"],
-        "head_dim": dims.get("head_dim") or dims["d_model"] // dims["num_heads"],
+        "vocab_size": s.vocab_size,
+        "hidden_size": s.d_model,
+        "intermediate_size": s.d_ff,
+        "num_hidden_layers": s.num_layers,
+        "num_attention_heads": s.num_heads,
+        "num_key_value_heads": s.num_kv_heads,
+        "head_dim": s.head_dim,
         "hidden_act": "silu",
-        "rms_norm_eps": dims.get("eps", RMS_NORM_EPS),
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": dims.get("rope_base", ROPE_THETA),
-        },
-        "rope_theta": dims.get("rope_base", ROPE_THETA),
-        "tie_word_embeddings": bool(dims.get("tie_embeddings", False)),
+        "rms_norm_eps": s.eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": s.rope_base},
+        "rope_theta": s.rope_base,
+        "tie_word_embeddings": s.tie_embeddings,
         "attention_bias": False,
         "mlp_bias": False,
         "dtype": "float32",
@@ -100,20 +99,20 @@ def to_config(dims: Mapping, **extra) -> dict:
     }
 
 
-def from_torch(state_dict: Mapping[str, np.ndarray], config: Mapping) -> dict:
-    """Decoder params from a ``LlamaForCausalLM`` state dict of NumPy arrays and its config
-    (a ``config.json`` dict, or :func:`dims_from_config`'s dims). Tied embeddings: no
-    ``head``, whatever ``lm_head.weight`` holds (it is the embedding)."""
-    dims = config if "d_model" in config else dims_from_config(config)
+def from_torch(state_dict: Mapping[str, np.ndarray], config: Mapping | Settings) -> dict:
+    """Decoder params, carrying their settings, from a ``LlamaForCausalLM`` state dict of
+    NumPy arrays and its config (a ``config.json`` dict, or :class:`Settings`). Tied
+    embeddings: no ``head``, whatever ``lm_head.weight`` holds (it is the embedding)."""
+    settings = config if isinstance(config, Settings) else settings_from_config(config)
     sd = {k: np.asarray(v) for k, v in state_dict.items()}
-    d, n, k, h = (dims[f] for f in ("d_model", "num_heads", "num_kv_heads", "head_dim"))
+    d, n, k, h = settings.d_model, settings.num_heads, settings.num_kv_heads, settings.head_dim
     names = ["model.embed_tokens.weight", "model.norm.weight"]
-    if not dims["tie_embeddings"]:
+    if not settings.tie_embeddings:
         names.append("lm_head.weight")
     require(sd, names, "decoder")
     heads = {"q": n, "k": k, "v": k}
     blocks = []
-    for i in range(dims["num_layers"]):
+    for i in range(settings.num_layers):
         p = f"model.layers.{i}."
         w = {c: f"{p}{name}.weight" for c, name in PROJECTIONS.items()}
         o, norms = (
@@ -127,22 +126,22 @@ def from_torch(state_dict: Mapping[str, np.ndarray], config: Mapping) -> dict:
         block["norm1"], block["norm2"] = (jnp.asarray(sd[x]) for x in norms)
         blocks.append(block)
     params = {
+        "settings": settings,
         "embed": jnp.asarray(sd[names[0]]),
         "blocks": blocks,
         "final_norm": jnp.asarray(sd[names[1]]),
     }
-    if not dims["tie_embeddings"]:
+    if not settings.tie_embeddings:
         params["head"] = jnp.asarray(sd["lm_head.weight"].T)
     return params
 
 
-def to_torch(params: dict, dims: Mapping | None = None) -> dict[str, np.ndarray]:
+def to_torch(params: dict) -> dict[str, np.ndarray]:
     """The ``LlamaForCausalLM`` state dict of decoder ``params``: :func:`from_torch`
-    reversed, bit for bit. Tied embeddings (no ``head``): no ``lm_head.weight``, as
-    ``save_pretrained`` writes them. ``dims`` is checked against the shapes when given. Plain
-    params only: fold LoRA adapters in first (:func:`jaxchain.nn.lora.merge`)."""
-    if dims is not None and dims.get("tie_embeddings", False) == ("head" in params):
-        raise ValueError("decoder.to_torch: dims' tie_embeddings disagrees with params' head")
+    reversed, bit for bit (with :func:`to_config` of ``params["settings"]``, a checkpoint).
+    Tied embeddings (no ``head``): no ``lm_head.weight``, as ``save_pretrained`` writes them.
+    Plain params only: fold LoRA adapters in first (:func:`jaxchain.nn.lora.merge`)."""
+    _settings.of(params, Settings, "decoder")
     sd = {"model.embed_tokens.weight": params["embed"], "model.norm.weight": params["final_norm"]}
     for i, block in enumerate(params["blocks"]):
         p = f"model.layers.{i}."

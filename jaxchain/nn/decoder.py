@@ -11,13 +11,16 @@ Params are plain dicts; the head counts and sizes live in the shapes::
                norm2 (D,)  w_gate, w_up (D, F)  w_down (F, D)
     final_norm (D,)
 
-Like Llama, no projection has a bias. The forward functions take the two constants that are
-not shapes, ``rope_base`` (Llama's ``rope_theta``) and ``eps`` (its ``rms_norm_eps``); ``init``
-takes them too, so that its keyword arguments (``dims``) describe a model whole, and
-:func:`forward_options` picks them out of ``dims``. ``lora``: adapters of every block's
-projections (:mod:`jaxchain.nn.lora`) applied through ``rules.lora_dense``. Hugging Face's
-``LlamaForCausalLM`` state dicts and configs are mapped by :func:`from_torch`,
-:func:`to_torch`, :func:`dims_from_config` and :func:`to_config`.
+    settings: Settings (no leaves: the sizes, rope_base, eps)
+
+Like Llama, no projection has a bias. The two constants that are not shapes, ``rope_base``
+(Llama's ``rope_theta``) and ``eps`` (its ``rms_norm_eps``), live with the sizes in
+:class:`Settings`, which :func:`init` and :func:`from_torch` store in the params, so that
+:func:`apply`, :func:`loss` and :func:`generate` always run a model with its own. ``lora``:
+adapters of every block's projections (:func:`jaxchain.nn.lora.init`, which carry their scale)
+applied through ``rules.lora_dense``. Hugging Face's ``LlamaForCausalLM`` state dicts and
+configs are mapped by :func:`from_torch`, :func:`to_torch`, :func:`settings_from_config` and
+:func:`to_config`.
 """
 
 from collections.abc import Callable
@@ -28,17 +31,35 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxchain import _validate, rules
-from jaxchain.nn import _dropout
-from jaxchain.nn._llama import dims_from_config as dims_from_config
+from jaxchain.nn import _dropout, _settings
+from jaxchain.nn._decoder_settings import EPS, ROPE_BASE, Settings
 from jaxchain.nn._llama import from_torch as from_torch
+from jaxchain.nn._llama import settings_from_config as settings_from_config
 from jaxchain.nn._llama import to_config as to_config
 from jaxchain.nn._llama import to_torch as to_torch
+from jaxchain.nn.lora import per_block
 from jaxchain.ops import Ops
 
 Params = dict
 
-ROPE_BASE = 10000.0
-EPS = 1e-6  # RMSNorm's
+__all__ = [
+    "EPS",
+    "ROPE_BASE",
+    "Settings",
+    "apply",
+    "apply_block",
+    "from_torch",
+    "generate",
+    "head_weights",
+    "hidden",
+    "init",
+    "loss",
+    "sample",
+    "settings_from_config",
+    "settings_of",
+    "to_config",
+    "to_torch",
+]
 
 
 def init(
@@ -56,62 +77,69 @@ def init(
     eps: float = EPS,
     dtype=jnp.float32,
 ) -> Params:
-    """Normal weights of standard deviation 0.02 (Llama's ``initializer_range``), the output
+    """Params of a decoder whose :class:`Settings` are these arguments (but ``key`` and
+    ``dtype``), stored as ``params["settings"]``.
+
+    Normal weights of standard deviation 0.02 (Llama's ``initializer_range``), the output
     projections of each block (``w_o``, ``w_down``) scaled down by ``sqrt(2 num_layers)`` so
     that the residual stream's variance does not grow with depth (GPT-2's); norms at one.
-    ``head_dim`` defaults to ``d_model / num_heads``; ``rope_base`` and ``eps`` are checked
-    here and used by the forward functions (:func:`forward_options`)."""
-    h = _head_size(d_model, num_heads, num_kv_heads, head_dim)
-    if not rope_base > 0 or not eps >= 0:
-        raise ValueError(f"decoder: rope_base must be > 0 and eps >= 0, got {rope_base}, {eps}")
+    ``head_dim`` defaults to ``d_model / num_heads``."""
+    s = Settings(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        num_layers=num_layers,
+        d_ff=d_ff,
+        head_dim=head_dim,
+        tie_embeddings=tie_embeddings,
+        rope_base=rope_base,
+        eps=eps,
+    )
     ke, kh, *kb = jax.random.split(key, 2 + num_layers)
-    out_std = 0.02 / (2 * num_layers) ** 0.5
-
-    def normal(k, shape, std=0.02):
-        return std * jax.random.normal(k, shape, dtype)
-
-    def block(k):
-        kq, kk, kv, ko, kg, ku, kd = jax.random.split(k, 7)
-        return {
-            "norm1": jnp.ones((d_model,), dtype),
-            "w_q": normal(kq, (d_model, num_heads, h)),
-            "w_k": normal(kk, (d_model, num_kv_heads, h)),
-            "w_v": normal(kv, (d_model, num_kv_heads, h)),
-            "w_o": normal(ko, (num_heads, h, d_model), out_std),
-            "norm2": jnp.ones((d_model,), dtype),
-            "w_gate": normal(kg, (d_model, d_ff)),
-            "w_up": normal(ku, (d_model, d_ff)),
-            "w_down": normal(kd, (d_ff, d_model), out_std),
-        }
-
     params = {
-        "embed": normal(ke, (vocab_size, d_model)),
-        "blocks": [block(k) for k in kb],
+        "settings": s,
+        "embed": _normal(ke, (vocab_size, d_model), dtype),
+        "blocks": [_init_block(k, s, dtype) for k in kb],
         "final_norm": jnp.ones((d_model,), dtype),
     }
     if not tie_embeddings:
-        params["head"] = normal(kh, (d_model, vocab_size))
+        params["head"] = _normal(kh, (d_model, vocab_size), dtype)
     return params
 
 
-def _head_size(d_model: int, num_heads: int, num_kv_heads: int, head_dim: int | None) -> int:
-    if num_heads < 1 or (head_dim is None and d_model % num_heads):
-        raise ValueError(f"decoder: d_model {d_model} is not divisible by num_heads {num_heads}")
-    if num_kv_heads < 1 or num_heads % num_kv_heads:
+def _normal(key, shape, dtype, std=0.02):
+    return std * jax.random.normal(key, shape, dtype)
+
+
+def _init_block(key: jax.Array, s: Settings, dtype) -> Params:
+    kq, kk, kv, ko, kg, ku, kd = jax.random.split(key, 7)
+    d, n, m, h, f = s.d_model, s.num_heads, s.num_kv_heads, s.head_dim, s.d_ff
+    out_std = 0.02 / (2 * s.num_layers) ** 0.5
+    return {
+        "norm1": jnp.ones((d,), dtype),
+        "w_q": _normal(kq, (d, n, h), dtype),
+        "w_k": _normal(kk, (d, m, h), dtype),
+        "w_v": _normal(kv, (d, m, h), dtype),
+        "w_o": _normal(ko, (n, h, d), dtype, out_std),
+        "norm2": jnp.ones((d,), dtype),
+        "w_gate": _normal(kg, (d, f), dtype),
+        "w_up": _normal(ku, (d, f), dtype),
+        "w_down": _normal(kd, (f, d), dtype, out_std),
+    }
+
+
+def settings_of(params: Params) -> Settings:
+    """``params["settings"]``, checked against the shapes it describes: a ``ValueError``
+    naming ``params`` when it has none or when they disagree."""
+    s = _settings.of(params, Settings, "decoder")
+    found = (tuple(params["embed"].shape), len(params["blocks"]), "head" not in params)
+    if found != ((s.vocab_size, s.d_model), s.num_layers, s.tie_embeddings):
         raise ValueError(
-            f"decoder: num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"
+            "decoder: params' shapes disagree with params['settings']: embed, layers, tied "
+            f"{found}, settings {((s.vocab_size, s.d_model), s.num_layers, s.tie_embeddings)}"
         )
-    h = d_model // num_heads if head_dim is None else head_dim
-    if h < 2 or h % 2:
-        raise ValueError(f"decoder: the head size {h} must be even and positive (RoPE)")
-    return h
-
-
-def forward_options(dims: dict) -> dict:
-    """``{"rope_base", "eps"}`` of ``dims`` (``init``'s keyword arguments), with their
-    defaults: the keyword arguments of :func:`apply`, :func:`loss` and :func:`generate` that
-    are not shapes."""
-    return {"rope_base": dims.get("rope_base", ROPE_BASE), "eps": dims.get("eps", EPS)}
+    return s
 
 
 def head_weights(params: Params) -> jax.Array:
@@ -152,29 +180,29 @@ def apply_block(
     x: jax.Array,
     positions: jax.Array,
     *,
+    settings: Settings,
     cache: tuple[jax.Array, jax.Array] | None = None,
     key: jax.Array | None = None,
     dropout: float = 0.0,
-    rope_base: float = ROPE_BASE,
-    eps: float = EPS,
     lora: dict | None = None,
     lora_scale: float = 1.0,
     ops: Ops = rules,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """One pre-norm block on ``x (B, T, D)`` at integer ``positions (B, T)``:
-    ``x + attend(norm(x))``, then ``x + swiglu(norm(x)) W_down``.
+    """One pre-norm block (``params["blocks"][i]``) on ``x (B, T, D)`` at integer
+    ``positions (B, T)``: ``x + attend(norm(x))``, then ``x + swiglu(norm(x)) W_down``, with
+    the model's ``settings`` (:func:`settings_of`).
 
     Without ``cache``, causal self-attention over ``x``; returns the block's output and its
     keys and values ``(B, T, K, H)``. With ``cache = (keys, values)`` ``(B, S, K, H)``, the
     new keys and values are written at ``positions`` (one start for the batch, ``positions[0,
     0]``) and the queries attend to every cached position up to theirs; returns the updated
-    cache. ``lora``: this block's adapters (``{"q": {"a", "b"}, ...}``), scaled by
+    cache. ``lora``: this block's adapters (``adapters["blocks"][i]``), scaled by
     ``lora_scale``.
     """
-    p, lora = params, lora or {}
+    p, lora, eps = params, lora or {}, settings.eps
     y = ops.rms_norm(x, p["norm1"], eps)
     q, k, v = (_project(ops, y, p[f"w_{c}"], lora.get(c), lora_scale) for c in "qkv")
-    q, k = (ops.rope(a, positions, base=rope_base) for a in (q, k))  # (B, T, N|K, H)
+    q, k = (ops.rope(a, positions, base=settings.rope_base) for a in (q, k))  # (B, T, N|K, H)
     if cache is None:
         o = ops.dot_product_attention(q, k, v, is_causal=True)
         cache = (k, v)
@@ -201,52 +229,34 @@ def hidden(
     *,
     key: jax.Array | None = None,
     dropout: float = 0.0,
-    rope_base: float = ROPE_BASE,
-    eps: float = EPS,
-    lora: list[dict] | None = None,
-    lora_scale: float = 1.0,
+    lora: dict | None = None,
     ops: Ops = rules,
 ) -> jax.Array:
     """The final hidden states ``(B, T, D)`` (after the final norm) of ``tokens (B, T)``: the
     input of the head, and of the fused ``linear_softmax_cross_entropy`` in training.
     ``dropout`` (with a ``key``) drops on each residual branch and on the embeddings;
-    ``lora``: one adapter dict per block."""
+    ``lora``: adapters from :func:`jaxchain.nn.lora.init`."""
+    s = settings_of(params)
     _validate.rank("decoder", "tokens", tokens, 2, "(B, T)")
     _validate.integer("decoder", "tokens", tokens)
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     x = _dropout.maybe(ops, ops.embedding(tokens, params["embed"]), dropout, key, 0)
-    adapters = lora or [None] * len(params["blocks"])
+    adapters, scale = per_block(lora, s.num_layers)
     for i, (block, adapter) in enumerate(zip(params["blocks"], adapters, strict=True)):
         k = None if key is None else jax.random.fold_in(key, i + 1)
         x, _ = apply_block(
-            block,
-            x,
-            positions,
-            key=k,
-            dropout=dropout,
-            rope_base=rope_base,
-            eps=eps,
-            lora=adapter,
-            lora_scale=lora_scale,
-            ops=ops,
-        )
-    return ops.rms_norm(x, params["final_norm"], eps)
+            block, x, positions, settings=s, key=k, dropout=dropout, lora=adapter,
+            lora_scale=scale, ops=ops,
+        )  # fmt: skip
+    return ops.rms_norm(x, params["final_norm"], s.eps)
 
 
 def apply(
-    params: Params,
-    tokens: jax.Array,
-    *,
-    rope_base: float = ROPE_BASE,
-    eps: float = EPS,
-    lora: list[dict] | None = None,
-    lora_scale: float = 1.0,
-    ops: Ops = rules,
+    params: Params, tokens: jax.Array, *, lora: dict | None = None, ops: Ops = rules
 ) -> jax.Array:
-    """Next-token logits ``(B, T, V)`` of ``tokens (B, T)``."""
-    h = hidden(
-        params, tokens, rope_base=rope_base, eps=eps, lora=lora, lora_scale=lora_scale, ops=ops
-    )
+    """Next-token logits ``(B, T, V)`` of ``tokens (B, T)``, with the settings the params
+    carry; ``lora``: adapters from :func:`jaxchain.nn.lora.init`."""
+    h = hidden(params, tokens, lora=lora, ops=ops)
     w = head_weights(params)
     return ops.dense(h, w, jnp.zeros((w.shape[1],), h.dtype))
 
@@ -258,25 +268,12 @@ def loss(
     *,
     key: jax.Array | None = None,
     dropout: float = 0.0,
-    rope_base: float = ROPE_BASE,
-    eps: float = EPS,
-    lora: list[dict] | None = None,
-    lora_scale: float = 1.0,
+    lora: dict | None = None,
     ops: Ops = rules,
 ) -> jax.Array:
     """Mean next-token cross-entropy (nats per token) of ``targets (B, T)``, through the
     fused ``linear_softmax_cross_entropy``: the ``(B, T, V)`` logits are never stored."""
-    h = hidden(
-        params,
-        tokens,
-        key=key,
-        dropout=dropout,
-        rope_base=rope_base,
-        eps=eps,
-        lora=lora,
-        lora_scale=lora_scale,
-        ops=ops,
-    )
+    h = hidden(params, tokens, key=key, dropout=dropout, lora=lora, ops=ops)
     return jnp.mean(ops.linear_softmax_cross_entropy(h, head_weights(params), targets))
 
 
@@ -288,8 +285,6 @@ def generate(
     key: jax.Array,
     temperature: float = 1.0,
     top_k: int | None = None,
-    rope_base: float = ROPE_BASE,
-    eps: float = EPS,
     ops: Ops = rules,
     progress: Callable[[int], None] | None = None,
 ) -> jax.Array:
@@ -302,17 +297,18 @@ def generate(
     merge them first (:func:`jaxchain.nn.lora.merge`).
 
     Args:
-      params: from :func:`init`.
+      params: from :func:`init` or :func:`from_torch` (their settings are used).
       prompt: ``(B, P)`` token ids, ``P >= 1``.
       steps: how many tokens to add.
       key: a PRNG key for sampling.
       temperature: logits are divided by it before sampling; ``0`` is greedy (argmax).
       top_k: sample among the ``top_k`` most likely tokens only.
-      rope_base, eps: as for :func:`apply`.
+      ops: :mod:`jaxchain.rules`, :mod:`jaxchain.tangents` or :mod:`jaxchain.reference`.
       progress: called with ``1, 2, .. steps`` in order as the compiled loop makes each
         token (``jax.debug.callback``, ordered), for a progress display; the tokens do not
         depend on it.
     """
+    vocab = settings_of(params).vocab_size
     _validate.rank("generate", "prompt", prompt, 2, "(B, P)")
     _validate.integer("generate", "prompt", prompt)
     if prompt.shape[1] < 1:
@@ -321,15 +317,11 @@ def generate(
         raise ValueError(f"generate: steps must be a non-negative int, got {steps!r}")
     if not temperature >= 0:
         raise ValueError(f"generate: temperature must be >= 0, got {temperature!r}")
-    vocab = params["embed"].shape[0]
     if top_k is not None and not 1 <= top_k <= vocab:
         raise ValueError(f"generate: top_k must be in [1, {vocab}], got {top_k!r}")
     if steps == 0:
         return prompt
-    constants = (float(rope_base), float(eps))
-    return _generate(
-        params, prompt, key, float(temperature), steps, top_k, constants, ops, progress
-    )
+    return _generate(params, prompt, key, float(temperature), steps, top_k, ops, progress)
 
 
 def sample(logits: jax.Array, key: jax.Array, temperature: float, top_k: int | None) -> jax.Array:
@@ -344,12 +336,12 @@ def sample(logits: jax.Array, key: jax.Array, temperature: float, top_k: int | N
     return jax.random.categorical(key, logits, axis=-1)
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
-def _generate(params, prompt, key, temperature, steps, top_k, constants, ops, progress):
+@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _generate(params, prompt, key, temperature, steps, top_k, ops, progress):
     b, p = prompt.shape
     length = p + steps
     w_head = head_weights(params)
-    rope_base, eps = constants
+    s = params["settings"]
 
     def forward(tokens, caches, start):
         """The tokens ``(B, t)`` at positions ``start ..``: the last one's logits, caches."""
@@ -357,11 +349,9 @@ def _generate(params, prompt, key, temperature, steps, top_k, constants, ops, pr
         x = ops.embedding(tokens, params["embed"])
         new = []
         for block, cache in zip(params["blocks"], caches, strict=True):
-            x, cache = apply_block(
-                block, x, positions, cache=cache, rope_base=rope_base, eps=eps, ops=ops
-            )
+            x, cache = apply_block(block, x, positions, settings=s, cache=cache, ops=ops)
             new.append(cache)
-        h = ops.rms_norm(x[:, -1], params["final_norm"], eps)
+        h = ops.rms_norm(x[:, -1], params["final_norm"], s.eps)
         return h @ w_head, new
 
     dtype = params["embed"].dtype

@@ -3,7 +3,9 @@
 ``x W + b`` becomes ``x W + b + s (x A) B`` through :func:`jaxchain.rules.lora_dense`, whose
 backward pass computes no gradient for the frozen ``W`` and ``b``.
 
-Adapters are a list with one dict per block, naming the projections adapted::
+Adapters are ``{"settings": Settings(rank, alpha), "blocks": [...]}``: their settings (a static
+pytree node without leaves, so optax and ``jax.grad`` see only the matrices; see
+:mod:`jaxchain.nn._settings`) and one dict per block naming the projections adapted::
 
     {"q": {"a": (D, R), "b": (R, D)}, "k": ..., "v": ..., "o": ...,
      "ffn1": {"a": (D, R), "b": (R, F)}, "ffn2": {"a": (F, R), "b": (R, D)}}
@@ -16,13 +18,14 @@ A decoder block's are its attention's and its SwiGLU unit's (``W`` of ``(D, N, H
      "down": {"a": (F, R), "b": (R, D)}}
 
 ``A`` starts random (He normal) and ``B`` at zero, so training starts at the pretrained model
-(LoRA, Hu et al. 2021). The scale is ``s = alpha / R``.
+(LoRA, Hu et al. 2021). The scale is ``s = alpha / R``, read from the adapters' settings by
+every ``apply`` that takes ``lora=`` and by :func:`merge`.
 """
 
 import jax
 import jax.numpy as jnp
 
-from jaxchain.nn import _init
+from jaxchain.nn import _init, _settings
 
 TARGETS = ("q", "k", "v", "o", "ffn1", "ffn2")
 DECODER_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -32,6 +35,40 @@ ALPHA = 16.0  # the scale is ALPHA / rank
 def scale(rank: int, alpha: float = ALPHA) -> float:
     """LoRA's ``alpha / rank``."""
     return alpha / rank
+
+
+@_settings.static
+class Settings:
+    """The adapters' rank and ``alpha``; their scale is ``alpha / rank``."""
+
+    rank: int
+    alpha: float = ALPHA
+
+    def __post_init__(self):
+        _settings.positive("lora", rank=self.rank)
+        if not self.alpha > 0:
+            raise ValueError(f"lora: alpha must be > 0, got {self.alpha!r}")
+        object.__setattr__(self, "alpha", float(self.alpha))
+
+    @property
+    def scale(self) -> float:
+        """``alpha / rank``."""
+        return scale(self.rank, self.alpha)
+
+
+def per_block(adapters: dict | None, num_blocks: int) -> tuple[list, float]:
+    """Each of ``num_blocks`` blocks' adapter dict (all None when ``adapters`` is None) and
+    the scale; a ``ValueError`` naming ``lora`` when the adapters are not :func:`init`'s or
+    are for another number of blocks."""
+    if adapters is None:
+        return [None] * num_blocks, 1.0
+    found = _settings.of(adapters, Settings, "lora")
+    if len(adapters["blocks"]) != num_blocks:
+        raise ValueError(
+            f"lora: the adapters are for {len(adapters['blocks'])} blocks, the model has "
+            f"{num_blocks}"
+        )
+    return list(adapters["blocks"]), found.scale
 
 
 def _is_decoder(block: dict) -> bool:
@@ -59,13 +96,19 @@ def _shapes(block: dict) -> dict[str, tuple[int, int]]:
 
 
 def init(
-    key: jax.Array, blocks: list[dict], rank: int, *, targets=None, dtype=jnp.float32
-) -> list[dict]:
-    """Adapters of rank ``rank`` for each of ``blocks`` (transformer or decoder block params)
-    on the projections ``targets`` (default: every one, :data:`TARGETS` or
-    :data:`DECODER_TARGETS`)."""
-    if rank < 1:
-        raise ValueError(f"lora: rank must be at least 1, got {rank}")
+    key: jax.Array,
+    params: dict,
+    rank: int,
+    *,
+    alpha: float = ALPHA,
+    targets=None,
+    dtype=jnp.float32,
+) -> dict:
+    """Adapters of rank ``rank`` and scale ``alpha / rank`` for each of ``params["blocks"]``
+    (a transformer's, BERT's or a decoder's) on the projections ``targets`` (default: every
+    one, :data:`TARGETS` or :data:`DECODER_TARGETS`)."""
+    settings = Settings(rank=rank, alpha=alpha)
+    blocks = params["blocks"]
     known = DECODER_TARGETS if blocks and _is_decoder(blocks[0]) else TARGETS
     targets = known if targets is None else targets
     unknown = set(targets) - set(known)
@@ -83,29 +126,30 @@ def init(
                 for name, kt in zip(targets, keys, strict=True)
             }
         )
-    return adapters
+    return {"settings": settings, "blocks": adapters}
 
 
-def merge(blocks: list[dict], adapters: list[dict], s: float) -> list[dict]:
-    """The blocks with each adapter folded into its weights, ``W + s A B``: plain blocks that
-    compute what the adapted ones do (to rounding), at no extra cost."""
-    merged = []
-    for block, adapter in zip(blocks, adapters, strict=True):
-        if _is_decoder(block):
-            merged.append(_merge_decoder(block, adapter, s))
-            continue
-        att, ffn = dict(block["attention"]), dict(block["ffn"])
-        for name, lora in adapter.items():
-            delta = s * lora["a"] @ lora["b"]  # (in, out)
-            if name in ("q", "k", "v"):
-                att[f"w_{name}"] = att[f"w_{name}"] + delta.reshape(att[f"w_{name}"].shape)
-            elif name == "o":
-                att["w_o"] = att["w_o"] + delta.reshape(att["w_o"].shape)
-            else:
-                w = "w1" if name == "ffn1" else "w2"
-                ffn[w] = ffn[w] + delta
-        merged.append({**block, "attention": att, "ffn": ffn})
-    return merged
+def merge(params: dict, adapters: dict) -> dict:
+    """``params`` with each adapter folded into its block's weights, ``W + s A B``: plain
+    params (the same settings) that compute what the adapted ones do (to rounding), at no
+    extra cost."""
+    adapted, s = per_block(adapters, len(params["blocks"]))
+    blocks = [_merge(b, a, s) for b, a in zip(params["blocks"], adapted, strict=True)]
+    return {**params, "blocks": blocks}
+
+
+def _merge(block: dict, adapter: dict, s: float) -> dict:
+    if _is_decoder(block):
+        return _merge_decoder(block, adapter, s)
+    att, ffn = dict(block["attention"]), dict(block["ffn"])
+    for name, lora in adapter.items():
+        delta = s * lora["a"] @ lora["b"]  # (in, out)
+        if name in ("q", "k", "v", "o"):
+            att[f"w_{name}"] = att[f"w_{name}"] + delta.reshape(att[f"w_{name}"].shape)
+        else:
+            w = "w1" if name == "ffn1" else "w2"
+            ffn[w] = ffn[w] + delta
+    return {**block, "attention": att, "ffn": ffn}
 
 
 def _merge_decoder(block: dict, adapter: dict, s: float) -> dict:

@@ -2,17 +2,61 @@
 residual connection and layer norm, over token and position embeddings.
 
 Post-norm (BERT's, the default): ``x = LN(x + f(x))``. Pre-norm (``pre_norm=True``):
-``x = x + f(LN(x))``, with a final layer norm after the last block.
+``x = x + f(LN(x))``, with a final layer norm after the last block. The sizes, ``pre_norm`` and
+the layer norms' ``eps`` are the model's :class:`Settings`, which :func:`init` stores in the
+params (``params["settings"]``) and :func:`apply` reads.
 """
 
 import jax
 import jax.numpy as jnp
 
 from jaxchain import _validate, rules
-from jaxchain.nn import _dropout, _init, attention
+from jaxchain.nn import _dropout, _init, _settings, attention
+from jaxchain.nn.lora import per_block
 from jaxchain.ops import Ops
 
 Params = dict
+
+EPS = 1e-5
+
+
+@_settings.static
+class Settings:
+    """An encoder's sizes and constants, as :func:`init` takes them; stored in its params.
+
+    Attributes:
+      vocab_size, max_len, d_model, num_heads, num_layers, d_ff: the sizes (``d_ff``: ``None``
+        is ``4 d_model``, resolved on construction).
+      pre_norm: pre-norm blocks and a final layer norm (else post-norm, BERT's).
+      eps: the layer norms' epsilon.
+    """
+
+    vocab_size: int
+    max_len: int
+    d_model: int
+    num_heads: int
+    num_layers: int
+    d_ff: int | None = None
+    pre_norm: bool = False
+    eps: float = EPS
+
+    def __post_init__(self):
+        if self.d_ff is None:
+            object.__setattr__(self, "d_ff", 4 * self.d_model)
+        _settings.positive(
+            "transformer",
+            **{f: getattr(self, f) for f in ("vocab_size", "max_len", "d_model", "num_heads")},
+            **{f: getattr(self, f) for f in ("num_layers", "d_ff")},
+        )
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"transformer: d_model {self.d_model} is not divisible by num_heads "
+                f"{self.num_heads}"
+            )
+        if not self.eps >= 0:
+            raise ValueError(f"transformer: eps must be >= 0, got {self.eps!r}")
+        object.__setattr__(self, "eps", float(self.eps))
+        object.__setattr__(self, "pre_norm", bool(self.pre_norm))
 
 
 def _norm(d: int, dtype) -> dict[str, jax.Array]:
@@ -51,16 +95,17 @@ def apply_block(
     *,
     is_causal: bool = False,
     pre_norm: bool = False,
-    eps: float = 1e-5,
+    eps: float = EPS,
     lora: dict | None = None,
     lora_scale: float = 1.0,
     dropout: float = 0.0,
     key: jax.Array | None = None,
     ops: Ops = rules,
 ) -> jax.Array:
-    """One block on ``x (B, T, D)``; ``mask (B, T)`` True = a real token. ``lora``: adapters
-    of this block's projections (:mod:`jaxchain.nn.lora`); ``dropout`` (with a ``key``) on
-    the output of each residual branch, as BERT trains."""
+    """One block (``params["blocks"][i]``) on ``x (B, T, D)``; ``mask (B, T)`` True = a real
+    token; ``pre_norm`` and ``eps``: the model's settings. ``lora``: this block's adapters
+    (``adapters["blocks"][i]``, :mod:`jaxchain.nn.lora`), scaled by ``lora_scale``;
+    ``dropout`` (with a ``key``) on the output of each residual branch, as BERT trains."""
     lora = lora or {}
 
     def norm(name, y):
@@ -92,27 +137,52 @@ def apply_block(
 def init(
     key: jax.Array,
     vocab_size: int,
+    *,
     max_len: int,
     d_model: int,
     num_heads: int,
     num_layers: int,
     d_ff: int | None = None,
-    *,
     pre_norm: bool = False,
+    eps: float = EPS,
     dtype=jnp.float32,
 ) -> Params:
-    """An encoder: ``embed (V, D)``, ``position (max_len, D)`` (normal, std 0.02), ``blocks``,
+    """An encoder whose :class:`Settings` are these arguments (but ``key`` and ``dtype``):
+    ``settings``, ``embed (V, D)``, ``position (max_len, D)`` (normal, std 0.02), ``blocks``,
     and ``final_norm`` when ``pre_norm``. ``d_ff`` defaults to ``4 D``."""
+    s = Settings(
+        vocab_size=vocab_size,
+        max_len=max_len,
+        d_model=d_model,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        d_ff=d_ff,
+        pre_norm=pre_norm,
+        eps=eps,
+    )
     ke, kp, *kb = jax.random.split(key, 2 + num_layers)
-    d_ff = 4 * d_model if d_ff is None else d_ff
     params = {
+        "settings": s,
         "embed": 0.02 * jax.random.normal(ke, (vocab_size, d_model), dtype),
         "position": 0.02 * jax.random.normal(kp, (max_len, d_model), dtype),
-        "blocks": [init_block(k, d_model, num_heads, d_ff, dtype=dtype) for k in kb],
+        "blocks": [init_block(k, d_model, num_heads, s.d_ff, dtype=dtype) for k in kb],
     }
     if pre_norm:
         params["final_norm"] = _norm(d_model, dtype)
     return params
+
+
+def settings_of(params: Params) -> Settings:
+    """``params["settings"]``, checked against the shapes it describes (a ``ValueError``
+    naming ``params`` when it has none or they disagree)."""
+    s = _settings.of(params, Settings, "transformer")
+    found = (params["embed"].shape, params["position"].shape[0], len(params["blocks"]))
+    if found != ((s.vocab_size, s.d_model), s.max_len, s.num_layers):
+        raise ValueError(
+            f"transformer: params' shapes disagree with params['settings']: embed, max_len, "
+            f"layers {found}, settings {((s.vocab_size, s.d_model), s.max_len, s.num_layers)}"
+        )
+    return s
 
 
 def apply(
@@ -121,43 +191,36 @@ def apply(
     mask: jax.Array | None = None,
     *,
     is_causal: bool = False,
-    pre_norm: bool = False,
-    eps: float = 1e-5,
+    lora: dict | None = None,
     dropout: float = 0.0,
     key: jax.Array | None = None,
     ops: Ops = rules,
 ) -> jax.Array:
-    """Hidden states ``(B, T, D)`` of integer ``tokens (B, T)``.
+    """Hidden states ``(B, T, D)`` of integer ``tokens (B, T)``, with the settings the params
+    carry (``pre_norm``, ``eps``).
 
     Args:
-      params: from :func:`init` (with the same ``pre_norm``).
+      params: from :func:`init`.
       tokens: ``(B, T)`` integers in ``[0, V)``, ``T <= max_len``.
       mask: optional boolean ``(B, T)``, True = a real token.
       is_causal: each position attends only to earlier ones (a language model).
-      pre_norm: pre-norm blocks and a final layer norm.
+      lora: optional adapters from :func:`jaxchain.nn.lora.init`.
       dropout: with a ``key``, dropout at this rate on each block's residual branches.
       ops: :mod:`jaxchain.rules`, :mod:`jaxchain.tangents` or :mod:`jaxchain.reference`.
     """
+    s = settings_of(params)
     _validate.rank("transformer", "tokens", tokens, 2, "(B, T)")
-    t, max_len = tokens.shape[1], params["position"].shape[0]
-    if t > max_len:
-        raise ValueError(f"transformer: tokens has length {t}, more than max_len {max_len}")
-    if pre_norm != ("final_norm" in params):
-        raise ValueError(f"transformer: pre_norm={pre_norm} but params were made with the other")
+    t = tokens.shape[1]
+    if t > s.max_len:
+        raise ValueError(f"transformer: tokens has length {t}, more than max_len {s.max_len}")
     x = ops.embedding(tokens, params["embed"]) + params["position"][None, :t]
-    for i, block in enumerate(params["blocks"]):
+    adapters, scale = per_block(lora, s.num_layers)
+    for i, (block, adapter) in enumerate(zip(params["blocks"], adapters, strict=True)):
         k = None if key is None else jax.random.fold_in(key, i)
         x = apply_block(
-            block,
-            x,
-            mask,
-            is_causal=is_causal,
-            pre_norm=pre_norm,
-            eps=eps,
-            dropout=dropout,
-            key=k,
-            ops=ops,
-        )
-    if pre_norm:
-        x = ops.layer_norm(x, params["final_norm"]["scale"], params["final_norm"]["bias"], eps)
+            block, x, mask, is_causal=is_causal, pre_norm=s.pre_norm, eps=s.eps, lora=adapter,
+            lora_scale=scale, dropout=dropout, key=k, ops=ops,
+        )  # fmt: skip
+    if s.pre_norm:
+        x = ops.layer_norm(x, params["final_norm"]["scale"], params["final_norm"]["bias"], s.eps)
     return x

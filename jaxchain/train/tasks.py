@@ -284,14 +284,15 @@ def _transformer_classifier(d: Labelled, o: Options) -> Model:
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        enc = nn.transformer.init(k1, 17, pixels, a.hidden, heads, a.layers, pre_norm=True)
+        enc = nn.transformer.init(
+            k1, 17, max_len=pixels, d_model=a.hidden, num_heads=heads, num_layers=a.layers,
+            pre_norm=True,
+        )  # fmt: skip
         return {"encoder": enc, "head": _head(k2, a.hidden, d.num_classes)}
 
     def logits(p, x, ops, key=None):
         tokens = jnp.round(x * 16).astype(jnp.int32)  # the 17 grey levels
-        h = nn.transformer.apply(
-            p["encoder"], tokens, pre_norm=True, dropout=o.dropout, key=key, ops=ops
-        )
+        h = nn.transformer.apply(p["encoder"], tokens, dropout=o.dropout, key=key, ops=ops)
         return _dense(ops, p["head"], jnp.mean(h, axis=1))
 
     return Model(init, logits)
@@ -350,15 +351,15 @@ def _transformer_language_model(d: Text, o: Options) -> Model:
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        shape = (d.vocab_size, o.seq_len, a.hidden, heads, a.layers)
+        sizes = dict(max_len=o.seq_len, d_model=a.hidden, num_heads=heads, num_layers=a.layers)
         return {
-            "encoder": nn.transformer.init(k1, *shape, pre_norm=True),
+            "encoder": nn.transformer.init(k1, d.vocab_size, **sizes, pre_norm=True),
             "head": _head(k2, a.hidden, d.vocab_size),
         }
 
     def features(p, tokens, ops, key=None):
         return nn.transformer.apply(
-            p["encoder"], tokens, is_causal=True, pre_norm=True, dropout=o.dropout, key=key, ops=ops
+            p["encoder"], tokens, is_causal=True, dropout=o.dropout, key=key, ops=ops
         )
 
     return _language_model(init, features)
@@ -429,47 +430,34 @@ def _finetuned_decoder(d: Text, o: Options) -> Model:
     ``rank`` on every attention and SwiGLU projection, the base frozen; ``merge`` folds them
     in). Its params: ``{"decoder": nn.decoder params}``, and ``"lora"`` for LoRA."""
     f, base = o.finetuning, base_decoder(o.finetuning.base)
-    if d.vocab_size != base.dims["vocab_size"]:
+    if d.vocab_size != base.settings.vocab_size:
         raise ArgumentError(
             f"{{base}}: its tokenizer has {d.vocab_size} tokens, its embedding "
-            f"{base.dims['vocab_size']}"
+            f"{base.settings.vocab_size}"
         )
-    scale = nn.lora.scale(f.rank)
-    constants = nn.decoder.forward_options(base.dims)  # the base's RoPE base and epsilon
 
     def init(key):
         params = {"decoder": jax.tree.map(jnp.copy, base.params)}  # a step donates its params
         if f.strategy == "lora":
-            params["lora"] = nn.lora.init(key, base.params["blocks"], f.rank)
+            params["lora"] = nn.lora.init(key, base.params, f.rank)
         return params
 
     def logits(p, tokens, ops, key=None):
-        return nn.decoder.apply(
-            p["decoder"], tokens, lora=p.get("lora"), lora_scale=scale, **constants, ops=ops
-        )
+        return nn.decoder.apply(p["decoder"], tokens, lora=p.get("lora"), ops=ops)
 
     def loss(p, batch, ops, key=None):
         tokens, targets = batch
         return nn.decoder.loss(
-            p["decoder"],
-            tokens,
-            targets,
-            key=key,
-            dropout=o.dropout,
-            lora=p.get("lora"),
-            lora_scale=scale,
-            **constants,
-            ops=ops,
+            p["decoder"], tokens, targets, key=key, dropout=o.dropout, lora=p.get("lora"), ops=ops
         )
 
     def merge(p):
         """The adapted decoder as plain params, ``{"decoder": ...}``: the adapters folded in."""
-        blocks = nn.lora.merge(p["decoder"]["blocks"], p["lora"], scale)
-        return {"decoder": {**p["decoder"], "blocks": blocks}}
+        return {"decoder": nn.lora.merge(p["decoder"], p["lora"])}
 
     def generate(p, prompt, steps, **sampling):
         plain = merge(p) if "lora" in p else p
-        return nn.decoder.generate(plain["decoder"], prompt, steps, **sampling, **constants)
+        return nn.decoder.generate(plain["decoder"], prompt, steps, **sampling)
 
     def trainable(p):
         return {
@@ -526,6 +514,7 @@ def trainable_blocks(strategy: str, num_layers: int, top_k: int = 2) -> Callable
         ]
         return {
             "encoder": {
+                "settings": encoder["settings"],  # no leaves: the tree's shape only
                 "embeddings": jax.tree.map(lambda _: not frozen, encoder["embeddings"]),
                 "blocks": blocks,
             },
@@ -540,50 +529,31 @@ def _finetuned_minilm(d: Labelled, o: Options) -> Model:
     initialised; ``lora`` adds adapters of rank ``rank`` to every projection of every block
     (:mod:`jaxchain.nn.lora`), and the model's ``merge`` folds them into the weights."""
     encoder, f = _minilm(), o.finetuning
-    config, eps = encoder.config, encoder.eps
+    config = encoder.config
     trainable = trainable_blocks(f.strategy, config["num_hidden_layers"], f.top_k)
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        if f.strategy == "scratch":
-            dims = (
-                config["vocab_size"],
-                config["max_position_embeddings"],
-                config["hidden_size"],
-                config["num_attention_heads"],
-                config["num_hidden_layers"],
-                config["intermediate_size"],
-            )
-            params = nn.bert.init(k1, *dims, type_vocab_size=config["type_vocab_size"])
+        if f.strategy == "scratch":  # the same settings, random weights
+            s = encoder.params["settings"]
+            params = nn.bert.init(k1, **dataclasses.asdict(s))
         else:  # a copy: a training step donates the params it is given
             params = jax.tree.map(jnp.copy, encoder.params)
         params = {"encoder": params, "head": _head(k2, config["hidden_size"], d.num_classes)}
         if f.strategy == "lora":
-            adapters = nn.lora.init(jax.random.fold_in(key, 2), params["encoder"]["blocks"], f.rank)
-            params["lora"] = adapters
+            params["lora"] = nn.lora.init(jax.random.fold_in(key, 2), params["encoder"], f.rank)
         return params
-
-    lora_scale = nn.lora.scale(f.rank)
 
     def logits(p, x, ops, key=None):
         tokens, mask = x
         h = nn.bert.apply(
-            p["encoder"],
-            tokens,
-            mask,
-            eps=eps,
-            lora=p.get("lora"),
-            lora_scale=lora_scale,
-            dropout=o.dropout,
-            key=key,
-            ops=ops,
+            p["encoder"], tokens, mask, lora=p.get("lora"), dropout=o.dropout, key=key, ops=ops
         )
         return _dense(ops, p["head"], nn.bert.mean_pool(h, mask))
 
     def merge(p):
         """The adapted model as plain params: the adapters folded into the weights."""
-        blocks = nn.lora.merge(p["encoder"]["blocks"], p["lora"], lora_scale)
-        return {"encoder": {**p["encoder"], "blocks": blocks}, "head": p["head"]}
+        return {"encoder": nn.lora.merge(p["encoder"], p["lora"]), "head": p["head"]}
 
     lora = f.strategy == "lora"
     return Model(init, logits, trainable=trainable, merge=merge if lora else None)
