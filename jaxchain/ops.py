@@ -56,6 +56,7 @@ class Ops(Protocol):
     def gru(self, xs, h0, w_x, w_h, b_x, b_h, lengths=None) -> tuple: ...
 
 
+#: The names of the interface's ops, sorted, which are the ``__all__`` of every rule set.
 NAMES: tuple[str, ...] = tuple(
     sorted(n for n in vars(Ops) if not n.startswith("_") and callable(vars(Ops)[n]))
 )

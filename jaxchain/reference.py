@@ -4,7 +4,7 @@
 They are the oracle every hand-written rule is checked against, and they can be passed
 wherever a rule set is accepted (``ops=jaxchain.reference``). So that a bug in the rules
 cannot hide in the oracle, this module imports nothing from :mod:`jaxchain.rules`: it shares
-only the argument checks of :mod:`jaxchain._checks`, which raise and compute nothing, so
+only the argument checks of ``jaxchain._checks``, which raise and compute nothing, so
 both fail alike on bad input. Masks, padding and the NaN given for out-of-range integers
 inside ``jit`` are written here again, on purpose.
 """
@@ -43,21 +43,27 @@ def embedding(ids: jax.Array, table: jax.Array) -> jax.Array:
 
 
 def relu(x: jax.Array) -> jax.Array:
+    """``max(x, 0)``, elementwise; its derivative at 0 is 0, as ``jax.nn.relu``'s."""
     x = _checks.check_unary("relu", x)
     return jnp.where(x > 0, x, 0)  # derivative 0 at 0, as jax.nn.relu (not maximum's 1/2)
 
 
 def sigmoid(x: jax.Array) -> jax.Array:
+    """``1 / (1 + exp(-x))``, elementwise, computed as ``(1 + tanh(x / 2)) / 2``, which
+    overflows nowhere."""
     x = _checks.check_unary("sigmoid", x)
     return (0.5 * (1 + jnp.tanh(0.5 * _wide(x)))).astype(x.dtype)  # = 1 / (1 + e^-x), stably
 
 
 def tanh(x: jax.Array) -> jax.Array:
+    """``tanh(x)``, elementwise."""
     x = _checks.check_unary("tanh", x)
     return jnp.tanh(_wide(x)).astype(x.dtype)
 
 
 def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
+    """``x Phi(x)``, elementwise, with ``Phi`` the standard normal CDF; with ``approximate``,
+    ``x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x**3))) / 2``, as ``jax.nn.gelu``."""
     x = _checks.check_unary("gelu", x)
     z = _wide(x)
     if approximate:
@@ -143,12 +149,16 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Ar
 
 
 def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """``mean((pred - target) ** 2)`` over every element: a scalar; ``pred`` and ``target`` of
+    one shape, not empty."""
     pred, target = _checks.check_pair("mse", ("pred", "target"), pred, target, nonempty=True)
     p, t = _wide(pred, target)
     return jnp.mean((p - t) ** 2).astype(pred.dtype)
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """``(x - mean) / sqrt(var + eps) * scale + bias``, the mean and the (biased) variance
+    taken over the last axis; x ``(..., D)``, scale and bias ``(D,)``."""
     x, scale, bias = _checks.check_layer_norm("layer_norm", x, scale, bias)
     z, scale_, bias_ = _wide(x, scale, bias)
     d = max(x.shape[-1], 1)  # an empty row has nothing to normalise
@@ -217,6 +227,8 @@ def dot_product_attention(
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """``x / sqrt(mean(x ** 2) + eps) * scale``, the mean over the last axis; x ``(..., D)``,
+    scale ``(D,)``."""
     x, scale = _checks.check_rms_norm("rms_norm", x, scale)
     z, scale_ = _wide(x, scale)
     mean_square = jnp.sum(z * z, axis=-1, keepdims=True) / max(x.shape[-1], 1)
@@ -226,6 +238,7 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 
 def silu(x: jax.Array) -> jax.Array:
+    """``x sigmoid(x)``, elementwise."""
     x = _checks.check_unary("silu", x)
     z = _wide(x)
     return (z / (1 + jnp.exp(-z))).astype(x.dtype)

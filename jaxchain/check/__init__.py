@@ -10,10 +10,9 @@ inputs and outputs follow JAX's convention. The :class:`Report` is a table namin
 with its largest error and the worst element's analytic and expected values, and says what
 was skipped or weakened, and why. :func:`check_jvp` is the same for the forward mode.
 
-The modules: :mod:`~jaxchain.check.report` (the report), :mod:`~jaxchain.check.compare`
-(tolerances and comparisons), :mod:`~jaxchain.check.differences` (finite differences),
-:mod:`~jaxchain.check.leaves` (per-leaf errors), :mod:`~jaxchain.check.vjp` and
-:mod:`~jaxchain.check.jvp` (the checks). They import nothing of jaxchain: the checker checks
+The modules: ``report`` (the report), :mod:`~jaxchain.check.compare` (tolerances and
+comparisons), ``differences`` (finite differences), ``leaves`` (per-leaf errors), ``vjp`` and
+``jvp`` (the checks). They import nothing of jaxchain: the checker checks
 anyone's rule, ours included.
 
 This project's own cases -- the registry of its rules and models, their counterparts in

@@ -13,28 +13,30 @@ import numpy as np
 from jaxchain.check.leaves import unravel
 from jaxchain.check.report import LeafError, Report
 
-# Largest relative error accepted against autodiff, by the least precise dtype involved.
-# The relative error of a leaf is max|a - b| / max|b| (norm-wise, so that entries that are
-# zero in one formula and 1e-17 in the other do not count as large; see _SCALE_FLOOR).
-# Scaled up, never down, by the input's size (see scaled_tolerance).
+#: Largest relative error accepted against autodiff, by the least precise dtype involved.
+#: The relative error of a leaf is ``max|a - b| / max|b|`` (norm-wise, so that entries that
+#: are zero in one formula and 1e-17 in the other do not count as large; see ``_SCALE_FLOOR``).
+#: Scaled up, never down, by the input's size (see :func:`~jaxchain.check.scaled_tolerance`).
 TOLERANCES: dict[jnp.dtype, float] = {
     jnp.dtype(jnp.float64): 1e-10,
     jnp.dtype(jnp.float32): 1e-4,
     jnp.dtype(jnp.float16): 1e-2,
     jnp.dtype(jnp.bfloat16): 5e-2,
 }
-# Against central differences in float64 (truncation ~h**2, rounding ~noise / h), at least.
+#: Against central differences in float64 (truncation ``~h**2``, rounding ``~noise / h``), at
+#: least.
 FD_RTOL = 1e-6
-# A function that computes in float32 (or less) inside takes a step of this size relative to
-# each leaf's scale; its tolerance follows from the noise measured in its outputs.
+#: A function that computes in float32 (or less) inside takes a step of this size relative to
+#: each leaf's scale; its tolerance follows from the noise measured in its outputs.
 FD_FLOAT32 = {"step": float(np.finfo(np.float32).eps) ** (1 / 3), "rtol": 5e-3}
-# The size term of scaled_tolerance: SIZE_FACTOR * sqrt(n) * eps.
+#: The size term of :func:`~jaxchain.check.scaled_tolerance` is
+#: ``SIZE_FACTOR * sqrt(n) * eps``.
 SIZE_FACTOR = 100.0
 
 
 def tolerance(*dtypes: Any) -> float:
-    """The tolerance of the least precise of ``dtypes`` (from :data:`TOLERANCES`); complex
-    dtypes count as their real parts."""
+    """The tolerance of the least precise of ``dtypes`` (from
+    :data:`~jaxchain.check.compare.TOLERANCES`); complex dtypes count as their real parts."""
     floats = [_real(d) for d in dtypes if jnp.issubdtype(d, jnp.inexact)]
     return max((TOLERANCES[d] for d in floats), default=TOLERANCES[jnp.dtype(jnp.float64)])
 

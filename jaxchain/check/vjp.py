@@ -154,8 +154,9 @@ def check_vjp(
         approximate by design (an adjoint solved to a tolerance). By default, and always
         for the properties exact in arithmetic (eager vs jit, linearity, zero cotangent,
         symbolic zeros, vmap against the same function unbatched), from
-        :data:`TOLERANCES` by the least precise dtype among the inputs, the outputs and what
-        ``f`` computes inside, scaled by the input's size (:func:`scaled_tolerance`).
+        :data:`~jaxchain.check.compare.TOLERANCES` by the least precise dtype among the
+        inputs, the outputs and what ``f`` computes inside, scaled by the input's size
+        (:func:`scaled_tolerance`).
       atol: an absolute tolerance added to ``rtol``'s in the same comparisons (with the
         reference and with finite differences): for derivatives approximate to an absolute
         error (a solver's ``atol``).

@@ -7,7 +7,8 @@ within float tolerance.
 
 from jaxchain.nn import attention, bert, decoder, gru, lora, lstm, mlp, rnn, transformer
 
-RECURRENT = {"rnn": rnn, "lstm": lstm, "gru": gru}  # the recurrent models, by their op's name
+#: The recurrent models, by the name of their op.
+RECURRENT = {"rnn": rnn, "lstm": lstm, "gru": gru}
 
 __all__ = [
     "RECURRENT",

@@ -17,6 +17,7 @@ from jaxchain.nn import _init
 from jaxchain.nn._torch import require
 from jaxchain.ops import Ops
 
+#: The projections' weights and biases, heads in the shapes (see above).
 Params = dict[str, jax.Array]
 
 

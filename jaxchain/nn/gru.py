@@ -16,8 +16,10 @@ from jaxchain.nn import _dropout, _init
 from jaxchain.nn._torch import recurrent_from_torch
 from jaxchain.ops import Ops
 
+#: ``{"w_x": (I, 3H), "w_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``, gates r, z, n.
 Params = dict[str, jax.Array]
-GATES = 3  # gate blocks stacked in w_x, w_h and the biases
+#: Gate blocks stacked in ``w_x``, ``w_h`` and the biases.
+GATES = 3
 
 
 def init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32) -> Params:

@@ -15,8 +15,11 @@ from jaxchain.nn import _dropout, _init
 from jaxchain.nn._torch import recurrent_from_torch
 from jaxchain.ops import Ops
 
+#: ``{"w_x": (I, 4H), "w_h": (H, 4H), "b": (4H,)}``, gates in the order i, f, g, o.
 Params = dict[str, jax.Array]
-GATES = 4  # gate blocks stacked in w_x, w_h and the biases
+#: Gate blocks stacked in ``w_x``, ``w_h`` and the biases.
+GATES = 4
+#: ``(h, c)``, each ``(B, H)``.
 Carry = tuple[jax.Array, jax.Array]
 
 

@@ -9,7 +9,9 @@ from jaxchain import rules
 from jaxchain.nn import _dropout, _init
 from jaxchain.ops import Ops
 
+#: The ``activation`` names :func:`init` and :func:`apply` accept.
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
+#: ``{"layers": [{"w": (I, O), "b": (O,)}, ...]}``, one entry per layer.
 Params = dict[str, list[dict[str, jax.Array]]]
 
 

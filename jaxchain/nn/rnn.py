@@ -12,8 +12,10 @@ from jaxchain.nn import _dropout, _init
 from jaxchain.nn._torch import recurrent_from_torch
 from jaxchain.ops import Ops
 
+#: ``{"w_x": (I, H), "w_h": (H, H), "b": (H,)}``.
 Params = dict[str, jax.Array]
-GATES = 1  # gate blocks stacked in w_x, w_h and the biases
+#: Gate blocks stacked in ``w_x``, ``w_h`` and the biases.
+GATES = 1
 
 
 def init(key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32) -> Params:

@@ -33,6 +33,8 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Classification:
+    """A classification data set: its three splits and the number of classes."""
+
     train: Split
     val: Split
     test: Split
@@ -55,6 +57,7 @@ class Corpus:
         return np.array([index[c] for c in text], np.int32)
 
     def decode(self, ids) -> str:
+        """The text of the character ids ``ids``."""
         return "".join(self.vocab[int(i)] for i in ids)
 
     def text(self, ids: np.ndarray) -> str:

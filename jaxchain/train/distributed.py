@@ -46,13 +46,17 @@ __all__ = [
     "shard_batch",
 ]
 
+#: The environment variable that gives each :class:`Cluster` field.
 ENV = {
     "coordinator": "JAXCHAIN_COORDINATOR",
     "num_processes": "JAXCHAIN_NUM_PROCESSES",
     "process_id": "JAXCHAIN_PROCESS_ID",
 }
+#: The ``shard`` settings: parameters replicated (``none``) or split (``params``).
 SHARDS = ("none", "params")
-SHARD_MIN_SIZE = 2**14  # smaller arrays (norms, biases) stay replicated: not worth a gather
+#: Smaller arrays (norms, biases) stay replicated under ``shard="params"``: not worth a
+#: gather.
+SHARD_MIN_SIZE = 2**14
 
 
 @dataclasses.dataclass(frozen=True)

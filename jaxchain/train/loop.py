@@ -29,6 +29,7 @@ from jaxchain.train.runs import Checkpoints
 from jaxchain.train.tasks import Options as TaskOptions
 from jaxchain.train.tasks import Task
 
+#: The rule set of each ``backward``: hand-written (``manual``) or ``jax.grad`` (``autodiff``).
 BACKWARDS = {"manual": rules, "autodiff": reference}
 
 
@@ -117,8 +118,10 @@ class History:
             self.since_best += 1
 
 
+#: The run directory's file of a text task's tokenizer.
 TOKENIZER_FILE = "tokenizer.json"
-SYNC_SECONDS = 1.0  # read the losses (waiting for the device) at least this often
+#: The loop reads the losses (waiting for the device) at least this often, in seconds.
+SYNC_SECONDS = 1.0
 
 
 def dropout_key(seed: int, step: jax.Array) -> jax.Array:
@@ -128,7 +131,7 @@ def dropout_key(seed: int, step: jax.Array) -> jax.Array:
 
 
 class Interrupts:
-    """SIGINT and SIGTERM while a run trains: the first is noted (:attr:`signal`), and the
+    """SIGINT and SIGTERM while a run trains: the first is noted (``signal``), and the
     loop stops after the step it is in, as at ``stop_at``; the handlers are then put back to
     the system's, so a second signal ends the process at once. Only in the main thread
     (where Python can take signals); elsewhere nothing is installed."""
@@ -297,7 +300,8 @@ def evaluate(task: Task, params, split: str, *, merged: bool = False) -> dict[st
     return {k: float(v) for k, v in zip(task.metric_names, values, strict=True)}
 
 
-TIME_CHECK_STEPS = 8  # in a multi-process run, process 0 decides on the time limit this often
+#: In a multi-process run, process 0 decides on the time limit every this many steps.
+TIME_CHECK_STEPS = 8
 
 
 class _Loop:

@@ -28,6 +28,7 @@ from jax.experimental import checkify
 from jaxchain._arguments import ArgumentError, literal
 from jaxchain.train import options
 
+#: Each optimizer by name, made from a learning rate (or schedule) and a weight decay.
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": lambda lr, wd: optax.sgd(lr),
     "momentum": lambda lr, wd: optax.sgd(lr, momentum=0.9),
@@ -37,6 +38,7 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adam": lambda lr, wd: optax.adam(lr),
     "adamw": lambda lr, wd: optax.adamw(lr, weight_decay=wd),
 }
+#: The learning-rate schedules.
 SCHEDULES = ("constant", "cosine")
 
 

@@ -90,7 +90,7 @@ def replace(group, **values):
 
 
 def at_least(group, low: int, names: Iterable[str]) -> None:
-    """An :class:`~jaxchain._arguments.ArgumentError` naming the first of ``names`` whose
+    """An ``ArgumentError`` (a :class:`ValueError`) naming the first of ``names`` whose
     value is below ``low`` (None passes: an option not set)."""
     for name in names:
         value = getattr(group, name)
@@ -100,7 +100,7 @@ def at_least(group, low: int, names: Iterable[str]) -> None:
 
 
 def one_of(group, name: str, choices: Iterable[str]) -> None:
-    """An :class:`~jaxchain._arguments.ArgumentError` naming ``name`` unless its value is one
+    """An ``ArgumentError`` (a :class:`ValueError`) naming ``name`` unless its value is one
     of ``choices``."""
     choices = list(choices)
     if getattr(group, name) not in choices:

@@ -33,9 +33,13 @@ from jaxchain import _files
 from jaxchain._arguments import ArgumentError, literal
 from jaxchain.train import options
 
+#: The run directory's record of its configuration.
 RUN_FILE = "run.json"
+#: The file a process holds locked while it writes the run directory.
 LOCK_FILE = ".lock"
-CORRUPT_DIR = "corrupt-checkpoints"  # where damaged checkpoints are set aside on resume
+#: Where damaged checkpoints are set aside on resume.
+CORRUPT_DIR = "corrupt-checkpoints"
+#: The configuration fields a resumed run may change.
 MAY_CHANGE = frozenset(
     {"time_limit", "eval_every", "checkpoint_every", "patience", "devices", "shard"}
 )
@@ -213,7 +217,8 @@ def os_error(e: BaseException) -> str | None:
     return None if found is None else found.group(1)
 
 
-FILES = "jaxchain-files.json"  # in each checkpoint: its files' sizes and CRC-32s
+#: The file in each checkpoint that lists its files' sizes and CRC-32s.
+FILES = "jaxchain-files.json"
 
 
 def _listing(step_dir: pathlib.Path) -> dict[str, list[int]]:
