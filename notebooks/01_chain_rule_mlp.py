@@ -90,8 +90,9 @@ np.testing.assert_allclose(loss(params, x, y), np.log(2), rtol=1e-15)
 # $$\frac{\partial L}{\partial z_{3,k}} = -y_k + \frac{e^{z_{3,k}}}{\sum_j e^{z_{3,j}}}
 #   = \hat y_k - y_k, \qquad \delta_3 := \frac{\partial L}{\partial z_3} = \hat y - y.$$
 #
-# Going through the softmax's Jacobian $\partial \hat y / \partial z_3 = \mathrm{diag}(\hat y)
-# - \hat y \hat y^\top$ and the log's $-y / \hat y$ gives the same thing, more slowly:
+# Going through the softmax's Jacobian
+# $\partial \hat y / \partial z_3 = \mathrm{diag}(\hat y) - \hat y \hat y^\top$ and the log's
+# $-y / \hat y$ gives the same thing, more slowly:
 
 # %%
 delta3 = y_hat - y

@@ -32,14 +32,6 @@ PAGES = {
     "notebooks/04_optimizers.html": True,
     "cli.html": False,
 }
-# TODO(notebooks): in notebooks/01_chain_rule_mlp.py, the line "# - \hat y \hat y^\top$ and
-# the log's ..." (the softmax's Jacobian) starts with "- ": MyST reads a list item there,
-# which splits the $...$ formula, left as raw TeX on the page. Strict: passes once fixed.
-BROKEN = {"notebooks/01_chain_rule_mlp.html": "a formula split by a list item, raw TeX"}
-PARAMS = [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=BROKEN[p])) if p in BROKEN else p
-    for p in PAGES
-]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +86,7 @@ def _open(browser, url: str, site: str):
     return page, problems
 
 
-@pytest.mark.parametrize("path", PARAMS)
+@pytest.mark.parametrize("path", list(PAGES))
 def test_page_loads_clean_and_typesets_its_math(browser, site, path):
     page, problems = _open(browser, site + path, site)
     assert problems == []

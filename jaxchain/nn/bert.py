@@ -16,6 +16,7 @@ writes one, which is how a fine-tuned encoder leaves (:func:`jaxchain.pretrained
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +28,11 @@ from jaxchain.nn._torch import require
 from jaxchain.nn.lora import per_block
 from jaxchain.ops import Ops
 
-Params = dict
+#: ``{"settings", "embeddings", "blocks"}`` (see above).
+Params = dict[str, Any]
 
-EPS = 1e-12  # BERT's layer_norm_eps
+#: The layer norms' epsilon by default, BERT's ``layer_norm_eps``.
+EPS = 1e-12
 
 
 @_settings.static

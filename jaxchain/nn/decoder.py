@@ -31,8 +31,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxchain import _validate, rules
-from jaxchain.nn import _dropout, _settings
-from jaxchain.nn._decoder_settings import EPS, ROPE_BASE, Settings
+from jaxchain.nn import _decoder_settings, _dropout, _settings
+from jaxchain.nn._decoder_settings import Settings
 from jaxchain.nn._llama import from_torch as from_torch
 from jaxchain.nn._llama import settings_from_config as settings_from_config
 from jaxchain.nn._llama import to_config as to_config
@@ -40,7 +40,13 @@ from jaxchain.nn._llama import to_torch as to_torch
 from jaxchain.nn.lora import per_block
 from jaxchain.ops import Ops
 
+#: ``{"settings", "embed", "blocks", "final_norm"}`` and ``"head"`` unless tied (above).
 Params = dict
+
+#: RoPE's base by default, Llama's ``rope_theta`` default.
+ROPE_BASE: float = _decoder_settings.ROPE_BASE
+#: RMSNorm's epsilon by default, Llama's ``rms_norm_eps`` default.
+EPS: float = _decoder_settings.EPS
 
 __all__ = [
     "EPS",

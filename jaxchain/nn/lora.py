@@ -5,7 +5,7 @@ backward pass computes no gradient for the frozen ``W`` and ``b``.
 
 Adapters are ``{"settings": Settings(rank, alpha), "blocks": [...]}``: their settings (a static
 pytree node without leaves, so optax and ``jax.grad`` see only the matrices; see
-:mod:`jaxchain.nn._settings`) and one dict per block naming the projections adapted::
+``jaxchain/nn/_settings.py``) and one dict per block naming the projections adapted::
 
     {"q": {"a": (D, R), "b": (R, D)}, "k": ..., "v": ..., "o": ...,
      "ffn1": {"a": (D, R), "b": (R, F)}, "ffn2": {"a": (F, R), "b": (R, D)}}
@@ -27,9 +27,12 @@ import jax.numpy as jnp
 
 from jaxchain.nn import _init, _settings
 
+#: The projections of a transformer (and BERT) block that adapters may adapt.
 TARGETS = ("q", "k", "v", "o", "ffn1", "ffn2")
+#: The projections of a decoder block that adapters may adapt.
 DECODER_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
-ALPHA = 16.0  # the scale is ALPHA / rank
+#: LoRA's ``alpha`` by default; the scale is ``ALPHA / rank``.
+ALPHA = 16.0
 
 
 def scale(rank: int, alpha: float = ALPHA) -> float:

@@ -7,6 +7,8 @@ the layer norms' ``eps`` are the model's :class:`Settings`, which :func:`init` s
 params (``params["settings"]``) and :func:`apply` reads.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -15,8 +17,10 @@ from jaxchain.nn import _dropout, _init, _settings, attention
 from jaxchain.nn.lora import per_block
 from jaxchain.ops import Ops
 
-Params = dict
+#: ``{"settings", "embed", "position", "blocks"}``, and ``"final_norm"`` when pre-norm.
+Params = dict[str, Any]
 
+#: The layer norms' epsilon by default.
 EPS = 1e-5
 
 

@@ -45,8 +45,10 @@ from jaxchain._arguments import ArgumentError, literal
 from jaxchain.ops import Ops
 from jaxchain.train import data, options
 
+#: The fine-tuning strategies of an encoder (MiniLM-L6).
 STRATEGIES = ("probe", "top-k", "full", "scratch", "lora")
-DECODER_STRATEGIES = ("full", "lora")  # a pretrained decoder: every weight, or adapters
+#: The fine-tuning strategies of a pretrained decoder, every weight or adapters.
+DECODER_STRATEGIES = ("full", "lora")
 
 
 # --- the options -----------------------------------------------------------------------------
@@ -400,7 +402,7 @@ def _decoder(d: Text, o: Options) -> Model:
 @functools.cache
 def base_decoder(directory: str):
     """The :class:`jaxchain.pretrained.Decoder` in the Llama directory ``directory`` (read once
-    per process); an :class:`~jaxchain._arguments.ArgumentError` naming ``base`` when it cannot
+    per process); an ``ArgumentError`` naming ``base`` when it cannot
     be read."""
     from jaxchain import pretrained
 
@@ -561,6 +563,7 @@ def _finetuned_minilm(d: Labelled, o: Options) -> Model:
 
 # --- the tables ------------------------------------------------------------------------------
 
+#: Each data set's loader, by name.
 DATASETS: dict[str, Callable[[Options], Any]] = {
     "digits": lambda o: data.digits(),
     "shakespeare": lambda o: data.shakespeare(hold_out=o.plays.hold_out),
@@ -568,6 +571,7 @@ DATASETS: dict[str, Callable[[Options], Any]] = {
     "vader": lambda o: data.vader(),
 }
 
+#: Each model's builders, by model name and then data set name.
 MODELS: dict[str, dict[str, Builder]] = {
     "mlp": {"digits": Builder(_pixels, _mlp)},
     **{
@@ -715,7 +719,8 @@ def _labelled_batches(d: Labelled, o: Options) -> Callable[[int], Any]:
     return batch
 
 
-EVAL_CHUNK = 256  # examples (classification) per evaluation call
+#: Examples (classification) per evaluation call.
+EVAL_CHUNK = 256
 
 
 def _labelled_evaluation(m: Model, d: Labelled):
@@ -753,8 +758,10 @@ def text_batches(ids: np.ndarray, batch_size: int, seq_len: int, seed: int):
     return batch
 
 
-EVAL_WINDOWS = 256  # evenly spaced windows of a split per language evaluation
-EVAL_ROWS = 32  # of them per evaluation call
+#: Evenly spaced windows of a split per language evaluation.
+EVAL_WINDOWS = 256
+#: Of those windows, per evaluation call.
+EVAL_ROWS = 32
 
 
 def text_evaluation(logits, text: Text, ids: np.ndarray, seq_len: int, windows: int = EVAL_WINDOWS):
@@ -790,7 +797,8 @@ def _text_evaluation(m: Model, d: Text, seq_len: int):
 
 # --- text generation -------------------------------------------------------------------------
 
-MAX_TOKENS = 4096  # prompt and generated tokens together: `jaxchain generate`'s bound
+#: Prompt and generated tokens together, ``jaxchain generate``'s bound.
+MAX_TOKENS = 4096
 
 
 def generate_text(
