@@ -112,3 +112,12 @@ def test_no_library_message_names_a_flag():
         for m in flagged.finditer(path.read_text())
     ]
     assert not found, found
+
+
+def test_a_choice_outside_its_set_names_the_argument_not_a_template():
+    """``options.one_of`` raised a plain ValueError whose ``{optimizer}`` template was never
+    filled in; the command's argparse choices caught it first, Python callers saw braces."""
+    with pytest.raises(ArgumentError) as raised:
+        train.Config.of(optimizer="adamax")
+    assert str(raised.value).startswith("optimizer must be one of sgd, ")
+    assert str(raised.value).endswith("got 'adamax'") and "{" not in str(raised.value)

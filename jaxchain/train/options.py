@@ -104,7 +104,7 @@ def one_of(group, name: str, choices: Iterable[str]) -> None:
     of ``choices``."""
     choices = list(choices)
     if getattr(group, name) not in choices:
-        raise ValueError(
+        raise ArgumentError(
             f"{{{name}}} must be one of {literal(', '.join(choices))}, "
             f"got {literal(repr(getattr(group, name)))}"
         )
