@@ -27,6 +27,7 @@ extensions = [
     "sphinxarg.ext",  # the command line, from jaxchain.cli.parser()
     "myst_nb",  # MyST markdown pages and the notebooks
     "api_coverage",  # docs/_ext: every public name documented and in the reference
+    "bench_tables",  # docs/_ext: the benchmark and audit tables, from bench/, at build time
 ]
 exclude_patterns = ["_build", "README.md"]
 nitpicky = True

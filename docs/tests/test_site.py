@@ -31,6 +31,8 @@ PAGES = {
     "notebooks/01_chain_rule_mlp.html": True,
     "notebooks/04_optimizers.html": True,
     "cli.html": False,
+    "guides/checking.html": False,
+    "guides/benchmarks.html": False,
 }
 
 
