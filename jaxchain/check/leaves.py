@@ -150,9 +150,18 @@ def inner(a, b) -> jax.Array:
 
 
 def normal_like(key, leaves) -> tuple:
-    """Standard normal arrays (complex normal for complex leaves) shaped like ``leaves``."""
-    keys = jax.random.split(key, max(len(leaves), 1))[: len(leaves)]
-    return tuple(jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True))
+    """Standard normal arrays shaped like ``leaves``, in their dtypes (complex leaves: real and
+    imaginary parts of variance 1/2 each, as ``jax.random.normal``), drawn on the host by NumPy
+    from ``key``'s bits: a ``jax.random`` draw compiles a program for every new shape."""
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    return tuple(_normal(rng, x.shape, np.dtype(x.dtype)) for x in leaves)
+
+
+def _normal(rng: np.random.Generator, shape, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.complexfloating):
+        parts = rng.standard_normal((2, *shape)) / np.sqrt(2)
+        return (parts[0] + 1j * parts[1]).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
 
 
 def full_cotangent(out_leaves, inexact_cts):
