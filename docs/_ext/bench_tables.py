@@ -2,7 +2,8 @@
 
 ``jaxchain bench`` records its results in ``bench/bench.json``; this extension turns them into
 ``docs/_build/generated/bench-tables.md`` (one table per benchmark, in the format of the
-command's own ``bench.md``, by :func:`jaxchain.benchmarks.report.table`) and
+command's own ``bench.md``, by :func:`jaxchain.benchmarks.report.table`, less the column that
+names the benchmark) and
 ``docs/_build/generated/attention.png`` (:func:`jaxchain.benchmarks.report.plot`), and the
 audit's table ``bench/AUDIT.md`` into ``audit.md`` there, without its title. The guide
 ``docs/guides/benchmarks.md`` includes them, so that nothing on the page is pasted by hand. A
@@ -62,7 +63,9 @@ def tables(recorded: dict) -> str:
     peak = recorded["matmul_flops_per_second"]
     for bench in (b for b in SECTIONS if b in benches):
         chosen = [r for r in rows if r.bench == bench]
-        parts += [f"### {bench}", SECTIONS[bench], table(chosen, peak)]
+        rows_of_table = table(chosen, peak).splitlines()  # less its "bench" column:
+        narrower = "\n".join("|" + line.split("|", 2)[2] for line in rows_of_table)
+        parts += [f"### {bench}", SECTIONS[bench], narrower]
     return "\n\n".join(parts) + "\n"
 
 
