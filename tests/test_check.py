@@ -65,7 +65,7 @@ def test_planted_bugs_fail(planted, against):
     assert not report.ok
     check = "vjp" if against == "reference" else "finite differences"
     assert any(not e.ok for e in report.errors if e.check == check)
-    assert "vmap" not in report.failed  # one disagreement, reported once (audit, issue 31)
+    assert "vmap" not in report.failed  # one disagreement, reported once
     with pytest.raises(AssertionError, match="FAIL"):
         assert_vjp(f, ref if against == "reference" else None, *_args(name))
 
@@ -186,7 +186,7 @@ def _callback_jvp_sin(factor):
 
 @pytest.mark.parametrize("factor", [1.0, 2.0])
 def test_first_order_differences_stand_when_second_order_cannot_run(factor):
-    """Audit (issue 31): without a reference, a function that cannot be differentiated twice
+    """without a reference, a function that cannot be differentiated twice
     lost its whole finite-difference group, first order included, and a derivative off by 2x
     came back ok. Second order is now skipped alone; the first order still judges."""
     x = jnp.linspace(-1.0, 1.0, 5)
@@ -235,7 +235,7 @@ def _softmax_bwd_times(factor):
 
 
 def test_infinite_inputs_are_not_perturbed_and_a_bug_beside_them_is_caught():
-    """Audit (issue 31): ``-inf`` logits (a masked softmax) made every finite difference
+    """``-inf`` logits (a masked softmax) made every finite difference
     through them NaN, a false alarm on correct code. Infinite inputs are now neither stepped
     nor sampled, and said so; a backward off by 2x is still caught, without a reference."""
     x = jnp.array([[0.3, -jnp.inf, 1.2, -0.5], [-jnp.inf, 0.1, 0.2, 2.0]])
@@ -290,7 +290,7 @@ def test_a_reference_that_fails_past_tracing_is_said_and_differences_judge():
 
 
 def test_python_numbers_among_the_arguments_are_named_as_constants():
-    """Audit (issue 31): a Python float among the arguments was held constant silently."""
+    """a Python float among the arguments was held constant silently."""
 
     def scaled(x, alpha):
         return alpha * jnp.sin(x)
@@ -302,7 +302,7 @@ def test_python_numbers_among_the_arguments_are_named_as_constants():
 
 
 def test_an_approximate_derivative_is_judged_at_its_tolerance_and_linearity_stays_exact():
-    """Audit (issue 31): one tolerance for everything meant that a derivative approximate by
+    """one tolerance for everything meant that a derivative approximate by
     design (an adjoint solved to 1e-5) could only pass with linearity loosened too. ``rtol``
     now sets the comparisons with the reference and finite differences; linearity keeps
     float64's, so a backward nonlinear in its cotangent by 1e-9 (relative) fails even at
@@ -352,7 +352,7 @@ def _jvp_on_symmetric():
 
 
 def test_a_function_on_symmetric_matrices_is_checked_in_their_tangent_space():
-    """Audit (issue 31): a function defined on symmetric matrices failed finite differences
+    """a function defined on symmetric matrices failed finite differences
     along unsymmetric perturbations, with no way to give the tangent space. ``project=``
     gives it: the correct derivative passes, against the reference and finite differences;
     one off by 2x still fails."""

@@ -1,4 +1,4 @@
-"""The library speaks Python, the command speaks flags (issue 32): each error raised through
+"""The library speaks Python, the command speaks flags: each error raised through
 Python names the argument the caller passed, with the expected and the actual value; the same
 error through the command names the flag, in one line with exit status 2. The command maps
 arguments to flags in one place (``jaxchain.cli.flag``); no message is rewritten."""

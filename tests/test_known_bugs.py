@@ -306,7 +306,7 @@ BUGS = {
     "nondeterministic backward": Bug(
         "pytorch/pytorch#56202", vjp_rule(jnp.sin, lambda a, g: _nondeterministic(a[0], g)),
         jnp.sin, (X7,), "determinism", "determinism"),
-    # issue 31's rerun audit: a leaf a billionth the size of another, dropped by the backward,
+    # found by an audit: a leaf a billionth the size of another, dropped by the backward,
     # hid under the floor the other leaf sets
     "backward drops a tiny leaf": Bug(
         "jaxchain#31", vjp_rule(_sin_tiny_cos, lambda a, g: (g * jnp.cos(a[0]), 0 * a[1])),
@@ -501,7 +501,7 @@ CORRECT: dict[str, Correct] = {
     "sigmoid_focal_loss": Correct(optax.sigmoid_focal_loss, (X7, (X7 > 0).astype(float)),
                                   "labels held fixed", options={"argnums": (0,)}),
     "safe_norm": Correct(lambda x: optax.safe_norm(x, 1e-3), (_normal((5,), 1),)),
-    # issue 31's rerun audit: its false alarms
+    # found by an audit: its false alarms
     "logsumexp, an all-masked row": Correct(lambda a: jax.nn.logsumexp(a, axis=-1),
                                             (jnp.array([[0.3, -1.0, 2.0], [-jnp.inf] * 3]),),
                                             "an output of -inf from inputs of -inf"),

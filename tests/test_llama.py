@@ -104,7 +104,7 @@ def _ways_to_run(model) -> dict:
 
 def test_every_documented_way_to_run_a_loaded_llama_gives_transformers_logits(models, hf):
     """The checkpoint's RoPE base (5000) and epsilon (1e-5) are not the decoder's defaults,
-    so a way that ran with the defaults would be 2.5e-2 off (issue 32); params without their
+    so a way that ran with the defaults would be 2.5e-2 off; params without their
     settings are refused, and no forward function takes a setting to get wrong."""
     tokens = jnp.asarray(hf["untied/tokens"])
     for way, run in _ways_to_run(models["untied"]).items():

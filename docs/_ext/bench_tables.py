@@ -70,10 +70,8 @@ def tables(recorded: dict) -> str:
 
 
 def audit(text: str) -> str:
-    """``bench/AUDIT.md`` less its title, and less the project's own bookkeeping (which issue
-    added a recipe): the table as the page shows it."""
-    text = re.sub(r"\A# [^\n]*\n+", "", text)
-    return re.sub(r" \(issue \d+'s audit\)", "", text)
+    """``bench/AUDIT.md`` less its title: the table as the page shows it."""
+    return re.sub(r"\A# [^\n]*\n+", "", text)
 
 
 def generate(app=None) -> None:
