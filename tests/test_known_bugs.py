@@ -535,3 +535,36 @@ def test_correct_function_passes(name, against):
 
 def test_there_are_enough_correct_functions():
     assert len(_all_correct()) >= 40
+
+
+def _relu6_with(slope_at_kinks: float, slope_inside: float = 1.0):
+    """relu6 whose backward gives ``slope_inside`` on (0, 6) and ``slope_at_kinks`` at 0 and 6."""
+
+    @jax.custom_vjp
+    def f(x):
+        return jax.nn.relu6(x)
+
+    def bwd(x, g):
+        inside = jnp.where((x > 0) & (x < 6), slope_inside, 0.0)
+        return (g * jnp.where((x == 0) | (x == 6), slope_at_kinks, inside),)
+
+    f.defvjp(lambda x: (f(x), x), bwd)
+    return f
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_several_kinks_under_one_direction_are_no_false_alarm(seed):
+    """Found by this suite's own draws: with two inputs on kinks (relu6 at 0 and at 6), the
+    direction's derivative need not lie between its one-sided differences, and a coordinate
+    whose jump is small beside the leaf's other differences was "settled" by Richardson at the
+    mean of its two sides. Any subgradient (0, 1 or between) passes against finite
+    differences at every seed, jax.nn's (0) against autodiff too; a slope outside [0, 1] at a
+    kink, or a wrong slope inside, fails."""
+    for slope, reference in ((0.0, None), (0.5, None), (1.0, None), (0.0, jax.nn.relu6)):
+        # 0.5, an isolated value between the sides: the gradient itself jumps at the kink,
+        # where its differences grow as 1 / h (second order: not a derivative to compare)
+        options = {"second_order": slope in (0.0, 1.0)}
+        report = check.check_vjp(_relu6_with(slope), reference, SIGNS, seed=seed, **options)
+        assert report.ok, f"slope {slope}, seed {seed}:\n{report}"
+    for wrong in (_relu6_with(1.5), _relu6_with(0.0, slope_inside=1.01)):
+        assert not check.check_vjp(wrong, None, SIGNS, seed=seed).ok

@@ -30,7 +30,7 @@ from jax import lax
 from jaxchain.check import sweep
 from jaxchain.check.compare import _SCALE_FLOOR, FD_FLOAT32, FD_RTOL, leaf_error, max_abs
 from jaxchain.check.leaves import Layout, element_scales, inexact_dtype, inner
-from jaxchain.check.report import LeafError
+from jaxchain.check.report import LeafError, skipped
 from jaxchain.check.sweep import failing, unresolved
 
 NOISE_PROBES = 12  # tiny steps along the direction, for the noise estimate
@@ -173,10 +173,22 @@ def vjp_differences(
     parts = [np.split(a, bounds) for a in (analytic, numeric, slack, kinks)]
     floor = swept.floor(numeric)
     rows = _coordinate_rows(check, names, layout, coords, rtol, floor, parts)
-    more, direction = swept.direction(check, flat_grads, w, dir_up, dir_down, h_rel, noise, floor)
+    spread = _kink_spread(w[where], phi0, up, down, h, kinks)
+    more, direction = swept.direction(
+        check, flat_grads, w, dir_up, dir_down, h_rel, noise, floor, spread
+    )
     size = max(abs(phi0), phi_abs, _finite_max(heard))  # what the noise is of
     notes = _notes(order, bits, h_rel, noise, size, kinks, up, down)
     return rows + more, notes + swept.notes(check), direction
+
+
+def _kink_spread(w, phi0, up, down, h, kinks) -> float:
+    """How far the derivative along ``w`` may stray from the interval of the direction's
+    one-sided differences through the sampled coordinates that are kinks: the sum of each
+    one's ``|w_i|`` times the gap between its two sides."""
+    with np.errstate(all="ignore"):
+        gap = np.abs((up - phi0) / h - (phi0 - down) / h)
+    return float(np.sum(np.where(kinks & np.isfinite(gap), np.abs(w) * gap, 0.0)))
 
 
 def _coordinates(key, layout: Layout, diff, flat, points) -> tuple[list, np.ndarray]:
@@ -302,7 +314,10 @@ class _Sweep:
                 break
             hs = _exact(xs[bad, None], sweep.ladder(h[bad]))
             ups, downs = self._both_ways(where[bad], hs)
-            est, err = sweep.richardson(np.full(len(hs), self.phi0), ups, downs, hs, zero[bad])
+            phi0 = np.full(len(hs), self.phi0)
+            est, err = sweep.richardson(phi0, ups, downs, hs, zero[bad])
+            est = np.where(sweep.jumps(phi0, ups, downs, hs), np.nan, est)  # kinks: not settled
+            kinks[bad] |= sweep.jumps(phi0, ups, downs, hs)
             tentative = numeric.copy()
             tentative[bad] = np.where(np.isfinite(est), est, numeric[bad])
             scale = self.scale(tentative, analytic)[bad]
@@ -322,18 +337,27 @@ class _Sweep:
         phis = self.probe(where, steps, np.full(len(steps), along))
         return phis[: hs.size].reshape(hs.shape), phis[hs.size :].reshape(hs.shape)
 
-    def direction(self, check, grads, w, up, down, h_rel, noise, floor) -> tuple:
+    def direction(self, check, grads, w, up, down, h_rel, noise, floor, spread=0.0) -> tuple:
         """The row of the direction, swept where it fails, and what the cotangent check
-        needs of it."""
+        needs of it. ``spread``: how far the rule's derivative may lie outside the interval
+        of the direction's one-sided differences because of the sampled coordinates that are
+        kinks (each may take any value between its own two sides). A direction along which
+        the derivative still jumps (:func:`~jaxchain.check.sweep.jumps`), by more than the
+        sampled kinks explain, is not compared: where several coordinates sit on kinks, the
+        rule's derivative along it need not lie between its one-sided differences."""
         a_dir = np.array([float(grads @ w)])
         numeric, kink = _one_or_two_sided(a_dir, self.phi0, *np.array([[up], [down], [h_rel]]))
         floor = max(_SCALE_FLOOR * float(np.abs(grads) @ np.abs(w)), floor)
-        slack = np.array([10 * noise / h_rel + self.atol])
+        slack = np.array([10 * noise / h_rel + self.atol + spread])
         scale = max(_finite_max(numeric), floor)
         if self.probe is not None and failing(a_dir, numeric, slack, self.rtol, scale).any():
             hs = sweep.ladder(np.array([h_rel]))
             ups, downs = self._both_ways(np.zeros(1, np.int64), hs, along=True)
-            est, err = sweep.richardson(np.array([self.phi0]), ups, downs, hs)
+            phi0 = np.array([self.phi0])
+            if sweep.jumps(phi0, ups, downs, hs)[0]:
+                self.swept += 1
+                return self._kinked(check)
+            est, err = sweep.richardson(phi0, ups, downs, hs)
             scale = max(_finite_max(est), floor)
             numeric, slack, good = sweep.settle(
                 numeric, slack, est, err, self.rtol, scale, self.atol
@@ -345,6 +369,13 @@ class _Sweep:
                          slack=slack[0], note=note)  # fmt: skip
         info = {"directional": float(numeric[0]), "rtol": self.rtol, "slack": float(slack[0])}
         return [row], {**info, "floor": floor}
+
+    def _kinked(self, check) -> tuple:
+        why = (
+            "the derivative jumps along the direction (kinks at several coordinates): "
+            "compared at the sampled coordinates only"
+        )
+        return [skipped(check + " (direction)", why)], {"kinked": why}
 
     def notes(self, check: str) -> list[str]:
         if not self.swept:

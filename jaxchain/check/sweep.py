@@ -83,6 +83,21 @@ def richardson(phi0, up, down, hs, noisy=False) -> tuple[np.ndarray, np.ndarray]
     return np.take_along_axis(estimates, pick, 0)[0], np.take_along_axis(errors, pick, 0)[0]
 
 
+def jumps(phi0, up, down, hs) -> np.ndarray:
+    """Which of ``m`` points are kinks by the ladder (``up``, ``down``, ``hs``: ``(m, K)``, as
+    :func:`richardson` takes them): the gap between the one-sided differences steady from the
+    largest step down to the first (``UP`` steps, each a quarter of the one before), as a jump
+    in the derivative keeps it, where truncation shrinks it fourfold a step and rounding grows
+    it fourfold. At a kink, central differences converge to the mean of the two sides, which
+    is no derivative: such a point is never settled by extrapolation."""
+    phi0 = np.asarray(phi0, np.float64).reshape(-1, 1)
+    with np.errstate(all="ignore"):
+        gap = np.abs((up - phi0) / hs - (phi0 - down) / hs)[:, : UP + 1]
+        ratio = gap[:, 1:] / gap[:, :-1]
+        steady = (ratio >= 0.5) & (ratio <= 2.0)
+    return np.all(steady, axis=1) & (gap[:, -1] > 0)
+
+
 def failing(analytic, numeric, slack, tol: float, scale) -> np.ndarray:
     """Which ``analytic`` values a comparison with ``numeric`` fails: further than ``slack``
     plus ``tol * scale`` (per element), NaN included."""
