@@ -316,8 +316,9 @@ class _Sweep:
             ups, downs = self._both_ways(where[bad], hs)
             phi0 = np.full(len(hs), self.phi0)
             est, err = sweep.richardson(phi0, ups, downs, hs, zero[bad])
-            est = np.where(sweep.jumps(phi0, ups, downs, hs), np.nan, est)  # kinks: not settled
-            kinks[bad] |= sweep.jumps(phi0, ups, downs, hs)
+            jumped = sweep.jumps(phi0, ups, downs, hs)
+            est = np.where(jumped, np.nan, est)  # a kink: never settled by extrapolation
+            kinks[bad] |= jumped
             tentative = numeric.copy()
             tentative[bad] = np.where(np.isfinite(est), est, numeric[bad])
             scale = self.scale(tentative, analytic)[bad]

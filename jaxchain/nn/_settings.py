@@ -33,6 +33,17 @@ def of(params: Mapping, cls: type, model: str):
     return found
 
 
+def agree(model: str, **pairs: tuple) -> None:
+    """Each of ``pairs``, ``name=(found in the params, what the settings give)``, equal; a
+    ``ValueError`` naming ``params`` and the first that is not."""
+    for name, (found, want) in pairs.items():
+        if found != want:
+            raise ValueError(
+                f"{model}: params' shapes disagree with params['settings']: {name} is {found}, "
+                f"the settings give {want}"
+            )
+
+
 def positive(model: str, **sizes: int) -> None:
     """Each of ``sizes`` an int of at least 1, or a ``ValueError`` naming it."""
     for name, value in sizes.items():

@@ -92,15 +92,14 @@ def settings_from_config(config: Mapping) -> Settings:
 def settings_of(params: Params) -> Settings:
     """``params["settings"]``, checked against the shapes it describes (a ``ValueError``
     naming ``params`` when it has none or they disagree)."""
-    s = _settings.of(params, Settings, "bert")
-    e = params["embeddings"]
-    found = (e["word"].shape, e["position"].shape[0], e["token_type"].shape[0])
-    want = ((s.vocab_size, s.d_model), s.max_len, s.type_vocab_size)
-    if found != want or len(params["blocks"]) != s.num_layers:
-        raise ValueError(
-            f"bert: params' shapes disagree with params['settings']: word, max_len, types "
-            f"{found} and {len(params['blocks'])} layers, settings {want} and {s.num_layers}"
-        )
+    s, e = _settings.of(params, Settings, "bert"), params["embeddings"]
+    _settings.agree(
+        "bert",
+        word=(tuple(e["word"].shape), (s.vocab_size, s.d_model)),
+        max_len=(e["position"].shape[0], s.max_len),
+        type_vocab_size=(e["token_type"].shape[0], s.type_vocab_size),
+        num_layers=(len(params["blocks"]), s.num_layers),
+    )
     return s
 
 

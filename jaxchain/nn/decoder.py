@@ -139,12 +139,12 @@ def settings_of(params: Params) -> Settings:
     """``params["settings"]``, checked against the shapes it describes: a ``ValueError``
     naming ``params`` when it has none or when they disagree."""
     s = _settings.of(params, Settings, "decoder")
-    found = (tuple(params["embed"].shape), len(params["blocks"]), "head" not in params)
-    if found != ((s.vocab_size, s.d_model), s.num_layers, s.tie_embeddings):
-        raise ValueError(
-            "decoder: params' shapes disagree with params['settings']: embed, layers, tied "
-            f"{found}, settings {((s.vocab_size, s.d_model), s.num_layers, s.tie_embeddings)}"
-        )
+    _settings.agree(
+        "decoder",
+        embed=(tuple(params["embed"].shape), (s.vocab_size, s.d_model)),
+        num_layers=(len(params["blocks"]), s.num_layers),
+        tie_embeddings=("head" not in params, s.tie_embeddings),
+    )
     return s
 
 

@@ -180,12 +180,12 @@ def settings_of(params: Params) -> Settings:
     """``params["settings"]``, checked against the shapes it describes (a ``ValueError``
     naming ``params`` when it has none or they disagree)."""
     s = _settings.of(params, Settings, "transformer")
-    found = (params["embed"].shape, params["position"].shape[0], len(params["blocks"]))
-    if found != ((s.vocab_size, s.d_model), s.max_len, s.num_layers):
-        raise ValueError(
-            f"transformer: params' shapes disagree with params['settings']: embed, max_len, "
-            f"layers {found}, settings {((s.vocab_size, s.d_model), s.max_len, s.num_layers)}"
-        )
+    _settings.agree(
+        "transformer",
+        embed=(tuple(params["embed"].shape), (s.vocab_size, s.d_model)),
+        max_len=(params["position"].shape[0], s.max_len),
+        num_layers=(len(params["blocks"]), s.num_layers),
+    )
     return s
 
 
