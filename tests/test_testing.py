@@ -72,7 +72,7 @@ strategies = {
     **{f"case_args({n})": jt.case_args(c) for n, c in {**RULES, **MODEL_CASES}.items()},
 }
 
-@hypothesis.settings(max_examples=2, database=None, derandomize=True)
+@hypothesis.settings(max_examples=2, database=None, derandomize=True, deadline=None)
 @hypothesis.given(st.data())
 def draw(data):
     active[0] = True
