@@ -150,17 +150,40 @@ def check_lora(op: str, x, w, b, lora_a, lora_b, scale) -> tuple:
     """dense's x ``(..., I)``, w ``(I, O)``, b ``(O,)``; lora_a ``(I, R)``, lora_b ``(R, O)``;
     scale a finite Python number."""
     x, w, b = check_dense(op, x, w, b)
+    lora_a, lora_b = _check_adapter(op, ("lora_a", "lora_b"), x, lora_a, lora_b, w, "w", "IO")
+    return x, w, b, lora_a, lora_b, _check_scale(op, scale)
+
+
+def _check_adapter(op: str, names, x, lora_a, lora_b, w, w_name: str, letters: str) -> tuple:
+    """The adapter ``names`` ``(A, B)`` of the frozen ``w`` (named ``w_name``, whose axes are
+    called ``letters``): A ``(I, R)``, B ``(R, O)``, floating as x."""
+    a_name, b_name = names
     lora_a, lora_b = (
-        _validate.as_array(op, n, a) for n, a in (("lora_a", lora_a), ("lora_b", lora_b))
+        _validate.as_array(op, n, a) for n, a in zip(names, (lora_a, lora_b), strict=True)
     )
-    _validate.floating(op, x=x, lora_a=lora_a, lora_b=lora_b)
-    _validate.rank(op, "lora_a", lora_a, 2, "(I, R)")
+    _validate.floating(op, x=x, **{a_name: lora_a, b_name: lora_b})
+    i_, o_ = letters
+    _validate.rank(op, a_name, lora_a, 2, f"({i_}, R)")
     i, o, r = w.shape[0], w.shape[1], lora_a.shape[1]
-    _validate.shape(op, "lora_a", lora_a, (i, r), f"(I, R) with I = {i}")
-    _validate.shape(op, "lora_b", lora_b, (r, o), f"(R, O) with R = {r} of lora_a, O = {o} of w")
+    _validate.shape(op, a_name, lora_a, (i, r), f"({i_}, R) with {i_} = {i}")
+    why = f"(R, {o_}) with R = {r} of {a_name}, {o_} = {o} of {w_name}"
+    _validate.shape(op, b_name, lora_b, (r, o), why)
+    return lora_a, lora_b
+
+
+def _check_scale(op: str, scale) -> float:
     if isinstance(scale, jax.core.Tracer) or not np.isfinite(scale):
         raise ValueError(f"{op}: scale must be a finite Python number, got {scale!r}")
-    return x, w, b, lora_a, lora_b, float(scale)
+    return float(scale)
+
+
+def check_lora_swiglu(op: str, x, w_gate, w_up, gate_a, gate_b, up_a, up_b, scale) -> tuple:
+    """swiglu's x ``(..., D)``, w_gate and w_up ``(D, F)``; gate_a ``(D, R)``, gate_b ``(R,
+    F)``, up_a ``(D, R')``, up_b ``(R', F)``; scale a finite Python number."""
+    x, w_gate, w_up = check_swiglu(op, x, w_gate, w_up)
+    gate = _check_adapter(op, ("gate_a", "gate_b"), x, gate_a, gate_b, w_gate, "w_gate", "DF")
+    up = _check_adapter(op, ("up_a", "up_b"), x, up_a, up_b, w_up, "w_up", "DF")
+    return x, w_gate, w_up, *gate, *up, _check_scale(op, scale)
 
 
 def check_rope(op: str, x, positions, base) -> tuple[jax.Array, jax.Array]:

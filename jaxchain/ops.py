@@ -51,6 +51,18 @@ class Ops(Protocol):
     def lora_dense(
         self, x: Array, w: Array, b: Array, lora_a: Array, lora_b: Array, *, scale: float
     ) -> Array: ...
+    def lora_swiglu(
+        self,
+        x: Array,
+        w_gate: Array,
+        w_up: Array,
+        gate_a: Array,
+        gate_b: Array,
+        up_a: Array,
+        up_b: Array,
+        *,
+        scale: float,
+    ) -> Array: ...
     def rnn(self, xs, h0, w_x, w_h, b, lengths=None) -> tuple: ...
     def lstm(self, xs, h0, c0, w_x, w_h, b, lengths=None) -> tuple: ...
     def gru(self, xs, h0, w_x, w_h, b_x, b_h, lengths=None) -> tuple: ...

@@ -296,6 +296,30 @@ def lora_dense(
     return y.astype(x.dtype)
 
 
+def lora_swiglu(
+    x: jax.Array,
+    w_gate: jax.Array,
+    w_up: jax.Array,
+    gate_a: jax.Array,
+    gate_b: jax.Array,
+    up_a: jax.Array,
+    up_b: jax.Array,
+    *,
+    scale: float,
+) -> jax.Array:
+    """``silu(a) * u``, ``a = x @ w_gate + scale * (x @ gate_a) @ gate_b`` and ``u`` likewise
+    with ``w_up``, ``up_a``, ``up_b``; ``w_gate`` and ``w_up`` frozen (no gradient)."""
+    checked = _checks.check_lora_swiglu(
+        "lora_swiglu", x, w_gate, w_up, gate_a, gate_b, up_a, up_b, scale
+    )
+    x, scale = checked[0], checked[-1]
+    x_, wg, wu, ga, gb, ua, ub = _wide(*checked[:-1])
+    wg, wu = jax.lax.stop_gradient(wg), jax.lax.stop_gradient(wu)
+    a = x_ @ wg + scale * ((x_ @ ga) @ gb)
+    u = x_ @ wu + scale * ((x_ @ ua) @ ub)
+    return (a * jax.nn.sigmoid(a) * u).astype(x.dtype)
+
+
 # --- recurrent: a plain lax.scan over the cell -------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The affine map, the embedding lookup, SwiGLU's gated product and LoRA's low-rank sum."""
+"""The affine map, the embedding lookup, SwiGLU's gated product, LoRA's low-rank sum and the
+two together."""
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,16 @@ def low_rank(x, w, b, lora_a, lora_b, scale):
     h = x_ @ wide(lora_a)  # (..., R)
     y = x_ @ wide(w) + along_last_axis(wide(b), x.ndim) + scale * (h @ wide(lora_b))
     return y.astype(x.dtype), h
+
+
+def gated_low_rank(x, w_gate, w_up, gate_a, gate_b, up_a, up_b, scale):
+    """``(silu(a) u, a, u, h_g, h_u)`` with ``h_g = x A_g``, ``a = x W_g + s h_g B_g`` and
+    likewise for up; ``y`` in x's dtype, the rest in float32 for narrower inputs."""
+    x_ = wide(x)
+    h_gate, h_up = x_ @ wide(gate_a), x_ @ wide(up_a)  # (..., R)
+    a = x_ @ wide(w_gate) + scale * (h_gate @ wide(gate_b))  # (..., F)
+    u = x_ @ wide(w_up) + scale * (h_up @ wide(up_b))
+    return (a * jax.nn.sigmoid(a) * u).astype(x.dtype), a, u, h_gate, h_up
 
 
 def along_last_axis(v: jax.Array, ndim: int) -> jax.Array:

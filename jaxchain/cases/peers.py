@@ -178,6 +178,13 @@ def lora_dense(x, w, b, lora_a, lora_b, *, scale):
     return dense(x, w, b) + scale * (x @ lora_a) @ lora_b
 
 
+@_computed_by("flax.linen.Dense + s (x A) B, jax.nn.silu")
+def lora_swiglu(x, w_gate, w_up, gate_a, gate_b, up_a, up_b, *, scale):
+    zero = jnp.zeros((w_gate.shape[1],), x.dtype)
+    gate = lora_dense(x, w_gate, zero, gate_a, gate_b, scale=scale)
+    return jax.nn.silu(gate) * lora_dense(x, w_up, zero, up_a, up_b, scale=scale)
+
+
 def _scan_cell(cell, params, carry, xs, lengths):
     """A flax cell over ``xs (B, T, I)`` from ``carry``; steps past ``lengths`` keep the
     carry and output zeros (as ``flax.linen.RNN`` with ``seq_lengths``)."""

@@ -246,12 +246,13 @@ def _lora(rng, dtype, scale, d):
     return x, _normal(rng, (i, r), dtype, i**-0.5), _normal(rng, (r, o), dtype, 0.5)
 
 
-def frozen_weights(x: jax.Array, o: int) -> tuple[jax.Array, jax.Array]:
-    """Fixed ``w (I, O)`` and ``b (O,)`` for the lora_dense case, in x's dtype: frozen
-    weights are constants of the function checked (their gradient is zero by definition, not
-    the derivative that finite differences would measure)."""
+def frozen_weights(x: jax.Array, o: int, phase: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """Fixed ``w (I, O)`` and ``b (O,)`` for the lora_dense and lora_swiglu cases, in x's
+    dtype (``phase`` tells two apart): frozen weights are constants of the function checked
+    (their gradient is zero by definition, not the derivative that finite differences would
+    measure)."""
     i = x.shape[-1]
-    w = jnp.sin(1.0 + jnp.arange(i * o, dtype=x.dtype)).reshape(i, o) * i**-0.5
+    w = jnp.sin(phase + jnp.arange(i * o, dtype=x.dtype)).reshape(i, o) * i**-0.5
     return w, jnp.cos(jnp.arange(o, dtype=x.dtype))
 
 
@@ -260,6 +261,27 @@ def _lora_call(ops):
         return ops.lora_dense(x, *frozen_weights(x, lora_b.shape[1]), lora_a, lora_b, scale=2.0)
 
     call.func = ops.lora_dense
+    return call
+
+
+def _lora_swiglu(rng, dtype, scale, d):
+    """x ``(..., D)``, then gate_a, gate_b, up_a, up_b (``(D, R)``, ``(R, F)``); the frozen
+    weights are not arguments (see :func:`frozen_weights`)."""
+    dim, f, r = d["D"], d["F"], d["R"]
+    x = _normal(rng, (*d["lead"], dim), dtype, scale)
+    ab = [
+        (_normal(rng, (dim, r), dtype, dim**-0.5), _normal(rng, (r, f), dtype, 0.5)) for _ in "gu"
+    ]
+    return x, *ab[0], *ab[1]
+
+
+def _lora_swiglu_call(ops):
+    def call(x, gate_a, gate_b, up_a, up_b):
+        f = gate_b.shape[1]
+        w_gate, w_up = frozen_weights(x, f)[0], frozen_weights(x, f, phase=0.5)[0]
+        return ops.lora_swiglu(x, w_gate, w_up, gate_a, gate_b, up_a, up_b, scale=2.0)
+
+    call.func = ops.lora_swiglu
     return call
 
 
@@ -358,6 +380,12 @@ RULES: dict[str, Case] = {
             _lora,
             {**_ROWS, "I": (4,), "O": (5,), "R": (2,)},
             *(_lora_call(family) for family in FAMILIES),
+        ),
+        _case(
+            "lora_swiglu",
+            _lora_swiglu,
+            {**_ROWS, "D": (4,), "F": (6,), "R": (2,)},
+            *(_lora_swiglu_call(family) for family in FAMILIES),
         ),
         _case("dot_product_attention", _qkv, _ATTENTION),
         _variant(

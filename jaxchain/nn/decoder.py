@@ -18,9 +18,9 @@ Like Llama, no projection has a bias. The two constants that are not shapes, ``r
 :class:`Settings`, which :func:`init` and :func:`from_torch` store in the params, so that
 :func:`apply`, :func:`loss` and :func:`generate` always run a model with its own. ``lora``:
 adapters of every block's projections (:func:`jaxchain.nn.lora.init`, which carry their scale)
-applied through ``rules.lora_dense``. Hugging Face's ``LlamaForCausalLM`` state dicts and
-configs are mapped by :func:`from_torch`, :func:`to_torch`, :func:`settings_from_config` and
-:func:`to_config`.
+applied through ``rules.lora_dense`` (``rules.lora_swiglu`` for ``gate`` and ``up``
+together). Hugging Face's ``LlamaForCausalLM`` state dicts and configs are mapped by
+:func:`from_torch`, :func:`to_torch`, :func:`settings_from_config` and :func:`to_config`.
 """
 
 from collections.abc import Callable
@@ -167,8 +167,14 @@ def _project(ops, x, w, lora=None, lora_scale=1.0):
 
 
 def _feed_forward(ops, p, y, lora, lora_scale):
-    """SwiGLU then ``W_down``: the fused rule, or silu and two adapted projections."""
-    if "gate" in lora or "up" in lora:
+    """SwiGLU then ``W_down``: the fused ``swiglu`` without adapters on ``gate`` and ``up``,
+    the fused ``lora_swiglu`` with both; with one, silu and two projections, so that the
+    unadapted weight keeps the gradient that ``dense`` gives it, as elsewhere."""
+    gate, up = lora.get("gate"), lora.get("up")
+    if gate is not None and up is not None:
+        adapters = (gate["a"], gate["b"], up["a"], up["b"])
+        f = ops.lora_swiglu(y, p["w_gate"], p["w_up"], *adapters, scale=lora_scale)
+    elif gate is not None or up is not None:
         gate, up = (_project(ops, y, p[f"w_{c}"], lora.get(c), lora_scale) for c in ("gate", "up"))
         f = ops.silu(gate) * up
     else:

@@ -5,7 +5,7 @@ derivation, written out. :mod:`jaxchain.reference` has the same names, different
 from jaxchain.ops import NAMES
 from jaxchain.rules.attention import dot_product_attention
 from jaxchain.rules.elementwise import dropout, gelu, relu, sigmoid, silu, tanh
-from jaxchain.rules.linear import dense, embedding, lora_dense, swiglu
+from jaxchain.rules.linear import dense, embedding, lora_dense, lora_swiglu, swiglu
 from jaxchain.rules.losses import (
     linear_softmax_cross_entropy,
     log_softmax,

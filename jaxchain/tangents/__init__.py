@@ -17,7 +17,7 @@ what to save.
 from jaxchain.ops import NAMES
 from jaxchain.tangents.attention import dot_product_attention
 from jaxchain.tangents.elementwise import dropout, gelu, relu, sigmoid, silu, tanh
-from jaxchain.tangents.linear import dense, embedding, lora_dense, swiglu
+from jaxchain.tangents.linear import dense, embedding, lora_dense, lora_swiglu, swiglu
 from jaxchain.tangents.losses import (
     linear_softmax_cross_entropy,
     log_softmax,

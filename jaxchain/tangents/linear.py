@@ -1,4 +1,5 @@
-"""Forward-mode rules of the affine layer, the embedding lookup, SwiGLU and LoRA.
+"""Forward-mode rules of the affine layer, the embedding lookup, SwiGLU, LoRA and the two
+together.
 
 Products are bilinear, so each JVP is the product rule: one term per factor that moves,
 :math:`(x W)^\\cdot = \\dot x W + x \\dot W`.
@@ -8,9 +9,22 @@ from functools import partial
 
 import jax
 
-from jaxchain._checks import check_dense, check_embedding, check_lora, check_swiglu
+from jaxchain._checks import (
+    check_dense,
+    check_embedding,
+    check_lora,
+    check_lora_swiglu,
+    check_swiglu,
+)
 from jaxchain._primal.elementwise import silu_and_derivative
-from jaxchain._primal.linear import affine, along_last_axis, gated, lookup, low_rank
+from jaxchain._primal.linear import (
+    affine,
+    along_last_axis,
+    gated,
+    gated_low_rank,
+    lookup,
+    low_rank,
+)
 from jaxchain._primal.precision import wide
 
 
@@ -112,3 +126,47 @@ def _lora_dense_jvp(scale, primals, tangents):
     dh = dx_ @ wide(lora_a) + wide(x) @ wide(d_a)
     dy = dx_ @ wide(w) + scale * (dh @ wide(lora_b) + h @ wide(d_b))
     return y, dy.astype(x.dtype)
+
+
+def lora_swiglu(
+    x: jax.Array,
+    w_gate: jax.Array,
+    w_up: jax.Array,
+    gate_a: jax.Array,
+    gate_b: jax.Array,
+    up_a: jax.Array,
+    up_b: jax.Array,
+    *,
+    scale: float,
+) -> jax.Array:
+    r""":math:`y = \operatorname{silu}(a) \odot u`, :math:`a = x W_g + s\,(x A_g) B_g`,
+    :math:`u = x W_u + s\,(x A_u) B_u`, with ``W_g`` and ``W_u`` frozen (their tangents are
+    not read, as in :func:`lora_dense`). With :math:`h_g = x A_g`, :math:`h_u = x A_u`, JVP
+
+    .. math:: \dot a = \dot x W_g + s\,\big((\dot x A_g + x \dot A_g) B_g + h_g \dot B_g\big),
+              \quad \dot u = \dot x W_u + s\,\big((\dot x A_u + x \dot A_u) B_u
+              + h_u \dot B_u\big), \quad
+              \dot y = \operatorname{silu}'(a)\,\dot a \odot u + \operatorname{silu}(a)\,\dot u.
+
+    See :func:`jaxchain.rules.lora_swiglu`."""
+    checked = check_lora_swiglu("lora_swiglu", x, w_gate, w_up, gate_a, gate_b, up_a, up_b, scale)
+    return _lora_swiglu(*checked)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(7,))
+def _lora_swiglu(x, w_gate, w_up, gate_a, gate_b, up_a, up_b, scale):
+    return gated_low_rank(x, w_gate, w_up, gate_a, gate_b, up_a, up_b, scale)[0]
+
+
+@_lora_swiglu.defjvp
+def _lora_swiglu_jvp(scale, primals, tangents):
+    x, w_gate, w_up, gate_a, gate_b, up_a, up_b = primals
+    dx, _, _, d_ga, d_gb, d_ua, d_ub = tangents  # the frozen weights' tangents: not read
+    y, a, u, h_gate, h_up = gated_low_rank(*primals, scale)
+    x_, dx_ = wide(x), wide(dx)
+    dh_gate = dx_ @ wide(gate_a) + x_ @ wide(d_ga)  # (x A_g)^. (..., R)
+    dh_up = dx_ @ wide(up_a) + x_ @ wide(d_ua)
+    da = dx_ @ wide(w_gate) + scale * (dh_gate @ wide(gate_b) + h_gate @ wide(d_gb))
+    du = dx_ @ wide(w_up) + scale * (dh_up @ wide(up_b) + h_up @ wide(d_ub))
+    act, d_act = silu_and_derivative(a)
+    return y, (d_act * da * u + act * du).astype(x.dtype)
