@@ -61,7 +61,10 @@ api_coverage_modules = [
     "jaxchain.pretrained",
     "jaxchain.nnx",
     "jaxchain.train",
-    *(f"jaxchain.train.{m}" for m in "data tasks options optim runs loop distributed".split()),
+    *(
+        f"jaxchain.train.{m}"
+        for m in "data tasks options optim runs loop distributed backends".split()
+    ),
     "jaxchain.cases.testing",
 ]
 api_coverage_allow: list[str] = []  # names allowed without a docstring: none

@@ -9,6 +9,7 @@ The package: :mod:`~jaxchain.benchmarks.harness` (timing, memory, rows),
 :mod:`~jaxchain.benchmarks.peer` (the PyTorch worker's client; the worker,
 ``_torch_worker.py``, runs in another interpreter), :mod:`~jaxchain.benchmarks.baselines`
 (what a user would write instead), :mod:`~jaxchain.benchmarks.cases` (the benchmarks),
+:mod:`~jaxchain.benchmarks.kernels` (which kernel runs each product),
 :mod:`~jaxchain.benchmarks.report` (table, plots, JSON), and here the presets and
 :func:`run`. The commands' layer: it may import every other.
 """
@@ -43,7 +44,10 @@ from jaxchain.benchmarks.harness import (
     temp_bytes,
 )
 from jaxchain.benchmarks.peer import PeerError, TorchPeer
-from jaxchain.benchmarks.report import plot, table, to_json
+from jaxchain.benchmarks.report import header, kernel_listing, plot, table, to_json
+from jaxchain.train.backends import BACKENDS
+
+ALL = tuple(BACKENDS)  # a row's steps under every backend, interleaved
 
 # --- whole models: a MiniLM-L6 fine-tuning step, a decoder training step ------------------
 
@@ -71,6 +75,18 @@ PRESETS: dict[str, dict[str, list[Callable[[TorchPeer | None], Row]]]] = {
         "decoder": [lambda p: bench_decoder(peer=p)],
         "mlp": [lambda p: bench_mlp()],
         "forward": [lambda p: bench_jacobian(), lambda p: bench_hvp(100, 32, 128)],
+    },
+    # each program under every backend (jaxchain.train.backends), to choose PROGRAMS by
+    "backends": {
+        "attention": [lambda p, c=c: bench_attention(4096, is_causal=c, peer=p, backend=ALL,
+                                                     others=False)
+                      for c in (False, True)],
+        "lstm": [lambda p, s=s: bench_lstm(*s[:2], s[3], i=s[2], peer=p, backend=ALL)
+                 for s in TORCH_SIZES],
+        "gru": [lambda p, s=s: bench_gru(*s[:2], s[3], i=s[2], peer=p, backend=ALL)
+                for s in TORCH_SIZES],
+        "bert": [lambda p: bench_bert(16, 32, peer=p, backend=ALL)],
+        "decoder": [lambda p: bench_decoder(peer=p, backend=ALL)],
     },
     "quick": {
         "attention": [lambda p, t=t: bench_attention(t, is_causal=True, peer=p)
@@ -101,7 +117,7 @@ def run(
         if peer is not None:
             log(f"PyTorch {peer.version} ({peer.threads} threads), run by {torch}")
         peak = matmul_flops_per_second()
-        log(f"matmul: {peak / 1e9:.1f} GFLOP/s (float32)\n\n{table([], peak)}")
+        log(f"{header(peak, torch)}\n\n{table([], peak)}")
         rows = []
         for name, cases in PRESETS[preset].items():
             if only and name not in only:
@@ -130,6 +146,8 @@ __all__ = [
     "bench_mlp",
     "bench_recurrent",
     "chunked_attention",
+    "header",
+    "kernel_listing",
     "machine",
     "matmul_flops_per_second",
     "measure",

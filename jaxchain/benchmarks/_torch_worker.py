@@ -23,6 +23,11 @@ import os
 import sys
 import time
 
+# Run as a script, this file's folder is sys.path[0], where its siblings (kernels.py, cases.py,
+# ...) would shadow the packages of those names that torch and transformers import.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
 
 def lstm(T: int, B: int, I: int, H: int):
     """``torch.nn.LSTM``: loss ``mean(hs^2) + mean(h c)``, gradients of the weights."""

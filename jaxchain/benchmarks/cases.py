@@ -13,6 +13,7 @@ from jaxchain import nn, reference, rules, tangents
 from jaxchain.benchmarks.baselines import chunked_attention
 from jaxchain.benchmarks.harness import F32, Row, measure
 from jaxchain.benchmarks.peer import TorchPeer
+from jaxchain.train import backends
 
 
 def _attention_step(attend):
@@ -32,9 +33,11 @@ def bench_attention(
     rounds: int = 5,
     others: bool = True,
     peer: TorchPeer | None = None,
+    backend: str | tuple[str, ...] | None = None,
 ) -> Row:
     """One attention layer's loss and gradients (float32, ``(B, T, N, H)``); with a ``peer``,
-    PyTorch's ``scaled_dot_product_attention`` too."""
+    PyTorch's ``scaled_dot_product_attention`` too. ``backend``: the compiler options
+    (:mod:`jaxchain.train.backends`; default: the program's own, ``backend_of("attention")``)."""
     keys = jax.random.split(jax.random.key(0), 4)
     q, k, v, ct = (jax.random.normal(kk, (batch, t, heads, head_size), F32) for kk in keys)
     impls = {
@@ -62,6 +65,7 @@ def bench_attention(
         rounds=rounds,
         peer=peer,
         case="attention",
+        backend=backend or backends.backend_of("attention"),
     )
 
 
@@ -120,6 +124,7 @@ def bench_recurrent(
     rounds: int = 10,
     others: bool = False,
     peer: TorchPeer | None = None,
+    backend: str | tuple[str, ...] | None = None,
 ) -> Row:
     """An LSTM or GRU layer's loss and gradients over ``(B, T, I)`` inputs (I = H unless
     given): the hand-written rule, autodiff, flax's ``OptimizedLSTMCell`` (LSTM, with
@@ -146,6 +151,7 @@ def bench_recurrent(
         peer=peer,
         case=name,
         others=extra,
+        backend=backend or backends.backend_of(name),
     )
 
 
@@ -173,7 +179,14 @@ def _update_step(loss: Callable, tx) -> Callable:
     return step
 
 
-def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10, peer: TorchPeer | None = None) -> Row:
+def bench_bert(
+    b: int = 16,
+    t: int = 32,
+    *,
+    rounds: int = 10,
+    peer: TorchPeer | None = None,
+    backend: str | tuple[str, ...] | None = None,
+) -> Row:
     """A full fine-tuning step of the pretrained MiniLM-L6 (22.7M parameters: loss, gradients
     of every parameter, AdamW) on ``(B, T)`` tokens with padding masks of random lengths
     ``T/2`` to ``T``, mean pooling and a linear head; with a ``peer``, the same step through
@@ -216,6 +229,7 @@ def bench_bert(b: int = 16, t: int = 32, *, rounds: int = 10, peer: TorchPeer | 
             rounds=rounds,
             peer=peer,
             case="bert",
+            backend=backend or backends.backend_of("minilm"),
         )
 
 
@@ -228,6 +242,7 @@ def bench_decoder(
     vocab: int = 1024,
     rounds: int = 10,
     peer: TorchPeer | None = None,
+    backend: str | tuple[str, ...] | None = None,
 ) -> Row:
     """A training step (loss, gradients, AdamW) of the Llama-style decoder of
     ``jaxchain train --model decoder`` (``tasks.decoder_dims``: heads of 64, grouped-query
@@ -260,6 +275,7 @@ def bench_decoder(
             rounds=rounds,
             peer=peer,
             case="llama",
+            backend=backend or backends.backend_of("decoder"),
         )
 
 

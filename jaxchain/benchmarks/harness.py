@@ -5,6 +5,7 @@ the :class:`Row` a benchmark reports."""
 import dataclasses
 import functools
 import math
+import os
 import platform
 import statistics
 import time
@@ -13,7 +14,9 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxchain.benchmarks import kernels
 from jaxchain.benchmarks.peer import TorchPeer
+from jaxchain.train import backends
 
 F32 = jnp.float32  # every benchmark runs in float32
 
@@ -44,9 +47,10 @@ def median_seconds(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def temp_bytes(f: Callable, *args) -> int:
+def temp_bytes(f: Callable, *args, compiler_options: Mapping | None = None) -> int:
     """Temporary memory XLA allocates for ``jit(f)(*args)``, from ``memory_analysis()``."""
-    return jax.jit(f).lower(*args).compile().memory_analysis().temp_size_in_bytes
+    compiled = jax.jit(f).lower(*args).compile(compiler_options=compiler_options or None)
+    return compiled.memory_analysis().temp_size_in_bytes
 
 
 def matmul_flops_per_second(n: int = 2048, rounds: int = 10) -> float:
@@ -72,6 +76,23 @@ class Row:
     seconds: dict[str, float]
     temp: dict[str, int]
     flops: float | None = None  # of one step, where it is a matter of matrix products
+    #: the compiler options each implementation was compiled with, by name (``default``:
+    #: none; ``onednn``: :data:`jaxchain.train.backends.ONEDNN`)
+    backends: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: each implementation's matrix products (:func:`~jaxchain.benchmarks.kernels.products`)
+    products: dict[str, list[kernels.Product]] = dataclasses.field(default_factory=dict)
+    #: each implementation's seconds in products, its products timed alone
+    product_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def kernels(self, name: str) -> dict[str, int]:
+        """``name``'s products per step by library (empty: not listed)."""
+        return kernels.by_library(self.products.get(name, ()))
+
+    def product_share(self, name: str) -> float | None:
+        """The share of ``name``'s step time in its matrix products (None: not measured)."""
+        if name not in self.product_seconds:
+            return None
+        return self.product_seconds[name] / self.seconds[name]
 
     def ratio(self, name: str, to: str = "autodiff") -> float:
         """How many times faster ``name`` is than ``to`` (> 1: faster)."""
@@ -80,6 +101,21 @@ class Row:
     def memory(self, name: str) -> float | None:
         """``name``'s compiled temporary memory over autodiff's (None for PyTorch's)."""
         return self.temp[name] / max(self.temp["autodiff"], 1) if name in self.temp else None
+
+
+def _compile_all(calls, variants) -> tuple[dict, dict]:
+    """Each call compiled under each backend of ``variants`` (the first keeps the call's
+    name, the others are named ``name (backend)``), and each one's backend."""
+    compiled, backend_of = {}, {}
+    for name, (f, a) in calls.items():
+        for b in variants:
+            key = name if b == variants[0] else f"{name} ({b})"
+            options = backends.compiler_options(b)
+            compiled[key] = (jax.jit(f).lower(*a).compile(compiler_options=options), a)
+            backend_of[key] = b
+            if options:
+                kernels.ALIVE.append(compiled[key][0])
+    return compiled, backend_of
 
 
 def measure(
@@ -92,25 +128,61 @@ def measure(
     peer: TorchPeer | None = None,
     case: str | None = None,
     others: Mapping[str, tuple[Callable, tuple]] | None = None,
+    backend: str | tuple[str, ...] = "default",
 ) -> Row:
     """Time and compile ``value_and_grad``-style ``steps`` (each ``f(*args)``), ``others``
     (``name: (f, its args)``), and, with a ``peer``, PyTorch's ``case`` of the same
-    ``config`` (as ``torch``), all interleaved."""
+    ``config`` (as ``torch``), all interleaved; each compiled with the compiler options of
+    ``backend`` (:data:`jaxchain.train.backends.BACKENDS`; several: each step under each,
+    named ``manual (onednn)``), its products listed and timed alone
+    (:mod:`~jaxchain.benchmarks.kernels`)."""
     calls = {name: (f, args) for name, f in steps.items()} | dict(others or {})
-    jitted = {name: functools.partial(jax.jit(f), *a) for name, (f, a) in calls.items()}
+    variants = (backend,) if isinstance(backend, str) else tuple(backend)
+    compiled, backend_of = _compile_all(calls, variants)
     peers = {}
     if peer is not None and case is not None:
         peer.setup(case, **config)
         peers["torch"] = peer.step
+    jitted = {name: functools.partial(c, *a) for name, (c, a) in compiled.items()}
     seconds = median_seconds(jitted, rounds=rounds, peers=peers)
-    temp = {name: temp_bytes(f, *a) for name, (f, a) in calls.items()}
-    return Row(bench, config, seconds, temp, flops)
+    temp = {name: c.memory_analysis().temp_size_in_bytes for name, (c, _) in compiled.items()}
+    found = {name: kernels.products(c) for name, (c, _) in compiled.items()}
+    options = {name: backends.compiler_options(b) for name, b in backend_of.items()}
+    return Row(
+        bench,
+        config,
+        seconds,
+        temp,
+        flops,
+        backends=backend_of,
+        products=found,
+        product_seconds={n: kernels.seconds_in_products(p, options[n]) for n, p in found.items()},
+    )
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows of it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:
+    """What a run's numbers depend on: the CPU, how many cores this process may use, the
+    device, versions and ``XLA_FLAGS``."""
     return {
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "nproc": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
         "python": platform.python_version(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }

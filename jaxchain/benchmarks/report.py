@@ -2,7 +2,17 @@
 
 import dataclasses
 
+from jaxchain.benchmarks import kernels
 from jaxchain.benchmarks.harness import Row, machine
+
+
+def header(peak: float, torch: str | None = None) -> str:
+    """The line a run's table starts with: the CPU, the cores this process may use, jax,
+    ``XLA_FLAGS`` and the matmul rate measured."""
+    m = machine()
+    line = f"{m['cpu']} ({m['processor']}), nproc {m['nproc']}, {m['device']}, jax {m['jax']}; "
+    line += f"XLA_FLAGS={m['xla_flags']!r}; float32 matmul {peak / 1e9:.1f} GFLOP/s"
+    return line + (f"; PyTorch run by {torch}" if torch else "")
 
 
 def table(rows: list[Row], peak: float, *, header: bool = True) -> str:
@@ -12,8 +22,8 @@ def table(rows: list[Row], peak: float, *, header: bool = True) -> str:
     if header:
         lines += [
             "| bench | config | impl | ms | vs autodiff | vs torch | temp MiB "
-            "| temp vs autodiff | % of matmul peak |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| temp vs autodiff | % of matmul peak | backend | products | % in products |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
     for row in rows:
         config = " ".join(f"{k}={v}" for k, v in row.config.items())
@@ -26,9 +36,30 @@ def table(rows: list[Row], peak: float, *, header: bool = True) -> str:
             )
             lines.append(
                 f"| {row.bench} | {config} | {name} | {1e3 * row.seconds[name]:.2f} "
-                f"| {row.ratio(name):.2f}x | {torch} | {temp[0]} | {temp[1]} | {rate} |"
+                f"| {row.ratio(name):.2f}x | {torch} | {temp[0]} | {temp[1]} | {rate} "
+                f"| {_kernels(row, name)} |"
             )
     return "\n".join(lines)
+
+
+def _kernels(row: Row, name: str) -> str:
+    """The backend, products by library and the share of time in them (blank: PyTorch's)."""
+    if name not in row.products:
+        return " | | "
+    libraries = " ".join(f"{lib} {n}" for lib, n in row.kernels(name).items())
+    share = row.product_share(name)
+    return f"{row.backends[name]} | {libraries} | {'' if share is None else f'{100 * share:.0f}'}"
+
+
+def kernel_listing(rows: list[Row]) -> str:
+    """Markdown: for each row and implementation, every product of its compiled step."""
+    parts = []
+    for row in rows:
+        config = " ".join(f"{k}={v}" for k, v in row.config.items())
+        for name, found in row.products.items():
+            title = f"## {row.bench}, {config}: {name} ({row.backends[name]})"
+            parts.append(f"{title}\n\n{kernels.listing(found)}")
+    return "\n\n".join(parts) + "\n"
 
 
 def plot(rows: list[Row], path) -> None:

@@ -28,7 +28,8 @@ def flags(name: str, p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=list(benchmarks.PRESETS),
         default="full",
-        help="full: the sizes of bench/RESULTS.md; quick: smaller",
+        help="full: the sizes of bench/RESULTS.md; quick: smaller; backends: the models "
+        "and attention under each backend (jaxchain.train.backends)",
     )
     p.add_argument(
         "--only",
@@ -45,12 +46,15 @@ def flags(name: str, p: argparse.ArgumentParser) -> None:
         "LSTM, GRU, MiniLM and Llama steps and scaled_dot_product_attention, "
         "interleaved with jaxchain's",
     )
-    p.add_argument("--out", default="bench/out", help="directory for bench.md, .json, .png")
+    p.add_argument(
+        "--out", default="bench/out", help="directory for bench.md, kernels.md, .json, .png"
+    )
     p.set_defaults(run=_bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    """Run the benchmarks; write bench.md, bench.json and attention.png under --out."""
+    """Run the benchmarks; write bench.md, kernels.md, bench.json and attention.png under
+    --out."""
     import json
     import pathlib
 
@@ -68,16 +72,15 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    machine = benchmarks.machine()
-    header = f"{machine['processor']}, {machine['device']}, jax {machine['jax']}; "
-    header += f"float32 matmul {peak / 1e9:.1f} GFLOP/s"
-    if args.torch:
-        header += f"; PyTorch run by {args.torch}"
+    header = benchmarks.header(peak, args.torch)
     table = benchmarks.table(rows, peak)
     (out / "bench.md").write_text(f"{header}\n\n{table}\n")
+    (out / "kernels.md").write_text(
+        f"# Products per step\n\n{header}\n\n{benchmarks.kernel_listing(rows)}"
+    )
     (out / "bench.json").write_text(json.dumps(benchmarks.to_json(rows, peak), indent=1))
     benchmarks.plot(rows, out / "attention.png")
-    print(f"\n{header}\n-> {out}/bench.md, bench.json, attention.png")  # the rows: above
+    print(f"\n{header}\n-> {out}/bench.md, kernels.md, bench.json, attention.png")  # rows: above
     return 0
 
 

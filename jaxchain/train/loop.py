@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxchain import reference, rules
 from jaxchain._arguments import literal
-from jaxchain.train import distributed, options, runs, tasks
+from jaxchain.train import backends, distributed, options, runs, tasks
 from jaxchain.train.optim import Options as OptimizerOptions
 from jaxchain.train.optim import finish_checks, make_step
 from jaxchain.train.runs import Checkpoints
@@ -247,7 +247,8 @@ def _train(config, out, interrupts, *, resume, overwrite, stop_at, checks, log, 
         key = dropout_key(config.task.seed, step) if config.task.dropout else None
         return task.loss(p, data, ops, key)
 
-    step_fn = make_step(loss, tx, checks=checks)
+    backend = backends.compiler_options(backends.backend_of(config.task.model))
+    step_fn = make_step(loss, tx, checks=checks, compiler_options=backend)
     loop = _Loop(config, task, step_fn, checkpoints, history, log, progress, interrupts)
     params, opt_state, step = loop.run(state, start, stop_at, mesh and mesh[1])
     finish_checks(step_fn)

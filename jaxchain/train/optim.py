@@ -15,9 +15,10 @@ lengths in range) and a finite loss and gradient then raise on the host.
 
 import atexit
 import dataclasses
+import functools
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -132,6 +133,7 @@ def make_step(
     has_aux: bool = False,
     checks: bool = False,
     donate: bool = True,
+    compiler_options: Mapping[str, object] | None = None,
 ) -> Callable:
     """The jitted step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
@@ -152,6 +154,8 @@ def make_step(
         never reaches a checkpoint).
       donate: donate ``params`` and ``opt_state`` (their buffers are reused for the result;
         the arrays passed in must not be used afterwards).
+      compiler_options: XLA's options for this step alone (``jax.jit``'s; e.g.
+        :data:`jaxchain.train.backends.ONEDNN`).
     """
 
     with_aux = loss if has_aux else lambda p, b: (loss(p, b), None)
@@ -170,11 +174,12 @@ def make_step(
             metrics["aux"] = aux
         return optax.apply_updates(params, updates), opt_state, metrics
 
-    donated = (0, 1) if donate else ()
+    jit = functools.partial(
+        jax.jit, donate_argnums=(0, 1) if donate else (), compiler_options=compiler_options
+    )
     if not checks:
-        return jax.jit(step, donate_argnums=donated)
-    checked = checkify.checkify(step, errors=checkify.user_checks)
-    return CheckedStep(jax.jit(checked, donate_argnums=donated))
+        return jit(step)
+    return CheckedStep(jit(checkify.checkify(step, errors=checkify.user_checks)))
 
 
 class CheckedStep:

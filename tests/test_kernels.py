@@ -1,0 +1,113 @@
+"""The kernel listing of `jaxchain bench`: which library runs each product of a compiled step,
+how often, and the per-program compiler options (`jaxchain.train.backends`)."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxchain import benchmarks, nn, rules
+from jaxchain.benchmarks import kernels
+from jaxchain.train import backends
+
+F32 = jnp.float32  # the suite enables float64; oneDNN takes float32 products
+
+
+def _dense_gradient(options=None):
+    x, w, b = jnp.ones((16, 8), F32), jnp.ones((8, 4), F32), jnp.zeros(4, F32)
+    grad = jax.grad(lambda x, w, b: jnp.sum(rules.dense(x, w, b) ** 2), (0, 1, 2))
+    return jax.jit(grad).lower(x, w, b).compile(compiler_options=options)
+
+
+# XLA cannot serialise a oneDNN fusion into the persistent compilation cache (this suite's):
+# JAX warns and keeps the program it compiled
+@pytest.mark.filterwarnings("ignore:Error writing persistent compilation cache entry")
+def test_a_dense_step_lists_its_three_products_with_their_libraries():
+    """``x W`` and ``g W^T`` go to YNNPACK by default; the weight gradient, a product with a
+    transposed left operand, to Eigen; with ``backends.ONEDNN``, all three to oneDNN."""
+    found = kernels.products(_dense_gradient())
+    by_orientation = {p.orientation: p for p in found}
+    assert sorted(by_orientation) == ["NN", "NT", "TN"]
+    assert by_orientation["NN"].lhs == (16, 8) and by_orientation["NN"].rhs == (8, 4)
+    assert by_orientation["NN"].library == by_orientation["NT"].library == "YNNPACK"
+    assert by_orientation["TN"].library == "Eigen"
+    assert all(p.count == 1 and p.flops == 2 * 16 * 8 * 4 for p in found)
+    onednn = kernels.products(_dense_gradient(backends.compiler_options("onednn")))
+    assert kernels.by_library(onednn) == {"oneDNN": 3}
+
+
+def test_products_inside_a_scan_count_once_per_step():
+    """An LSTM over T steps runs each recurrent product T times per call (the loops' trip
+    counts), and the listing names each."""
+    t = 5
+    params = nn.lstm.init(jax.random.key(0), 3, 4)
+    xs = jnp.ones((2, t, 3), F32)
+    loss = lambda p: jnp.sum(nn.lstm.apply(p, xs, ops=rules)[0] ** 2)  # noqa: E731
+    found = kernels.products(jax.jit(jax.grad(loss)).lower(params).compile())
+    in_loops = [p for p in found if p.count > 1]
+    assert in_loops and all(p.count == t for p in in_loops)
+    assert "| per call |" in kernels.listing(found)
+    assert sum(kernels.by_library(found).values()) == sum(p.count for p in found)
+
+
+def test_batched_products_and_their_orientation():
+    q, k = jnp.ones((2, 3, 5, 4), F32), jnp.ones((2, 3, 6, 4), F32)
+    scores = lambda q, k: jnp.einsum("bnqh,bnkh->bnqk", q, k)  # noqa: E731
+    (p,) = kernels.products(jax.jit(scores).lower(q, k).compile())
+    assert p.orientation == "NT" and p.flops == 2 * 2 * 3 * 5 * 6 * 4
+    assert kernels.seconds_in_products([p]) >= 0.0
+
+
+def test_a_bench_row_records_its_backend_products_and_their_share():
+    row = benchmarks.bench_mlp(16, 2, 8, rounds=1)
+    assert row.backends == {"manual": "default", "autodiff": "default"}
+    assert row.kernels("manual") == row.kernels("autodiff") != {}
+    assert row.product_share("manual") is not None and row.product_share("torch") is None
+    line = benchmarks.table([row], peak=1e9).splitlines()[2]
+    assert "| default | Eigen" in line or "| default | YNNPACK" in line
+
+
+@pytest.mark.filterwarnings("ignore:Error writing persistent compilation cache entry")
+def test_a_row_under_two_backends_times_each_step_under_each():
+    row = benchmarks.bench_attention(
+        64, head_size=8, rounds=1, others=False, backend=("default", "onednn")
+    )
+    assert set(row.seconds) == {"manual", "autodiff", "manual (onednn)", "autodiff (onednn)"}
+    assert row.backends["manual (onednn)"] == "onednn"
+    assert set(row.kernels("manual (onednn)")) == {"oneDNN"}
+    assert "oneDNN" not in row.kernels("manual")
+
+
+def test_the_header_names_the_cores_the_cpu_and_the_flags(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_onednn=true")
+    machine = benchmarks.machine()
+    assert machine["nproc"] >= 1 and machine["cpu"]
+    line = benchmarks.header(1e9)
+    assert f"nproc {machine['nproc']}" in line and "--xla_cpu_use_onednn=true" in line
+
+
+def test_an_unknown_backend_is_named():
+    with pytest.raises(
+        ValueError, match=r"backend must be one of \['default', 'onednn'\], got 'mkl'"
+    ):
+        backends.compiler_options("mkl")
+    assert backends.compiler_options("default") is None
+    assert backends.backend_of("no such model") == "default"
+
+
+def test_the_torch_worker_does_not_import_its_siblings_for_torchs_packages():
+    """Run as a script, the worker's folder would be first on ``sys.path``, and
+    ``kernels.py`` there shadowed the ``kernels`` package that transformers imports (its
+    ``BertModel`` then failed to load). The worker takes its folder off the path."""
+    import subprocess
+    import sys
+
+    from jaxchain.benchmarks import peer
+
+    folder = str(peer.WORKER.parent)
+    code = (
+        f"import runpy, sys; sys.path.insert(0, {folder!r}); "
+        f"runpy.run_path({str(peer.WORKER)!r}); "
+        f"print({folder!r} in sys.path, 'kernels' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
