@@ -49,6 +49,19 @@ def gated_low_rank(x, w_gate, w_up, gate_a, gate_b, up_a, up_b, scale):
     return (a * jax.nn.sigmoid(a) * u).astype(x.dtype), a, u, h_gate, h_up
 
 
+def rows_t_times(x, g):
+    """``x^T g`` over the rows (every leading axis) of ``x (..., I)`` and ``g (..., O)``: the
+    weight gradient of ``x W``, ``(I, O)``.
+
+    Formed as a product whose operands are both read as they are: ``x^T`` is materialised
+    behind an optimisation barrier (so XLA cannot fold the transpose back into the product).
+    XLA:CPU's default library, YNNPACK, refuses a product with a transposed left operand, and
+    Eigen's is slower than the copy and YNNPACK's product together (``bench/RESULTS.md``)."""
+    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+    barrier = jax.lax.optimization_barrier
+    return barrier(barrier(x2).T) @ g2
+
+
 def along_last_axis(v: jax.Array, ndim: int) -> jax.Array:
     """A ``(D,)`` vector shaped ``(1, ..., 1, D)`` to broadcast against a rank-``ndim`` array
     (explicitly, so that code runs under ``jax_numpy_rank_promotion='raise'``)."""

@@ -135,7 +135,9 @@ def _ints(line: str, key: str) -> tuple[int, ...]:
 
 def products(compiled) -> list[Product]:
     """Every matrix product of ``compiled`` (a ``jax.stages.Compiled``, or its HLO text),
-    in the order the text prints them."""
+    in the order the text prints them. A product in a loop counts once per trip; one in a
+    branch of a conditional counts as if every branch ran (an upper bound: blockwise causal
+    attention skips some blocks)."""
     text = compiled if isinstance(compiled, str) else compiled.as_text()
     comps = _computations(text)
     counts, library = _counts_and_libraries(comps)

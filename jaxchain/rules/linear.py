@@ -14,7 +14,15 @@ from jaxchain._checks import (
     check_swiglu,
 )
 from jaxchain._primal.elementwise import silu_and_derivative
-from jaxchain._primal.linear import affine, gated, gated_low_rank, lookup, low_rank, valid_ids
+from jaxchain._primal.linear import (
+    affine,
+    gated,
+    gated_low_rank,
+    lookup,
+    low_rank,
+    rows_t_times,
+    valid_ids,
+)
 from jaxchain._primal.precision import wide
 
 
@@ -58,10 +66,7 @@ def _dense_bwd(res, g):
     rows = tuple(range(x.ndim - 1))  # the leading axes: every row of x is one example
     x_, w_, g_ = wide(x), wide(w), wide(g)
     dx = g_ @ w_.T  # dL/dx = g W^T            (..., I)
-    # dL/dW = x^T g, formed as (g^T x)^T, as autodiff's transpose does: XLA lays out g for
-    # the product and reads x as it is, with no transposing copy of x (which would recompute
-    # x's producer, a gelu's erfc, inside the copy; bench/RESULTS.md)
-    dw = jnp.tensordot(g_, x_, axes=(rows, rows)).T  # (I, O)
+    dw = rows_t_times(x_, g_)  # dL/dW = x^T g  (I, O)
     db = jnp.sum(g_, axis=rows)  # dL/db = sum_rows g      (O,)
     return dx.astype(x.dtype), dw.astype(w.dtype), db.astype(w.dtype)
 

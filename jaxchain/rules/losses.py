@@ -196,6 +196,8 @@ def _linear_ce_fwd(x, w, labels, chunk):
 def _linear_ce_bwd(chunk, res, g):
     x, w, labels, m, total = res
     g_ = wide(g)
+    # x^T once for every chunk's weight gradient x^T dz (see _primal.linear.rows_t_times)
+    x_t = lax.optimization_barrier(wide(x).T)
 
     def grads(carry, start, size):
         dx, dw = carry
@@ -205,7 +207,7 @@ def _linear_ce_bwd(chunk, res, g):
         y = (labels[:, None] == columns[None, :]).astype(y_hat.dtype)  # one-hot of the chunk
         dz = g_[:, None] * (y_hat - y)  # y_hat - y
         dx = dx + dz @ wide(w_c).T
-        dw_c = (wide(x).T @ dz).astype(w.dtype)
+        dw_c = (x_t @ dz).astype(w.dtype)
         return dx, lax.dynamic_update_slice_in_dim(dw, dw_c, start, axis=1)
 
     zeros = (jnp.zeros(x.shape, g_.dtype), jnp.zeros_like(w))

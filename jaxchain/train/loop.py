@@ -247,7 +247,7 @@ def _train(config, out, interrupts, *, resume, overwrite, stop_at, checks, log, 
         key = dropout_key(config.task.seed, step) if config.task.dropout else None
         return task.loss(p, data, ops, key)
 
-    backend = backends.compiler_options(backends.backend_of(config.task.model))
+    backend = backends.compiler_options(backends.backend_of(config.model))
     step_fn = make_step(loss, tx, checks=checks, compiler_options=backend)
     loop = _Loop(config, task, step_fn, checkpoints, history, log, progress, interrupts)
     params, opt_state, step = loop.run(state, start, stop_at, mesh and mesh[1])
