@@ -5,16 +5,16 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxchain import benchmarks, nn, rules
+from jaxchain import benchmarks, nn, reference, rules
 from jaxchain.benchmarks import kernels
 from jaxchain.train import backends
 
 F32 = jnp.float32  # the suite enables float64; oneDNN takes float32 products
 
 
-def _dense_gradient(options=None):
+def _dense_gradient(ops=rules, options=None):
     x, w, b = jnp.ones((16, 8), F32), jnp.ones((8, 4), F32), jnp.zeros(4, F32)
-    grad = jax.grad(lambda x, w, b: jnp.sum(rules.dense(x, w, b) ** 2), (0, 1, 2))
+    grad = jax.grad(lambda x, w, b: jnp.sum(ops.dense(x, w, b) ** 2), (0, 1, 2))
     return jax.jit(grad).lower(x, w, b).compile(compiler_options=options)
 
 
@@ -22,16 +22,19 @@ def _dense_gradient(options=None):
 # JAX warns and keeps the program it compiled
 @pytest.mark.filterwarnings("ignore:Error writing persistent compilation cache entry")
 def test_a_dense_step_lists_its_three_products_with_their_libraries():
-    """``x W`` and ``g W^T`` go to YNNPACK by default; the weight gradient, a product with a
-    transposed left operand, to Eigen; with ``backends.ONEDNN``, all three to oneDNN."""
+    """Autodiff's weight gradient ``x^T g`` has a transposed left operand, which YNNPACK
+    refuses: Eigen runs it. The rule forms it from a materialised ``x^T``, so YNNPACK runs all
+    three. With ``backends.ONEDNN``, oneDNN runs all three."""
+    autodiff = {p.orientation: p for p in kernels.products(_dense_gradient(reference))}
+    assert sorted(autodiff) == ["NN", "NT", "TN"]
+    assert autodiff["NN"].lhs == (16, 8) and autodiff["NN"].rhs == (8, 4)
+    assert autodiff["NN"].library == autodiff["NT"].library == "YNNPACK"
+    assert autodiff["TN"].library == "Eigen"
     found = kernels.products(_dense_gradient())
-    by_orientation = {p.orientation: p for p in found}
-    assert sorted(by_orientation) == ["NN", "NT", "TN"]
-    assert by_orientation["NN"].lhs == (16, 8) and by_orientation["NN"].rhs == (8, 4)
-    assert by_orientation["NN"].library == by_orientation["NT"].library == "YNNPACK"
-    assert by_orientation["TN"].library == "Eigen"
     assert all(p.count == 1 and p.flops == 2 * 16 * 8 * 4 for p in found)
-    onednn = kernels.products(_dense_gradient(backends.compiler_options("onednn")))
+    assert kernels.by_library(found) == {"YNNPACK": 3}
+    assert [(p.lhs, p.rhs) for p in found if p.orientation == "NN" and p.lhs == (8, 16)]
+    onednn = kernels.products(_dense_gradient(options=backends.compiler_options("onednn")))
     assert kernels.by_library(onednn) == {"oneDNN": 3}
 
 
@@ -60,7 +63,8 @@ def test_batched_products_and_their_orientation():
 def test_a_bench_row_records_its_backend_products_and_their_share():
     row = benchmarks.bench_mlp(16, 2, 8, rounds=1)
     assert row.backends == {"manual": "default", "autodiff": "default"}
-    assert row.kernels("manual") == row.kernels("autodiff") != {}
+    assert row.kernels("manual") == {"YNNPACK": 5}  # 2 layers' 4 products, 1 weight gradient
+    assert "Eigen" in row.kernels("autodiff")  # autodiff's weight gradients
     assert row.product_share("manual") is not None and row.product_share("torch") is None
     line = benchmarks.table([row], peak=1e9).splitlines()[2]
     assert "| default | Eigen" in line or "| default | YNNPACK" in line
@@ -111,3 +115,13 @@ def test_the_torch_worker_does_not_import_its_siblings_for_torchs_packages():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_row_read_back_from_its_json_lists_the_same_products():
+    import json
+
+    row = benchmarks.bench_mlp(16, 2, 8, rounds=1)
+    data = json.loads(json.dumps(benchmarks.to_json([row], 1e9)))
+    back = benchmarks.Row.from_json(data["rows"][0])
+    assert back.products == row.products and back.kernels("manual") == row.kernels("manual")
+    assert benchmarks.table([back], 1e9) == benchmarks.table([row], 1e9)

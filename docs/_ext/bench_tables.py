@@ -49,16 +49,17 @@ def tables(recorded: dict) -> str:
     from jaxchain.benchmarks.harness import Row
     from jaxchain.benchmarks.report import table
 
-    rows = [Row(**row) for row in recorded["rows"]]
+    rows = [Row.from_json(row) for row in recorded["rows"]]
     benches = list(dict.fromkeys(r.bench for r in rows))
     unknown = [b for b in benches if b not in SECTIONS]
     if unknown:
         raise ValueError(f"bench/bench.json has benchmarks the page does not know: {unknown}")
     machine = recorded["machine"]
+    cpu = f"{machine.get('cpu', machine['processor'])}, nproc {machine.get('nproc', '?')}"
     parts = [
-        f"Recorded on {machine['processor']} ({machine['device']}), Python {machine['python']}, "
-        f"jax {machine['jax']}; float32 matmul rate "
-        f"{recorded['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s.",
+        f"Recorded on {cpu} ({machine['device']}), Python {machine['python']}, "
+        f"jax {machine['jax']}, XLA_FLAGS={machine.get('xla_flags', '')!r}; float32 matmul "
+        f"rate {recorded['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s.",
     ]
     peak = recorded["matmul_flops_per_second"]
     for bench in (b for b in SECTIONS if b in benches):
@@ -84,7 +85,7 @@ def generate(app=None) -> None:
         from jaxchain.benchmarks.harness import Row
         from jaxchain.benchmarks.report import plot as draw
 
-        draw([Row(**row) for row in recorded["rows"]], plot)
+        draw([Row.from_json(row) for row in recorded["rows"]], plot)
 
 
 def setup(app):

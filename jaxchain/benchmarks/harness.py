@@ -19,6 +19,10 @@ from jaxchain.benchmarks.peer import TorchPeer
 from jaxchain.train import backends
 
 F32 = jnp.float32  # every benchmark runs in float32
+#: A step is timed over at least this many seconds of its own (more rounds for short ones),
+MIN_SECONDS = 0.25
+#: but never more rounds than this.
+MAX_ROUNDS = 60
 
 
 def median_seconds(
@@ -31,11 +35,16 @@ def median_seconds(
     """Median wall time of each (jitted) ``f(*args)`` after ``warmup`` calls, and of each of
     ``peers``: functions that run one step elsewhere (another process) and return its
     seconds, measured there. All take turns, round after round, so that a slow spell of the
-    machine hits them alike."""
+    machine hits them alike. Steps so short that ``rounds`` of the slowest take under
+    :data:`MIN_SECONDS` get more rounds (at most :data:`MAX_ROUNDS`)."""
     peers = peers or {}
+    slowest = 0.0
     for f in fs.values():
         for _ in range(warmup):
+            start = time.perf_counter()
             jax.block_until_ready(f(*args))
+        slowest = max(slowest, time.perf_counter() - start)
+    rounds = max(rounds, min(MAX_ROUNDS, math.ceil(MIN_SECONDS / max(slowest, 1e-6))))
     times: dict[str, list[float]] = {name: [] for name in [*fs, *peers]}
     for _ in range(rounds):
         for name, f in fs.items():
@@ -83,6 +92,15 @@ class Row:
     products: dict[str, list[kernels.Product]] = dataclasses.field(default_factory=dict)
     #: each implementation's seconds in products, its products timed alone
     product_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, fields: dict) -> "Row":
+        """A row from its JSON (:func:`~jaxchain.benchmarks.report.to_json`)."""
+        products = {
+            name: [kernels.Product.from_json(p) for p in found]
+            for name, found in fields.get("products", {}).items()
+        }
+        return cls(**{**fields, "products": products})
 
     def kernels(self, name: str) -> dict[str, int]:
         """``name``'s products per step by library (empty: not listed)."""

@@ -59,6 +59,11 @@ class Product:
     rhs_batch: tuple[int, ...]
     count: int  #: times one call runs it (the trip counts of the loops around it)
 
+    @classmethod
+    def from_json(cls, fields: dict) -> "Product":
+        """A product from its JSON (``dataclasses.asdict``: lists for the tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
     @property
     def orientation(self) -> str:
         """BLAS's letters: ``N`` an operand read as it is (``x`` of ``x W``, ``W`` of
