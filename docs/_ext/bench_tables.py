@@ -32,6 +32,9 @@ SECTIONS = {
     "Hugging Face's `BertModel`.",
     "decoder step": "A training step of the Llama-style decoder against transformers' "
     "`LlamaForCausalLM`.",
+    "decoder lora step": "A LoRA fine-tuning step of the same decoder, adapters of rank 8 on "
+    "every projection (`lora_dense`, and `lora_swiglu` for the SwiGLU unit); `full` is the "
+    "full fine-tuning step, for scale.",
     "mlp": "A 4-layer MLP of width 1024.",
     "jacobian (jacfwd)": "Forward mode: `jax.jacfwd` of an MLP through `jaxchain.tangents` "
     "against autodiff's JVPs.",

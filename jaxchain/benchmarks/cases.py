@@ -279,6 +279,45 @@ def bench_decoder(
         )
 
 
+def bench_decoder_lora(
+    b: int = 16,
+    t: int = 128,
+    *,
+    rank: int = 8,
+    hidden: int = 192,
+    layers: int = 4,
+    vocab: int = 1024,
+    rounds: int = 10,
+) -> Row:
+    """A LoRA fine-tuning step (loss, the adapters' gradients, AdamW on them) of
+    :func:`bench_decoder`'s decoder, adapters of ``rank`` on every projection (the SwiGLU
+    unit through ``lora_swiglu``); ``full`` is the full fine-tuning step of the same decoder
+    (every weight), for scale."""
+    from jaxchain.train import tasks
+
+    params = nn.decoder.init(jax.random.key(0), vocab, **tasks.decoder_dims(hidden, layers))
+    adapters = nn.lora.init(jax.random.key(2), params, rank)
+    tokens = jax.random.randint(jax.random.key(1), (b, t + 1), 0, vocab)
+    batch = (tokens[:, :-1], tokens[:, 1:])
+
+    def adapted(ops):
+        return lambda a, batch: nn.decoder.loss(params, *batch, lora=a, ops=ops)
+
+    with jax.numpy_dtype_promotion("standard"):
+        tx = optax.adamw(1e-3)
+        steps = {name: _update_step(adapted(ops), tx) for name, ops in _FAMILIES}
+        full = _update_step(lambda p, batch: nn.decoder.loss(p, *batch), tx)
+        others = {"full": (full, (params, tx.init(params), batch))}
+        config = {"B": b, "T": t, "D": hidden, "layers": layers, "V": vocab, "R": rank}
+        state = tx.init(adapters)
+        return measure(
+            "decoder lora step", config, steps, adapters, state, batch, rounds=rounds, others=others
+        )
+
+
+_FAMILIES = (("manual", rules), ("autodiff", reference))
+
+
 def bench_mlp(width: int = 1024, layers: int = 4, batch: int = 1024, *, rounds: int = 10) -> Row:
     sizes = [width] * (layers + 1)
     params = nn.mlp.init(jax.random.key(0), sizes)
