@@ -86,6 +86,20 @@ def test_empty_axes(ops):
 
 
 @pytest.mark.parametrize("ops", OPS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("x_shape, out", [((4, 0), 3), ((2, 3, 0), 3), ((4, 8), 0), ((0, 8), 3)])
+def test_dense_gradients_with_an_empty_axis(ops, x_shape, out):
+    """Zero rows, a zero input width or a zero output width: the gradients autodiff gives
+    (the weight gradient's row count is explicit: a reshape to -1 fails on a zero width, as
+    the rule's did once)."""
+    args = (jnp.ones(x_shape, F32), jnp.ones((x_shape[-1], out), F32), jnp.ones((out,), F32))
+    grads = [jax.grad(lambda *a, o=o: jnp.sum(o.dense(*a) ** 2), (0, 1, 2))(*args)
+             for o in (ops, reference)]  # fmt: skip
+    for ours, theirs in zip(*grads, strict=True):
+        assert ours.shape == theirs.shape
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("ops", OPS, ids=lambda m: m.__name__)
 def test_gelu_value_and_gradient_at_minus_six(ops):
     x = jnp.array([-6.0, -3.0, 0.5], F32)
     truth = jax.grad(lambda x: jnp.sum(jax.nn.gelu(x, approximate=False)))(x.astype(jnp.float64))

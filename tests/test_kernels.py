@@ -1,6 +1,8 @@
 """The kernel listing of `jaxchain bench`: which library runs each product of a compiled step,
 how often, and the per-program compiler options (`jaxchain.train.backends`)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -125,3 +127,27 @@ def test_a_row_read_back_from_its_json_lists_the_same_products():
     back = benchmarks.Row.from_json(data["rows"][0])
     assert back.products == row.products and back.kernels("manual") == row.kernels("manual")
     assert benchmarks.table([back], 1e9) == benchmarks.table([row], 1e9)
+
+
+def test_what_is_not_a_compiled_program_is_named():
+    f = jax.jit(jnp.matmul)
+    a = jnp.ones((4, 3), F32)
+    with pytest.raises(
+        TypeError, match=r"compiled must be a jax\.stages\.Compiled.*got PjitFunction"
+    ):
+        kernels.products(f)
+    with pytest.raises(ValueError, match="optimised HLO module's text"):
+        kernels.products(f.lower(a, a.T).as_text())  # StableHLO, before XLA's passes
+    text = f.lower(a, a.T).compile().as_text()
+    broken = text.replace("dot(%", "dot(%missing_", 1)
+    with pytest.raises(ValueError, match="cannot read this dot"):
+        kernels.products(broken)
+
+
+def test_an_int8_product_is_timed_with_its_own_operand_types():
+    a = jnp.ones((8, 16), jnp.int8)
+    dot = lambda a, b: jax.lax.dot(a, b, preferred_element_type=jnp.int32)  # noqa: E731
+    (p,) = kernels.products(jax.jit(dot).lower(a, a.T).compile())
+    assert (p.dtype, p.lhs_dtype, p.rhs_dtype) == ("s32", "s8", "s8")
+    assert kernels.seconds_in_products([p]) >= 0.0
+    assert kernels.seconds_in_products([dataclasses.replace(p, lhs_dtype="u4")]) == 0.0

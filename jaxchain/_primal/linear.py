@@ -1,6 +1,8 @@
 """The affine map, the embedding lookup, SwiGLU's gated product, LoRA's low-rank sum and the
 two together."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -57,7 +59,8 @@ def rows_t_times(x, g):
     behind an optimisation barrier (so XLA cannot fold the transpose back into the product).
     XLA:CPU's default library, YNNPACK, refuses a product with a transposed left operand, and
     Eigen's is slower than the copy and YNNPACK's product together (``bench/RESULTS.md``)."""
-    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+    rows = math.prod(x.shape[:-1])  # explicit: a reshape to -1 fails on a zero width
+    x2, g2 = x.reshape(rows, x.shape[-1]), g.reshape(rows, g.shape[-1])
     barrier = jax.lax.optimization_barrier
     return barrier(barrier(x2).T) @ g2
 

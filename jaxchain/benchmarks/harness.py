@@ -32,7 +32,8 @@ def median_seconds(
     rounds: int = 10,
     peers: Mapping[str, Callable[[], float]] | None = None,
 ) -> dict[str, float]:
-    """Median wall time of each (jitted) ``f(*args)`` after ``warmup`` calls, and of each of
+    """Median wall time of each (jitted) ``f(*args)`` after ``warmup`` calls (and one more,
+    timed to count the rounds), and of each of
     ``peers``: functions that run one step elsewhere (another process) and return its
     seconds, measured there. All take turns, round after round, so that a slow spell of the
     machine hits them alike. Steps so short that ``rounds`` of the slowest take under
@@ -41,8 +42,9 @@ def median_seconds(
     slowest = 0.0
     for f in fs.values():
         for _ in range(warmup):
-            start = time.perf_counter()
             jax.block_until_ready(f(*args))
+        start = time.perf_counter()  # one more call, timed, for the count of rounds
+        jax.block_until_ready(f(*args))
         slowest = max(slowest, time.perf_counter() - start)
     rounds = max(rounds, min(MAX_ROUNDS, math.ceil(MIN_SECONDS / max(slowest, 1e-6))))
     times: dict[str, list[float]] = {name: [] for name in [*fs, *peers]}

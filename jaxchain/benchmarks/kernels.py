@@ -38,7 +38,9 @@ ALIVE: list = []
 _HEADER = re.compile(r"^(?:ENTRY )?%(\S+) \(.*\{$")
 _ARRAY = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\w+)\[([\d,]*)\](?:\{[\d,]*\})? ")
 _DOT = re.compile(r"^\s*(?:ROOT )?%(\S+) = .*? dot\((?:\S+ )?%(\S+), (?:\S+ )?%(\S+)\)")
-_CALLEE = re.compile(r"\b(calls|body|condition|to_apply)=%([\w.\-]+)")
+_CALLEE = re.compile(
+    r"\b(calls|body|condition|to_apply|true_computation|false_computation)=%([\w.\-]+)"
+)
 _BRANCHES = re.compile(r"(?:branch|called)_computations=\{([^}]*)\}")
 _TRIPS = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _KIND = re.compile(r'"kind":"(__\w+_fusion)"')
@@ -53,6 +55,8 @@ class Product:
     dtype: str  #: the result's element type (``f32``)
     lhs: tuple[int, ...]
     rhs: tuple[int, ...]
+    lhs_dtype: str  #: the operands' element types, as HLO names them
+    rhs_dtype: str
     lhs_contracting: tuple[int, ...]
     rhs_contracting: tuple[int, ...]
     lhs_batch: tuple[int, ...]
@@ -61,7 +65,9 @@ class Product:
 
     @classmethod
     def from_json(cls, fields: dict) -> "Product":
-        """A product from its JSON (``dataclasses.asdict``: lists for the tuples)."""
+        """A product from its JSON (``dataclasses.asdict``: lists for the tuples). JSON
+        written before the operands' types were recorded gives them the result's type."""
+        fields = {"lhs_dtype": fields["dtype"], "rhs_dtype": fields["dtype"], **fields}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     @property
@@ -138,12 +144,36 @@ def _ints(line: str, key: str) -> tuple[int, ...]:
     return tuple(int(i) for i in found.group(1).split(",") if i) if found else ()
 
 
+def _hlo_text(compiled) -> str:
+    """The optimised HLO text of ``compiled`` (a ``jax.stages.Compiled`` or that text)."""
+    if isinstance(compiled, str):
+        text = compiled
+    elif isinstance(compiled, jax.stages.Compiled):
+        text = compiled.as_text()
+    else:
+        raise TypeError(
+            "kernels.products: compiled must be a jax.stages.Compiled "
+            "(jax.jit(f).lower(...).compile()) or its as_text(), got "
+            f"{type(compiled).__name__}"
+        )
+    if not text.lstrip().startswith("HloModule"):
+        raise ValueError(
+            "kernels.products: compiled must be an optimised HLO module's text "
+            "(jax.jit(f).lower(...).compile().as_text()), starting 'HloModule'"
+        )
+    return text
+
+
 def products(compiled) -> list[Product]:
     """Every matrix product of ``compiled`` (a ``jax.stages.Compiled``, or its HLO text),
     in the order the text prints them. A product in a loop counts once per trip; one in a
     branch of a conditional counts as if every branch ran (an upper bound: blockwise causal
-    attention skips some blocks)."""
-    text = compiled if isinstance(compiled, str) else compiled.as_text()
+    attention skips some blocks); one in a loop whose trip count XLA does not know counts
+    once.
+
+    Raises ``TypeError`` for anything but those, and ``ValueError`` for text that is not an
+    optimised HLO module's or a ``dot`` it cannot read."""
+    text = _hlo_text(compiled)
     comps = _computations(text)
     counts, library = _counts_and_libraries(comps)
     found = []
@@ -155,7 +185,9 @@ def products(compiled) -> list[Product]:
                 dims = tuple(int(d) for d in array.group(3).split(",") if d)
                 shapes[array.group(1)] = (array.group(2), dims)
             dot = _DOT.match(line)
-            if dot and dot.group(2) in shapes and dot.group(3) in shapes:
+            if " dot(" in line and not (dot and {dot.group(2), dot.group(3)} <= set(shapes)):
+                raise ValueError(f"kernels.products: cannot read this dot: {line.strip()[:200]}")
+            if dot:
                 found.append(
                     Product(
                         name=dot.group(1),
@@ -163,6 +195,8 @@ def products(compiled) -> list[Product]:
                         dtype=shapes[dot.group(1)][0],
                         lhs=shapes[dot.group(2)][1],
                         rhs=shapes[dot.group(3)][1],
+                        lhs_dtype=shapes[dot.group(2)][0],
+                        rhs_dtype=shapes[dot.group(3)][0],
                         lhs_contracting=_ints(line, "lhs_contracting_dims"),
                         rhs_contracting=_ints(line, "rhs_contracting_dims"),
                         lhs_batch=_ints(line, "lhs_batch_dims"),
@@ -181,48 +215,68 @@ def by_library(found: Iterable[Product]) -> dict[str, int]:
     return dict(sorted(totals.items()))
 
 
+#: HLO's element types that :func:`seconds_in_products` can build operands of.
+DTYPES = {
+    "f64": "float64",
+    "f32": "float32",
+    "bf16": "bfloat16",
+    "f16": "float16",
+    "s32": "int32",
+    "s8": "int8",
+    "c64": "complex64",
+}
+
+
 def _repeated(p: Product, reps: int):
-    """``p``'s product ``reps`` times in a loop, each on the last one's output (through an
-    optimisation barrier, so that XLA can neither hoist it out of the loop nor drop it)."""
-    dn = p.dimension_numbers()
+    """``p``'s product ``reps`` times in a loop: every trip multiplies the same operands,
+    passed with the last product through an optimisation barrier, so that XLA can neither
+    hoist the product out of the loop nor drop it."""
+    dn, out = p.dimension_numbers(), jnp.dtype(DTYPES[p.dtype])
+    dot = functools.partial(jax.lax.dot_general, dimension_numbers=dn, preferred_element_type=out)
 
     def f(a, b):
         def body(_, carry):
             a, _ = carry
-            return jax.lax.optimization_barrier((a, jax.lax.dot_general(a, b, dn)))
+            return jax.lax.optimization_barrier((a, dot(a, b)))
 
-        out = jax.eval_shape(functools.partial(jax.lax.dot_general, dimension_numbers=dn), a, b)
-        return jax.lax.fori_loop(0, reps, body, (a, jnp.zeros(out.shape, out.dtype)))[1]
+        shape = jax.eval_shape(dot, a, b)
+        return jax.lax.fori_loop(0, reps, body, (a, jnp.zeros(shape.shape, shape.dtype)))[1]
 
     return f
 
 
-def _median_call(run, args, rounds: int) -> float:
-    jax.block_until_ready(run(*args))
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
+def _interleaved_medians(runs, args, rounds: int) -> list[float]:
+    """The median time of each of ``runs`` on ``args``, taking turns, after one warm-up."""
+    times = [[] for _ in runs]
+    for run in runs:
         jax.block_until_ready(run(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    for _ in range(rounds):
+        for run, t in zip(runs, times, strict=True):
+            start = time.perf_counter()
+            jax.block_until_ready(run(*args))
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 @functools.cache
 def _seconds_alone(p: Product, options: tuple, rounds: int, reps: int = 8) -> float:
-    """The time of one ``p`` at its shapes (compiled with ``options``): the difference of
-    ``reps + 1`` and one product in a loop, over ``reps``, so that the call's own cost
-    cancels."""
-    dtype = {"f32": jnp.float32, "f64": jnp.float64, "bf16": jnp.bfloat16}.get(p.dtype, jnp.float32)
-    args = (jnp.ones(p.lhs, dtype), jnp.ones(p.rhs, dtype))
+    """The time of one ``p`` at its shapes and element types (compiled with ``options``):
+    the difference of loops of ``2 + reps`` and of 2 products, over ``reps``, so that the
+    call's own cost and the loop's cancel (a loop of one trip would be no loop at all)."""
+    args = (
+        jnp.ones(p.lhs, DTYPES[p.lhs_dtype]),
+        jnp.ones(p.rhs, DTYPES[p.rhs_dtype]),
+    )
     options = dict(options) or None
 
     def compile_(n: int):
         return jax.jit(_repeated(p, n)).lower(*args).compile(compiler_options=options)
 
-    once, many = compile_(1), compile_(reps + 1)
+    few, many = compile_(2), compile_(2 + reps)
     if options:
-        ALIVE.extend((once, many))
-    return max(_median_call(many, args, rounds) - _median_call(once, args, rounds), 0.0) / reps
+        ALIVE.extend((few, many))
+    short, long = _interleaved_medians((few, many), args, rounds)
+    return max(long - short, 0.0) / reps
 
 
 def seconds_in_products(
@@ -231,12 +285,14 @@ def seconds_in_products(
     *,
     rounds: int = 5,
 ) -> float:
-    """An estimate of one call's time in its products: each timed alone at its shapes and
-    orientation, compiled with the same ``compiler_options``, times its count. Products
-    inside a step may run faster (warm caches) or slower (another library's layout)."""
+    """An estimate of one call's time in its products: each timed alone at its shapes,
+    element types and orientation, compiled with the same ``compiler_options``, times its
+    count. Products inside a step may run faster (warm caches) or slower (another library's
+    layout); products of element types outside :data:`DTYPES` are left out."""
     options = tuple(sorted((compiler_options or {}).items()))
     alone = lambda p: dataclasses.replace(p, name="", library="", count=1)  # noqa: E731
-    return sum(p.count * _seconds_alone(alone(p), options, rounds) for p in found if p.count)
+    known = (p for p in found if p.count and {p.dtype, p.lhs_dtype, p.rhs_dtype} <= set(DTYPES))
+    return sum(p.count * _seconds_alone(alone(p), options, rounds) for p in known)
 
 
 def listing(found: Iterable[Product]) -> str:
