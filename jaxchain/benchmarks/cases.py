@@ -233,6 +233,20 @@ def bench_bert(
         )
 
 
+#: The hand-written rules and their autodiff twins, by the names a row gives them.
+_FAMILIES = (("manual", rules), ("autodiff", reference))
+
+
+def _decoder_and_tokens(b: int, t: int, hidden: int, layers: int, vocab: int):
+    """``jaxchain train --model decoder``'s decoder (``tasks.decoder_dims``) and a batch of
+    random ``(tokens, next tokens)``, each ``(B, T)``."""
+    from jaxchain.train import tasks
+
+    params = nn.decoder.init(jax.random.key(0), vocab, **tasks.decoder_dims(hidden, layers))
+    tokens = jax.random.randint(jax.random.key(1), (b, t + 1), 0, vocab)
+    return params, (tokens[:, :-1], tokens[:, 1:])
+
+
 def bench_decoder(
     b: int = 16,
     t: int = 128,
@@ -248,11 +262,7 @@ def bench_decoder(
     ``jaxchain train --model decoder`` (``tasks.decoder_dims``: heads of 64, grouped-query
     attention, SwiGLU, RMSNorm, RoPE, the fused cross-entropy head) on random tokens; with a
     ``peer``, the same step through Hugging Face's ``LlamaForCausalLM`` (SDPA attention)."""
-    from jaxchain.train import tasks
-
-    params = nn.decoder.init(jax.random.key(0), vocab, **tasks.decoder_dims(hidden, layers))
-    tokens = jax.random.randint(jax.random.key(1), (b, t + 1), 0, vocab)
-    batch = (tokens[:, :-1], tokens[:, 1:])
+    params, batch = _decoder_and_tokens(b, t, hidden, layers, vocab)
 
     def loss(ops):
         return lambda params, batch: nn.decoder.loss(params, *batch, ops=ops)
@@ -260,10 +270,7 @@ def bench_decoder(
     with jax.numpy_dtype_promotion("standard"):
         tx = optax.adamw(1e-3)
         state = tx.init(params)
-        steps = {
-            name: _update_step(loss(ops), tx)
-            for name, ops in (("manual", rules), ("autodiff", reference))
-        }
+        steps = {name: _update_step(loss(ops), tx) for name, ops in _FAMILIES}
         config = {"B": b, "T": t, "D": hidden, "layers": layers, "V": vocab}
         return measure(
             "decoder step",
@@ -293,12 +300,8 @@ def bench_decoder_lora(
     :func:`bench_decoder`'s decoder, adapters of ``rank`` on every projection (the SwiGLU
     unit through ``lora_swiglu``); ``full`` is the full fine-tuning step of the same decoder
     (every weight), for scale."""
-    from jaxchain.train import tasks
-
-    params = nn.decoder.init(jax.random.key(0), vocab, **tasks.decoder_dims(hidden, layers))
+    params, batch = _decoder_and_tokens(b, t, hidden, layers, vocab)
     adapters = nn.lora.init(jax.random.key(2), params, rank)
-    tokens = jax.random.randint(jax.random.key(1), (b, t + 1), 0, vocab)
-    batch = (tokens[:, :-1], tokens[:, 1:])
 
     def adapted(ops):
         return lambda a, batch: nn.decoder.loss(params, *batch, lora=a, ops=ops)
@@ -313,9 +316,6 @@ def bench_decoder_lora(
         return measure(
             "decoder lora step", config, steps, adapters, state, batch, rounds=rounds, others=others
         )
-
-
-_FAMILIES = (("manual", rules), ("autodiff", reference))
 
 
 def bench_mlp(width: int = 1024, layers: int = 4, batch: int = 1024, *, rounds: int = 10) -> Row:
