@@ -93,8 +93,11 @@ def plot(rows: list[Row], path) -> None:
                 )
     axes[0].set_ylabel("loss + gradients (ms)")
     axes[1].set_ylabel("compiled temporary memory (MiB)")
+    lengths = sorted({r.config["T"] for r in attention})
     for ax in axes:
         ax.set_xlabel("sequence length T")
+        ax.set_xticks(lengths, [str(t) for t in lengths])  # the lengths run, not 3x10^2
+        ax.minorticks_off()
     axes[0].legend(fontsize=8)
     fig.suptitle("Attention, one head of 64, float32")
     fig.tight_layout()
