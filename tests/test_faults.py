@@ -337,6 +337,27 @@ def test_a_full_disk_is_one_line_with_status_2(tmp_path, how):
             subprocess.run(["umount", str(disk)], check=True)
 
 
+# tensorstore's messages as orbax raises them; the spec payload may come before the code, and
+# once did so in a run of the test above ("...cannot be written in ...: true}']")
+_WRITING = 'RESOURCE_EXHAUSTED: Error writing local file "/d/manifest.ocdbt": Failed to write'
+_SPEC = "[tensorstore_spec='{\"create\": true}']"
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (ValueError(f"{_WRITING}: No space left on device [os_error_code='28']"), "No space"),
+        (ValueError(f"{_WRITING}: No space left on device {_SPEC} [os_error_code='28']"), "No space"),
+        (ValueError(f"{_WRITING}: File too large [os_error_code=27] {_SPEC}"), "File too large"),
+        (OSError(28, "No space left on device"), "No space"),
+        (ValueError("INVALID_ARGUMENT: shape mismatch: [4] vs [5]"), None),
+    ],
+)
+def test_the_file_systems_reason_is_read_from_its_code(error, reason):
+    said = runs.os_error(error)
+    assert (said is None) if reason is None else said.startswith(reason)
+
+
 @pytest.mark.parametrize(
     ("error", "logged"), [(OSError(28, "No space left on device"), False), (KeyError("x"), True)]
 )

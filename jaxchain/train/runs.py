@@ -213,8 +213,10 @@ def os_error(e: BaseException) -> str | None:
     system caused it (an ``OSError``, or tensorstore's message with an ``os_error_code``)."""
     if isinstance(e, OSError):
         return e.strerror or str(e)
-    found = re.search(r":\s*([^:\[]+?)\s*\[os_error_code", str(e))
-    return None if found is None else found.group(1)
+    # from the code, not the words before it: other payloads ("[tensorstore_spec='{...}']")
+    # may come between them
+    found = re.search(r"\[os_error_code='?(\d+)'?\]", str(e))
+    return None if found is None else os.strerror(int(found.group(1)))
 
 
 #: The file in each checkpoint that lists its files' sizes and CRC-32s.
