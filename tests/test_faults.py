@@ -347,7 +347,10 @@ _SPEC = "[tensorstore_spec='{\"create\": true}']"
     ("error", "reason"),
     [
         (ValueError(f"{_WRITING}: No space left on device [os_error_code='28']"), "No space"),
-        (ValueError(f"{_WRITING}: No space left on device {_SPEC} [os_error_code='28']"), "No space"),
+        (
+            ValueError(f"{_WRITING}: No space left on device {_SPEC} [os_error_code='28']"),
+            "No space",
+        ),
         (ValueError(f"{_WRITING}: File too large [os_error_code=27] {_SPEC}"), "File too large"),
         (OSError(28, "No space left on device"), "No space"),
         (ValueError("INVALID_ARGUMENT: shape mismatch: [4] vs [5]"), None),
