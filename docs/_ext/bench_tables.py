@@ -61,7 +61,9 @@ def tables(recorded: dict) -> str:
     cpu = f"{machine.get('cpu', machine['processor'])}, nproc {machine.get('nproc', '?')}"
     parts = [
         f"Recorded on {cpu} ({machine['device']}), Python {machine['python']}, "
-        f"jax {machine['jax']}, XLA_FLAGS={machine.get('xla_flags', '')!r}; float32 matmul "
+        f"jax {machine['jax']}, XLA_FLAGS={machine.get('xla_flags', '')!r}"
+        + (f"; {machine['malloc']}" if "malloc" in machine else "")
+        + "; float32 matmul "
         f"rate {recorded['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s.",
     ]
     peak = recorded["matmul_flops_per_second"]

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxchain.benchmarks import kernels
 from jaxchain.benchmarks.peer import TorchPeer
+from jaxchain.cli import _malloc
 from jaxchain.train import backends
 
 F32 = jnp.float32  # every benchmark runs in float32
@@ -194,7 +195,7 @@ def cpu_model() -> str:
 
 def machine() -> dict:
     """What a run's numbers depend on: the CPU, how many cores this process may use, the
-    device, versions and ``XLA_FLAGS``."""
+    device, versions, ``XLA_FLAGS`` and how memory is allocated."""
     return {
         "processor": platform.processor() or platform.machine(),
         "cpu": cpu_model(),
@@ -205,4 +206,13 @@ def machine() -> dict:
         "jax": jax.__version__,
         "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "malloc": _malloc_setting(),
     }
+
+
+def _malloc_setting() -> str:
+    """How the allocator serves XLA's temporary buffers (:mod:`jaxchain.cli._malloc`)."""
+    if _malloc.SETTING is not None:
+        return _malloc.SETTING
+    tunables = os.environ.get("GLIBC_TUNABLES")
+    return f"GLIBC_TUNABLES={tunables}" if tunables else "the C library's defaults"

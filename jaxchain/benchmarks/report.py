@@ -8,10 +8,10 @@ from jaxchain.benchmarks.harness import Row, machine
 
 def header(peak: float, torch: str | None = None) -> str:
     """The line a run's table starts with: the CPU, the cores this process may use, jax,
-    ``XLA_FLAGS`` and the matmul rate measured."""
+    ``XLA_FLAGS``, the allocator's setting and the matmul rate measured."""
     m = machine()
     line = f"{m['cpu']} ({m['processor']}), nproc {m['nproc']}, {m['device']}, jax {m['jax']}; "
-    line += f"XLA_FLAGS={m['xla_flags']!r}; float32 matmul {peak / 1e9:.1f} GFLOP/s"
+    line += f"XLA_FLAGS={m['xla_flags']!r}; {m['malloc']}; float32 matmul {peak / 1e9:.1f} GFLOP/s"
     return line + (f"; PyTorch run by {torch}" if torch else "")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import jaxchain
 from jaxchain._arguments import ArgumentError
 from jaxchain._extras import MissingExtra
+from jaxchain.cli import _malloc
 
 #: command: (the module of :mod:`jaxchain.cli` that builds its flags and runs it, its help)
 COMMANDS = {
@@ -108,6 +109,7 @@ def _not_a_failed_write(record: logging.LogRecord) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _malloc.keep_freed_memory()  # before JAX starts a thread
     argv = list(sys.argv[1:] if argv is None else argv)
     name = _command(argv)
     try:

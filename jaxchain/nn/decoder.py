@@ -201,8 +201,8 @@ def apply_block(
     ops: Ops = rules,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """One pre-norm block (``params["blocks"][i]``) on ``x (B, T, D)`` at integer
-    ``positions (B, T)``: ``x + attend(norm(x))``, then ``x + swiglu(norm(x)) W_down``, with
-    the model's ``settings`` (:func:`settings_of`).
+    ``positions (B, T)`` (or ``(1, T)``, one row for all): ``x + attend(norm(x))``, then
+    ``x + swiglu(norm(x)) W_down``, with the model's ``settings`` (:func:`settings_of`).
 
     Without ``cache``, causal self-attention over ``x``; returns the block's output and its
     keys and values ``(B, T, K, H)``. With ``cache = (keys, values)`` ``(B, S, K, H)``, the
@@ -251,7 +251,7 @@ def hidden(
     s = settings_of(params)
     _validate.rank("decoder", "tokens", tokens, 2, "(B, T)")
     _validate.integer("decoder", "tokens", tokens)
-    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    positions = jnp.arange(tokens.shape[1])[None]  # (1, T): every row's
     x = _dropout.maybe(ops, ops.embedding(tokens, params["embed"]), dropout, key, 0)
     adapters, scale = per_block(lora, s.num_layers)
     for i, (block, adapter) in enumerate(zip(params["blocks"], adapters, strict=True)):
@@ -357,7 +357,7 @@ def _generate(params, prompt, key, temperature, steps, top_k, ops, progress):
 
     def forward(tokens, caches, start):
         """The tokens ``(B, t)`` at positions ``start ..``: the last one's logits, caches."""
-        positions = jnp.broadcast_to(start + jnp.arange(tokens.shape[1]), tokens.shape)
+        positions = (start + jnp.arange(tokens.shape[1]))[None]  # (1, t): every row's
         x = ops.embedding(tokens, params["embed"])
         new = []
         for block, cache in zip(params["blocks"], caches, strict=True):
