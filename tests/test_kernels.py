@@ -8,14 +8,15 @@ import jax.numpy as jnp
 import pytest
 
 from jaxchain import benchmarks, nn, reference, rules
+from jaxchain._primal.linear import rows_t_times
 from jaxchain.benchmarks import kernels
 from jaxchain.train import backends
 
 F32 = jnp.float32  # the suite enables float64; oneDNN takes float32 products
 
 
-def _dense_gradient(ops=rules, options=None):
-    x, w, b = jnp.ones((16, 8), F32), jnp.ones((8, 4), F32), jnp.zeros(4, F32)
+def _dense_gradient(ops=rules, options=None, width=4):
+    x, w, b = jnp.ones((16, 8), F32), jnp.ones((8, width), F32), jnp.zeros(width, F32)
     grad = jax.grad(lambda x, w, b: jnp.sum(ops.dense(x, w, b) ** 2), (0, 1, 2))
     return jax.jit(grad).lower(x, w, b).compile(compiler_options=options)
 
@@ -25,8 +26,8 @@ def _dense_gradient(ops=rules, options=None):
 @pytest.mark.filterwarnings("ignore:Error writing persistent compilation cache entry")
 def test_a_dense_step_lists_its_three_products_with_their_libraries():
     """Autodiff's weight gradient ``x^T g`` has a transposed left operand, which YNNPACK
-    refuses: Eigen runs it. The rule forms it from a materialised ``x^T``, so YNNPACK runs all
-    three. With ``backends.ONEDNN``, oneDNN runs all three."""
+    refuses: Eigen runs it. The rule forms it from the narrower of ``x`` and ``g`` materialised
+    transposed (here ``g^T x``), so YNNPACK runs all three. With ``backends.ONEDNN``, oneDNN runs all three."""
     autodiff = {p.orientation: p for p in kernels.products(_dense_gradient(reference))}
     assert sorted(autodiff) == ["NN", "NT", "TN"]
     assert autodiff["NN"].lhs == (16, 8) and autodiff["NN"].rhs == (8, 4)
@@ -35,9 +36,22 @@ def test_a_dense_step_lists_its_three_products_with_their_libraries():
     found = kernels.products(_dense_gradient())
     assert all(p.count == 1 and p.flops == 2 * 16 * 8 * 4 for p in found)
     assert kernels.by_library(found) == {"YNNPACK": 3}
-    assert [(p.lhs, p.rhs) for p in found if p.orientation == "NN" and p.lhs == (8, 16)]
+    assert [(p.lhs, p.rhs) for p in found if p.orientation == "NN" and p.lhs == (4, 16)]
     onednn = kernels.products(_dense_gradient(options=backends.compiler_options("onednn")))
     assert kernels.by_library(onednn) == {"oneDNN": 3}
+
+
+@pytest.mark.parametrize(("width", "transposed"), [(4, (4, 16)), (12, (8, 16))])
+def test_the_weight_gradient_transposes_the_narrower_operand(width, transposed):
+    """``x (16, 8)``, ``g (16, width)``: ``g^T x`` transposed back when ``g`` is narrower,
+    ``x^T g`` otherwise; YNNPACK runs the product either way, and it is ``x^T g``."""
+    found = kernels.products(_dense_gradient(width=width))
+    assert kernels.by_library(found) == {"YNNPACK": 3}
+    assert [p.lhs for p in found if p.orientation == "NN" and p.rhs[0] == 16] == [transposed]
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8), F32)
+    g = jax.random.normal(jax.random.key(1), (2, 8, width), F32)
+    expected = jnp.einsum("bti,bto->io", x, g)
+    assert jnp.allclose(jax.jit(rows_t_times)(x, g), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_products_inside_a_scan_count_once_per_step():
