@@ -21,7 +21,7 @@ _OP = "dot_product_attention"
 BLOCKWISE_FROM = 1024  # block_size=None: blockwise when T or S is at least this long
 
 
-BLOCK = (512, 256)  # the default (queries, keys) block of the blockwise path
+BLOCK = (512, 512)  # the default (queries, keys) block of the blockwise path
 
 
 class Span(NamedTuple):

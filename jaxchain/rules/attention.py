@@ -70,7 +70,7 @@ def dot_product_attention(
     every value there, except for queries past ``query_seq_lengths``, which it zeroes too).
 
     **Blockwise** (``block_size``, or by default when ``T`` or ``S`` >= 1024): the same rule on
-    blocks of queries by keys (512 by 256 by default; the forward pass, which holds fewer
+    blocks of queries by keys (512 by 512 by default; the forward pass, which holds fewer
     block-sized arrays, uses key blocks twice as long), so that no ``(T, S)`` array ever
     exists (unless ``bias`` is one). The forward pass runs over key blocks with an online
     softmax (a running row maximum ``m``, normaliser ``l`` and unnormalised output, rescaled
@@ -94,7 +94,7 @@ def dot_product_attention(
       local_window_size: optional ``(left, right)`` (an int for both): query ``i`` sees keys
         ``i - left`` to ``i + right``.
       block_size: the blockwise path with blocks of this many queries and keys (an int for
-        both, or ``(queries, keys)``); ``None`` chooses: blocks of ``(512, 256)`` when ``T`` or
+        both, or ``(queries, keys)``); ``None`` chooses: blocks of ``(512, 512)`` when ``T`` or
         ``S`` is at least 1024, else the straightforward path.
 
     Returns:
@@ -123,16 +123,35 @@ def _sum_to(x, shape):
     return jnp.sum(x, axis=axes, keepdims=True) if axes else x
 
 
-def _gradients(p, g, q, k, v, d_out, scale):
+def _gradients(p, g, q_cols, g_cols, k, v, d_out, scale):
     """The backward pass of one block of queries by keys, from its probabilities ``p``:
-    ``(dQ, dK, dV, dZ)``, ``dQ`` in ``(B, T, K, G, H)``, ``dK, dV`` summed over the group."""
+    ``(dQ, dK^T, dV^T, dZ)``, ``dQ`` in ``(B, T, K, G, H)``, ``dK^T, dV^T`` in ``(B, K, H, S)``
+    summed over the group.
+
+    ``dV = P^T dO`` and ``dK = c dZ^T Q`` contract over the queries, the rows of both
+    operands: a product with a transposed left operand, which XLA:CPU's YNNPACK refuses
+    (Eigen then runs it at half the rate). Formed as ``dV^T = dO^T P`` and ``dK^T = c Q^T dZ``
+    from the queries and ``dO`` transposed once for all blocks (``q_cols``, ``g_cols``:
+    :func:`columns`), every product is one YNNPACK takes."""
     g_ = as_rows(g)
-    dv = jnp.einsum("bkqs,bkqh->bskh", flat(p), g_)  # dV = P^T dO
+    dv_t = jnp.einsum("bkhq,bkqs->bkhs", g_cols, flat(p))  # dV^T = dO^T P
     dp = jnp.einsum("bkqh,bskh->bkqs", g_, wide(v)).reshape(p.shape)  # dP = dO V^T
     dz = p * (dp - d_out[..., None])  # dZ = P (dP - D)
     dq = from_rows(jnp.einsum("bkqs,bskh->bkqh", flat(dz), wide(k)), *g.shape[1:4:2]) * scale
-    dk = jnp.einsum("bkqs,bkqh->bskh", flat(dz), as_rows(wide(q))) * scale  # dK = c dZ^T Q
-    return dq, dk, dv, dz
+    dk_t = jnp.einsum("bkhq,bkqs->bkhs", q_cols, flat(dz)) * scale  # dK^T = c Q^T dZ
+    return dq, dk_t, dv_t, dz
+
+
+def columns(x):
+    """Queries (or their cotangents) ``(B, T, K, G, H)`` as columns, ``(B, K, H, T G)``: the
+    rows of :func:`as_rows` transposed, materialised behind an optimisation barrier so that
+    XLA cannot fold the transpose back into the products that read it."""
+    return lax.optimization_barrier(jnp.swapaxes(as_rows(wide(x)), 2, 3))
+
+
+def _keys_last(a_t):
+    """``(B, K, H, S) -> (B, S, K, H)``."""
+    return jnp.transpose(a_t, (0, 3, 1, 2))
 
 
 def _row_dot(g, o):
@@ -154,9 +173,11 @@ def _attention_fwd(q, k, v, bias, allowed, scale):
 def _attention_bwd(scale, res, g):
     q, k, v, bias, allowed, o, m, log_l = res
     p = probabilities(logits(q, k, bias, allowed, scale), m, log_l)  # recomputed P
-    dq, dk, dv, dz = _gradients(p, wide(g), q, k, v, _row_dot(wide(g), o), scale)
+    d_out = _row_dot(wide(g), o)
+    dq, dk_t, dv_t, dz = _gradients(p, wide(g), columns(q), columns(g), k, v, d_out, scale)
     db = None if bias is None else _sum_to(dz, bias.shape).astype(bias.dtype)
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), db, None
+    dk, dv = _keys_last(dk_t).astype(k.dtype), _keys_last(dv_t).astype(v.dtype)
+    return dq.astype(q.dtype), dk, dv, db, None
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -182,6 +203,8 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
     qp, kp, vp, bp, mp = layout.pad(q, k, v, bias, mask)
     gp = pad_to(wide(g), 1, layout.tp)
     d = pad_to(_row_dot(wide(g), o), 2, layout.tp)  # D = rowsum(dO * O)
+    q_cols, g_cols = columns(qp), columns(gp)
+    rows = bq * q.shape[3]  # a block of queries: its bq G rows of as_rows, columns here
 
     def key_block(carry, j):
         k_j, v_j = sliced(kp, j * bk, bk), sliced(vp, j * bk, bk)
@@ -196,7 +219,8 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
             b_ij = None if bp is None else block_of(bp, i * bq, j * bk, bq, bk)
             z = logits(q_i, k_j, b_ij, layout.allowed(mp, i, j), scale)
             p = probabilities(z, m_i, log_l_i)  # recomputed P of the block
-            dq_i, dk, dv, dz = _gradients(p, g_i, q_i, k_j, v_j, d_i, scale)
+            q_c, g_c = (sliced(a, i * rows, rows, axis=3) for a in (q_cols, g_cols))
+            dq_i, dk, dv, dz = _gradients(p, g_i, q_c, g_c, k_j, v_j, d_i, scale)
             dq = lax.dynamic_update_slice_in_dim(dq, sliced(dq, i * bq, bq) + dq_i, i * bq, 1)
             if db is not None:  # add dZ, summed to the bias's shape, into its block
                 starts = (
@@ -211,7 +235,7 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
             return dq, db, dk_j + dk, dv_j + dv
 
         dq, db = carry
-        zeros = jnp.zeros((b, bk, kv, h), gp.dtype)
+        zeros = jnp.zeros((b, kv, h, bk), gp.dtype)  # dK^T, dV^T of the key block
         dq, db, dk_j, dv_j = lax.fori_loop(0, layout.nq, query_block, (dq, db, zeros, zeros))
         return (dq, db), (dk_j, dv_j)
 
@@ -220,7 +244,10 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
         key_block, (jnp.zeros(qp.shape, gp.dtype), db), jnp.arange(layout.nk)
     )
     s = k.shape[1]
-    dk, dv = (jnp.moveaxis(a, 0, 1).reshape(b, layout.sp, kv, h)[:, :s] for a in (dk, dv))
+    # (nk, B, K, H, bk) -> (B, nk bk, K, H)
+    dk, dv = (
+        jnp.transpose(a, (1, 0, 4, 2, 3)).reshape(b, layout.sp, kv, h)[:, :s] for a in (dk, dv)
+    )
     if db is not None:
         db = db[:, :, : bias.shape[2], :, : bias.shape[4]].astype(bias.dtype)
     return (dq[:, :t].astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), db, None, None, None)
