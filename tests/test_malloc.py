@@ -60,6 +60,21 @@ def test_the_system_allocator_faults_the_buffer_in_on_every_call():
     assert system["faults"] > 8000
 
 
+def test_the_environment_variable_a_library_user_sets_does_the_same():
+    """:data:`_malloc.TUNABLES` before Python starts (the docs' recipe), without the command."""
+    tuned = _run(JAXCHAIN_MALLOC="system", GLIBC_TUNABLES=_malloc.TUNABLES)
+    assert not tuned["kept"] and tuned["faults"] < 1000
+
+
+def test_the_pytorch_worker_gets_the_same_allocator(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    monkeypatch.setattr(_malloc, "SETTING", None)
+    assert _malloc.child_environment()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    monkeypatch.setattr(_malloc, "SETTING", "kept")
+    tunables = _malloc.child_environment()["GLIBC_TUNABLES"]
+    assert tunables == "glibc.malloc.hugetlb=1:" + _malloc.TUNABLES
+
+
 def test_a_benchmark_records_how_memory_is_allocated(monkeypatch):
     monkeypatch.setattr(_malloc, "SETTING", None)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)

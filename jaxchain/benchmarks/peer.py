@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 
 from jaxchain._arguments import ArgumentError, literal
+from jaxchain.cli import _malloc
 
 WORKER = pathlib.Path(__file__).with_name("_torch_worker.py")
 
@@ -34,6 +35,7 @@ class TorchPeer:
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
                 text=True,
+                env=_malloc.child_environment(),  # the allocator jaxchain's steps run on
             )
         except OSError as e:
             self._stderr.close()
