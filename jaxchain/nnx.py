@@ -289,8 +289,8 @@ class DecoderBlock(nnx.Module):
         return {name: getattr(self, name)[...] for name in names}
 
     def __call__(self, x: jax.Array, positions: jax.Array | None = None) -> jax.Array:
-        """``x (B, T, D)`` at ``positions (B, T)`` (default ``0 ..< T``)."""
+        """``x (B, T, D)`` at ``positions (B, T)`` (default ``0 ..< T`` for every row)."""
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
+            positions = jnp.arange(x.shape[1])[None]  # (1, T)
         y, _ = decoder.apply_block(self.params(), x, positions, settings=self.settings)
         return y

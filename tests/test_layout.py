@@ -23,7 +23,10 @@ ROOT = pathlib.Path(jaxchain.__file__).parent
 # layer: (its units, the layers it may import besides its own); a unit is a module or package
 # of jaxchain ("rules") or a module inside one ("train.tasks"), the longest that matches
 LAYERS = {
-    "support": ({"_files", "_extras", "_arguments", "ops", "_validate", "_checks"}, set()),
+    "support": (
+        {"_files", "_extras", "_arguments", "ops", "_validate", "_checks", "_malloc"},
+        set(),
+    ),
     "derivatives": ({"_primal", "rules", "tangents", "reference"}, {"support"}),
     "checker": ({"check"}, set()),
     "models": ({"nn", "nnx", "pretrained"}, {"support", "derivatives"}),

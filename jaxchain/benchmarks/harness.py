@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxchain import _malloc
 from jaxchain.benchmarks import kernels
 from jaxchain.benchmarks.peer import TorchPeer
-from jaxchain.cli import _malloc
 from jaxchain.train import backends
 
 F32 = jnp.float32  # every benchmark runs in float32
@@ -211,7 +211,7 @@ def machine() -> dict:
 
 
 def _malloc_setting() -> str:
-    """How the allocator serves XLA's temporary buffers (:mod:`jaxchain.cli._malloc`)."""
+    """How the allocator serves XLA's temporary buffers (:mod:`jaxchain._malloc`)."""
     if _malloc.SETTING is not None:
         return _malloc.SETTING
     tunables = os.environ.get("GLIBC_TUNABLES")

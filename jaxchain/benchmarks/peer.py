@@ -6,8 +6,8 @@ import pathlib
 import subprocess
 import tempfile
 
+from jaxchain import _malloc
 from jaxchain._arguments import ArgumentError, literal
-from jaxchain.cli import _malloc
 
 WORKER = pathlib.Path(__file__).with_name("_torch_worker.py")
 

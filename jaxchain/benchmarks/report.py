@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from jaxchain import _malloc
 from jaxchain.benchmarks import kernels
 from jaxchain.benchmarks.harness import Row, machine
 
@@ -11,7 +12,9 @@ def header(peak: float, torch: str | None = None) -> str:
     ``XLA_FLAGS``, the allocator's setting and the matmul rate measured."""
     m = machine()
     line = f"{m['cpu']} ({m['processor']}), nproc {m['nproc']}, {m['device']}, jax {m['jax']}; "
-    line += f"XLA_FLAGS={m['xla_flags']!r}; {m['malloc']}; float32 matmul {peak / 1e9:.1f} GFLOP/s"
+    shared = "; PyTorch's worker too" if torch and _malloc.SETTING is not None else ""
+    line += f"XLA_FLAGS={m['xla_flags']!r}; {m['malloc']}{shared}; "
+    line += f"float32 matmul {peak / 1e9:.1f} GFLOP/s"
     return line + (f"; PyTorch run by {torch}" if torch else "")
 
 

@@ -15,9 +15,9 @@ import warnings
 from collections.abc import Sequence
 
 import jaxchain
+from jaxchain import _malloc
 from jaxchain._arguments import ArgumentError
 from jaxchain._extras import MissingExtra
-from jaxchain.cli import _malloc
 
 #: command: (the module of :mod:`jaxchain.cli` that builds its flags and runs it, its help)
 COMMANDS = {
@@ -109,7 +109,8 @@ def _not_a_failed_write(record: logging.LogRecord) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _malloc.keep_freed_memory()  # before JAX starts a thread
+    if argv is None:  # the command line, before JAX starts a thread (not a call from Python)
+        _malloc.keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     name = _command(argv)
     try:

@@ -132,7 +132,7 @@ def _gradients(p, g, q_cols, g_cols, k, v, d_out, scale):
     operands: a product with a transposed left operand, which XLA:CPU's YNNPACK refuses
     (Eigen then runs it at half the rate). Formed as ``dV^T = dO^T P`` and ``dK^T = c Q^T dZ``
     from the queries and ``dO`` transposed once for all blocks (``q_cols``, ``g_cols``:
-    :func:`columns`), every product is one YNNPACK takes."""
+    :func:`_columns`), every product is one YNNPACK takes."""
     g_ = as_rows(g)
     dv_t = jnp.einsum("bkhq,bkqs->bkhs", g_cols, flat(p))  # dV^T = dO^T P
     dp = jnp.einsum("bkqh,bskh->bkqs", g_, wide(v)).reshape(p.shape)  # dP = dO V^T
@@ -142,7 +142,7 @@ def _gradients(p, g, q_cols, g_cols, k, v, d_out, scale):
     return dq, dk_t, dv_t, dz
 
 
-def columns(x):
+def _columns(x):
     """Queries (or their cotangents) ``(B, T, K, G, H)`` as columns, ``(B, K, H, T G)``: the
     rows of :func:`as_rows` transposed, materialised behind an optimisation barrier so that
     XLA cannot fold the transpose back into the products that read it."""
@@ -174,7 +174,7 @@ def _attention_bwd(scale, res, g):
     q, k, v, bias, allowed, o, m, log_l = res
     p = probabilities(logits(q, k, bias, allowed, scale), m, log_l)  # recomputed P
     d_out = _row_dot(wide(g), o)
-    dq, dk_t, dv_t, dz = _gradients(p, wide(g), columns(q), columns(g), k, v, d_out, scale)
+    dq, dk_t, dv_t, dz = _gradients(p, wide(g), _columns(q), _columns(g), k, v, d_out, scale)
     db = None if bias is None else _sum_to(dz, bias.shape).astype(bias.dtype)
     dk, dv = _keys_last(dk_t).astype(k.dtype), _keys_last(dv_t).astype(v.dtype)
     return dq.astype(q.dtype), dk, dv, db, None
@@ -203,7 +203,7 @@ def _blockwise_bwd(scale, span, bq, bk, res, g):
     qp, kp, vp, bp, mp = layout.pad(q, k, v, bias, mask)
     gp = pad_to(wide(g), 1, layout.tp)
     d = pad_to(_row_dot(wide(g), o), 2, layout.tp)  # D = rowsum(dO * O)
-    q_cols, g_cols = columns(qp), columns(gp)
+    q_cols, g_cols = _columns(qp), _columns(gp)
     rows = bq * q.shape[3]  # a block of queries: its bq G rows of as_rows, columns here
 
     def key_block(carry, j):
